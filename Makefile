@@ -1,0 +1,109 @@
+# radixserve — build, test and run.
+#
+#   make            build bin/radixserve
+#   make run        install what is missing, build, serve the embedded default model
+#   make test       install what is missing, build, run every test (prints "N passed, N failed")
+#   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make test-tsan  the scheduler and server tests under ThreadSanitizer
+#   make bench      benchmarks (run on a quiet machine; not part of make test)
+#   make deps       install missing system packages and test-side npm packages (idempotent)
+#   make format     clang-format every C file
+#
+# Every room (cache/ engine/ tokenizer/ api/ sched/ server/ util/ cli/) is compiled from a
+# wildcard, so a new .c file needs no Makefile edit. Files named *_avx2.c / *_avx512.c get
+# their ISA flags here and nowhere else: the rest of the code runs on any x86-64 and the
+# engine picks a kernel set at run time (engine/kernels.h).
+
+MODE    ?= release
+BUILD   := build/$(MODE)
+CC      ?= cc
+MODEL   ?= models/stories260K
+PORT    ?= 8080
+HOST    ?= 127.0.0.1
+
+WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow
+DEFS    := -D_GNU_SOURCE
+INCS    := -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread
+CFLAGS_release := -O2 -g
+CFLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+CFLAGS_tsan    := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+ALL_CFLAGS  = $(WARN) $(DEFS) $(INCS) $(CFLAGS_$(MODE)) -pthread -MMD -MP $(CFLAGS)
+LDFLAGS_asan := -fsanitize=address,undefined
+LDFLAGS_tsan := -fsanitize=thread
+LIBS    := -lmicrohttpd -lcjson -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
+ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
+
+ISA_avx2   := -mavx2 -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+
+ROOMS    := util cache tokenizer engine api sched server cli
+LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB      := $(BUILD)/libradixserve.a
+BIN      := bin/radixserve$(if $(filter release,$(MODE)),,-$(MODE))
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRCS := $(wildcard bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps deps-test run test test-asan test-tsan bench format clean tests bench-bins
+
+all: $(BIN)
+
+# deps is phony and order-only for every object: it always runs first, also under -j, and is
+# a fast no-op when everything is present.
+deps:
+	@bash scripts/deps.sh
+
+deps-test:
+	@bash scripts/deps.sh --test
+
+$(BUILD)/obj/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$*),$(ISA_avx512),$(if $(findstring _avx2,$*),$(ISA_avx2))) -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/main.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+$(BUILD)/bench/%: bench/%.c $(LIB) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+tests: $(BIN) $(TEST_BINS)
+bench-bins: $(BIN) $(BENCH_BINS)
+
+test: deps-test
+	@$(MAKE) --no-print-directory tests MODE=$(MODE)
+	@MODE=$(MODE) BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh $(T)
+
+test-asan:
+	@$(MAKE) --no-print-directory test MODE=asan
+
+test-tsan:
+	@$(MAKE) --no-print-directory test MODE=tsan T="$(or $(T),sched server)"
+
+run: deps
+	@$(MAKE) --no-print-directory $(BIN)
+	@bash scripts/run.sh $(BIN) "$(MODEL)" $(HOST) $(PORT)
+
+bench: deps-test
+	@$(MAKE) --no-print-directory bench-bins
+	@bash bench/run.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin
+
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d

@@ -1,0 +1,82 @@
+/*
+ * cache.h — the door of the cache room: the paged KV block pool (kv_), and the radix-tree
+ * prefix cache with LRU eviction (rt_) built on it.
+ *
+ * The pool knows memory, never requests: it hands out fixed-size blocks of KV storage, each
+ * holding `block_size` consecutive token positions of K and V for every layer and KV head, and
+ * counts references to them. A sequence's block table (an array of block ids) maps position p
+ * to block table[p / block_size], slot p % block_size.
+ *
+ * The radix tree knows token ids and block ids, never tensors. Only the scheduler thread calls
+ * the functions here (mutation and eviction); other threads read kv_stats / rt_stats snapshots.
+ *
+ * Reference counting: every holder of a block id owns one reference — a running sequence's
+ * block table, a radix-tree node. kv_release of the last reference returns the block to the
+ * free list. A block referenced by the tree is "cached"; one referenced only by sequences is
+ * "private". Nothing else frees blocks.
+ */
+#ifndef RADIXSERVE_CACHE_H
+#define RADIXSERVE_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+/* ---------------------------------------------------------------- KV block pool (kv_) */
+
+typedef enum kv_dtype { KV_F32 = 0, KV_BF16 = 1 } kv_dtype;
+
+typedef struct kv_pool_config {
+    int n_layers;        /* transformer layers */
+    int n_kv_heads;      /* key/value heads per layer */
+    int head_dim;        /* elements per head vector */
+    int block_size;      /* token positions per block (default 16) */
+    kv_dtype dtype;      /* element type of stored K and V */
+    size_t budget_bytes; /* memory for all blocks; n_blocks = budget / block_bytes */
+} kv_pool_config;
+
+/*
+ * Block layout, chosen for attention: for block b, layer l, K or V (kv = 0 or 1), head h, the
+ * `block_size x head_dim` tile of that head is contiguous, so an attention kernel walking one
+ * head's positions in order reads memory sequentially:
+ *     block b = [layer][kv][head][slot][dim]
+ */
+typedef struct kv_pool {
+    int n_layers, n_kv_heads, head_dim, block_size; /* geometry, from the config */
+    kv_dtype dtype;                                 /* element type */
+    size_t elem_size;                               /* bytes per element (4 or 2) */
+    size_t tile_bytes;                              /* bytes of one [slot][dim] tile */
+    size_t block_bytes;                             /* bytes of one whole block */
+    int32_t n_blocks;                               /* blocks in the pool */
+    uint8_t *mem;                                   /* n_blocks * block_bytes, owned (mmap) */
+    size_t mem_bytes;                               /* size of the mapping */
+    int32_t *ref;                                   /* reference count per block */
+    int32_t *free_stack;                            /* ids of free blocks */
+    int32_t n_free;                                 /* entries in free_stack */
+} kv_pool;
+
+/* Size the pool from the budget (at least one block, else RS_EINVAL) and map its memory. */
+int kv_pool_init(kv_pool *p, const kv_pool_config *c, rs_err *e);
+void kv_pool_free(kv_pool *p);
+
+/* Bytes of one block for a geometry (for sizing and for stats). */
+size_t kv_block_bytes(const kv_pool_config *c);
+
+/* Take a free block with reference count 1; -1 when the pool has none free (the caller evicts
+ * from the radix tree or reports exhaustion; the pool itself never fails silently). */
+int32_t kv_alloc(kv_pool *p);
+
+/* Add / drop one reference. Dropping the last returns the block to the free list. */
+void kv_retain(kv_pool *p, int32_t block);
+void kv_release(kv_pool *p, int32_t block);
+
+/* Pointer to the [block_size][head_dim] tile of (block, layer, K=0/V=1, head). */
+static inline void *kv_tile(const kv_pool *p, int32_t block, int layer, int kv, int head) {
+    size_t idx = (((size_t)layer * 2 + (size_t)kv) * (size_t)p->n_kv_heads + (size_t)head);
+    return p->mem + (size_t)block * p->block_bytes + idx * p->tile_bytes;
+}
+
+static inline int32_t kv_n_used(const kv_pool *p) { return p->n_blocks - p->n_free; }
+
+#endif

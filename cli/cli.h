@@ -1,0 +1,15 @@
+/*
+ * cli.h — the subcommands of bin/radixserve. Each takes the arguments after its name and returns
+ * the process exit status; main.c only dispatches. A subcommand prints its own usage on bad
+ * arguments (exit 2) and a one-line error on failure (exit 1).
+ */
+#ifndef RADIXSERVE_CLI_H
+#define RADIXSERVE_CLI_H
+
+int cli_generate(int argc, char **argv);   /* engine: greedy/sampled generation from a prompt */
+int cli_tokenize(int argc, char **argv);   /* tokenizer: JSON strings in, id arrays out */
+int cli_detokenize(int argc, char **argv); /* tokenizer: id arrays in, JSON strings out */
+int cli_template(int argc, char **argv);   /* api: chat requests in, rendered prompts out */
+int cli_serve(int argc, char **argv);      /* server: the OpenAI-compatible HTTP server */
+
+#endif

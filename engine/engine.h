@@ -1,0 +1,144 @@
+/*
+ * engine.h — the door of the engine room: load a Hugging Face model directory, run a batched,
+ * batch-invariant forward pass over paged KV, and sample.
+ *
+ * Contract of the forward pass (what the scheduler and the tests rely on):
+ *   - A batch is a list of sequences; each contributes n_tokens new tokens at positions
+ *     pos0 .. pos0 + n_tokens - 1. The KV of positions [0, pos0) is already in the pages of its
+ *     block table (computed earlier, or shared from the prefix cache). eng_forward writes the new
+ *     tokens' K/V into the block table's pages, then attends over [0, pos] reading K/V back from
+ *     the pages (never the fresh values), so cached and just-computed KV are the same bits.
+ *   - Batch invariance: every number a sequence gets (its logits, the KV it writes) is bit for bit
+ *     independent of the other sequences in the batch, of how its prompt was chunked across calls,
+ *     and of whether its prefix KV came from the cache. Each weight product element is one dot
+ *     product accumulated the same way for 1 row or many; attention walks blocks in position
+ *     order with one online-softmax routine for prefill and decode.
+ *   - Only the calling thread (the scheduler thread) calls eng_forward on a context; the context's
+ *     worker pool splits each operation across threads.
+ */
+#ifndef RADIXSERVE_ENGINE_H
+#define RADIXSERVE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "util/util.h"
+
+/* ---------------------------------------------------------------- model */
+
+typedef enum eng_dtype { ENG_F32 = 0, ENG_BF16 = 1, ENG_F16 = 2 } eng_dtype;
+
+#define ENG_MAX_EOS 8
+
+/* The architecture, read from config.json (and generation_config.json for EOS/BOS). */
+typedef struct eng_config {
+    char arch[64];        /* "qwen3", "qwen2" or "llama" (config.json model_type) */
+    int vocab_size;       /* rows of the embedding / LM head */
+    int hidden;           /* hidden_size */
+    int intermediate;     /* intermediate_size of the SwiGLU MLP */
+    int n_layers;         /* num_hidden_layers */
+    int n_heads;          /* num_attention_heads */
+    int n_kv_heads;       /* num_key_value_heads (GQA when < n_heads) */
+    int head_dim;         /* head_dim (may differ from hidden / n_heads) */
+    int max_pos;          /* max_position_embeddings */
+    float rms_eps;        /* rms_norm_eps */
+    float rope_theta;     /* rope_theta */
+    int tie_embeddings;   /* lm_head shares the embedding matrix */
+    int qk_norm;          /* per-head RMSNorm of q and k before RoPE (Qwen3) */
+    int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
+    eng_dtype dtype;      /* storage type of the weight matrices */
+    int bos_id;           /* -1 if none */
+    int eos_ids[ENG_MAX_EOS]; /* generation_config.json eos_token_id (int or list) */
+    int n_eos;
+} eng_config;
+
+/* Defaults for sampling, from generation_config.json (absent keys: greedy-neutral values). */
+typedef struct eng_gen_defaults {
+    float temperature; /* 1.0 if absent */
+    float top_p;       /* 1.0 if absent */
+    int top_k;         /* 0 (off) if absent */
+    float min_p;       /* 0 if absent */
+    float repetition_penalty; /* 1.0 if absent */
+} eng_gen_defaults;
+
+typedef struct eng_model eng_model; /* opaque: weights (memory-mapped) and config */
+
+/* Load config.json (+ generation_config.json if present) and model.safetensors or
+ * model.safetensors.index.json + shards from dir. Any missing tensor, wrong shape, truncated
+ * file, corrupt header or unknown architecture is RS_EINVAL with a message naming the file and
+ * tensor. */
+int eng_model_load(eng_model **out, const char *dir, rs_err *e);
+void eng_model_free(eng_model *m);
+const eng_config *eng_model_config(const eng_model *m);
+const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m);
+int64_t eng_model_n_params(const eng_model *m);
+
+/* The KV pool geometry this model needs (dtype: the model's, unless forced by kv_dtype >= 0). */
+kv_pool_config eng_kv_config(const eng_model *m, int block_size, int kv_dtype, size_t budget_bytes);
+
+/* ---------------------------------------------------------------- forward pass */
+
+/* One sequence's part of a batch. */
+typedef struct eng_seq {
+    const int32_t *tokens; /* n_tokens new token ids */
+    int n_tokens;          /* >= 1 */
+    int pos0;              /* position of tokens[0]; KV of [0, pos0) is in the pages already */
+    const int32_t *blocks; /* block table, covering at least pos0 + n_tokens positions */
+    int n_blocks;
+    float *logits;         /* out: vocab_size floats for the last new token; NULL: not needed */
+} eng_seq;
+
+typedef struct eng_ctx eng_ctx; /* opaque: scratch buffers and the worker pool */
+
+/* Scratch for batches of up to max_tokens new tokens in total, n_threads workers (>= 1). */
+int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_threads, rs_err *e);
+void eng_ctx_free(eng_ctx *c);
+
+/* Run the batch. RS_EINVAL for a malformed batch (too many tokens, a block table too short,
+ * an id out of range); nothing is written then. */
+int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err *e);
+
+/* ---------------------------------------------------------------- kernels */
+
+/* The kernel set in use: "portable", "avx2" or "avx512". Chosen at run time from CPU features,
+ * or forced by the environment variable RADIXSERVE_ISA=portable|avx2|avx512 (forcing a set the
+ * CPU lacks is an error at eng_ctx_init). */
+const char *eng_isa_name(void);
+
+/* ---------------------------------------------------------------- sampling */
+
+typedef struct eng_logit_bias {
+    int32_t token;
+    float bias;
+} eng_logit_bias;
+
+typedef struct eng_sampling {
+    float temperature;        /* 0: greedy (argmax, lowest id on ties) */
+    float top_p;              /* 1: off */
+    int top_k;                /* 0: off */
+    float min_p;              /* 0: off */
+    float repetition_penalty; /* 1: off (HF style: divide positive logits, multiply negative) */
+    float presence_penalty;   /* 0: off (OpenAI style, over generated tokens) */
+    float frequency_penalty;  /* 0: off */
+    uint64_t seed;            /* per-request seed: same seed, same logits -> same choice */
+    const eng_logit_bias *bias; /* logit_bias entries, n_bias of them */
+    int n_bias;
+} eng_sampling;
+
+/* Per-sequence random state (xoshiro-style), seeded from eng_sampling.seed. */
+typedef struct eng_rng {
+    uint64_t s[4];
+} eng_rng;
+
+void eng_rng_seed(eng_rng *r, uint64_t seed);
+
+/* Sample one token from logits (vocab floats, modified in place by penalties, bias and
+ * temperature). `prompt`/`generated` are the sequence's tokens so far (for penalties).
+ * If logprob is non-NULL it receives log-softmax of the chosen token under the final
+ * (processed) distribution. */
+int32_t eng_sample(const eng_sampling *s, eng_rng *r, float *logits, int vocab,
+                   const int32_t *prompt, int n_prompt, const int32_t *generated, int n_generated,
+                   float *logprob);
+
+#endif

@@ -1,0 +1,123 @@
+/*
+ * sched.h — the door of the scheduler room: the loop between the HTTP front end and the engine.
+ *
+ * One scheduler thread owns the model's forward context, the KV pool and the radix tree. Other
+ * threads (libmicrohttpd's, a CLI) submit requests and drain each request's event queue; they
+ * never touch the model, tree or pool. Every step the scheduler admits waiting requests (longest
+ * cached prefix first, with an age bound), builds one batch (a decode token per running sequence
+ * plus prefill chunks under a token budget), runs the forward pass on the worker pool, samples,
+ * and pushes events. Finishing, cancelling and preempting leave through one release path.
+ *
+ * Ownership: sched_submit returns a handle the caller owns and must sched_request_free exactly
+ * once (after which the scheduler drops its side too; freeing a running request cancels it).
+ */
+#ifndef RADIXSERVE_SCHED_H
+#define RADIXSERVE_SCHED_H
+
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
+#include "util/util.h"
+
+typedef struct sched_config {
+    int n_threads;        /* worker threads for the forward pass (>= 1) */
+    size_t kv_cache_bytes;/* KV pool budget (--kv-cache-mb) */
+    int block_size;       /* tokens per KV block (default 16) */
+    int kv_dtype;         /* -1: the model's dtype; else KV_F32 / KV_BF16 */
+    int max_batch;        /* running sequences at most (--max-batch) */
+    int max_queue;        /* waiting requests at most (--max-queue); beyond: RS_EFULL */
+    int token_budget;     /* new tokens per step (decode rows + prefill chunks) */
+    int ctx_size;         /* context length per sequence (prompt + generated) */
+    int prefix_cache;     /* 1: radix-tree prefix cache on; 0: off (every prompt computed) */
+} sched_config;
+
+#define SCHED_MAX_STOP 4
+#define SCHED_MAX_TOP_LOGPROBS 20
+
+/* What a request asks for, beyond its prompt ids. */
+typedef struct sched_params {
+    eng_sampling sampling;   /* bias array is copied at submit */
+    int max_tokens;          /* generated tokens at most per choice */
+    int n;                   /* choices (samples forked after the prompt), >= 1 */
+    int ignore_eos;          /* do not stop at EOS ids */
+    const char *stop[SCHED_MAX_STOP]; /* stop strings (copied at submit), never emitted */
+    int n_stop;
+    int logprobs;            /* 1: report each token's logprob */
+    int top_logprobs;        /* 0..SCHED_MAX_TOP_LOGPROBS alternatives per token */
+    const char *cache_salt;  /* namespace of the prefix cache; NULL: the shared one */
+} sched_params;
+
+typedef enum sched_event_type {
+    SCHED_EV_TOKEN = 1,  /* one generated token of choice `index` (text may be empty while a
+                            UTF-8 character or a possible stop string is pending) */
+    SCHED_EV_FINISH = 2, /* choice `index` finished; finish_reason set; text = held-back tail */
+    SCHED_EV_DONE = 3,   /* the whole request is finished; usage set; last event */
+    SCHED_EV_ERROR = 4,  /* the request failed; message set; last event */
+} sched_event_type;
+
+typedef struct sched_top {
+    int32_t token;
+    float logprob;
+} sched_top;
+
+typedef struct sched_event {
+    sched_event_type type;
+    int index;                 /* choice index (0 .. n-1) */
+    char *text;                /* owned by the event: UTF-8 delta cut at whole characters */
+    int32_t token;             /* TOKEN: the id */
+    float logprob;             /* TOKEN with logprobs */
+    int n_top;                 /* TOKEN with top_logprobs */
+    sched_top top[SCHED_MAX_TOP_LOGPROBS];
+    const char *finish_reason; /* FINISH: "stop", "length" (static string) */
+    int prompt_tokens;         /* DONE: usage */
+    int cached_tokens;         /* DONE: prompt tokens served from the prefix cache */
+    int completion_tokens;     /* DONE: summed over choices */
+    char message[256];         /* ERROR */
+} sched_event;
+
+void sched_event_free(sched_event *ev); /* frees ev->text */
+
+typedef struct sched sched;                 /* opaque */
+typedef struct sched_request sched_request; /* opaque handle, owned by the submitter */
+
+/* Start the scheduler thread (the model and tokenizer stay owned by the caller and must outlive
+ * the scheduler). */
+int sched_start(sched **out, eng_model *model, const tok_tokenizer *tok, const sched_config *c,
+                rs_err *e);
+/* Stop: cancel everything running or waiting, join the thread, free all. */
+void sched_stop(sched *s);
+
+/* Submit a prompt. RS_EFULL: the waiting queue is full (answer 503 + Retry-After);
+ * RS_ETOOBIG: the request could never fit (prompt >= ctx_size, or more KV than the whole pool). */
+int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
+                 sched_request **out, rs_err *e);
+
+/* Wait up to timeout_ms (0: do not wait; -1: forever) for the next event. Returns 1 with *ev
+ * filled (caller frees with sched_event_free), 0 on time-out. */
+int sched_next_event(sched_request *r, sched_event *ev, int timeout_ms);
+
+/* Ask the scheduler to cancel (idempotent, any thread). The request leaves the batch at the next
+ * step and its blocks are released; a final SCHED_EV_ERROR with RS_ECANCELED-style message or a
+ * DONE follows. */
+void sched_cancel(sched_request *r);
+
+/* Cancel if still running and drop the caller's handle. */
+void sched_request_free(sched_request *r);
+
+/* Statistics for /metrics and /v1/cache (read from any thread). */
+typedef struct sched_stats {
+    int waiting;            /* requests in the waiting queue */
+    int running;            /* sequences in the running batch */
+    int64_t steps;          /* forward steps so far */
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free, kv_blocks_pinned;
+    int block_size;
+    int64_t cache_lookups, cache_hit_tokens, cache_miss_tokens, cache_evicted_blocks;
+    int64_t cache_nodes;
+    int64_t preemptions;
+} sched_stats;
+
+void sched_get_stats(sched *s, sched_stats *out);
+
+#endif

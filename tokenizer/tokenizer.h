@@ -1,0 +1,73 @@
+/*
+ * tokenizer.h — the door of the tokenizer room: Hugging Face tokenizer.json (or vocab.json +
+ * merges.txt) loading, encoding to ids exactly as Hugging Face's tokenizers library does, and
+ * decoding (whole and incremental). It includes nothing of the project but util.
+ *
+ * The pipeline that runs is decided by the components tokenizer.json declares (normalizer,
+ * pre_tokenizer, model, post_processor, decoder), never by a model name; an unknown component
+ * type is a load-time RS_EINVAL naming it.
+ *
+ * A loaded tok_tokenizer is immutable and may be used from many threads at once; per-call state
+ * lives in the caller's structs (tok_stream).
+ */
+#ifndef RADIXSERVE_TOKENIZER_H
+#define RADIXSERVE_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/util.h"
+
+typedef struct tok_tokenizer tok_tokenizer; /* opaque */
+
+/* Load from a model directory: tokenizer.json (or vocab.json + merges.txt) and
+ * tokenizer_config.json (added tokens, bos/eos, add_bos_token, chat_template). */
+int tok_load(tok_tokenizer **out, const char *dir, rs_err *e);
+void tok_free(tok_tokenizer *t);
+
+int tok_vocab_size(const tok_tokenizer *t); /* ids are 0 .. vocab_size - 1 */
+
+/* Encode flags. */
+enum {
+    TOK_ADD_SPECIAL = 1, /* apply the post-processor (e.g. BOS first for Llama) */
+    TOK_NO_SPECIAL = 2,  /* treat added/special token spellings in the text as plain text */
+};
+
+/* Encode UTF-8 text (len bytes) and append the ids to out. Invalid UTF-8 is RS_EINVAL. */
+int tok_encode(const tok_tokenizer *t, const char *text, size_t len, int flags, rs_ivec *out,
+               rs_err *e);
+
+/* Decode ids to UTF-8 into a malloc'd NUL-terminated string. An out-of-range id is RS_EINVAL.
+ * skip_special: drop special tokens from the text. */
+int tok_decode(const tok_tokenizer *t, const int32_t *ids, int n, int skip_special, char **out,
+               rs_err *e);
+
+/* Id of an added/special token spelled exactly `s`, or -1. */
+int32_t tok_special_id(const tok_tokenizer *t, const char *s);
+
+/* The chat template string of tokenizer_config.json, or NULL if it has none. */
+const char *tok_chat_template(const tok_tokenizer *t);
+/* bos_token / eos_token strings from tokenizer_config.json (for the template), or NULL. */
+const char *tok_bos_token(const tok_tokenizer *t);
+const char *tok_eos_token(const tok_tokenizer *t);
+
+/*
+ * Incremental decoding for streaming: feed ids one at a time; each call appends to `out` only
+ * whole UTF-8 characters that can no longer change, keeping the leading space of a continuation
+ * (" time" after "Once upon a"), and tok_stream_flush emits whatever is held at the end.
+ * Concatenating every piece equals tok_decode of all ids.
+ */
+typedef struct tok_stream {
+    const tok_tokenizer *t;
+    int skip_special;
+    rs_ivec ids;    /* ids fed so far (owned) */
+    size_t emitted; /* bytes of the full decoded text already emitted */
+} tok_stream;
+
+void tok_stream_init(tok_stream *s, const tok_tokenizer *t, int skip_special);
+/* Append the newly final text to *out (malloc'd, NUL-terminated; may be ""). */
+int tok_stream_push(tok_stream *s, int32_t id, char **out, rs_err *e);
+int tok_stream_flush(tok_stream *s, char **out, rs_err *e);
+void tok_stream_free(tok_stream *s);
+
+#endif
