@@ -15,7 +15,7 @@
 # engine picks a kernel set at run time (engine/kernels.h).
 
 MODE    ?= release
-BUILD   := build/$(MODE)
+BUILD   ?= build/$(MODE)
 CC      ?= cc
 MODEL   ?= models/stories260K
 PORT    ?= 8080
@@ -36,11 +36,11 @@ ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 
-ROOMS    := util cache tokenizer engine api sched server cli
+ROOMS    ?= util cache tokenizer engine api sched server cli
 LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libradixserve.a
-BIN      := bin/radixserve$(if $(filter release,$(MODE)),,-$(MODE))
+BIN      ?= bin/radixserve$(if $(filter release,$(MODE)),,-$(MODE))
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard bench/bench_*.c)

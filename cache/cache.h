@@ -79,4 +79,57 @@ static inline void *kv_tile(const kv_pool *p, int32_t block, int layer, int kv, 
 
 static inline int32_t kv_n_used(const kv_pool *p) { return p->n_blocks - p->n_free; }
 
+/* ---------------------------------------------------------------- radix tree (rt_) */
+
+/*
+ * A radix tree over token ids (SGLang's RadixAttention), keyed by (namespace, tokens), whose
+ * edges carry runs of whole blocks: an edge of k * block_size tokens owns one reference to each
+ * of its k blocks. Only whole blocks are cached; the partial tail block of a sequence stays
+ * private to it (see docs/architecture.md for the hit-rate cost of that choice).
+ *
+ * Pinning: a running request pins the deepest node of its matched/inserted path; a pinned node
+ * and all its ancestors cannot be evicted. Eviction takes least-recently-used unpinned leaves
+ * first (a parent that becomes a leaf becomes a candidate), O(log n) per node.
+ */
+typedef struct rt_tree rt_tree; /* opaque */
+typedef struct rt_node rt_node; /* opaque */
+
+int rt_init(rt_tree **out, kv_pool *pool, rs_err *e);
+void rt_free(rt_tree *t); /* releases every block the tree holds */
+
+/* Longest cached prefix of tokens[0, n) in namespace ns, in whole blocks. Appends its block
+ * ids to blocks_out (no reference taken: pin first, then kv_retain what the sequence keeps),
+ * sets *node_out to the deepest node matched (NULL on a miss; may split an edge so the match
+ * ends on a node), refreshes the path's last-access time and returns the matched token count. */
+int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
+             rt_node **node_out);
+
+/* Pin / unpin a node and (implicitly) its ancestors. Pins nest (counted). */
+void rt_pin(rt_tree *t, rt_node *node);
+void rt_unpin(rt_tree *t, rt_node *node);
+
+/* Insert tokens[0, n) with their blocks (blocks[i] holds positions [i*bs, (i+1)*bs)); only the
+ * first n / block_size whole blocks are used. Blocks of the newly added part get one reference
+ * taken by the tree; where the prefix is already cached, the tree keeps its own blocks and the
+ * caller's duplicates are left untouched (the caller still releases its own references).
+ * *node_out (may be NULL) receives the deepest node of the inserted path. */
+int rt_insert(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32_t *blocks,
+              rt_node **node_out, rs_err *e);
+
+/* Evict least-recently-used unpinned leaves until at least n_blocks blocks have returned to the
+ * pool's free list or nothing evictable remains; returns how many were freed. */
+int rt_evict(rt_tree *t, int n_blocks);
+
+typedef struct rt_stats {
+    int64_t lookups;         /* rt_match calls */
+    int64_t hit_tokens;      /* tokens served from the cache */
+    int64_t miss_tokens;     /* tokens asked for but not cached */
+    int64_t evicted_blocks;  /* blocks freed by eviction */
+    int64_t nodes;           /* nodes in the tree (root excluded) */
+    int32_t cached_blocks;   /* blocks referenced by the tree */
+    int32_t pinned_blocks;   /* blocks on pinned paths */
+} rt_stats;
+
+void rt_get_stats(const rt_tree *t, rt_stats *out);
+
 #endif

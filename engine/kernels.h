@@ -1,0 +1,53 @@
+/*
+ * kernels.h — the engine's inner loops, one table per instruction set, chosen at run time.
+ * Internal to the engine room (not a door).
+ *
+ * Batch invariance is a property of each table: within one table, every output element is
+ * computed by the same sequence of floating-point operations whatever M, the row range, the
+ * thread split or the other rows are. Different tables may round differently (the AVX-512 table
+ * rounds activations to BF16 for _mm512_dpbf16_ps; the others do not), so a process uses one
+ * table for everything.
+ */
+#ifndef RADIXSERVE_ENGINE_KERNELS_H
+#define RADIXSERVE_ENGINE_KERNELS_H
+
+#include <stdint.h>
+
+#include "cache/cache.h"
+#include "engine/engine.h"
+
+typedef struct eng_kernels {
+    const char *name; /* "portable", "avx2", "avx512" */
+
+    /*
+     * Weight product for output columns [n0, n1):
+     *     y[m * ldy + n] = sum_k x[m * K + k] * W[n * K + k]     for m < M, n0 <= n < n1
+     * x: M rows of K float activations; W: N rows of K weights of type wdt (row-major, as
+     * stored in safetensors: [out_features][in_features]). y[m][n] must depend only on row m
+     * of x and row n of W: the same lane split over K and the same horizontal reduction for
+     * M = 1 (decode GEMV) and M = 512 (prefill GEMM), for any n0/n1 (the worker split).
+     */
+    void (*matmul)(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt, int K,
+                   int n0, int n1);
+
+    /*
+     * Attention of one query vector for one (layer, query head) over positions [0, n_pos):
+     *     out = sum_p softmax_p(scale * q . K_p) V_p
+     * K_p/V_p read from the pool pages of `blocks` (KV head kv_head), walked in position order
+     * one block at a time with an online softmax. The same routine serves prefill (each query
+     * row calls it with its own n_pos) and decode, so a row's result never depends on how many
+     * other rows there are.
+     */
+    void (*attend)(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                   int layer, int kv_head, int n_pos, float scale);
+} eng_kernels;
+
+extern const eng_kernels eng_kernels_portable;
+extern const eng_kernels eng_kernels_avx2;
+extern const eng_kernels eng_kernels_avx512;
+
+/* The table for this CPU, or the one RADIXSERVE_ISA forces (RS_EINVAL if the CPU lacks it or
+ * the name is unknown). */
+int eng_kernels_select(const eng_kernels **out, rs_err *e);
+
+#endif
