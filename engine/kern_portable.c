@@ -1,0 +1,142 @@
+/*
+ * kern_portable.c — the portable C kernel table: the reference every faster table is compared
+ * with, and the table used on CPUs without AVX2.
+ *
+ * Batch invariance by construction: an output element y[m][n] is one dot product of x row m and
+ * W row n, accumulated in 8 lanes (element k goes to lane k % 8, each lane summed in k order)
+ * and reduced as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Nothing in that depends on M, on the
+ * column range [n0, n1) or on the blocking below, which only decides how often a weight row is
+ * widened to F32. The file is compiled without FMA (plain -O2, ISO C, so no contraction), which
+ * keeps the arithmetic identical on every x86-64.
+ */
+#include "engine/internal.h"
+#include "engine/kernels.h"
+
+#include <math.h>
+
+enum {
+    PORT_LANES = 8,    /* partial sums per dot product */
+    PORT_KCHUNK = 512, /* weights widened per step (a multiple of PORT_LANES) */
+    PORT_MBLOCK = 16,  /* activation rows sharing one widened weight chunk */
+    PORT_SCHUNK = 64,  /* attention scores computed before one softmax rescale */
+};
+
+/* Add x[0..n) * w[0..n) into the lanes; x and w start on a lane boundary (k % 8 == 0). */
+static void lanes_add(float lane[PORT_LANES], const float *x, const float *w, int n) {
+    int k = 0;
+    for (; k + PORT_LANES <= n; k += PORT_LANES)
+        for (int j = 0; j < PORT_LANES; j++) lane[j] += x[k + j] * w[k + j];
+    for (int j = 0; k + j < n; j++) lane[j] += x[k + j] * w[k + j];
+}
+
+static float lanes_sum(const float l[PORT_LANES]) {
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+/* Widen n weights of type t starting at element i0 of row w into out. */
+static void widen(float *out, const void *w, eng_dtype t, size_t i0, int n) {
+    if (t == ENG_BF16) {
+        const uint16_t *p = (const uint16_t *)w + i0;
+        for (int i = 0; i < n; i++) out[i] = eng_bf16_to_f32(p[i]);
+    } else if (t == ENG_F16) {
+        const uint16_t *p = (const uint16_t *)w + i0;
+        for (int i = 0; i < n; i++) out[i] = eng_f16_to_f32(p[i]);
+    } else {
+        memcpy(out, (const float *)w + i0, (size_t)n * sizeof *out);
+    }
+}
+
+static void port_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                        int K, int n0, int n1) {
+    float wbuf[PORT_KCHUNK];
+    float lane[PORT_MBLOCK][PORT_LANES];
+    for (int m0 = 0; m0 < M; m0 += PORT_MBLOCK) {
+        int mb = M - m0 < PORT_MBLOCK ? M - m0 : PORT_MBLOCK;
+        for (int n = n0; n < n1; n++) {
+            memset(lane, 0, sizeof lane);
+            for (int k0 = 0; k0 < K; k0 += PORT_KCHUNK) {
+                int kl = K - k0 < PORT_KCHUNK ? K - k0 : PORT_KCHUNK;
+                const float *w = wbuf;
+                if (wdt == ENG_F32)
+                    w = (const float *)W + (size_t)n * (size_t)K + (size_t)k0;
+                else
+                    widen(wbuf, W, wdt, (size_t)n * (size_t)K + (size_t)k0, kl);
+                for (int i = 0; i < mb; i++)
+                    lanes_add(lane[i], x + (size_t)(m0 + i) * (size_t)K + (size_t)k0, w, kl);
+            }
+            for (int i = 0; i < mb; i++)
+                y[(size_t)(m0 + i) * (size_t)ldy + (size_t)n] = lanes_sum(lane[i]);
+        }
+    }
+}
+
+/* q . (row of a K tile), with the matmul's lane scheme. */
+static float dot_row(const float *q, const void *tile, kv_dtype t, int slot, int d) {
+    float lane[PORT_LANES] = {0};
+    if (t == KV_F32) {
+        lanes_add(lane, q, (const float *)tile + (size_t)slot * (size_t)d, d);
+    } else {
+        const uint16_t *p = (const uint16_t *)tile + (size_t)slot * (size_t)d;
+        int k = 0;
+        for (; k + PORT_LANES <= d; k += PORT_LANES)
+            for (int j = 0; j < PORT_LANES; j++) lane[j] += q[k + j] * eng_bf16_to_f32(p[k + j]);
+        for (int j = 0; k + j < d; j++) lane[j] += q[k + j] * eng_bf16_to_f32(p[k + j]);
+    }
+    return lanes_sum(lane);
+}
+
+/* acc[0..d) += p * (row `slot` of a V tile). */
+static void axpy_row(float *acc, float p, const void *tile, kv_dtype t, int slot, int d) {
+    if (t == KV_F32) {
+        const float *v = (const float *)tile + (size_t)slot * (size_t)d;
+        for (int i = 0; i < d; i++) acc[i] += p * v[i];
+    } else {
+        const uint16_t *v = (const uint16_t *)tile + (size_t)slot * (size_t)d;
+        for (int i = 0; i < d; i++) acc[i] += p * eng_bf16_to_f32(v[i]);
+    }
+}
+
+/*
+ * Online softmax over positions in order, in chunks of at most PORT_SCHUNK positions that never
+ * cross a block: chunk boundaries depend only on positions, so a query sees the same chunks
+ * whether it runs in a prefill of 500 rows or alone in a decode step.
+ */
+static void port_attend(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                        int layer, int kv_head, int n_pos, float scale) {
+    int d = kv->head_dim, bs = kv->block_size;
+    float s[PORT_SCHUNK];
+    float mx = -INFINITY, l = 0.0f;
+    for (int i = 0; i < d; i++) out[i] = 0.0f;
+    for (int p0 = 0; p0 < n_pos;) {
+        int blk = p0 / bs, slot0 = p0 % bs;
+        int n = bs - slot0;
+        if (n > PORT_SCHUNK) n = PORT_SCHUNK;
+        if (n > n_pos - p0) n = n_pos - p0;
+        const void *kt = kv_tile(kv, blocks[blk], layer, 0, kv_head);
+        const void *vt = kv_tile(kv, blocks[blk], layer, 1, kv_head);
+        float cmax = -INFINITY;
+        for (int i = 0; i < n; i++) {
+            s[i] = scale * dot_row(q, kt, kv->dtype, slot0 + i, d);
+            if (s[i] > cmax) cmax = s[i];
+        }
+        float nmx = cmax > mx ? cmax : mx;
+        float corr = expf(mx - nmx); /* 0 on the first chunk (mx = -inf) */
+        l *= corr;
+        for (int i = 0; i < d; i++) out[i] *= corr;
+        for (int i = 0; i < n; i++) {
+            float p = expf(s[i] - nmx);
+            l += p;
+            axpy_row(out, p, vt, kv->dtype, slot0 + i, d);
+        }
+        mx = nmx;
+        p0 += n;
+    }
+    if (l > 0.0f)
+        for (int i = 0; i < d; i++) out[i] /= l;
+}
+
+const eng_kernels eng_kernels_portable = {
+    .name = "portable",
+    .matmul = port_matmul,
+    .attend = port_attend,
+};
