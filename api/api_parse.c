@@ -1,0 +1,497 @@
+/*
+ * api_parse.c — OpenAI request bodies into typed structs. Every rejection names the field in the
+ * message and in `param`, so a client sees exactly what to fix.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+
+#define INVALID "invalid_request_error"
+
+int api_errorf(api_error *err, int status, const char *type, const char *param, const char *code,
+               const char *fmt, ...) {
+    va_list ap;
+    if (!err) return status >= 500 ? RS_EIO : RS_EINVAL;
+    err->status = status;
+    snprintf(err->type, sizeof err->type, "%s", type ? type : INVALID);
+    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
+    snprintf(err->code, sizeof err->code, "%s", code ? code : "");
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    va_end(ap);
+    return status >= 500 ? RS_EIO : RS_EINVAL;
+}
+
+/* ---------------------------------------------------------------- field readers */
+
+/* A present, non-null field, or NULL. */
+static const cJSON *field(const cJSON *obj, const char *name) {
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return (f && !cJSON_IsNull(f)) ? f : NULL;
+}
+
+static int bad_type(api_error *err, const char *name, const char *what) {
+    return api_errorf(err, 400, INVALID, name, "invalid_type", "'%s' must be %s", name, what);
+}
+
+static int out_of_range(api_error *err, const char *name, double v, double lo, double hi) {
+    return api_errorf(err, 400, INVALID, name, "invalid_value",
+                      "'%s' must be between %g and %g (got %g)", name, lo, hi, v);
+}
+
+static int get_num(const cJSON *obj, const char *name, double lo, double hi, float *out,
+                   api_error *err) {
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsNumber(f)) return bad_type(err, name, "a number");
+    if (!(f->valuedouble >= lo && f->valuedouble <= hi))
+        return out_of_range(err, name, f->valuedouble, lo, hi);
+    *out = (float)f->valuedouble;
+    return 0;
+}
+
+static int is_integer(const cJSON *f) {
+    return cJSON_IsNumber(f) && f->valuedouble == floor(f->valuedouble) &&
+           fabs(f->valuedouble) < 9.2e18;
+}
+
+static int get_int(const cJSON *obj, const char *name, double lo, double hi, int *out,
+                   api_error *err) {
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!is_integer(f)) return bad_type(err, name, "an integer");
+    if (!(f->valuedouble >= lo && f->valuedouble <= hi))
+        return out_of_range(err, name, f->valuedouble, lo, hi);
+    *out = (int)f->valuedouble;
+    return 0;
+}
+
+static int get_bool(const cJSON *obj, const char *name, int *out, api_error *err) {
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsBool(f)) return bad_type(err, name, "a boolean");
+    *out = cJSON_IsTrue(f);
+    return 0;
+}
+
+static int dup_str(const char *s, char **out, api_error *err) {
+    *out = strdup(s);
+    if (!*out) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    return 0;
+}
+
+static int get_str(const cJSON *obj, const char *name, char **out, api_error *err) {
+    const cJSON *f = field(obj, name);
+    if (!f) return 0;
+    if (!cJSON_IsString(f)) return bad_type(err, name, "a string");
+    return dup_str(f->valuestring, out, err);
+}
+
+/* ---------------------------------------------------------------- shared generation fields */
+
+static int parse_stop(const cJSON *root, api_gen *g, api_error *err) {
+    const cJSON *f = field(root, "stop"), *it;
+    if (!f) return 0;
+    if (cJSON_IsString(f)) {
+        if (!f->valuestring[0]) return 0; /* "" stops nothing */
+        g->n_stop = 1;
+        return dup_str(f->valuestring, &g->stop[0], err);
+    }
+    if (!cJSON_IsArray(f)) return bad_type(err, "stop", "a string or an array of strings");
+    if (cJSON_GetArraySize(f) > API_MAX_STOP)
+        return api_errorf(err, 400, INVALID, "stop", "invalid_value",
+                          "'stop' may hold at most %d strings", API_MAX_STOP);
+    cJSON_ArrayForEach(it, f) {
+        if (!cJSON_IsString(it)) return bad_type(err, "stop", "a string or an array of strings");
+        if (!it->valuestring[0]) continue;
+        if (dup_str(it->valuestring, &g->stop[g->n_stop], err)) return RS_EINVAL;
+        g->n_stop++;
+    }
+    return 0;
+}
+
+static int parse_logit_bias(const cJSON *root, api_gen *g, api_error *err) {
+    const cJSON *f = field(root, "logit_bias"), *it;
+    if (!f) return 0;
+    if (!cJSON_IsObject(f)) return bad_type(err, "logit_bias", "an object of token id -> bias");
+    int n = cJSON_GetArraySize(f);
+    if (n == 0) return 0;
+    g->bias = calloc((size_t)n, sizeof *g->bias);
+    if (!g->bias) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    cJSON_ArrayForEach(it, f) {
+        char *end;
+        long id = strtol(it->string, &end, 10);
+        if (!it->string[0] || *end || id < 0 || id > INT32_MAX)
+            return api_errorf(err, 400, INVALID, "logit_bias", "invalid_value",
+                              "'logit_bias' keys must be token ids (got \"%.40s\")", it->string);
+        if (!cJSON_IsNumber(it)) return bad_type(err, "logit_bias", "an object of numbers");
+        if (!(it->valuedouble >= -100 && it->valuedouble <= 100))
+            return out_of_range(err, "logit_bias", it->valuedouble, -100, 100);
+        g->bias[g->n_bias].token = (int32_t)id;
+        g->bias[g->n_bias].bias = (float)it->valuedouble;
+        g->n_bias++;
+    }
+    return 0;
+}
+
+static int parse_seed(const cJSON *root, api_gen *g, api_error *err) {
+    const cJSON *f = field(root, "seed");
+    if (!f) return 0;
+    if (!is_integer(f)) return bad_type(err, "seed", "an integer");
+    g->has_seed = 1;
+    g->seed = (uint64_t)(int64_t)f->valuedouble;
+    return 0;
+}
+
+static int parse_stream(const cJSON *root, api_gen *g, api_error *err) {
+    const cJSON *so = field(root, "stream_options");
+    if (get_bool(root, "stream", &g->stream, err)) return RS_EINVAL;
+    if (!so) return 0;
+    if (!cJSON_IsObject(so)) return bad_type(err, "stream_options", "an object");
+    const cJSON *iu = field(so, "include_usage");
+    if (iu && !cJSON_IsBool(iu)) return bad_type(err, "stream_options.include_usage", "a boolean");
+    g->include_usage = cJSON_IsTrue(iu);
+    return 0;
+}
+
+static int parse_response_format(const cJSON *root, api_error *err) {
+    const cJSON *f = field(root, "response_format");
+    if (!f) return 0;
+    if (!cJSON_IsObject(f)) return bad_type(err, "response_format", "an object");
+    const cJSON *t = field(f, "type");
+    if (!cJSON_IsString(t)) return bad_type(err, "response_format.type", "a string");
+    if (strcmp(t->valuestring, "text") != 0)
+        return api_errorf(err, 400, INVALID, "response_format", "unsupported_value",
+                          "response_format type '%.40s' is not supported yet (only 'text')",
+                          t->valuestring);
+    return 0;
+}
+
+/* Completion tokens asked for: max_completion_tokens wins over the older max_tokens. */
+static int parse_max_tokens(const cJSON *root, api_gen *g, api_error *err) {
+    if (get_int(root, "max_tokens", 1, INT32_MAX, &g->max_tokens, err)) return RS_EINVAL;
+    return get_int(root, "max_completion_tokens", 1, INT32_MAX, &g->max_tokens, err);
+}
+
+static int parse_gen(const cJSON *root, api_gen *g, int chat, api_error *err) {
+    memset(g, 0, sizeof *g);
+    g->max_tokens = -1;
+    g->temperature = g->top_p = g->min_p = g->repetition_penalty = NAN;
+    g->top_k = -2;
+    g->n = 1;
+    if (get_str(root, "model", &g->model, err) || parse_max_tokens(root, g, err) ||
+        get_num(root, "temperature", 0, 2, &g->temperature, err) ||
+        get_num(root, "top_p", 1e-9, 1, &g->top_p, err) ||
+        get_int(root, "top_k", -1, INT32_MAX, &g->top_k, err) ||
+        get_num(root, "min_p", 0, 1, &g->min_p, err) ||
+        get_num(root, "repetition_penalty", 1e-6, 2, &g->repetition_penalty, err) ||
+        get_num(root, "presence_penalty", -2, 2, &g->presence_penalty, err) ||
+        get_num(root, "frequency_penalty", -2, 2, &g->frequency_penalty, err) ||
+        parse_seed(root, g, err) || parse_stop(root, g, err) ||
+        get_int(root, "n", 1, API_MAX_N, &g->n, err) || parse_logit_bias(root, g, err) ||
+        parse_stream(root, g, err) || get_bool(root, "ignore_eos", &g->ignore_eos, err) ||
+        get_str(root, "cache_salt", &g->cache_salt, err) || parse_response_format(root, err))
+        return RS_EINVAL;
+    const cJSON *user = field(root, "user");
+    if (user && !cJSON_IsString(user)) return bad_type(err, "user", "a string");
+    if (chat) {
+        if (get_bool(root, "logprobs", &g->logprobs, err) ||
+            get_int(root, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, &g->top_logprobs, err))
+            return RS_EINVAL;
+        if (g->top_logprobs > 0 && !g->logprobs)
+            return api_errorf(err, 400, INVALID, "top_logprobs", "invalid_value",
+                              "'top_logprobs' needs 'logprobs': true");
+    } else {
+        /* The legacy completions API: logprobs is the number of alternatives (0 included). */
+        const cJSON *lp = field(root, "logprobs");
+        if (lp) {
+            if (get_int(root, "logprobs", 0, API_MAX_TOP_LOGPROBS, &g->top_logprobs, err))
+                return RS_EINVAL;
+            g->logprobs = 1;
+        }
+    }
+    return 0;
+}
+
+static void gen_free(api_gen *g) {
+    free(g->model);
+    for (int i = 0; i < g->n_stop; i++) free(g->stop[i]);
+    free(g->bias);
+    free(g->cache_salt);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---------------------------------------------------------------- messages and template input */
+
+/* Content as a string: a string as is, an array of {"type":"text","text":...} parts joined by
+ * "\n". Other part types (images, audio) are rejected: this server reads text only. */
+static int content_string(const cJSON *c, int i, api_buf *out, api_error *err) {
+    char name[48];
+    const cJSON *part;
+    snprintf(name, sizeof name, "messages[%d].content", i);
+    if (cJSON_IsString(c)) return api_buf_puts(out, c->valuestring) ? RS_ENOMEM : 0;
+    if (!cJSON_IsArray(c)) return bad_type(err, name, "a string or an array of text parts");
+    int first = 1;
+    cJSON_ArrayForEach(part, c) {
+        const cJSON *type = cJSON_IsObject(part) ? field(part, "type") : NULL;
+        const cJSON *text = cJSON_IsObject(part) ? field(part, "text") : NULL;
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 ||
+            !cJSON_IsString(text))
+            return api_errorf(err, 400, INVALID, name, "invalid_value",
+                              "'%s' parts must be {\"type\": \"text\", \"text\": string}", name);
+        if ((!first && api_buf_puts(out, "\n")) || api_buf_puts(out, text->valuestring))
+            return RS_ENOMEM;
+        first = 0;
+    }
+    return 0;
+}
+
+static int valid_role(const char *r) {
+    static const char *roles[] = {"system", "developer", "user", "assistant", "tool", "function"};
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++)
+        if (!strcmp(r, roles[i])) return 1;
+    return 0;
+}
+
+/* A copy of message i with its content as a plain string. */
+static int normalize_message(const cJSON *m, int i, cJSON **out, api_error *err) {
+    char name[48];
+    snprintf(name, sizeof name, "messages[%d]", i);
+    if (!cJSON_IsObject(m)) return bad_type(err, name, "an object");
+    const cJSON *role = field(m, "role");
+    snprintf(name, sizeof name, "messages[%d].role", i);
+    if (!cJSON_IsString(role)) return bad_type(err, name, "a string");
+    if (!valid_role(role->valuestring))
+        return api_errorf(err, 400, INVALID, name, "invalid_value",
+                          "'%s' must be system, developer, user, assistant or tool (got "
+                          "'%.32s')",
+                          name, role->valuestring);
+    cJSON *copy = cJSON_Duplicate(m, 1);
+    if (!copy) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    const cJSON *content = field(m, "content");
+    if (content && !cJSON_IsString(content)) {
+        api_buf joined = {0};
+        int rc = content_string(content, i, &joined, err);
+        if (rc == 0 && !cJSON_ReplaceItemInObjectCaseSensitive(
+                           copy, "content", cJSON_CreateString(api_buf_str(&joined))))
+            rc = api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+        api_buf_free(&joined);
+        if (rc) {
+            cJSON_Delete(copy);
+            return rc == RS_ENOMEM ? api_errorf(err, 500, "server_error", NULL, NULL,
+                                                "out of "
+                                                "memory")
+                                   : rc;
+        }
+    }
+    *out = copy;
+    return 0;
+}
+
+/* Copy `name` from root into tpl when present, checking its JSON type. */
+static int copy_typed(const cJSON *root, cJSON *tpl, const char *name, int (*is)(const cJSON *),
+                      const char *what, api_error *err) {
+    const cJSON *f = field(root, name);
+    if (!f) return 0;
+    if (!is(f)) return bad_type(err, name, what);
+    cJSON *d = cJSON_Duplicate(f, 1);
+    if (!d || !cJSON_AddItemToObject(tpl, name, d)) {
+        cJSON_Delete(d);
+        return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    return 0;
+}
+
+static int is_array(const cJSON *f) {
+    return cJSON_IsArray(f);
+}
+static int is_object(const cJSON *f) {
+    return cJSON_IsObject(f);
+}
+static int is_choice(const cJSON *f) {
+    return cJSON_IsString(f) || cJSON_IsObject(f);
+}
+
+/* Build the template input {messages, tools, tool_choice, add_generation_prompt,
+ * chat_template_kwargs} from a request holding "messages". */
+static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_error *err) {
+    const cJSON *msgs = field(root, "messages"), *m;
+    if (!msgs)
+        return api_errorf(err, 400, INVALID, "messages", "missing_field", "'messages' is required");
+    if (!cJSON_IsArray(msgs)) return bad_type(err, "messages", "an array");
+    if (cJSON_GetArraySize(msgs) == 0)
+        return api_errorf(err, 400, INVALID, "messages", "invalid_value",
+                          "'messages' must not be empty");
+    cJSON *tpl = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(tpl, "messages");
+    if (!tpl || !arr) goto oom;
+    int i = 0, rc = 0;
+    cJSON_ArrayForEach(m, msgs) {
+        cJSON *copy;
+        if ((rc = normalize_message(m, i++, &copy, err))) goto fail;
+        cJSON_AddItemToArray(arr, copy);
+    }
+    int add_gen = 1;
+    if ((rc = get_bool(root, "add_generation_prompt", &add_gen, err))) goto fail;
+    if (!cJSON_AddBoolToObject(tpl, "add_generation_prompt", add_gen)) goto oom;
+    if ((rc = copy_typed(root, tpl, "tools", is_array, "an array", err)) ||
+        (rc = copy_typed(root, tpl, "tool_choice", is_choice, "a string or an object", err)) ||
+        (rc = copy_typed(root, tpl, "chat_template_kwargs", is_object, "an object", err)))
+        goto fail;
+    *enable_thinking = -1;
+    const cJSON *kw = field(tpl, "chat_template_kwargs");
+    if (kw && (rc = get_bool(kw, "enable_thinking", enable_thinking, err))) {
+        snprintf(err->param, sizeof err->param, "chat_template_kwargs.enable_thinking");
+        goto fail;
+    }
+    *out = tpl;
+    return 0;
+oom:
+    rc = api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+fail:
+    cJSON_Delete(tpl);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+static int parse_root(const char *body, size_t len, cJSON **root, api_error *err) {
+    const char *end = NULL;
+    *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (!*root) {
+        size_t at = end && end >= body ? (size_t)(end - body) : 0;
+        return api_errorf(err, 400, INVALID, NULL, "invalid_json",
+                          "the body is not valid JSON (error near byte %zu)", at);
+    }
+    if (!cJSON_IsObject(*root)) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return api_errorf(err, 400, INVALID, NULL, "invalid_json",
+                          "the body must be a JSON object");
+    }
+    return 0;
+}
+
+int api_parse_chat(const char *body, size_t len, api_chat_request *out, api_error *err) {
+    cJSON *root;
+    memset(out, 0, sizeof *out);
+    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    int rc = parse_gen(root, &out->gen, 1, err);
+    if (!rc) rc = build_tpl(root, &out->tpl, &out->enable_thinking, err);
+    cJSON_Delete(root);
+    if (rc) api_chat_request_free(out);
+    return rc ? RS_EINVAL : 0;
+}
+
+void api_chat_request_free(api_chat_request *r) {
+    gen_free(&r->gen);
+    cJSON_Delete(r->tpl);
+    memset(r, 0, sizeof *r);
+}
+
+/* A token-id array: every element an integer id >= 0. */
+static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *n, api_error *err) {
+    const cJSON *it;
+    int count = cJSON_GetArraySize(arr), i = 0;
+    if (count == 0)
+        return api_errorf(err, 400, INVALID, name, "invalid_value", "'%s' must not be empty", name);
+    *ids = malloc((size_t)count * sizeof **ids);
+    if (!*ids) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    cJSON_ArrayForEach(it, arr) {
+        if (!is_integer(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
+            free(*ids);
+            *ids = NULL;
+            return api_errorf(err, 400, INVALID, name, "invalid_value",
+                              "'%s' must be an array of token ids (non-negative integers)", name);
+        }
+        (*ids)[i++] = (int32_t)it->valuedouble;
+    }
+    *n = count;
+    return 0;
+}
+
+/* prompt: a string, a token-id array, or a one-element array of either (batches of prompts are
+ * not served: one request, one prompt). */
+static int parse_prompt(const cJSON *root, api_completion_request *r, api_error *err) {
+    const cJSON *p = field(root, "prompt");
+    if (!p) return api_errorf(err, 400, INVALID, "prompt", "missing_field", "'prompt' is required");
+    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 &&
+        (cJSON_IsString(p->child) || cJSON_IsArray(p->child)))
+        p = p->child;
+    if (cJSON_IsString(p)) return dup_str(p->valuestring, &r->prompt, err);
+    if (!cJSON_IsArray(p)) return bad_type(err, "prompt", "a string or an array of token ids");
+    if (cJSON_IsString(p->child) || cJSON_IsArray(p->child))
+        return api_errorf(err, 400, INVALID, "prompt", "invalid_value",
+                          "only one prompt per request is supported");
+    return parse_ids(p, "prompt", &r->prompt_ids, &r->n_prompt_ids, err);
+}
+
+int api_parse_completion(const char *body, size_t len, api_completion_request *out,
+                         api_error *err) {
+    cJSON *root;
+    memset(out, 0, sizeof *out);
+    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    int rc = parse_gen(root, &out->gen, 0, err);
+    if (!rc) rc = parse_prompt(root, out, err);
+    if (!rc) rc = get_bool(root, "echo", &out->echo, err);
+    if (!rc && field(root, "suffix"))
+        rc = api_errorf(err, 400, INVALID, "suffix", "unsupported_value",
+                        "'suffix' is not supported");
+    cJSON_Delete(root);
+    if (rc) api_completion_request_free(out);
+    return rc ? RS_EINVAL : 0;
+}
+
+void api_completion_request_free(api_completion_request *r) {
+    gen_free(&r->gen);
+    free(r->prompt);
+    free(r->prompt_ids);
+    memset(r, 0, sizeof *r);
+}
+
+int api_parse_tokenize(const char *body, size_t len, api_tokenize_request *out, api_error *err) {
+    cJSON *root;
+    int rc = 0, dummy;
+    memset(out, 0, sizeof *out);
+    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    if (field(root, "messages")) {
+        rc = build_tpl(root, &out->tpl, &dummy, err);
+        out->add_special = 0;
+    } else if (field(root, "prompt")) {
+        rc = get_str(root, "prompt", &out->prompt, err);
+        out->add_special = 1;
+    } else {
+        rc = api_errorf(err, 400, INVALID, "prompt", "missing_field",
+                        "'prompt' (text) or 'messages' is required");
+    }
+    if (!rc) rc = get_bool(root, "add_special_tokens", &out->add_special, err);
+    cJSON_Delete(root);
+    if (rc) api_tokenize_request_free(out);
+    return rc ? RS_EINVAL : 0;
+}
+
+void api_tokenize_request_free(api_tokenize_request *r) {
+    free(r->prompt);
+    cJSON_Delete(r->tpl);
+    memset(r, 0, sizeof *r);
+}
+
+int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, api_error *err) {
+    cJSON *root;
+    *ids = NULL;
+    *n = 0;
+    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    const cJSON *t = field(root, "tokens");
+    int rc;
+    if (!t)
+        rc = api_errorf(err, 400, INVALID, "tokens", "missing_field", "'tokens' is required");
+    else if (!cJSON_IsArray(t))
+        rc = bad_type(err, "tokens", "an array of token ids");
+    else
+        rc = parse_ids(t, "tokens", ids, n, err);
+    cJSON_Delete(root);
+    return rc ? RS_EINVAL : 0;
+}

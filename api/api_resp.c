@@ -1,0 +1,338 @@
+/*
+ * api_resp.c — OpenAI response, chunk and error shapes, built with cJSON; the growable string;
+ * the <think> splitter that turns Qwen3 output into reasoning_content + content.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+
+/* ---------------------------------------------------------------- api_buf */
+
+int api_buf_append(api_buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->s, cap);
+        if (!p) return RS_ENOMEM;
+        b->s = p;
+        b->cap = cap;
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+    return 0;
+}
+
+int api_buf_puts(api_buf *b, const char *s) {
+    return api_buf_append(b, s, strlen(s));
+}
+const char *api_buf_str(const api_buf *b) {
+    return b->s ? b->s : "";
+}
+
+void api_buf_free(api_buf *b) {
+    free(b->s);
+    memset(b, 0, sizeof *b);
+}
+
+char *api_print(cJSON *j) {
+    if (!j) return NULL;
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static cJSON *str_or_null(const char *s) {
+    return (s && s[0]) ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+char *api_error_json(const api_error *err) {
+    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    if (!e) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    cJSON_AddStringToObject(e, "message", err->message);
+    cJSON_AddStringToObject(e, "type", err->type[0] ? err->type : "invalid_request_error");
+    cJSON_AddItemToObject(e, "param", str_or_null(err->param));
+    cJSON_AddItemToObject(e, "code", str_or_null(err->code));
+    return api_print(root);
+}
+
+/* ---------------------------------------------------------------- <think> splitter */
+
+static const char OPEN[] = "<think>", CLOSE[] = "</think>";
+
+void api_think_init(api_think *t, int enabled, int inside) {
+    memset(t, 0, sizeof *t);
+    t->state = !enabled ? 2 : inside ? 1 : 0;
+    t->trim_next = inside;
+}
+
+/* Append text to dst, dropping leading whitespace while trim_next is set. */
+static int emit(api_think *t, api_buf *dst, const char *s, size_t n) {
+    if (t->trim_next) {
+        while (n && isspace((unsigned char)*s)) s++, n--;
+        if (!n) return 0;
+        t->trim_next = 0;
+    }
+    return n ? api_buf_append(dst, s, n) : 0;
+}
+
+/* Length of the longest suffix of s[0,n) that is a proper prefix of tag. */
+static size_t partial_tag(const char *s, size_t n, const char *tag) {
+    size_t tl = strlen(tag);
+    for (size_t k = tl - 1; k > 0; k--)
+        if (k <= n && !memcmp(s + n - k, tag, k)) return k;
+    return 0;
+}
+
+/* Process the held text as far as it can be decided. */
+static int think_run(api_think *t, api_buf *reasoning, api_buf *content, int final) {
+    const char *s = api_buf_str(&t->held);
+    size_t n = t->held.n, done = 0;
+    int rc = 0;
+    while (done < n && !rc) {
+        const char *p = s + done;
+        size_t left = n - done;
+        if (t->state == 0) {
+            /* Before anything: the answer opens with <think> (after whitespace) or not at all. */
+            size_t ws = 0;
+            while (ws < left && isspace((unsigned char)p[ws])) ws++;
+            size_t rest = left - ws, cmp = rest < sizeof OPEN - 1 ? rest : sizeof OPEN - 1;
+            if (!final && memcmp(p + ws, OPEN, cmp) == 0 && rest < sizeof OPEN - 1) break;
+            if (rest >= sizeof OPEN - 1 && !memcmp(p + ws, OPEN, sizeof OPEN - 1)) {
+                t->state = 1, t->trim_next = 1;
+                done += ws + sizeof OPEN - 1;
+            } else {
+                t->state = 2;
+            }
+        } else if (t->state == 1) {
+            const char *close = memmem(p, left, CLOSE, sizeof CLOSE - 1);
+            if (close) {
+                rc = emit(t, reasoning, p, (size_t)(close - p));
+                t->state = 2, t->trim_next = 1;
+                done += (size_t)(close - p) + sizeof CLOSE - 1;
+            } else {
+                size_t keep = final ? 0 : partial_tag(p, left, CLOSE);
+                rc = emit(t, reasoning, p, left - keep);
+                done += left - keep;
+                if (keep) break;
+            }
+        } else {
+            rc = emit(t, content, p, left);
+            done = n;
+        }
+    }
+    if (!rc && done) {
+        memmove(t->held.s, t->held.s + done, n - done + 1);
+        t->held.n = n - done;
+    }
+    return rc;
+}
+
+int api_think_feed(api_think *t, const char *delta, api_buf *reasoning, api_buf *content) {
+    if (t->state == 2 && !t->held.n) return emit(t, content, delta, strlen(delta));
+    if (api_buf_puts(&t->held, delta)) return RS_ENOMEM;
+    return think_run(t, reasoning, content, 0);
+}
+
+int api_think_flush(api_think *t, api_buf *reasoning, api_buf *content) {
+    return t->held.n ? think_run(t, reasoning, content, 1) : 0;
+}
+
+void api_think_free(api_think *t) {
+    api_buf_free(&t->held);
+}
+
+/* ---------------------------------------------------------------- logprobs */
+
+void api_lp_free(api_lp *lp) {
+    free(lp->token);
+    for (int i = 0; i < lp->n_top; i++) free(lp->top[i].token);
+    memset(lp, 0, sizeof *lp);
+}
+
+int api_choice_add_lp(api_choice *c, api_lp *lp) {
+    if (c->n_lps == c->cap_lps) {
+        int cap = c->cap_lps ? c->cap_lps * 2 : 32;
+        api_lp *p = realloc(c->lps, (size_t)cap * sizeof *p);
+        if (!p) return RS_ENOMEM;
+        c->lps = p;
+        c->cap_lps = cap;
+    }
+    c->lps[c->n_lps++] = *lp;
+    memset(lp, 0, sizeof *lp);
+    return 0;
+}
+
+void api_choice_free(api_choice *c) {
+    api_buf_free(&c->content);
+    api_buf_free(&c->reasoning);
+    for (int i = 0; i < c->n_lps; i++) api_lp_free(&c->lps[i]);
+    free(c->lps);
+    memset(c, 0, sizeof *c);
+}
+
+/* The UTF-8 bytes of a token as a JSON int array (OpenAI's "bytes"). */
+static cJSON *bytes_json(const char *s) {
+    cJSON *a = cJSON_CreateArray();
+    for (const unsigned char *p = (const unsigned char *)s; a && *p; p++)
+        cJSON_AddItemToArray(a, cJSON_CreateNumber(*p));
+    return a;
+}
+
+static cJSON *chat_lp_entry(const char *token, float logprob) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "token", token);
+    cJSON_AddNumberToObject(o, "logprob", logprob);
+    cJSON_AddItemToObject(o, "bytes", bytes_json(token));
+    return o;
+}
+
+/* Chat: {"content": [{token, logprob, bytes, top_logprobs: [...]}]}. */
+static cJSON *chat_logprobs(const api_lp *lps, int n) {
+    cJSON *o = cJSON_CreateObject(), *content = cJSON_AddArrayToObject(o, "content");
+    for (int i = 0; i < n; i++) {
+        cJSON *e = chat_lp_entry(lps[i].token, lps[i].logprob);
+        cJSON *tops = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int k = 0; k < lps[i].n_top; k++)
+            cJSON_AddItemToArray(tops, chat_lp_entry(lps[i].top[k].token, lps[i].top[k].logprob));
+        cJSON_AddItemToArray(content, e);
+    }
+    return o;
+}
+
+/* Completions: {"tokens", "token_logprobs", "top_logprobs": [{tok: lp}], "text_offset"}. */
+static cJSON *completion_logprobs(const api_lp *lps, int n, size_t offset0) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *toks = cJSON_AddArrayToObject(o, "tokens");
+    cJSON *lpv = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    cJSON *offs = cJSON_AddArrayToObject(o, "text_offset");
+    size_t off = offset0;
+    for (int i = 0; i < n; i++) {
+        cJSON_AddItemToArray(toks, cJSON_CreateString(lps[i].token));
+        cJSON_AddItemToArray(lpv, cJSON_CreateNumber(lps[i].logprob));
+        cJSON *t = cJSON_CreateObject();
+        for (int k = 0; k < lps[i].n_top; k++)
+            if (!cJSON_GetObjectItemCaseSensitive(t, lps[i].top[k].token))
+                cJSON_AddNumberToObject(t, lps[i].top[k].token, lps[i].top[k].logprob);
+        cJSON_AddItemToArray(tops, t);
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)off));
+        off += strlen(lps[i].token);
+    }
+    return o;
+}
+
+/* ---------------------------------------------------------------- whole responses */
+
+cJSON *api_usage_json(const api_usage *u) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "prompt_tokens", u->prompt_tokens);
+    cJSON_AddNumberToObject(o, "completion_tokens", u->completion_tokens);
+    cJSON_AddNumberToObject(o, "total_tokens", u->prompt_tokens + u->completion_tokens);
+    cJSON *d = cJSON_AddObjectToObject(o, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", u->cached_tokens);
+    return o;
+}
+
+static cJSON *envelope(const api_meta *m, const char *object) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", m->id);
+    cJSON_AddStringToObject(o, "object", object);
+    cJSON_AddNumberToObject(o, "created", (double)m->created);
+    cJSON_AddStringToObject(o, "model", m->model);
+    cJSON_AddStringToObject(o, "system_fingerprint", m->fingerprint ? m->fingerprint : "");
+    return o;
+}
+
+static cJSON *finish_json(const char *finish) {
+    return str_or_null(finish);
+}
+
+char *api_chat_response(const api_meta *m, const api_choice *choices, int n, int logprobs,
+                        const api_usage *u) {
+    cJSON *o = envelope(m, "chat.completion"), *arr = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; i < n; i++) {
+        const api_choice *c = &choices[i];
+        cJSON *ch = cJSON_CreateObject(), *msg = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", i);
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        cJSON_AddStringToObject(msg, "content", api_buf_str(&c->content));
+        if (c->reasoning.n) cJSON_AddStringToObject(msg, "reasoning_content", c->reasoning.s);
+        cJSON_AddItemToObject(ch, "message", msg);
+        cJSON_AddItemToObject(ch, "logprobs",
+                              logprobs ? chat_logprobs(c->lps, c->n_lps) : cJSON_CreateNull());
+        cJSON_AddItemToObject(ch, "finish_reason", finish_json(c->finish_reason));
+        cJSON_AddItemToArray(arr, ch);
+    }
+    cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    return api_print(o);
+}
+
+char *api_completion_response(const api_meta *m, const api_choice *choices, int n, int logprobs,
+                              const api_usage *u) {
+    cJSON *o = envelope(m, "text_completion"), *arr = cJSON_AddArrayToObject(o, "choices");
+    for (int i = 0; i < n; i++) {
+        const api_choice *c = &choices[i];
+        cJSON *ch = cJSON_CreateObject();
+        cJSON_AddNumberToObject(ch, "index", i);
+        cJSON_AddStringToObject(ch, "text", api_buf_str(&c->content));
+        cJSON_AddItemToObject(ch, "logprobs",
+                              logprobs ? completion_logprobs(c->lps, c->n_lps, 0)
+                                       : cJSON_CreateNull());
+        cJSON_AddItemToObject(ch, "finish_reason", finish_json(c->finish_reason));
+        cJSON_AddItemToArray(arr, ch);
+    }
+    cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    return api_print(o);
+}
+
+/* ---------------------------------------------------------------- streaming chunks */
+
+static cJSON *chunk_envelope(const api_meta *m, const char *object, cJSON **choices,
+                             int with_usage_null) {
+    cJSON *o = envelope(m, object);
+    *choices = cJSON_AddArrayToObject(o, "choices");
+    if (with_usage_null) cJSON_AddNullToObject(o, "usage");
+    return o;
+}
+
+char *api_chat_chunk(const api_meta *m, int index, const char *role, const char *content,
+                     const char *reasoning, const api_lp *lps, int n_lps, const char *finish,
+                     int with_usage_null) {
+    cJSON *arr, *o = chunk_envelope(m, "chat.completion.chunk", &arr, with_usage_null);
+    cJSON *ch = cJSON_CreateObject(), *delta = cJSON_AddObjectToObject(ch, "delta");
+    cJSON_AddNumberToObject(ch, "index", index);
+    if (role) cJSON_AddStringToObject(delta, "role", role);
+    if (content) cJSON_AddStringToObject(delta, "content", content);
+    if (reasoning) cJSON_AddStringToObject(delta, "reasoning_content", reasoning);
+    cJSON_AddItemToObject(ch, "logprobs", n_lps ? chat_logprobs(lps, n_lps) : cJSON_CreateNull());
+    cJSON_AddItemToObject(ch, "finish_reason", finish_json(finish));
+    cJSON_AddItemToArray(arr, ch);
+    return api_print(o);
+}
+
+char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
+                           int n_lps, const char *finish, int with_usage_null) {
+    cJSON *arr, *o = chunk_envelope(m, "text_completion", &arr, with_usage_null);
+    cJSON *ch = cJSON_CreateObject();
+    cJSON_AddNumberToObject(ch, "index", index);
+    cJSON_AddStringToObject(ch, "text", text ? text : "");
+    cJSON_AddItemToObject(ch, "logprobs",
+                          n_lps ? completion_logprobs(lps, n_lps, 0) : cJSON_CreateNull());
+    cJSON_AddItemToObject(ch, "finish_reason", finish_json(finish));
+    cJSON_AddItemToArray(arr, ch);
+    return api_print(o);
+}
+
+char *api_usage_chunk(const api_meta *m, int chat, const api_usage *u) {
+    cJSON *arr, *o = chunk_envelope(m, chat ? "chat.completion.chunk" : "text_completion", &arr, 0);
+    cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    return api_print(o);
+}
