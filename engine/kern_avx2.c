@@ -1,0 +1,268 @@
+/*
+ * kern_avx2.c — the AVX2 + FMA kernel table.
+ *
+ * One dot-product scheme for every weight product: element y[m][n] accumulates x[m][k] * W[n][k]
+ * with FMA into 8 lanes (k goes to lane k % 8, each lane in k order, the K tail zero-padded into
+ * one last FMA), then one fixed horizontal reduction. Weights are widened in registers (BF16 by
+ * a 16-bit shift, F16 by F16C), never copied. The register tiles below run up to 4 activation
+ * rows against up to 8 weight rows side by side, but each element's instruction sequence is the
+ * same in every tile shape, so M = 1 (decode GEMV) and M = 512 (prefill GEMM) rows are bit for
+ * bit equal, whatever the column split between threads.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine/kern_x86.h"
+
+#define AVX2_INLINE static inline __attribute__((always_inline))
+
+enum {
+    AVX2_LANES = 8,      /* floats per register */
+    AVX2_MAX_NR = 8,     /* widest tile in weight rows */
+    AVX2_PF_BYTES = 512, /* how far ahead of the FMAs weight rows are prefetched */
+    AVX2_SCHUNK = 64,    /* attention scores computed before one softmax rescale */
+    AVX2_SGROUP = 4,     /* attention scores computed side by side */
+};
+
+AVX2_INLINE size_t elem_size(eng_dtype t) {
+    return t == ENG_F32 ? 4 : 2;
+}
+
+/* 8 consecutive elements of a row of type t, widened to F32. */
+AVX2_INLINE __m256 load8(const void *row, eng_dtype t, int k) {
+    if (t == ENG_F32) return _mm256_loadu_ps((const float *)row + k);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + k));
+    if (t == ENG_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* The last n < 8 elements of a row from k, zero-padded to 8 lanes. */
+AVX2_INLINE __m256 load_tail(const void *row, eng_dtype t, int k, int n) {
+    unsigned char buf[AVX2_LANES * 4] = {0};
+    size_t es = elem_size(t);
+    memcpy(buf, (const unsigned char *)row + (size_t)k * es, (size_t)n * es);
+    return load8(buf, t, 0);
+}
+
+/* The fixed horizontal reduction: ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). */
+AVX2_INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. */
+AVX2_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
+                          int n, int MR, int NR) {
+    size_t rb = (size_t)K * elem_size(t);
+    const char *w0 = (const char *)W + (size_t)n * rb;
+    __m256 acc[ENG_TILE_MR][AVX2_MAX_NR], w[AVX2_MAX_NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + AVX2_LANES <= K; k += AVX2_LANES) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) {
+            const char *r = w0 + (size_t)j * rb;
+            _mm_prefetch(r + (size_t)k * elem_size(t) + AVX2_PF_BYTES, _MM_HINT_T0);
+            w[j] = load8(r, t, k);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = _mm256_loadu_ps(x + (size_t)i * (size_t)K + k);
+#pragma GCC unroll 8
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+        }
+    }
+    if (k < K) {
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) w[j] = load_tail(w0 + (size_t)j * rb, t, k, K - k);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = load_tail(x + (size_t)i * (size_t)K, ENG_F32, k, K - k);
+#pragma GCC unroll 8
+            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++)
+            y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum8(acc[i][j]);
+}
+
+/* Weight rows per tile for each activation-row count: about 12 accumulators each. */
+#define AVX2_NR_1 8
+#define AVX2_NR_2 6
+#define AVX2_NR_3 4
+#define AVX2_NR_4 3
+
+/* The tile shapes the blocking asks for (mr x its nr, and mr x 1 for column tails). */
+AVX2_INLINE void tile_shapes(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
+                             int n, int mr, int nr) {
+    int wide = nr != 1;
+    switch (mr) {
+    case 1:
+        wide ? tile_gen(y, ldy, x, K, W, t, n, 1, AVX2_NR_1)
+             : tile_gen(y, ldy, x, K, W, t, n, 1, 1);
+        break;
+    case 2:
+        wide ? tile_gen(y, ldy, x, K, W, t, n, 2, AVX2_NR_2)
+             : tile_gen(y, ldy, x, K, W, t, n, 2, 1);
+        break;
+    case 3:
+        wide ? tile_gen(y, ldy, x, K, W, t, n, 3, AVX2_NR_3)
+             : tile_gen(y, ldy, x, K, W, t, n, 3, 1);
+        break;
+    default:
+        wide ? tile_gen(y, ldy, x, K, W, t, n, 4, AVX2_NR_4)
+             : tile_gen(y, ldy, x, K, W, t, n, 4, 1);
+        break;
+    }
+}
+
+static void avx2_tile(float *y, int ldy, const float *x, int K, const void *W, eng_dtype wdt, int n,
+                      int mr, int nr) {
+    switch (wdt) {
+    case ENG_BF16:
+        tile_shapes(y, ldy, x, K, W, ENG_BF16, n, mr, nr);
+        break;
+    case ENG_F16:
+        tile_shapes(y, ldy, x, K, W, ENG_F16, n, mr, nr);
+        break;
+    default:
+        tile_shapes(y, ldy, x, K, W, ENG_F32, n, mr, nr);
+        break;
+    }
+}
+
+static const eng_tiling avx2_tiling = {
+    .tile = avx2_tile,
+    .nr = {0, AVX2_NR_1, AVX2_NR_2, AVX2_NR_3, AVX2_NR_4},
+    .l2_weight_bytes = 192 * 1024,
+};
+
+static void avx2_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                        int K, int n0, int n1) {
+    eng_matmul_tiled(&avx2_tiling, y, ldy, x, M, W, wdt, K, n0, n1);
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* s[g] = scale * (q . row slot + g of a K tile) for g < G, the matmul's dot-product scheme. */
+AVX2_INLINE void scores(float *s, const float *q, const void *tile, eng_dtype t, int slot, int d,
+                        float scale, int G) {
+    __m256 acc[AVX2_SGROUP];
+    const char *r0 = (const char *)tile + (size_t)slot * (size_t)d * elem_size(t);
+    size_t rb = (size_t)d * elem_size(t);
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + AVX2_LANES <= d; k += AVX2_LANES) {
+        __m256 qv = _mm256_loadu_ps(q + k);
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+            acc[g] = _mm256_fmadd_ps(qv, load8(r0 + (size_t)g * rb, t, k), acc[g]);
+    }
+    if (k < d) {
+        __m256 qv = load_tail(q, ENG_F32, k, d - k);
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+            acc[g] = _mm256_fmadd_ps(qv, load_tail(r0 + (size_t)g * rb, t, k, d - k), acc[g]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) s[g] = scale * hsum8(acc[g]);
+}
+
+/* s[0..n) for consecutive slots from slot0; grouping is for speed, each score is computed alone. */
+AVX2_INLINE void chunk_scores(float *s, const float *q, const void *tile, eng_dtype t, int slot0,
+                              int n, int d, float scale) {
+    int i = 0;
+    for (; i + AVX2_SGROUP <= n; i += AVX2_SGROUP)
+        scores(s + i, q, tile, t, slot0 + i, d, scale, AVX2_SGROUP);
+    for (; i < n; i++) scores(s + i, q, tile, t, slot0 + i, d, scale, 1);
+}
+
+/* out[0..d) = out * corr + sum_i p[i] * (V row slot0 + i), rows added in slot order. */
+AVX2_INLINE void rescale_add(float *out, float corr, const float *p, const void *tile, eng_dtype t,
+                             int slot0, int n, int d) {
+    const char *r0 = (const char *)tile + (size_t)slot0 * (size_t)d * elem_size(t);
+    size_t rb = (size_t)d * elem_size(t);
+    __m256 cv = _mm256_set1_ps(corr);
+    int k = 0;
+    for (; k + AVX2_LANES <= d; k += AVX2_LANES) {
+        __m256 o = _mm256_mul_ps(_mm256_loadu_ps(out + k), cv);
+        for (int i = 0; i < n; i++)
+            o = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load8(r0 + (size_t)i * rb, t, k), o);
+        _mm256_storeu_ps(out + k, o);
+    }
+    if (k < d) {
+        float tmp[AVX2_LANES] = {0};
+        memcpy(tmp, out + k, (size_t)(d - k) * sizeof *tmp);
+        __m256 o = _mm256_mul_ps(_mm256_loadu_ps(tmp), cv);
+        for (int i = 0; i < n; i++)
+            o = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load_tail(r0 + (size_t)i * rb, t, k, d - k),
+                                o);
+        _mm256_storeu_ps(tmp, o);
+        memcpy(out + k, tmp, (size_t)(d - k) * sizeof *tmp);
+    }
+}
+
+/* One chunk of positions (inside one block) folded into the running softmax state. */
+AVX2_INLINE void attend_chunk(float *out, float *mx, float *l, const float *q, const void *kt,
+                              const void *vt, eng_dtype t, int slot0, int n, int d, float scale) {
+    float s[AVX2_SCHUNK];
+    chunk_scores(s, q, kt, t, slot0, n, d, scale);
+    float cmax = -INFINITY;
+    for (int i = 0; i < n; i++) cmax = s[i] > cmax ? s[i] : cmax;
+    float nmx = cmax > *mx ? cmax : *mx;
+    float corr = expf(*mx - nmx); /* 0 on the first chunk (mx = -inf) */
+    float sum = 0.0f;
+    for (int i = 0; i < n; i++) {
+        s[i] = expf(s[i] - nmx);
+        sum += s[i];
+    }
+    *l = *l * corr + sum;
+    *mx = nmx;
+    rescale_add(out, corr, s, vt, t, slot0, n, d);
+}
+
+/*
+ * Online softmax over positions in order, in chunks of at most AVX2_SCHUNK positions that never
+ * cross a block: chunk boundaries depend only on positions, so a query sees the same chunks
+ * whether it runs in a prefill of 500 rows or alone in a decode step.
+ */
+void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                     int layer, int kv_head, int n_pos, float scale) {
+    int d = kv->head_dim, bs = kv->block_size;
+    eng_dtype t = kv->dtype == KV_BF16 ? ENG_BF16 : ENG_F32;
+    float mx = -INFINITY, l = 0.0f;
+    for (int i = 0; i < d; i++) out[i] = 0.0f;
+    for (int p0 = 0; p0 < n_pos;) {
+        int blk = p0 / bs, slot0 = p0 % bs;
+        int n = bs - slot0;
+        if (n > AVX2_SCHUNK) n = AVX2_SCHUNK;
+        if (n > n_pos - p0) n = n_pos - p0;
+        const void *kt = kv_tile(kv, blocks[blk], layer, 0, kv_head);
+        const void *vt = kv_tile(kv, blocks[blk], layer, 1, kv_head);
+        if (t == ENG_BF16)
+            attend_chunk(out, &mx, &l, q, kt, vt, ENG_BF16, slot0, n, d, scale);
+        else
+            attend_chunk(out, &mx, &l, q, kt, vt, ENG_F32, slot0, n, d, scale);
+        p0 += n;
+    }
+    if (l > 0.0f) {
+        float inv = 1.0f / l;
+        for (int i = 0; i < d; i++) out[i] *= inv;
+    }
+}
+
+const eng_kernels eng_kernels_avx2 = {
+    .name = "avx2",
+    .matmul = avx2_matmul,
+    .attend = eng_attend_avx2,
+};

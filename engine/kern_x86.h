@@ -1,0 +1,38 @@
+/*
+ * kern_x86.h — what the SIMD kernel tables (kern_avx2.c, kern_avx512.c) share: the cache
+ * blocking of the weight product, which only decides in which order tiles are computed and so
+ * never changes a number. Private to those files and kernels.c.
+ */
+#ifndef RADIXSERVE_ENGINE_KERN_X86_H
+#define RADIXSERVE_ENGINE_KERN_X86_H
+
+#include "engine/kernels.h"
+
+/* Largest activation-row count of one tile. */
+#define ENG_TILE_MR 4
+
+/*
+ * One register tile: y[i * ldy + n + j] = x row i . W row n + j for i < mr, j < nr, where x
+ * (and y) point at the tile's first row. Every element is computed by the same instruction
+ * sequence whatever mr and nr are; mr and nr only decide how many run side by side.
+ */
+typedef void (*eng_tile_fn)(float *y, int ldy, const float *x, int K, const void *W, eng_dtype wdt,
+                            int n, int mr, int nr);
+
+typedef struct eng_tiling {
+    eng_tile_fn tile;        /* the ISA's register tile */
+    int nr[ENG_TILE_MR + 1]; /* weight rows per tile for mr rows (index mr; [0] unused);
+                                besides these, the tile must accept nr = 1 for tails */
+    int l2_weight_bytes;     /* weight bytes kept hot while all row tiles pass over them */
+} eng_tiling;
+
+/* The matmul of kernels.h (y = x W^T for columns [n0, n1)), cut into tiles. */
+void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
+                      eng_dtype wdt, int K, int n0, int n1);
+
+/* The AVX2 attention (kern_avx2.c), also used by the AVX-512 table: attention reads little
+ * compared with the weights, so a second SIMD version would only add code. */
+void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                     int layer, int kv_head, int n_pos, float scale);
+
+#endif

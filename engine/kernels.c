@@ -1,0 +1,110 @@
+/*
+ * kernels.c — picks the kernel table at run time.
+ *
+ * Selection is recomputed on every call (a getenv and a few cpuid reads) instead of being cached
+ * in a global: the process has no mutable state to initialise, and a test can force each table
+ * in turn with setenv.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kern_x86.h"
+
+/* XCR0: which register states the OS saves on context switch. A CPU can advertise AVX-512 while
+ * the OS (or a hypervisor) leaves ZMM state unsaved; then the instructions fault. */
+static unsigned long long os_xcr0(void) {
+    unsigned int eax, ebx, ecx, edx, lo, hi;
+    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+    if (!(ecx & (1u << 27))) return 0; /* OSXSAVE off: xgetbv would fault */
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((unsigned long long)hi << 32) | lo;
+}
+
+static int cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    const unsigned long long ymm_state = 0x6; /* SSE + AVX (upper YMM halves) */
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c") && (os_xcr0() & ymm_state) == ymm_state;
+}
+
+static int cpu_has_avx512(void) {
+    const unsigned long long zmm_state = 0xe6; /* SSE, AVX, opmask, ZMM0-15 upper, ZMM16-31 */
+    return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
+           (os_xcr0() & zmm_state) == zmm_state;
+}
+
+/* One known table: its name, whether this CPU runs it, and the table itself. */
+typedef struct isa_entry {
+    const char *name;         /* the RADIXSERVE_ISA spelling */
+    int (*supported)(void);   /* NULL: runs on any x86-64 */
+    const eng_kernels *table; /* the table */
+} isa_entry;
+
+/* Best first: automatic selection takes the first supported entry. */
+static int isa_entries(isa_entry out[3]) {
+    out[0] = (isa_entry){"avx512", cpu_has_avx512, &eng_kernels_avx512};
+    out[1] = (isa_entry){"avx2", cpu_has_avx2, &eng_kernels_avx2};
+    out[2] = (isa_entry){"portable", NULL, &eng_kernels_portable};
+    return 3;
+}
+
+static int entry_usable(const isa_entry *x) {
+    return !x->supported || x->supported();
+}
+
+int eng_kernels_select(const eng_kernels **out, rs_err *e) {
+    isa_entry all[3];
+    int n = isa_entries(all);
+    const char *want = getenv("RADIXSERVE_ISA");
+    *out = NULL;
+    if (want && *want) {
+        for (int i = 0; i < n; i++) {
+            if (strcmp(want, all[i].name) != 0) continue;
+            if (!entry_usable(&all[i]))
+                return rs_errf(e, RS_EINVAL, "RADIXSERVE_ISA=%s: this CPU (or OS) lacks %s", want,
+                               want);
+            *out = all[i].table;
+            return RS_OK;
+        }
+        return rs_errf(e, RS_EINVAL,
+                       "RADIXSERVE_ISA=%s: unknown kernel set (use portable, avx2 or avx512)",
+                       want);
+    }
+    for (int i = 0; i < n; i++) {
+        if (!entry_usable(&all[i])) continue;
+        *out = all[i].table;
+        return RS_OK;
+    }
+    return rs_errf(e, RS_EINVAL, "no kernel set runs on this CPU");
+}
+
+const char *eng_isa_name(void) {
+    const eng_kernels *k;
+    if (eng_kernels_select(&k, NULL) != RS_OK) return "invalid";
+    return k->name;
+}
+
+/*
+ * Blocking: weight rows are taken in column blocks small enough to stay in L2 while every
+ * group of ENG_TILE_MR activation rows passes over them; inside a block, tiles of nr weight
+ * rows. For M <= ENG_TILE_MR (decode) this streams each weight row exactly once.
+ */
+void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
+                      eng_dtype wdt, int K, int n0, int n1) {
+    size_t row_bytes = (size_t)K * (wdt == ENG_F32 ? 4 : 2);
+    int nc = (int)((size_t)t->l2_weight_bytes / (row_bytes ? row_bytes : 1));
+    if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
+    for (int c0 = n0; c0 < n1; c0 += nc) {
+        int c1 = n1 - c0 < nc ? n1 : c0 + nc;
+        for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
+            int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
+            float *ym = y + (size_t)m0 * (size_t)ldy;
+            const float *xm = x + (size_t)m0 * (size_t)K;
+            int nr = t->nr[mr], n = c0;
+            for (; n + nr <= c1; n += nr) t->tile(ym, ldy, xm, K, W, wdt, n, mr, nr);
+            for (; n < c1; n++) t->tile(ym, ldy, xm, K, W, wdt, n, mr, 1);
+        }
+    }
+}
