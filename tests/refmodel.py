@@ -1,0 +1,369 @@
+"""refmodel.py — the independent PyTorch reference the engine is checked against.
+
+It shares no code and no design with the C engine: it reads the weights itself (its own
+safetensors and llama2.c readers), upcasts BF16/F16 exactly to F32, and recomputes the whole
+sequence at every step (no KV cache, no paging, no batching), the textbook way:
+
+    x = embed[ids]
+    per layer: h = rmsnorm(x); q, k, v = h Wq, h Wk, h Wv (+ bias, Qwen2);
+               q, k = rmsnorm per head (Qwen3); q, k = rope(q, k); causal softmax attention
+               with GQA (query head i reads KV head i // (heads / kv_heads)); x += o Wo;
+               h = rmsnorm(x); x += (silu(h Wg) * h Wu) Wd
+    logits = rmsnorm(x) lm_head           (lm_head = embed when tied)
+
+RoPE is Hugging Face's "rotate half" (pairs j and j + head_dim/2) for Hugging Face directories
+and llama2.c's interleaved pairs (2j, 2j+1) for llama2.c .bin files, whose q/k rows are not
+permuted; both use the frequency theta^(-2j/head_dim).
+
+Also here: a reader of llama2.c's tok512.bin tokenizer and a byte-level BPE decoder for Qwen's
+vocab.json, so tests can turn ids into text without the engine's tokenizer.
+
+Run directly for a quick self-check: /usr/bin/python3 tests/refmodel.py models/stories260K
+"""
+
+import json
+import math
+import os
+import struct
+import sys
+
+import numpy as np
+import torch
+
+torch.set_num_threads(1)  # the machine's 2 cores are shared; tests stay polite
+
+
+class FormatError(Exception):
+    """A model file the reference cannot read."""
+
+
+# ------------------------------------------------------------------ safetensors
+
+
+def read_safetensors_header(path):
+    """(header dict without __metadata__, byte offset where the data starts, file size)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) != 8:
+            raise FormatError("%s: shorter than the 8-byte header length" % path)
+        (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise FormatError("%s: header length %d past the end of the file" % (path, n))
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n, size
+
+
+def _decode(raw, dtype, shape):
+    """Little-endian bytes -> F32 tensor; BF16 and F16 upcast exactly."""
+    if dtype == "F32":
+        a = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    elif dtype == "BF16":
+        a = (np.frombuffer(raw, dtype="<u2").astype(np.uint32) << np.uint32(16)).view(np.float32)
+    elif dtype == "F16":
+        a = np.frombuffer(raw, dtype="<f2").astype(np.float32)
+    else:
+        raise FormatError("dtype %s not supported" % dtype)
+    return torch.from_numpy(a.reshape(shape).copy())
+
+
+def read_safetensors(path):
+    """{name: F32 tensor} of one .safetensors file, offsets checked against the file."""
+    header, start, size = read_safetensors_header(path)
+    out = {}
+    with open(path, "rb") as f:
+        for name, info in header.items():
+            b, e = info["data_offsets"]
+            if not 0 <= b <= e <= size - start:
+                raise FormatError("%s: tensor %s offsets out of range" % (path, name))
+            f.seek(start + b)
+            out[name] = _decode(f.read(e - b), info["dtype"], info["shape"])
+    return out
+
+
+def model_files(model_dir):
+    """The safetensors files of a model directory (single file or index + shards)."""
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        return [os.path.join(model_dir, s) for s in shards]
+    return [os.path.join(model_dir, "model.safetensors")]
+
+
+def count_parameters(model_dir):
+    """Number of stored values, from the headers alone (no data read)."""
+    total = 0
+    for path in model_files(model_dir):
+        header, _, _ = read_safetensors_header(path)
+        total += sum(math.prod(info["shape"]) for info in header.values())
+    return total
+
+
+# ------------------------------------------------------------------ the model
+
+
+class Model:
+    """Weights as F32 tensors plus the few hyper-parameters the forward pass needs."""
+
+    def __init__(self, arch, weights, layers, rope="half"):
+        self.arch = arch  # dict: hidden, n_heads, n_kv_heads, head_dim, eps, theta, vocab
+        self.embed = weights["embed"]  # [vocab, hidden]
+        self.norm = weights["norm"]  # [hidden]
+        self.lm_head = weights["lm_head"]  # [vocab, hidden]; the embedding itself when tied
+        self.layers = layers  # list of dicts of tensors (wq, wk, wv, wo, ...; optional bq, q_norm)
+        self.rope = rope  # "half" (Hugging Face) or "interleaved" (llama2.c)
+
+    # -------------------------------------------------------------- pieces
+
+    def _rmsnorm(self, x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.arch["eps"]) * w
+
+    def _rope(self, x, pos):
+        """Rotate x [T, heads, head_dim] by each row's position."""
+        hd = self.arch["head_dim"]
+        inv = 1.0 / (self.arch["theta"] ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+        ang = pos.to(torch.float64)[:, None] * inv[None, :]  # [T, hd/2]
+        cos = torch.cos(ang).to(x.dtype)[:, None, :]
+        sin = torch.sin(ang).to(x.dtype)[:, None, :]
+        if self.rope == "half":
+            a, b = x[..., : hd // 2], x[..., hd // 2 :]
+            return torch.cat([a * cos - b * sin, b * cos + a * sin], dim=-1)
+        a, b = x[..., 0::2], x[..., 1::2]
+        return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+    def _attention(self, L, h, pos):
+        T = h.shape[0]
+        nh, nkv, hd = self.arch["n_heads"], self.arch["n_kv_heads"], self.arch["head_dim"]
+        q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
+        if "bq" in L:
+            q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
+        q, k, v = q.view(T, nh, hd), k.view(T, nkv, hd), v.view(T, nkv, hd)
+        if "q_norm" in L:
+            q, k = self._rmsnorm(q, L["q_norm"]), self._rmsnorm(k, L["k_norm"])
+        q, k = self._rope(q, pos), self._rope(k, pos)
+        group = nh // nkv
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+        scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        scores = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+        out = torch.einsum("hts,shd->thd", scores, v).reshape(T, nh * hd)
+        return out @ L["wo"].T
+
+    def _mlp(self, L, h):
+        return (torch.nn.functional.silu(h @ L["wg"].T) * (h @ L["wu"].T)) @ L["wd"].T
+
+    # -------------------------------------------------------------- the forward pass
+
+    @torch.no_grad()
+    def forward(self, ids, rows=None):
+        """Logits [len(rows), vocab] for the given rows (default: all) of the sequence ids."""
+        ids = torch.tensor(list(ids), dtype=torch.long)
+        pos = torch.arange(len(ids))
+        x = self.embed[ids]
+        for L in self.layers:
+            x = x + self._attention(L, self._rmsnorm(x, L["attn_norm"]), pos)
+            x = x + self._mlp(L, self._rmsnorm(x, L["mlp_norm"]))
+        if rows is not None:
+            x = x[rows]
+        return self._rmsnorm(x, self.norm) @ self.lm_head.T
+
+    def step_logits(self, prompt, generated):
+        """Teacher-forced logits of every generation step: row i predicts generated[i] from
+        prompt + generated[:i]. One pass over the whole sequence."""
+        seq = list(prompt) + list(generated[:-1])
+        return self.forward(seq, rows=slice(len(prompt) - 1, len(seq)))
+
+    def greedy(self, prompt, n, eos=()):
+        """Greedy decoding, recomputing the whole sequence each step. Returns (ids, logits
+        [steps, vocab], top-two gaps). Stops after an EOS id. Ties go to the lowest id."""
+        seq, ids, logits, gaps = list(prompt), [], [], []
+        for _ in range(n):
+            row = self.forward(seq, rows=slice(len(seq) - 1, len(seq)))[0]
+            top = torch.topk(row, 2).values
+            tok = int(torch.argmax(row))  # first (lowest) index among equal maxima
+            ids.append(tok)
+            logits.append(row)
+            gaps.append(float(top[0] - top[1]))
+            seq.append(tok)
+            if tok in eos:
+                break
+        return ids, torch.stack(logits), gaps
+
+
+def top2_gap(row):
+    top = torch.topk(row, 2).values
+    return float(top[0] - top[1])
+
+
+# ------------------------------------------------------------------ Hugging Face directories
+
+
+def load_hf(model_dir):
+    """Model from config.json + model.safetensors (or index + shards)."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    mt = cfg.get("model_type")
+    if mt not in ("qwen3", "qwen2", "llama"):
+        raise FormatError("%s: model_type %r not supported by the reference" % (model_dir, mt))
+    t = {}
+    for path in model_files(model_dir):
+        t.update(read_safetensors(path))
+    arch = {
+        "hidden": cfg["hidden_size"],
+        "n_heads": cfg["num_attention_heads"],
+        "n_kv_heads": cfg.get("num_key_value_heads", cfg["num_attention_heads"]),
+        "head_dim": cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"],
+        "eps": cfg.get("rms_norm_eps", 1e-6),
+        "theta": float(cfg.get("rope_theta", 10000.0)),
+        "vocab": cfg["vocab_size"],
+    }
+    names = {"wq": "self_attn.q_proj.weight", "wk": "self_attn.k_proj.weight",
+             "wv": "self_attn.v_proj.weight", "wo": "self_attn.o_proj.weight",
+             "wg": "mlp.gate_proj.weight", "wu": "mlp.up_proj.weight", "wd": "mlp.down_proj.weight",
+             "attn_norm": "input_layernorm.weight", "mlp_norm": "post_attention_layernorm.weight"}
+    if mt == "qwen2" or cfg.get("attention_bias"):
+        names.update(bq="self_attn.q_proj.bias", bk="self_attn.k_proj.bias", bv="self_attn.v_proj.bias")
+    if mt == "qwen3":
+        names.update(q_norm="self_attn.q_norm.weight", k_norm="self_attn.k_norm.weight")
+    layers = []
+    for i in range(cfg["num_hidden_layers"]):
+        layers.append({k: t["model.layers.%d.%s" % (i, n)] for k, n in names.items()})
+    embed = t["model.embed_tokens.weight"]
+    tied = cfg.get("tie_word_embeddings", False)
+    weights = {"embed": embed, "norm": t["model.norm.weight"],
+               "lm_head": embed if tied else t["lm_head.weight"]}
+    return Model(arch, weights, layers, rope="half")
+
+
+def eos_ids(model_dir):
+    """EOS ids from generation_config.json (else config.json), as a set."""
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(model_dir, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                e = json.load(f).get("eos_token_id")
+            if e is not None:
+                return set(e if isinstance(e, list) else [e])
+    return set()
+
+
+# ------------------------------------------------------------------ llama2.c
+
+
+def load_llama2c(path, eps=1e-5, theta=10000.0):
+    """Model from a llama2.c (legacy format) .bin: 7 int32 (dim, hidden_dim, n_layers, n_heads,
+    n_kv_heads, vocab_size (negative: untied classifier), seq_len), then F32 weights in
+    llama2.c's order; q/k rows are in the order of llama2.c's interleaved RoPE."""
+    data = open(path, "rb").read()
+    dim, hid, nl, nh, nkv, vocab, seq_len = struct.unpack("<7i", data[:28])
+    shared = vocab > 0
+    vocab = abs(vocab)
+    hd = dim // nh
+    flat = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=28).astype(np.float32))
+    at = [0]
+
+    def take(*shape):
+        n = math.prod(shape)
+        if at[0] + n > flat.numel():
+            raise FormatError("%s: truncated" % path)
+        x = flat[at[0] : at[0] + n].view(*shape)
+        at[0] += n
+        return x
+
+    embed = take(vocab, dim)
+    rms_att, wq = take(nl, dim), take(nl, nh * hd, dim)
+    wk, wv = take(nl, nkv * hd, dim), take(nl, nkv * hd, dim)
+    wo, rms_ffn = take(nl, dim, nh * hd), take(nl, dim)
+    w1, w2, w3 = take(nl, hid, dim), take(nl, dim, hid), take(nl, hid, dim)
+    norm = take(dim)
+    take(seq_len, hd // 2)  # freq_cis_real: unused, RoPE is recomputed
+    take(seq_len, hd // 2)  # freq_cis_imag
+    lm_head = embed if shared else take(vocab, dim)
+    layers = [{"wq": wq[i], "wk": wk[i], "wv": wv[i], "wo": wo[i], "wg": w1[i], "wu": w3[i],
+               "wd": w2[i], "attn_norm": rms_att[i], "mlp_norm": rms_ffn[i]} for i in range(nl)]
+    arch = {"hidden": dim, "n_heads": nh, "n_kv_heads": nkv, "head_dim": hd, "eps": eps,
+            "theta": theta, "vocab": vocab}
+    return Model(arch, {"embed": embed, "norm": norm, "lm_head": lm_head}, layers, rope="interleaved")
+
+
+class Llama2cTokenizer:
+    """llama2.c's tokenizer file: int max_token_length, then per token: float score, int len,
+    len bytes. Pieces use ' ' for sentencepiece's '▁'; '<0xXX>' pieces are raw bytes."""
+
+    def __init__(self, path):
+        data = open(path, "rb").read()
+        self.pieces, self.scores, at = [], [], 4
+        while at < len(data):
+            score, n = struct.unpack("<fi", data[at : at + 8])
+            self.pieces.append(data[at + 8 : at + 8 + n])
+            self.scores.append(score)
+            at += 8 + n
+
+    def piece_bytes(self, i):
+        p = self.pieces[i]
+        if len(p) == 6 and p.startswith(b"<0x") and p.endswith(b">"):
+            return bytes([int(p[3:5], 16)])
+        return p
+
+    def decode(self, ids):
+        return b"".join(self.piece_bytes(i) for i in ids).decode("utf-8", errors="replace")
+
+
+def _byte_decoder():
+    """GPT-2 byte-level BPE: the printable character standing for each byte, inverted."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+class ByteBPEDecoder:
+    """Ids -> text for a Qwen-style tokenizer directory (vocab.json + added tokens)."""
+
+    def __init__(self, model_dir):
+        with open(os.path.join(model_dir, "vocab.json"), encoding="utf-8") as f:
+            vocab = json.load(f)
+        self.tokens = {i: s for s, i in vocab.items()}
+        self.special = {}
+        cfg = os.path.join(model_dir, "tokenizer_config.json")
+        if os.path.exists(cfg):
+            with open(cfg, encoding="utf-8") as f:
+                for i, t in json.load(f).get("added_tokens_decoder", {}).items():
+                    self.special[int(i)] = t["content"]
+        self.bytes_of = _byte_decoder()
+
+    def decode(self, ids):
+        out = bytearray()
+        for i in ids:
+            if i in self.special:
+                out += self.special[i].encode()
+            else:
+                out += bytes(self.bytes_of[c] for c in self.tokens[i])
+        return out.decode("utf-8", errors="replace")
+
+
+# ------------------------------------------------------------------ self-check
+
+
+def _main(argv):
+    root = argv[1] if len(argv) > 1 else "models/stories260K"
+    ref = load_llama2c(os.path.join(root, "stories260K.bin"))
+    hf = load_hf(root)
+    tok = Llama2cTokenizer(os.path.join(root, "tok512.bin"))
+    ids, logits, gaps = ref.greedy([1], 64)
+    print("llama2.c:", tok.decode(ids))
+    ids2, logits2, _ = hf.greedy([1], 64)
+    print("hf:      ", tok.decode(ids2))
+    print("same ids:", ids == ids2, "max |dlogits|:", float((logits - logits2).abs().max()))
+    print("min gap:", min(gaps))
+
+
+if __name__ == "__main__":
+    _main(sys.argv)
