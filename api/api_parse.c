@@ -330,7 +330,7 @@ static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_e
     if (!tpl || !arr) goto oom;
     int i = 0, rc = 0;
     cJSON_ArrayForEach(m, msgs) {
-        cJSON *copy;
+        cJSON *copy = NULL;
         if ((rc = normalize_message(m, i++, &copy, err))) goto fail;
         cJSON_AddItemToArray(arr, copy);
     }
