@@ -366,6 +366,14 @@ static int parse_root(const char *body, size_t len, cJSON **root, api_error *err
         return api_errorf(err, 400, INVALID, NULL, "invalid_json",
                           "the body is not valid JSON (error near byte %zu)", at);
     }
+    while (end && end < body + len && strchr(" \t\r\n", *end) && *end) end++;
+    if (end && end < body + len) {
+        cJSON_Delete(*root);
+        *root = NULL;
+        return api_errorf(err, 400, INVALID, NULL, "invalid_json",
+                          "the body has text after the JSON value (at byte %zu)",
+                          (size_t)(end - body));
+    }
     if (!cJSON_IsObject(*root)) {
         cJSON_Delete(*root);
         *root = NULL;

@@ -1,0 +1,326 @@
+/*
+ * test_api.c — the api room's pure functions: request parsing and validation (every field, wrong
+ * types and ranges naming the field, a malformed-JSON corpus), response / chunk / error shapes,
+ * and the <think> splitter fed in every possible cut.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "tests/tap.h"
+
+static int chat(const char *body, api_chat_request *r, api_error *err) {
+    return api_parse_chat(body, strlen(body), r, err);
+}
+
+/* A chat body that must be rejected with status 400 naming `param`. */
+static void rejects(const char *body, const char *param) {
+    api_chat_request r;
+    api_error err = {0};
+    int rc = chat(body, &r, &err);
+    TAP_OK(rc != 0 && err.status == 400 && !strcmp(err.param, param),
+           "rejects %s -> 400 param=%s (got rc %d status %d param '%s': %s)", body, param, rc,
+           err.status, err.param, err.message);
+}
+
+static void test_chat_fields(void) {
+    api_chat_request r;
+    api_error err = {0};
+    const char *body =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"system\",\"content\":\"s\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},"
+        "{\"type\":\"text\",\"text\":\"b\"}]}],\"max_tokens\":5,\"max_completion_tokens\":7,"
+        "\"temperature\":0.5,\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,"
+        "\"repetition_penalty\":1.1,\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,"
+        "\"seed\":-1,\"stop\":[\"x\",\"yy\"],\"n\":2,\"logprobs\":true,\"top_logprobs\":3,"
+        "\"logit_bias\":{\"17\":-100,\"3\":2.5},\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"ignore_eos\":true,\"cache_salt\":\"c\","
+        "\"user\":\"u\",\"unknown_field\":{\"x\":1},\"response_format\":{\"type\":\"text\"},"
+        "\"chat_template_kwargs\":{\"enable_thinking\":false},\"tools\":[],"
+        "\"tool_choice\":\"auto\"}";
+    int rc = chat(body, &r, &err);
+    TAP_OK(rc == 0, "full chat request parses (%s)", err.message);
+    if (rc) return;
+    api_gen *g = &r.gen;
+    TAP_OK(!strcmp(g->model, "m") && g->max_tokens == 7, "model and max_completion_tokens win");
+    TAP_OK(g->temperature == 0.5f && g->top_p == 0.9f && g->top_k == 40 && g->min_p == 0.05f,
+           "sampling fields");
+    TAP_OK(g->repetition_penalty == 1.1f && g->presence_penalty == 0.5f &&
+               g->frequency_penalty == -0.5f,
+           "penalties");
+    TAP_OK(g->has_seed && g->seed == UINT64_MAX, "negative seed wraps");
+    TAP_OK(g->n_stop == 2 && !strcmp(g->stop[1], "yy") && g->n == 2, "stop array and n");
+    TAP_OK(g->logprobs && g->top_logprobs == 3, "logprobs + top_logprobs");
+    TAP_OK(g->n_bias == 2 && g->bias[0].token == 17 && g->bias[0].bias == -100 &&
+               g->bias[1].token == 3,
+           "logit_bias");
+    TAP_OK(g->stream && g->include_usage && g->ignore_eos && !strcmp(g->cache_salt, "c"),
+           "stream, include_usage, ignore_eos, cache_salt");
+    TAP_OK(r.enable_thinking == 0, "enable_thinking false");
+    const cJSON *msgs = cJSON_GetObjectItem(r.tpl, "messages");
+    const cJSON *c1 = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 1), "content");
+    TAP_OK(cJSON_IsString(c1) && !strcmp(c1->valuestring, "a\nb"), "text parts joined by \\n");
+    TAP_OK(cJSON_IsTrue(cJSON_GetObjectItem(r.tpl, "add_generation_prompt")) &&
+               cJSON_IsArray(cJSON_GetObjectItem(r.tpl, "tools")),
+           "template input has add_generation_prompt and tools");
+    api_chat_request_free(&r);
+
+    rc = chat("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":null,"
+              "\"stop\":\"end\",\"seed\":null}",
+              &r, &err);
+    TAP_OK(rc == 0 && isnan(r.gen.temperature) && r.gen.max_tokens == -1 && r.gen.n == 1 &&
+               r.gen.n_stop == 1 && !r.gen.has_seed && r.enable_thinking == -1,
+           "nulls are absent, defaults are sentinels, stop as a string");
+    if (!rc) api_chat_request_free(&r);
+}
+
+static void test_chat_rejects(void) {
+    const char *m = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+    char b[512];
+#define REJ(extra, param)                                                                          \
+    snprintf(b, sizeof b, "{%s,%s}", m, extra);                                                    \
+    rejects(b, param)
+    REJ("\"temperature\":\"0.5\"", "temperature");
+    REJ("\"temperature\":3", "temperature");
+    REJ("\"top_p\":0", "top_p");
+    REJ("\"max_tokens\":0", "max_tokens");
+    REJ("\"max_tokens\":1.5", "max_tokens");
+    REJ("\"max_completion_tokens\":-3", "max_completion_tokens");
+    REJ("\"n\":0", "n");
+    REJ("\"n\":100", "n");
+    REJ("\"stop\":7", "stop");
+    REJ("\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]", "stop");
+    REJ("\"logit_bias\":{\"abc\":1}", "logit_bias");
+    REJ("\"logit_bias\":{\"5\":101}", "logit_bias");
+    REJ("\"stream\":\"yes\"", "stream");
+    REJ("\"stream_options\":{\"include_usage\":1}", "stream_options.include_usage");
+    REJ("\"response_format\":{\"type\":\"json_object\"}", "response_format");
+    REJ("\"top_logprobs\":2", "top_logprobs");
+    REJ("\"logprobs\":true,\"top_logprobs\":21", "top_logprobs");
+    REJ("\"seed\":\"1\"", "seed");
+    REJ("\"presence_penalty\":-2.5", "presence_penalty");
+    REJ("\"chat_template_kwargs\":{\"enable_thinking\":\"no\"}",
+        "chat_template_kwargs.enable_thinking");
+    REJ("\"tools\":{}", "tools");
+    REJ("\"model\":5", "model");
+    REJ("\"user\":5", "user");
+#undef REJ
+    rejects("{}", "messages");
+    rejects("{\"messages\":[]}", "messages");
+    rejects("{\"messages\":\"hi\"}", "messages");
+    rejects("{\"messages\":[5]}", "messages[0]");
+    rejects("{\"messages\":[{\"content\":\"x\"}]}", "messages[0].role");
+    rejects("{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "messages[0].role");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+            "messages[0].content");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages[0].content");
+}
+
+/* Malformed JSON of every kind: 400, no param, never a crash. */
+static void test_malformed_corpus(void) {
+    static const char *corpus[] = {
+        "",
+        " ",
+        "{",
+        "}",
+        "[]",
+        "null",
+        "42",
+        "\"str\"",
+        "{\"messages\":",
+        "{\"messages\":[}",
+        "{'messages':[]}",
+        "{\"a\":1,}",
+        "{\"a\" 1}",
+        "{\"a\":tru}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"unterminated}",
+        "\xff\xfe{}",
+        "{\"a\":1}{\"b\":2}",
+        "{\"a\":NaN}",
+        "{\"a\":[1,2,]}",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]} trailing",
+    };
+    int all = 1;
+    for (size_t i = 0; i < sizeof corpus / sizeof corpus[0]; i++) {
+        api_chat_request r;
+        api_completion_request c;
+        api_error e1 = {0}, e2 = {0};
+        int rc1 = api_parse_chat(corpus[i], strlen(corpus[i]), &r, &e1);
+        int rc2 = api_parse_completion(corpus[i], strlen(corpus[i]), &c, &e2);
+        if (!rc1 || !rc2 || e1.status != 400 || e2.status != 400) {
+            all = 0;
+            TAP_DIAG("corpus entry %zu accepted or wrong status", i);
+        }
+    }
+    TAP_OK(all, "malformed-JSON corpus: every entry is a 400");
+    /* Not NUL-terminated: the parser must respect len. */
+    char buf[4] = {'{', '}', 'x', 'x'};
+    api_completion_request c;
+    api_error err = {0};
+    TAP_OK(api_parse_completion(buf, 2, &c, &err) != 0 && !strcmp(err.param, "prompt"),
+           "length-bounded body parsed as {} (missing prompt)");
+}
+
+static void test_completion(void) {
+    api_completion_request c;
+    api_error err = {0};
+    const char *b1 = "{\"prompt\":\"Once upon\",\"echo\":true,\"logprobs\":2,\"max_tokens\":4}";
+    int rc = api_parse_completion(b1, strlen(b1), &c, &err);
+    TAP_OK(rc == 0 && !strcmp(c.prompt, "Once upon") && c.echo && c.gen.logprobs &&
+               c.gen.top_logprobs == 2 && c.gen.max_tokens == 4,
+           "completion: text prompt, echo, int logprobs");
+    if (!rc) api_completion_request_free(&c);
+    const char *b2 = "{\"prompt\":[[1,2,3]]}";
+    rc = api_parse_completion(b2, strlen(b2), &c, &err);
+    TAP_OK(rc == 0 && c.n_prompt_ids == 3 && c.prompt_ids[2] == 3 && !c.prompt,
+           "completion: token-id prompt in a one-element batch");
+    if (!rc) api_completion_request_free(&c);
+    const char *bad[][2] = {{"{\"prompt\":[1,-2]}", "prompt"},
+                            {"{\"prompt\":[\"a\",\"b\"]}", "prompt"},
+                            {"{\"prompt\":5}", "prompt"},
+                            {"{\"prompt\":\"x\",\"echo\":1}", "echo"},
+                            {"{\"prompt\":\"x\",\"logprobs\":true}", "logprobs"},
+                            {"{\"prompt\":\"x\",\"suffix\":\"y\"}", "suffix"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = api_parse_completion(bad[i][0], strlen(bad[i][0]), &c, &err);
+        TAP_OK(rc != 0 && err.status == 400 && !strcmp(err.param, bad[i][1]),
+               "completion rejects %s (param %s)", bad[i][0], err.param);
+    }
+}
+
+static void test_tokenize(void) {
+    api_tokenize_request t;
+    api_error err = {0};
+    const char *b = "{\"prompt\":\"hi\"}";
+    int rc = api_parse_tokenize(b, strlen(b), &t, &err);
+    TAP_OK(rc == 0 && !strcmp(t.prompt, "hi") && t.add_special == 1, "tokenize: prompt");
+    if (!rc) api_tokenize_request_free(&t);
+    int32_t *ids;
+    int n;
+    const char *d = "{\"tokens\":[5,6]}";
+    rc = api_parse_detokenize(d, strlen(d), &ids, &n, &err);
+    TAP_OK(rc == 0 && n == 2 && ids[1] == 6, "detokenize: ids");
+    if (!rc) free(ids);
+    const char *d2 = "{\"tokens\":\"5\"}";
+    TAP_OK(api_parse_detokenize(d2, strlen(d2), &ids, &n, &err) != 0 &&
+               !strcmp(err.param, "tokens"),
+           "detokenize rejects a string");
+}
+
+/* Feed `text` to the splitter cut at position `cut` and check the two outputs. */
+static int split_ok(const char *text, size_t cut, int inside, const char *want_r,
+                    const char *want_c) {
+    api_think t;
+    api_buf r = {0}, c = {0};
+    char a[256];
+    api_think_init(&t, 1, inside);
+    snprintf(a, sizeof a, "%.*s", (int)cut, text);
+    api_think_feed(&t, a, &r, &c);
+    api_think_feed(&t, text + cut, &r, &c);
+    api_think_flush(&t, &r, &c);
+    int ok = !strcmp(api_buf_str(&r), want_r) && !strcmp(api_buf_str(&c), want_c);
+    if (!ok)
+        TAP_DIAG("cut %zu: reasoning '%s' content '%s'", cut, api_buf_str(&r), api_buf_str(&c));
+    api_think_free(&t);
+    api_buf_free(&r);
+    api_buf_free(&c);
+    return ok;
+}
+
+static void test_think(void) {
+    const char *t1 = "<think>\nI ponder.\n</think>\n\nThe answer.";
+    int all = 1;
+    for (size_t cut = 0; cut <= strlen(t1); cut++)
+        all &= split_ok(t1, cut, 0, "I ponder.\n", "The answer.");
+    TAP_OK(all, "think split at every cut");
+    const char *t2 = "No tags < here </thin";
+    all = 1;
+    for (size_t cut = 0; cut <= strlen(t2); cut++) all &= split_ok(t2, cut, 0, "", t2);
+    TAP_OK(all, "text without <think> is all content");
+    const char *t3 = "still thinking</think>done";
+    all = 1;
+    for (size_t cut = 0; cut <= strlen(t3); cut++)
+        all &= split_ok(t3, cut, 1, "still thinking", "done");
+    TAP_OK(all, "prompt that opened <think>: text up to </think> is reasoning");
+    TAP_OK(split_ok("<think>unfinished", 3, 0, "unfinished", ""), "unterminated reasoning");
+}
+
+static void test_builders(void) {
+    api_error err;
+    api_errorf(&err, 404, "invalid_request_error", "model", "model_not_found", "no model '%s'",
+               "x");
+    char *s = api_error_json(&err);
+    cJSON *j = cJSON_Parse(s);
+    cJSON *e = cJSON_GetObjectItem(j, "error");
+    TAP_OK(e && !strcmp(cJSON_GetObjectItem(e, "message")->valuestring, "no model 'x'") &&
+               !strcmp(cJSON_GetObjectItem(e, "code")->valuestring, "model_not_found") &&
+               !strcmp(cJSON_GetObjectItem(e, "param")->valuestring, "model"),
+           "error object: message, type, param, code");
+    cJSON_Delete(j);
+    free(s);
+    api_errorf(&err, 400, "invalid_request_error", NULL, NULL, "bad");
+    s = api_error_json(&err);
+    TAP_OK(strstr(s, "\"param\":null") && strstr(s, "\"code\":null"), "null param and code");
+    free(s);
+
+    api_meta m = {"chatcmpl-1", "stories", 1700000000, "fp"};
+    api_choice ch[2] = {0};
+    api_buf_puts(&ch[0].content, "Hello");
+    api_buf_puts(&ch[0].reasoning, "hmm");
+    ch[0].finish_reason = "stop";
+    ch[1].finish_reason = "length";
+    api_lp lp = {strdup("Hel"), -0.5f, 1, {{strdup("He"), -1.0f}}};
+    api_choice_add_lp(&ch[0], &lp);
+    api_usage u = {10, 4, 0};
+    s = api_chat_response(&m, ch, 2, 1, &u);
+    j = cJSON_Parse(s);
+    cJSON *choices = cJSON_GetObjectItem(j, "choices");
+    cJSON *c0 = cJSON_GetArrayItem(choices, 0), *msg = cJSON_GetObjectItem(c0, "message");
+    cJSON *usage = cJSON_GetObjectItem(j, "usage");
+    TAP_OK(!strcmp(cJSON_GetObjectItem(j, "object")->valuestring, "chat.completion") &&
+               cJSON_GetArraySize(choices) == 2 &&
+               !strcmp(cJSON_GetObjectItem(msg, "content")->valuestring, "Hello") &&
+               !strcmp(cJSON_GetObjectItem(msg, "reasoning_content")->valuestring, "hmm") &&
+               !strcmp(cJSON_GetObjectItem(msg, "role")->valuestring, "assistant"),
+           "chat response: object, choices, message");
+    TAP_OK(cJSON_GetObjectItem(usage, "total_tokens")->valueint == 14 &&
+               cJSON_GetObjectItem(cJSON_GetObjectItem(usage, "prompt_tokens_details"),
+                                   "cached_tokens")
+                       ->valueint == 0,
+           "usage with cached_tokens 0 on a miss");
+    cJSON *lpc = cJSON_GetObjectItem(cJSON_GetObjectItem(c0, "logprobs"), "content");
+    TAP_OK(cJSON_GetArraySize(lpc) == 1 && cJSON_GetArraySize(cJSON_GetObjectItem(
+                                               cJSON_GetArrayItem(lpc, 0), "top_logprobs")) == 1,
+           "chat logprobs content with top_logprobs");
+    cJSON_Delete(j);
+    free(s);
+    s = api_completion_response(&m, ch, 1, 1, &u);
+    TAP_OK(strstr(s, "\"text_completion\"") && strstr(s, "\"token_logprobs\":[-0.5]") &&
+               strstr(s, "\"text\":\"Hello\""),
+           "completion response with legacy logprobs");
+    free(s);
+    s = api_chat_chunk(&m, 1, "assistant", "", NULL, NULL, 0, NULL, 1);
+    TAP_OK(strstr(s, "\"index\":1") && strstr(s, "\"role\":\"assistant\"") &&
+               strstr(s, "\"usage\":null") && strstr(s, "\"finish_reason\":null"),
+           "first chat chunk carries role and index");
+    free(s);
+    s = api_usage_chunk(&m, 1, &u);
+    TAP_OK(strstr(s, "\"choices\":[]") && strstr(s, "\"cached_tokens\":0"),
+           "usage chunk has empty choices");
+    free(s);
+    api_choice_free(&ch[0]);
+    api_choice_free(&ch[1]);
+}
+
+int main(void) {
+    test_chat_fields();
+    test_chat_rejects();
+    test_malformed_corpus();
+    test_completion();
+    test_tokenize();
+    test_think();
+    test_builders();
+    return tap_done();
+}
