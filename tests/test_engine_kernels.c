@@ -1,0 +1,359 @@
+/*
+ * test_engine_kernels.c — every kernel table this CPU runs (the others are skipped, saying so):
+ *   - RADIXSERVE_ISA forcing, its errors, and automatic selection;
+ *   - matmul against OpenBLAS sgemm on the same rounded inputs (BF16/F16 weights widened to F32;
+ *     for the AVX-512 table's BF16 product, the activations rounded to BF16), within
+ *     1e-5 x sum|a*w| per element;
+ *   - batch invariance bit for bit: M = 1 rows == M = 512 rows, arbitrary n0/n1 splits, odd K
+ *     and N (tails), any row count in between;
+ *   - attention against a double-precision softmax, and bit-for-bit invariance to where the
+ *     blocks are in the pool and to what lies beyond n_pos.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/internal.h"
+#include "engine/kernels.h"
+#include "tests/tap.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+/* Deterministic uniform floats in [-1, 1). */
+static float rnd(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(*s >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+
+/* A random F16 bit pattern with magnitude in [2^-6, 2^4). */
+static uint16_t rnd_f16(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    uint32_t r = (uint32_t)(*s >> 33);
+    uint32_t sign = r & 1u, exp = 9u + (r >> 1) % 10u, man = (r >> 5) & 0x3ffu;
+    return (uint16_t)((sign << 15) | (exp << 10) | man);
+}
+
+/* W as stored (wdt) plus its exact F32 widening, for the reference. */
+typedef struct weights {
+    void *stored;   /* N x K elements of type wdt */
+    float *widened; /* N x K floats, the same values */
+} weights;
+
+static void weights_make(weights *w, eng_dtype wdt, int N, int K, uint64_t seed) {
+    size_t n = (size_t)N * (size_t)K;
+    w->stored = malloc(n * eng_dtype_size(wdt));
+    w->widened = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        if (wdt == ENG_F32)
+            ((float *)w->stored)[i] = rnd(&seed);
+        else if (wdt == ENG_BF16)
+            ((uint16_t *)w->stored)[i] = eng_f32_to_bf16(rnd(&seed));
+        else
+            ((uint16_t *)w->stored)[i] = rnd_f16(&seed);
+        w->widened[i] = eng_load_elem(w->stored, wdt, i);
+    }
+}
+
+static void weights_free(weights *w) {
+    free(w->stored);
+    free(w->widened);
+}
+
+static float *rnd_vec(size_t n, uint64_t seed) {
+    float *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) v[i] = rnd(&seed);
+    return v;
+}
+
+static const char *dtype_name(eng_dtype t) {
+    return t == ENG_F32 ? "f32" : t == ENG_BF16 ? "bf16" : "f16";
+}
+
+/* ---------------------------------------------------------------- selection */
+
+static int cpu_runs(const char *isa) {
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    if (!strcmp(isa, "portable")) return 1;
+    if (!strcmp(isa, "avx2")) return avx2;
+    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+           __builtin_cpu_supports("avx512bf16");
+}
+
+static const char *const isas[] = {"portable", "avx2", "avx512"};
+
+static void test_selection(void) {
+    const eng_kernels *k;
+    rs_err e = {0};
+    unsetenv("RADIXSERVE_ISA");
+    const char *best = cpu_runs("avx512") ? "avx512" : cpu_runs("avx2") ? "avx2" : "portable";
+    int rc = eng_kernels_select(&k, &e);
+    TAP_OK(rc == 0 && !strcmp(k->name, best), "automatic selection picks %s (got %s)", best,
+           rc == 0 ? k->name : e.msg);
+    TAP_OK(!strcmp(eng_isa_name(), best), "eng_isa_name() is %s", eng_isa_name());
+    for (int i = 0; i < 3; i++) {
+        setenv("RADIXSERVE_ISA", isas[i], 1);
+        e = (rs_err){0};
+        rc = eng_kernels_select(&k, &e);
+        if (cpu_runs(isas[i]))
+            TAP_OK(rc == 0 && !strcmp(k->name, isas[i]) && !strcmp(eng_isa_name(), isas[i]),
+                   "RADIXSERVE_ISA=%s forces it", isas[i]);
+        else
+            TAP_OK(rc == RS_EINVAL && strstr(e.msg, isas[i]) && !strcmp(eng_isa_name(), "invalid"),
+                   "RADIXSERVE_ISA=%s on a CPU without it is RS_EINVAL: %s", isas[i], e.msg);
+    }
+    setenv("RADIXSERVE_ISA", "sse9", 1);
+    e = (rs_err){0};
+    rc = eng_kernels_select(&k, &e);
+    TAP_OK(rc == RS_EINVAL && k == NULL && strstr(e.msg, "sse9"),
+           "an unknown RADIXSERVE_ISA is RS_EINVAL naming it: %s", e.msg);
+    unsetenv("RADIXSERVE_ISA");
+}
+
+/* ---------------------------------------------------------------- matmul */
+
+/* The activations the table's product really uses: BF16-rounded for AVX-512 with BF16 weights. */
+static float *rounded_inputs(const eng_kernels *k, eng_dtype wdt, const float *x, size_t n) {
+    float *r = malloc(n * sizeof *r);
+    int bf16 = !strcmp(k->name, "avx512") && wdt == ENG_BF16;
+    for (size_t i = 0; i < n; i++) r[i] = bf16 ? eng_bf16_to_f32(eng_f32_to_bf16(x[i])) : x[i];
+    return r;
+}
+
+/* Worst |y - sgemm| / sum|a*w| over all elements. */
+static double vs_sgemm(const eng_kernels *k, eng_dtype wdt, const float *x, const weights *w,
+                       const float *y, int M, int K, int N, int ldy) {
+    float *xr = rounded_inputs(k, wdt, x, (size_t)M * (size_t)K);
+    float *ref = malloc((size_t)M * (size_t)N * sizeof *ref);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, xr, K, w->widened, K, 0.0f,
+                ref, N);
+    double worst = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double mag = 0;
+            for (int i = 0; i < K; i++)
+                mag += fabs((double)xr[(size_t)m * K + i] * w->widened[(size_t)n * K + i]);
+            double d = fabs((double)y[(size_t)m * ldy + n] - ref[(size_t)m * N + n]);
+            double r = mag > 0 ? d / mag : d;
+            if (!(r <= worst)) worst = r; /* NaN propagates as a failure */
+        }
+    free(xr);
+    free(ref);
+    return worst;
+}
+
+/* Rows [m0, m0 + rows) of y computed again with M = rows, compared bit for bit with big. */
+static int rows_equal(const eng_kernels *k, const float *x, const weights *w, eng_dtype wdt,
+                      const float *big, int ldy, int m0, int rows, int K, int N) {
+    float *y = malloc((size_t)rows * (size_t)N * sizeof *y);
+    k->matmul(y, N, x + (size_t)m0 * K, rows, w->stored, wdt, K, 0, N);
+    int same = 1;
+    for (int i = 0; i < rows; i++)
+        same &= !memcmp(y + (size_t)i * N, big + (size_t)(m0 + i) * ldy, (size_t)N * sizeof *y);
+    free(y);
+    return same;
+}
+
+/* The whole product again as column pieces [cut[i], cut[i+1]). */
+static int split_equal(const eng_kernels *k, const float *x, int M, const weights *w, eng_dtype wdt,
+                       const float *big, int ldy, int K, int N, const int *cut, int n_cut) {
+    float *y = malloc((size_t)M * (size_t)ldy * sizeof *y);
+    for (int i = 0; i + 1 < n_cut; i++)
+        k->matmul(y, ldy, x, M, w->stored, wdt, K, cut[i], cut[i + 1]);
+    int same = 1;
+    for (int m = 0; m < M; m++)
+        same &= !memcmp(y + (size_t)m * ldy, big + (size_t)m * ldy, (size_t)N * sizeof *y);
+    free(y);
+    return same;
+}
+
+static void test_matmul_shape(const eng_kernels *k, eng_dtype wdt, int M, int K, int N) {
+    weights w;
+    weights_make(&w, wdt, N, K, 1000u + (uint64_t)K * 7u + (uint64_t)N);
+    float *x = rnd_vec((size_t)M * (size_t)K, 77u + (uint64_t)K);
+    int ldy = N + 3; /* rows of y are not packed: the kernel must honour ldy */
+    float *big = malloc((size_t)M * (size_t)ldy * sizeof *big);
+    k->matmul(big, ldy, x, M, w.stored, wdt, K, 0, N);
+    const char *tn = dtype_name(wdt);
+
+    double worst = vs_sgemm(k, wdt, x, &w, big, M, K, N, ldy);
+    TAP_OK(worst <= 1e-5, "%s %s M=%d K=%d N=%d: within 1e-5 x sum|a*w| of sgemm (worst %.3g)",
+           k->name, tn, M, K, N, worst);
+
+    int ones = 1;
+    for (int m = 0; m < M; m++) ones &= rows_equal(k, x, &w, wdt, big, ldy, m, 1, K, N);
+    TAP_OK(ones, "%s %s M=%d K=%d N=%d: every row computed alone (M=1) is bit-identical", k->name,
+           tn, M, K, N);
+
+    int groups = 1;
+    for (int m = 0, rows = 1; m < M; m += rows, rows = rows % 9 + 1) {
+        int r = M - m < rows ? M - m : rows;
+        groups &= rows_equal(k, x, &w, wdt, big, ldy, m, r, K, N);
+    }
+    TAP_OK(groups, "%s %s M=%d K=%d N=%d: row groups of 1..9 are bit-identical", k->name, tn, M, K,
+           N);
+
+    int cut3[] = {0, N / 3, N / 3 + 1, N};
+    int cut_odd[] = {0, 1, 2, 5, 11, N - 1 > 11 ? N - 1 : 11, N};
+    int ok = split_equal(k, x, M, &w, wdt, big, ldy, K, N, cut3, 4) &&
+             (N < 12 || split_equal(k, x, M, &w, wdt, big, ldy, K, N, cut_odd, 7));
+    TAP_OK(ok, "%s %s M=%d K=%d N=%d: column splits n0/n1 are bit-identical", k->name, tn, M, K, N);
+    free(big);
+    free(x);
+    weights_free(&w);
+}
+
+static void test_matmul(const eng_kernels *k) {
+    const eng_dtype types[] = {ENG_F32, ENG_BF16, ENG_F16};
+    for (int t = 0; t < 3; t++) {
+        test_matmul_shape(k, types[t], 512, 203, 37); /* odd K and N: every tail */
+        test_matmul_shape(k, types[t], 9, 1, 5);      /* K below one vector */
+        test_matmul_shape(k, types[t], 6, 33, 13);    /* K just past one AVX-512 BF16 step */
+    }
+    test_matmul_shape(k, ENG_BF16, 64, 1024, 48); /* a real hidden size */
+}
+
+/* ---------------------------------------------------------------- attention */
+
+/* A pool holding n_pos positions of random K/V for every (layer, head) in the blocks of
+ * `table`; positions at or beyond n_pos in the last block hold `fill`. */
+static void fill_kv(kv_pool *p, const int32_t *table, int n_pos, uint64_t seed, float fill) {
+    int bs = p->block_size, d = p->head_dim, nb = (n_pos + bs - 1) / bs;
+    for (int b = 0; b < nb; b++)
+        for (int l = 0; l < p->n_layers; l++)
+            for (int kvi = 0; kvi < 2; kvi++)
+                for (int h = 0; h < p->n_kv_heads; h++)
+                    for (int s = 0; s < bs; s++)
+                        for (int i = 0; i < d; i++) {
+                            /* the value depends on (position, layer, kv, head, i) only */
+                            uint64_t st = seed ^ ((uint64_t)(b * bs + s) * 1000003u +
+                                                  (uint64_t)((l * 2 + kvi) * 64 + h) * 7919u +
+                                                  (uint64_t)i * 31u);
+                            rnd(&st);
+                            float v = b * bs + s < n_pos ? 2.0f * rnd(&st) : fill;
+                            void *tile = kv_tile(p, table[b], l, kvi, h);
+                            if (p->dtype == KV_F32)
+                                ((float *)tile)[s * d + i] = v;
+                            else
+                                ((uint16_t *)tile)[s * d + i] = eng_f32_to_bf16(v);
+                        }
+}
+
+static float kv_at(const kv_pool *p, const int32_t *table, int layer, int kvi, int head, int pos,
+                   int i) {
+    const void *tile = kv_tile(p, table[pos / p->block_size], layer, kvi, head);
+    size_t at = (size_t)(pos % p->block_size) * (size_t)p->head_dim + (size_t)i;
+    return p->dtype == KV_F32 ? ((const float *)tile)[at]
+                              : eng_bf16_to_f32(((const uint16_t *)tile)[at]);
+}
+
+/* Worst |out - softmax attention in double| for one (layer, head, n_pos). */
+static double attend_error(const float *out, const float *q, const kv_pool *p, const int32_t *table,
+                           int layer, int head, int n_pos, float scale) {
+    int d = p->head_dim;
+    double *s = malloc((size_t)n_pos * sizeof *s), mx = -INFINITY, sum = 0, worst = 0;
+    for (int t = 0; t < n_pos; t++) {
+        double dot = 0;
+        for (int i = 0; i < d; i++) dot += (double)q[i] * kv_at(p, table, layer, 0, head, t, i);
+        s[t] = dot * scale;
+        if (s[t] > mx) mx = s[t];
+    }
+    for (int t = 0; t < n_pos; t++) sum += (s[t] = exp(s[t] - mx));
+    for (int i = 0; i < d; i++) {
+        double o = 0;
+        for (int t = 0; t < n_pos; t++) o += s[t] / sum * kv_at(p, table, layer, 1, head, t, i);
+        double err = fabs(o - out[i]);
+        if (!(err <= worst)) worst = err;
+    }
+    free(s);
+    return worst;
+}
+
+static void test_attend_geometry(const eng_kernels *k, kv_dtype dt, int head_dim, int bs) {
+    kv_pool_config c = {
+        .n_layers = 2, .n_kv_heads = 2, .head_dim = head_dim, .block_size = bs, .dtype = dt};
+    c.budget_bytes = kv_block_bytes(&c) * 32;
+    kv_pool a, b;
+    rs_err e = {0};
+    if (kv_pool_init(&a, &c, &e) || kv_pool_init(&b, &c, &e)) {
+        TAP_OK(0, "kv_pool_init: %s", e.msg);
+        return;
+    }
+    const int n_pos_max = 150;
+    int nb = (n_pos_max + bs - 1) / bs;
+    int32_t ta[32], tb[32];
+    for (int i = 0; i < nb; i++) {
+        ta[i] = i;                           /* in order */
+        tb[i] = (int32_t)((i * 7 + 3) % 32); /* scattered (7 is coprime with 32) */
+    }
+    const char *dn = dt == KV_F32 ? "f32" : "bf16";
+    float *q = rnd_vec((size_t)head_dim, 5u + (uint64_t)head_dim);
+    float *oa = malloc((size_t)head_dim * sizeof *oa), *ob = malloc((size_t)head_dim * sizeof *ob);
+    float scale = 1.0f / sqrtf((float)head_dim) * 3.0f; /* peaked enough to test the max shift */
+    double worst = 0;
+    int same_blocks = 1, same_beyond = 1;
+    const int lens[] = {1, 2, bs - 1, bs, bs + 1, 3 * bs + 2, 100, n_pos_max};
+    for (int li = 0; li < 8; li++) {
+        int n = lens[li];
+        if (n < 1 || n > n_pos_max) continue;
+        /* a: whatever is beyond n is NaN; b: the same data scattered, zeros beyond n */
+        fill_kv(&a, ta, n, 99u, NAN);
+        fill_kv(&b, tb, n, 99u, 0.0f);
+        for (int layer = 0; layer < 2; layer++)
+            for (int h = 0; h < 2; h++) {
+                k->attend(oa, q, &a, ta, layer, h, n, scale);
+                k->attend(ob, q, &b, tb, layer, h, n, scale);
+                double err = attend_error(oa, q, &a, ta, layer, h, n, scale);
+                if (!(err <= worst)) worst = err;
+                same_blocks &= !memcmp(oa, ob, (size_t)head_dim * sizeof *oa);
+            }
+        /* beyond n: refill b with other values past n_pos only, same answer */
+        fill_kv(&b, tb, n, 99u, 1e30f);
+        k->attend(oa, q, &b, tb, 1, 1, n, scale);
+        fill_kv(&b, tb, n, 99u, -7.0f);
+        k->attend(ob, q, &b, tb, 1, 1, n, scale);
+        same_beyond &= !memcmp(oa, ob, (size_t)head_dim * sizeof *oa);
+    }
+    TAP_OK(worst <= 2e-5, "%s attend kv=%s d=%d bs=%d: within 2e-5 of a double softmax (%.3g)",
+           k->name, dn, head_dim, bs, worst);
+    TAP_OK(same_blocks, "%s attend kv=%s d=%d bs=%d: bit-identical wherever the blocks sit",
+           k->name, dn, head_dim, bs);
+    TAP_OK(same_beyond, "%s attend kv=%s d=%d bs=%d: positions >= n_pos are never read", k->name,
+           dn, head_dim, bs);
+    free(q);
+    free(oa);
+    free(ob);
+    kv_pool_free(&a);
+    kv_pool_free(&b);
+}
+
+static void test_attend(const eng_kernels *k) {
+    test_attend_geometry(k, KV_F32, 128, 16);
+    test_attend_geometry(k, KV_BF16, 64, 16);
+    test_attend_geometry(k, KV_F32, 20, 5);   /* head_dim tail, small blocks */
+    test_attend_geometry(k, KV_BF16, 36, 80); /* a block longer than one score chunk */
+}
+
+int main(void) {
+    openblas_set_num_threads(1);
+    test_selection();
+    for (int i = 0; i < 3; i++) {
+        const eng_kernels *k;
+        rs_err e = {0};
+        setenv("RADIXSERVE_ISA", isas[i], 1);
+        if (eng_kernels_select(&k, &e) != 0) {
+            char why[600];
+            snprintf(why, sizeof why, "%s kernels: not run on this CPU (%s)", isas[i], e.msg);
+            tap_skip(why);
+            continue;
+        }
+        test_matmul(k);
+        test_attend(k);
+    }
+    unsetenv("RADIXSERVE_ISA");
+    return tap_done();
+}
