@@ -33,32 +33,32 @@ typedef enum eng_dtype { ENG_F32 = 0, ENG_BF16 = 1, ENG_F16 = 2 } eng_dtype;
 
 /* The architecture, read from config.json (and generation_config.json for EOS/BOS). */
 typedef struct eng_config {
-    char arch[64];        /* "qwen3", "qwen2" or "llama" (config.json model_type) */
-    int vocab_size;       /* rows of the embedding / LM head */
-    int hidden;           /* hidden_size */
-    int intermediate;     /* intermediate_size of the SwiGLU MLP */
-    int n_layers;         /* num_hidden_layers */
-    int n_heads;          /* num_attention_heads */
-    int n_kv_heads;       /* num_key_value_heads (GQA when < n_heads) */
-    int head_dim;         /* head_dim (may differ from hidden / n_heads) */
-    int max_pos;          /* max_position_embeddings */
-    float rms_eps;        /* rms_norm_eps */
-    float rope_theta;     /* rope_theta */
-    int tie_embeddings;   /* lm_head shares the embedding matrix */
-    int qk_norm;          /* per-head RMSNorm of q and k before RoPE (Qwen3) */
-    int qkv_bias;         /* q/k/v projections have biases (Qwen2) */
-    eng_dtype dtype;      /* storage type of the weight matrices */
-    int bos_id;           /* -1 if none */
+    char arch[64];            /* "qwen3", "qwen2" or "llama" (config.json model_type) */
+    int vocab_size;           /* rows of the embedding / LM head */
+    int hidden;               /* hidden_size */
+    int intermediate;         /* intermediate_size of the SwiGLU MLP */
+    int n_layers;             /* num_hidden_layers */
+    int n_heads;              /* num_attention_heads */
+    int n_kv_heads;           /* num_key_value_heads (GQA when < n_heads) */
+    int head_dim;             /* head_dim (may differ from hidden / n_heads) */
+    int max_pos;              /* max_position_embeddings */
+    float rms_eps;            /* rms_norm_eps */
+    float rope_theta;         /* rope_theta */
+    int tie_embeddings;       /* lm_head shares the embedding matrix */
+    int qk_norm;              /* per-head RMSNorm of q and k before RoPE (Qwen3) */
+    int qkv_bias;             /* q/k/v projections have biases (Qwen2) */
+    eng_dtype dtype;          /* storage type of the weight matrices */
+    int bos_id;               /* -1 if none */
     int eos_ids[ENG_MAX_EOS]; /* generation_config.json eos_token_id (int or list) */
     int n_eos;
 } eng_config;
 
 /* Defaults for sampling, from generation_config.json (absent keys: greedy-neutral values). */
 typedef struct eng_gen_defaults {
-    float temperature; /* 1.0 if absent */
-    float top_p;       /* 1.0 if absent */
-    int top_k;         /* 0 (off) if absent */
-    float min_p;       /* 0 if absent */
+    float temperature;        /* 1.0 if absent */
+    float top_p;              /* 1.0 if absent */
+    int top_k;                /* 0 (off) if absent */
+    float min_p;              /* 0 if absent */
     float repetition_penalty; /* 1.0 if absent */
 } eng_gen_defaults;
 
@@ -86,7 +86,7 @@ typedef struct eng_seq {
     int pos0;              /* position of tokens[0]; KV of [0, pos0) is in the pages already */
     const int32_t *blocks; /* block table, covering at least pos0 + n_tokens positions */
     int n_blocks;
-    float *logits;         /* out: vocab_size floats for the last new token; NULL: not needed */
+    float *logits; /* out: vocab_size floats for the last new token; NULL: not needed */
 } eng_seq;
 
 typedef struct eng_ctx eng_ctx; /* opaque: scratch buffers and the worker pool */
@@ -114,14 +114,14 @@ typedef struct eng_logit_bias {
 } eng_logit_bias;
 
 typedef struct eng_sampling {
-    float temperature;        /* 0: greedy (argmax, lowest id on ties) */
-    float top_p;              /* 1: off */
-    int top_k;                /* 0: off */
-    float min_p;              /* 0: off */
-    float repetition_penalty; /* 1: off (HF style: divide positive logits, multiply negative) */
-    float presence_penalty;   /* 0: off (OpenAI style, over generated tokens) */
-    float frequency_penalty;  /* 0: off */
-    uint64_t seed;            /* per-request seed: same seed, same logits -> same choice */
+    float temperature;          /* 0: greedy (argmax, lowest id on ties) */
+    float top_p;                /* 1: off */
+    int top_k;                  /* 0: off */
+    float min_p;                /* 0: off */
+    float repetition_penalty;   /* 1: off (HF style: divide positive logits, multiply negative) */
+    float presence_penalty;     /* 0: off (OpenAI style, over generated tokens) */
+    float frequency_penalty;    /* 0: off */
+    uint64_t seed;              /* per-request seed: same seed, same logits -> same choice */
     const eng_logit_bias *bias; /* logit_bias entries, n_bias of them */
     int n_bias;
 } eng_sampling;
@@ -140,5 +140,13 @@ void eng_rng_seed(eng_rng *r, uint64_t seed);
 int32_t eng_sample(const eng_sampling *s, eng_rng *r, float *logits, int vocab,
                    const int32_t *prompt, int n_prompt, const int32_t *generated, int n_generated,
                    float *logprob);
+
+/* The k largest logits (k <= vocab), largest first, lowest id first on ties: ids into ids[k].
+ * Returns how many were written (min(k, vocab)). */
+int eng_top_k(const float *logits, int vocab, int k, int32_t *ids);
+
+/* The k most likely tokens under log-softmax(logits): ids and their log-probabilities, largest
+ * first (for the API's top_logprobs). Returns how many were written. */
+int eng_top_logprobs(const float *logits, int vocab, int k, int32_t *ids, float *logprobs);
 
 #endif

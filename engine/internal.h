@@ -72,4 +72,90 @@ static inline size_t eng_dtype_size(eng_dtype t) {
     return t == ENG_F32 ? 4 : 2;
 }
 
+/* ---------------------------------------------------------------- safetensors (safetensors.c) */
+
+#define ENG_MAX_DIMS 4
+
+/* One tensor of a safetensors file, validated at open: its bytes lie inside the file. */
+typedef struct eng_tensor {
+    char *name;                  /* HF tensor name, owned */
+    int file;                    /* index into eng_st_set.files */
+    int dtype;                   /* an eng_dtype, or -1 for a type the engine does not read */
+    int ndim;                    /* dimensions used in shape */
+    int64_t shape[ENG_MAX_DIMS]; /* extents, outermost first */
+    const void *data;            /* the bytes (in the mapping, or an aligned owned copy) */
+    size_t nbytes;               /* size of data */
+} eng_tensor;
+
+/* A memory-mapped safetensors file. */
+typedef struct eng_st_file {
+    char *path;  /* path as opened, owned (for error messages) */
+    void *map;   /* the read-only mapping */
+    size_t size; /* bytes mapped (the file size) */
+} eng_st_file;
+
+/* Every tensor of a model directory (one file or an index and its shards). */
+typedef struct eng_st_set {
+    eng_st_file *files; /* owned */
+    int n_files;
+    eng_tensor *tensors; /* owned */
+    int n_tensors;
+    void **copies; /* aligned copies of misaligned tensors, owned */
+    int n_copies;
+} eng_st_set;
+
+/* Open model.safetensors or model.safetensors.index.json + shards in dir. */
+int eng_st_open(eng_st_set *s, const char *dir, rs_err *e);
+void eng_st_close(eng_st_set *s);
+const eng_tensor *eng_st_find(const eng_st_set *s, const char *name);
+
+/* ---------------------------------------------------------------- the model (model.c) */
+
+/* A weight matrix [rows][cols] in its stored type, read in place. */
+typedef struct eng_mat {
+    const void *data; /* row-major rows x cols elements */
+    eng_dtype dtype;  /* element type */
+} eng_mat;
+
+/* One transformer layer's weights; vectors are F32 copies owned by the model. */
+typedef struct eng_layer {
+    const float *attn_norm;                /* [hidden] input_layernorm */
+    const float *mlp_norm;                 /* [hidden] post_attention_layernorm */
+    const float *q_norm, *k_norm;          /* [head_dim] per-head RMSNorm (qk_norm), else NULL */
+    const float *q_bias, *k_bias, *v_bias; /* projection biases (qkv_bias), else NULL */
+    eng_mat q, k, v;  /* [heads * head_dim][hidden], [kv_heads * head_dim][hidden] x2 */
+    eng_mat o;        /* [hidden][heads * head_dim] */
+    eng_mat gate, up; /* [intermediate][hidden] */
+    eng_mat down;     /* [hidden][intermediate] */
+} eng_layer;
+
+struct eng_model {
+    eng_config cfg;          /* architecture */
+    eng_gen_defaults gen;    /* sampling defaults */
+    eng_st_set st;           /* the mapped files (weights point into them) */
+    eng_mat embed;           /* [vocab][hidden] */
+    eng_mat lm_head;         /* [vocab][hidden]; the embedding when tied */
+    const float *final_norm; /* [hidden] */
+    eng_layer *layers;       /* n_layers, owned */
+    float **vecs;            /* F32 copies of norms and biases, owned */
+    int n_vecs;
+    int64_t n_params; /* parameters of the bound tensors (a tied matrix once) */
+};
+
+/* ---------------------------------------------------------------- worker pool (pool.c) */
+
+/* A piece of a parallel loop: handle items [i0, i1) of the job described by arg. */
+typedef void (*eng_task_fn)(void *arg, int i0, int i1);
+
+typedef struct eng_pool eng_pool; /* opaque: n_threads - 1 workers plus the calling thread */
+
+/* Start n_threads - 1 workers (n_threads >= 1; 1 starts none). */
+int eng_pool_init(eng_pool **out, int n_threads, rs_err *e);
+void eng_pool_free(eng_pool *p);
+int eng_pool_threads(const eng_pool *p);
+
+/* Run fn over [0, n) split into contiguous ranges, one per thread (the caller takes the first),
+ * and return when all are done. The split decides only who computes an item, never how. */
+void eng_pool_run(eng_pool *p, int n, eng_task_fn fn, void *arg);
+
 #endif

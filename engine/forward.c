@@ -1,0 +1,342 @@
+/*
+ * forward.c — eng_ctx and eng_forward: the batched transformer pass over paged KV.
+ *
+ * All rows of the batch go through each weight product together (one pass over the weights per
+ * step); everything else is per row, so a row's numbers depend only on its own inputs. The pool
+ * splits weight products over output columns and attention over (token, head) pairs; neither
+ * split reaches inside an element's arithmetic.
+ */
+#include "engine/internal.h"
+#include "engine/kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+struct eng_ctx {
+    const eng_model *m;   /* the model (not owned) */
+    const eng_kernels *k; /* the kernel table, fixed for the context's life */
+    eng_pool *pool;       /* workers */
+    int max_tokens;       /* capacity of the scratch rows */
+    float *x;             /* [T][hidden] residual stream */
+    float *xn;            /* [T][hidden] normalised input of a block */
+    float *tmp;           /* [T][hidden] output of o_proj / down_proj */
+    float *q, *att;       /* [T][heads * head_dim] queries, attention output */
+    float *kx, *vx;       /* [T][kv_heads * head_dim] new keys and values */
+    float *gate, *up;     /* [T][intermediate] MLP activations */
+    float *cos, *sin;     /* [T][head_dim / 2] rotary factors of each row's position */
+    int *row_seq;         /* [T] sequence of each row */
+    int *row_pos;         /* [T] position of each row */
+    float *head_rows;     /* [S][hidden] final-normed rows that need logits (grown on demand) */
+    float *logit_rows;    /* [S][vocab] their logits */
+    int head_cap;         /* rows head_rows / logit_rows hold */
+};
+
+/* The kernel table for this process. */
+static int pick_kernels(const eng_kernels **out, rs_err *e) {
+    (void)e;
+    *out = &eng_kernels_portable;
+    return 0;
+}
+
+int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_threads, rs_err *e) {
+    *out = NULL;
+    if (max_tokens < 1 || max_tokens > (1 << 20))
+        return rs_errf(e, RS_EINVAL, "max_tokens = %d out of range", max_tokens);
+    eng_ctx *c = calloc(1, sizeof *c);
+    if (!c) return rs_errf(e, RS_ENOMEM, "out of memory");
+    c->m = m;
+    c->max_tokens = max_tokens;
+    int rc = pick_kernels(&c->k, e);
+    if (!rc) rc = eng_pool_init(&c->pool, n_threads, e);
+    if (rc) {
+        eng_ctx_free(c);
+        return rc;
+    }
+    const eng_config *g = &m->cfg;
+    size_t T = (size_t)max_tokens, qd = (size_t)g->n_heads * (size_t)g->head_dim;
+    size_t kvd = (size_t)g->n_kv_heads * (size_t)g->head_dim;
+    c->x = malloc(T * (size_t)g->hidden * sizeof(float));
+    c->xn = malloc(T * (size_t)g->hidden * sizeof(float));
+    c->tmp = malloc(T * (size_t)g->hidden * sizeof(float));
+    c->q = malloc(T * qd * sizeof(float));
+    c->att = malloc(T * qd * sizeof(float));
+    c->kx = malloc(T * kvd * sizeof(float));
+    c->vx = malloc(T * kvd * sizeof(float));
+    c->gate = malloc(T * (size_t)g->intermediate * sizeof(float));
+    c->up = malloc(T * (size_t)g->intermediate * sizeof(float));
+    c->cos = malloc(T * (size_t)(g->head_dim / 2) * sizeof(float));
+    c->sin = malloc(T * (size_t)(g->head_dim / 2) * sizeof(float));
+    c->row_seq = malloc(T * sizeof(int));
+    c->row_pos = malloc(T * sizeof(int));
+    if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->kx || !c->vx || !c->gate || !c->up ||
+        !c->cos || !c->sin || !c->row_seq || !c->row_pos) {
+        eng_ctx_free(c);
+        return rs_errf(e, RS_ENOMEM, "out of memory for scratch of %d tokens", max_tokens);
+    }
+    *out = c;
+    return 0;
+}
+
+void eng_ctx_free(eng_ctx *c) {
+    if (!c) return;
+    eng_pool_free(c->pool);
+    float *f[] = {c->x,    c->xn, c->tmp, c->q,   c->att,       c->kx,        c->vx,
+                  c->gate, c->up, c->cos, c->sin, c->head_rows, c->logit_rows};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
+    free(c->row_seq);
+    free(c->row_pos);
+    free(c);
+}
+
+/* ---------------------------------------------------------------- parallel pieces */
+
+/* y[M][N] = x[M][K] W^T, split over output columns. */
+typedef struct matmul_job {
+    const eng_kernels *k;
+    float *y;
+    const float *x;
+    int M, K, N;
+    eng_mat W;
+} matmul_job;
+
+static void matmul_piece(void *a, int n0, int n1) {
+    matmul_job *j = a;
+    j->k->matmul(j->y, j->N, j->x, j->M, j->W.data, j->W.dtype, j->K, n0, n1);
+}
+
+static void matmul(eng_ctx *c, float *y, const float *x, int M, eng_mat W, int K, int N) {
+    matmul_job j = {c->k, y, x, M, K, N, W};
+    eng_pool_run(c->pool, N, matmul_piece, &j);
+}
+
+/* Attention of every (row, head) pair of one layer. */
+typedef struct attend_job {
+    eng_ctx *c;
+    const kv_pool *kv;
+    const eng_seq *seqs;
+    int layer;
+    float scale;
+} attend_job;
+
+static void attend_piece(void *a, int i0, int i1) {
+    attend_job *j = a;
+    const eng_config *g = &j->c->m->cfg;
+    int group = g->n_heads / g->n_kv_heads;
+    size_t qd = (size_t)g->n_heads * (size_t)g->head_dim;
+    for (int i = i0; i < i1; i++) {
+        int r = i / g->n_heads, h = i % g->n_heads;
+        size_t off = (size_t)r * qd + (size_t)h * (size_t)g->head_dim;
+        j->c->k->attend(j->c->att + off, j->c->q + off, j->kv, j->seqs[j->c->row_seq[r]].blocks,
+                        j->layer, h / group, j->c->row_pos[r] + 1, j->scale);
+    }
+}
+
+/* ---------------------------------------------------------------- per-row arithmetic */
+
+/* out = w * (x / rms(x)), as transformers' RMSNorm does it in F32 (sum of squares in double). */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
+    float r = 1.0f / sqrtf((float)(ss / n) + eps);
+    for (int i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
+}
+
+/* HF "rotate half": pairs (i, i + d/2) rotate by the angle of frequency i. */
+static void rope(float *v, const float *cs, const float *sn, int d) {
+    int h = d / 2;
+    for (int i = 0; i < h; i++) {
+        float a = v[i], b = v[i + h];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + h] = b * cs[i] + a * sn[i];
+    }
+}
+
+/* cos/sin of pos * theta^(-2i/d), computed in double then rounded once. */
+static void rope_factors(float *cs, float *sn, int pos, int d, float theta) {
+    for (int i = 0; i < d / 2; i++) {
+        double ang = (double)pos * pow((double)theta, -2.0 * i / d);
+        cs[i] = (float)cos(ang);
+        sn[i] = (float)sin(ang);
+    }
+}
+
+static void add_bias(float *y, const float *b, int rows, int n) {
+    if (!b) return;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) y[(size_t)r * (size_t)n + (size_t)i] += b[i];
+}
+
+/* Per-head q/k norm (Qwen3) then RoPE, for n_heads heads of one row. */
+static void heads_norm_rope(float *v, int n_heads, const float *norm_w, const eng_config *g,
+                            const float *cs, const float *sn) {
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * (size_t)g->head_dim;
+        if (norm_w) rmsnorm(x, x, norm_w, g->head_dim, g->rms_eps);
+        rope(x, cs, sn, g->head_dim);
+    }
+}
+
+/* Store one head vector into a page slot in the pool's element type. */
+static void store_kv(const kv_pool *kv, void *tile, int slot, const float *src) {
+    int d = kv->head_dim;
+    if (kv->dtype == KV_F32) {
+        memcpy((float *)tile + (size_t)slot * (size_t)d, src, (size_t)d * sizeof(float));
+        return;
+    }
+    uint16_t *dst = (uint16_t *)tile + (size_t)slot * (size_t)d;
+    for (int i = 0; i < d; i++) dst[i] = eng_f32_to_bf16(src[i]);
+}
+
+static void write_kv(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int layer, int T) {
+    const eng_config *g = &c->m->cfg;
+    size_t kvd = (size_t)g->n_kv_heads * (size_t)g->head_dim;
+    for (int r = 0; r < T; r++) {
+        int p = c->row_pos[r], blk = seqs[c->row_seq[r]].blocks[p / kv->block_size];
+        for (int h = 0; h < g->n_kv_heads; h++) {
+            size_t off = (size_t)r * kvd + (size_t)h * (size_t)g->head_dim;
+            store_kv(kv, kv_tile(kv, blk, layer, 0, h), p % kv->block_size, c->kx + off);
+            store_kv(kv, kv_tile(kv, blk, layer, 1, h), p % kv->block_size, c->vx + off);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the pass */
+
+static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l, int T) {
+    const eng_config *g = &c->m->cfg;
+    const eng_layer *L = &c->m->layers[l];
+    int H = g->hidden, d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
+    for (int r = 0; r < T; r++)
+        rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->attn_norm, H, g->rms_eps);
+    matmul(c, c->q, c->xn, T, L->q, H, qd);
+    matmul(c, c->kx, c->xn, T, L->k, H, kvd);
+    matmul(c, c->vx, c->xn, T, L->v, H, kvd);
+    add_bias(c->q, L->q_bias, T, qd);
+    add_bias(c->kx, L->k_bias, T, kvd);
+    add_bias(c->vx, L->v_bias, T, kvd);
+    for (int r = 0; r < T; r++) {
+        const float *cs = c->cos + (size_t)r * (d / 2), *sn = c->sin + (size_t)r * (d / 2);
+        heads_norm_rope(c->q + (size_t)r * qd, g->n_heads, L->q_norm, g, cs, sn);
+        heads_norm_rope(c->kx + (size_t)r * kvd, g->n_kv_heads, L->k_norm, g, cs, sn);
+    }
+    write_kv(c, kv, seqs, l, T);
+    attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d)};
+    eng_pool_run(c->pool, T * g->n_heads, attend_piece, &aj);
+    matmul(c, c->tmp, c->att, T, L->o, qd, H);
+    for (size_t i = 0; i < (size_t)T * H; i++) c->x[i] += c->tmp[i];
+}
+
+static void mlp_block(eng_ctx *c, int l, int T) {
+    const eng_config *g = &c->m->cfg;
+    const eng_layer *L = &c->m->layers[l];
+    int H = g->hidden, F = g->intermediate;
+    for (int r = 0; r < T; r++)
+        rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->mlp_norm, H, g->rms_eps);
+    matmul(c, c->gate, c->xn, T, L->gate, H, F);
+    matmul(c, c->up, c->xn, T, L->up, H, F);
+    for (size_t i = 0; i < (size_t)T * F; i++) {
+        float a = c->gate[i];
+        c->gate[i] = a / (1.0f + expf(-a)) * c->up[i];
+    }
+    matmul(c, c->tmp, c->gate, T, L->down, F, H);
+    for (size_t i = 0; i < (size_t)T * H; i++) c->x[i] += c->tmp[i];
+}
+
+static int grow_head(eng_ctx *c, int rows, rs_err *e) {
+    if (rows <= c->head_cap) return 0;
+    const eng_config *g = &c->m->cfg;
+    float *h = realloc(c->head_rows, (size_t)rows * (size_t)g->hidden * sizeof(float));
+    if (h) c->head_rows = h;
+    float *lg = realloc(c->logit_rows, (size_t)rows * (size_t)g->vocab_size * sizeof(float));
+    if (lg) c->logit_rows = lg;
+    if (!h || !lg) return rs_errf(e, RS_ENOMEM, "out of memory for %d logit rows", rows);
+    c->head_cap = rows;
+    return 0;
+}
+
+/* Final norm and LM head for the last row of each sequence that asked for logits. */
+static void lm_head(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
+    const eng_config *g = &c->m->cfg;
+    int want = 0;
+    for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
+    if (!want) return;
+    int i = 0, last = -1;
+    for (int s = 0; s < n_seqs; s++) {
+        last += seqs[s].n_tokens;
+        if (!seqs[s].logits) continue;
+        rmsnorm(c->head_rows + (size_t)i++ * g->hidden, c->x + (size_t)last * g->hidden,
+                c->m->final_norm, g->hidden, g->rms_eps);
+    }
+    matmul(c, c->logit_rows, c->head_rows, want, c->m->lm_head, g->hidden, g->vocab_size);
+    i = 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].logits)
+            memcpy(seqs[s].logits, c->logit_rows + (size_t)i++ * g->vocab_size,
+                   (size_t)g->vocab_size * sizeof(float));
+}
+
+/* Everything eng_forward checks before it writes anything. */
+static int check_batch(const eng_ctx *c, const kv_pool *kv, const eng_seq *seqs, int n_seqs,
+                       rs_err *e) {
+    const eng_config *g = &c->m->cfg;
+    if (kv->n_layers != g->n_layers || kv->n_kv_heads != g->n_kv_heads ||
+        kv->head_dim != g->head_dim)
+        return rs_errf(e, RS_EINVAL, "forward: KV pool geometry does not match the model");
+    if (n_seqs < 0 || (n_seqs > 0 && !seqs))
+        return rs_errf(e, RS_EINVAL, "forward: bad sequence list");
+    int64_t total = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const eng_seq *q = &seqs[s];
+        if (q->n_tokens < 1 || !q->tokens || q->pos0 < 0 || q->pos0 > INT32_MAX / 2 - q->n_tokens)
+            return rs_errf(e, RS_EINVAL, "forward: sequence %d: bad tokens/n_tokens/pos0", s);
+        total += q->n_tokens;
+        if (total > c->max_tokens)
+            return rs_errf(e, RS_EINVAL, "forward: batch of more than %d tokens", c->max_tokens);
+        int need = (q->pos0 + q->n_tokens + kv->block_size - 1) / kv->block_size;
+        if (!q->blocks || q->n_blocks < need)
+            return rs_errf(e, RS_EINVAL, "forward: sequence %d: block table of %d blocks, needs %d",
+                           s, q->n_blocks, need);
+        for (int b = 0; b < need; b++)
+            if (q->blocks[b] < 0 || q->blocks[b] >= kv->n_blocks)
+                return rs_errf(e, RS_EINVAL, "forward: sequence %d: block id %d out of range", s,
+                               q->blocks[b]);
+        for (int t = 0; t < q->n_tokens; t++)
+            if (q->tokens[t] < 0 || q->tokens[t] >= g->vocab_size)
+                return rs_errf(e, RS_EINVAL, "forward: sequence %d: token id %d out of range", s,
+                               q->tokens[t]);
+    }
+    return 0;
+}
+
+/* Rows in batch order: embedding, and the position (with its rotary factors) of each. */
+static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
+    const eng_config *g = &c->m->cfg;
+    int r = 0, half = g->head_dim / 2;
+    for (int s = 0; s < n_seqs; s++)
+        for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
+            c->row_seq[r] = s;
+            c->row_pos[r] = seqs[s].pos0 + t;
+            size_t base = (size_t)seqs[s].tokens[t] * (size_t)g->hidden;
+            for (int i = 0; i < g->hidden; i++)
+                c->x[(size_t)r * g->hidden + i] =
+                    eng_load_elem(c->m->embed.data, c->m->embed.dtype, base + i);
+            rope_factors(c->cos + (size_t)r * half, c->sin + (size_t)r * half, c->row_pos[r],
+                         g->head_dim, g->rope_theta);
+        }
+    return r;
+}
+
+int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err *e) {
+    int rc = check_batch(c, kv, seqs, n_seqs, e);
+    if (rc || n_seqs == 0) return rc;
+    int want = 0;
+    for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
+    if ((rc = grow_head(c, want, e))) return rc;
+    int T = embed_rows(c, seqs, n_seqs);
+    for (int l = 0; l < c->m->cfg.n_layers; l++) {
+        attention_block(c, kv, seqs, l, T);
+        mlp_block(c, l, T);
+    }
+    lm_head(c, seqs, n_seqs);
+    return 0;
+}

@@ -1,0 +1,352 @@
+/*
+ * model.c — eng_model_load: config.json and generation_config.json into eng_config and
+ * eng_gen_defaults, then every tensor the architecture needs bound by its Hugging Face name with
+ * its shape checked. Norm and bias vectors are widened to F32 copies at load (small, read often);
+ * weight matrices stay in the mapping in their stored type.
+ */
+#include "engine/internal.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Bounds that keep every size product far from overflow and every stack buffer safe. */
+#define CFG_MAX_DIM      (1 << 20)
+#define CFG_MAX_HEAD_DIM 1024
+
+/* ---------------------------------------------------------------- JSON helpers */
+
+/* An integer field; *out untouched when absent. */
+static int json_int(const cJSON *o, const char *key, int *out, const char *file, rs_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return 0;
+    if (!cJSON_IsNumber(j) || j->valuedouble != (double)(int)j->valuedouble)
+        return rs_errf(e, RS_EINVAL, "%s: %s is not an integer", file, key);
+    *out = (int)j->valuedouble;
+    return 0;
+}
+
+static int json_float(const cJSON *o, const char *key, float *out, const char *file, rs_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return 0;
+    if (!cJSON_IsNumber(j)) return rs_errf(e, RS_EINVAL, "%s: %s is not a number", file, key);
+    *out = (float)j->valuedouble;
+    return 0;
+}
+
+static int json_bool(const cJSON *o, const char *key, int *out, const char *file, rs_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!j || cJSON_IsNull(j)) return 0;
+    if (!cJSON_IsBool(j)) return rs_errf(e, RS_EINVAL, "%s: %s is not true/false", file, key);
+    *out = cJSON_IsTrue(j);
+    return 0;
+}
+
+/* eos_token_id: an integer or a list of integers. */
+static int json_eos(const cJSON *o, eng_config *c, const char *file, rs_err *e) {
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
+    if (!j || cJSON_IsNull(j)) return 0;
+    if (cJSON_IsNumber(j)) {
+        c->eos_ids[0] = j->valueint;
+        c->n_eos = 1;
+        return 0;
+    }
+    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) > ENG_MAX_EOS)
+        return rs_errf(e, RS_EINVAL, "%s: eos_token_id is not an integer or a list of at most %d",
+                       file, ENG_MAX_EOS);
+    c->n_eos = 0;
+    for (const cJSON *x = j->child; x; x = x->next) {
+        if (!cJSON_IsNumber(x))
+            return rs_errf(e, RS_EINVAL, "%s: eos_token_id: not an integer", file);
+        c->eos_ids[c->n_eos++] = x->valueint;
+    }
+    return 0;
+}
+
+static int parse_json_file(const char *dir, const char *name, int optional, cJSON **out, char *path,
+                           size_t path_n, rs_err *e) {
+    *out = NULL;
+    int rc = rs_path_join(path, path_n, dir, name, e);
+    if (rc) return rc;
+    char *text;
+    size_t len;
+    FILE *f = fopen(path, "rb");
+    if (!f) return optional ? 0 : rs_errf(e, RS_EIO, "%s: cannot open", path);
+    fclose(f);
+    if ((rc = rs_read_file(path, &text, &len, e))) return rc;
+    *out = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        return rs_errf(e, RS_EINVAL, "%s: not a JSON object", path);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- config.json */
+
+static int set_arch(eng_config *c, const cJSON *j, const char *path, rs_err *e) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
+    if (!cJSON_IsString(mt)) return rs_errf(e, RS_EINVAL, "%s: model_type missing", path);
+    if (!strcmp(mt->valuestring, "qwen3"))
+        c->qk_norm = 1;
+    else if (!strcmp(mt->valuestring, "qwen2"))
+        c->qkv_bias = 1;
+    else if (strcmp(mt->valuestring, "llama"))
+        return rs_errf(
+            e, RS_EINVAL,
+            "%s: unknown architecture model_type \"%s\" (supported: qwen3, qwen2, llama)", path,
+            mt->valuestring);
+    snprintf(c->arch, sizeof c->arch, "%s", mt->valuestring);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
+    if (act && !(cJSON_IsString(act) && !strcmp(act->valuestring, "silu")))
+        return rs_errf(e, RS_EINVAL, "%s: hidden_act must be \"silu\"", path);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs))
+        return rs_errf(e, RS_EINVAL, "%s: rope_scaling is not supported", path);
+    int bias = 0, rc = json_bool(j, "attention_bias", &bias, path, e);
+    if (rc) return rc;
+    if (bias && !c->qkv_bias)
+        return rs_errf(e, RS_EINVAL, "%s: attention_bias is not supported for %s", path, c->arch);
+    return 0;
+}
+
+static int check_dims(const eng_config *c, const char *path, rs_err *e) {
+    const struct {
+        const char *name;
+        int v;
+    } d[] = {{"vocab_size", c->vocab_size},          {"hidden_size", c->hidden},
+             {"intermediate_size", c->intermediate}, {"num_hidden_layers", c->n_layers},
+             {"num_attention_heads", c->n_heads},    {"num_key_value_heads", c->n_kv_heads},
+             {"max_position_embeddings", c->max_pos}};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+        if (d[i].v <= 0 || d[i].v > CFG_MAX_DIM)
+            return rs_errf(e, RS_EINVAL, "%s: %s = %d out of range (1..%d)", path, d[i].name,
+                           d[i].v, CFG_MAX_DIM);
+    if (c->head_dim <= 0 || c->head_dim > CFG_MAX_HEAD_DIM || c->head_dim % 2)
+        return rs_errf(e, RS_EINVAL, "%s: head_dim = %d (must be even, 2..%d)", path, c->head_dim,
+                       CFG_MAX_HEAD_DIM);
+    if (c->n_heads % c->n_kv_heads)
+        return rs_errf(e, RS_EINVAL,
+                       "%s: num_attention_heads %d not a multiple of "
+                       "num_key_value_heads %d",
+                       path, c->n_heads, c->n_kv_heads);
+    if ((int64_t)c->n_heads * c->head_dim > CFG_MAX_DIM)
+        return rs_errf(e, RS_EINVAL, "%s: heads x head_dim too large", path);
+    if (!(c->rms_eps > 0) || !(c->rope_theta > 0))
+        return rs_errf(e, RS_EINVAL, "%s: rms_norm_eps and rope_theta must be positive", path);
+    return 0;
+}
+
+static int load_config(eng_config *c, const char *dir, rs_err *e) {
+    char path[4096];
+    cJSON *j;
+    int rc = parse_json_file(dir, "config.json", 0, &j, path, sizeof path, e);
+    if (rc) return rc;
+    *c = (eng_config){.rms_eps = 1e-6f,
+                      .rope_theta = 10000.0f,
+                      .bos_id = -1,
+                      .head_dim = -1,
+                      .n_kv_heads = -1,
+                      .max_pos = 32768};
+    rc = set_arch(c, j, path, e);
+    if (!rc) rc = json_int(j, "vocab_size", &c->vocab_size, path, e);
+    if (!rc) rc = json_int(j, "hidden_size", &c->hidden, path, e);
+    if (!rc) rc = json_int(j, "intermediate_size", &c->intermediate, path, e);
+    if (!rc) rc = json_int(j, "num_hidden_layers", &c->n_layers, path, e);
+    if (!rc) rc = json_int(j, "num_attention_heads", &c->n_heads, path, e);
+    if (!rc) rc = json_int(j, "num_key_value_heads", &c->n_kv_heads, path, e);
+    if (!rc) rc = json_int(j, "head_dim", &c->head_dim, path, e);
+    if (!rc) rc = json_int(j, "max_position_embeddings", &c->max_pos, path, e);
+    if (!rc) rc = json_float(j, "rms_norm_eps", &c->rms_eps, path, e);
+    if (!rc) rc = json_float(j, "rope_theta", &c->rope_theta, path, e);
+    if (!rc) rc = json_bool(j, "tie_word_embeddings", &c->tie_embeddings, path, e);
+    if (!rc) rc = json_int(j, "bos_token_id", &c->bos_id, path, e);
+    if (!rc) rc = json_eos(j, c, path, e);
+    cJSON_Delete(j);
+    if (rc) return rc;
+    if (c->n_kv_heads == -1) c->n_kv_heads = c->n_heads;
+    if (c->head_dim == -1 && c->n_heads > 0) c->head_dim = c->hidden / c->n_heads;
+    return check_dims(c, path, e);
+}
+
+/* generation_config.json (optional): EOS/BOS override config.json's; sampling defaults.
+ * do_sample: false means greedy, whatever temperature says (as transformers does). */
+static int load_gen_config(eng_model *m, const char *dir, rs_err *e) {
+    char path[4096];
+    cJSON *j;
+    m->gen = (eng_gen_defaults){.temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f};
+    int rc = parse_json_file(dir, "generation_config.json", 1, &j, path, sizeof path, e);
+    if (rc || !j) return rc;
+    int do_sample = 1;
+    rc = json_float(j, "temperature", &m->gen.temperature, path, e);
+    if (!rc) rc = json_float(j, "top_p", &m->gen.top_p, path, e);
+    if (!rc) rc = json_int(j, "top_k", &m->gen.top_k, path, e);
+    if (!rc) rc = json_float(j, "min_p", &m->gen.min_p, path, e);
+    if (!rc) rc = json_float(j, "repetition_penalty", &m->gen.repetition_penalty, path, e);
+    if (!rc) rc = json_bool(j, "do_sample", &do_sample, path, e);
+    if (!rc) rc = json_int(j, "bos_token_id", &m->cfg.bos_id, path, e);
+    if (!rc) rc = json_eos(j, &m->cfg, path, e);
+    cJSON_Delete(j);
+    if (!do_sample) m->gen.temperature = 0.0f;
+    return rc;
+}
+
+/* ---------------------------------------------------------------- tensor binding */
+
+static const char *file_of(const eng_model *m, const eng_tensor *t) {
+    return m->st.files[t->file].path;
+}
+
+/* Find name with shape [d0] (d1 < 0) or [d0, d1] and a dtype the kernels read. */
+static int find_shaped(const eng_model *m, const char *name, int64_t d0, int64_t d1,
+                       const eng_tensor **out, rs_err *e) {
+    const eng_tensor *t = eng_st_find(&m->st, name);
+    const char *where = m->st.n_files ? m->st.files[0].path : "model";
+    if (!t) return rs_errf(e, RS_EINVAL, "%s: missing tensor %s", where, name);
+    int nd = d1 < 0 ? 1 : 2;
+    if (t->ndim != nd || t->shape[0] != d0 || (nd == 2 && t->shape[1] != d1)) {
+        char got[96] = "";
+        for (int i = 0, o = 0; i < t->ndim && o < (int)sizeof got - 24; i++)
+            o += snprintf(got + o, sizeof got - (size_t)o, "%s%lld", i ? ", " : "",
+                          (long long)t->shape[i]);
+        if (nd == 1)
+            return rs_errf(e, RS_EINVAL, "%s: tensor %s has shape [%s], expected [%lld]",
+                           file_of(m, t), name, got, (long long)d0);
+        return rs_errf(e, RS_EINVAL, "%s: tensor %s has shape [%s], expected [%lld, %lld]",
+                       file_of(m, t), name, got, (long long)d0, (long long)d1);
+    }
+    if (t->dtype < 0)
+        return rs_errf(e, RS_EINVAL, "%s: tensor %s: dtype not F32, BF16 or F16", file_of(m, t),
+                       name);
+    *out = t;
+    return 0;
+}
+
+static int bind_mat(eng_model *m, eng_mat *out, const char *name, int64_t rows, int64_t cols,
+                    rs_err *e) {
+    const eng_tensor *t;
+    int rc = find_shaped(m, name, rows, cols, &t, e);
+    if (rc) return rc;
+    out->data = t->data;
+    out->dtype = (eng_dtype)t->dtype;
+    m->n_params += rows * cols;
+    return 0;
+}
+
+static int bind_vec(eng_model *m, const float **out, const char *name, int64_t n, rs_err *e) {
+    const eng_tensor *t;
+    int rc = find_shaped(m, name, n, -1, &t, e);
+    if (rc) return rc;
+    float **v = realloc(m->vecs, (size_t)(m->n_vecs + 1) * sizeof *v);
+    if (!v) return rs_errf(e, RS_ENOMEM, "out of memory");
+    m->vecs = v;
+    float *f = malloc((size_t)n * sizeof *f);
+    if (!f) return rs_errf(e, RS_ENOMEM, "out of memory");
+    for (int64_t i = 0; i < n; i++) f[i] = eng_load_elem(t->data, (eng_dtype)t->dtype, (size_t)i);
+    m->vecs[m->n_vecs++] = f;
+    m->n_params += n;
+    *out = f;
+    return 0;
+}
+
+static int bind_layer(eng_model *m, int i, rs_err *e) {
+    const eng_config *c = &m->cfg;
+    eng_layer *L = &m->layers[i];
+    int64_t h = c->hidden, qd = (int64_t)c->n_heads * c->head_dim;
+    int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, f = c->intermediate;
+    char n[160];
+    int rc = 0;
+#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", i, s), n)
+    if (!rc) rc = bind_vec(m, &L->attn_norm, NAME("input_layernorm.weight"), h, e);
+    if (!rc) rc = bind_vec(m, &L->mlp_norm, NAME("post_attention_layernorm.weight"), h, e);
+    if (!rc) rc = bind_mat(m, &L->q, NAME("self_attn.q_proj.weight"), qd, h, e);
+    if (!rc) rc = bind_mat(m, &L->k, NAME("self_attn.k_proj.weight"), kvd, h, e);
+    if (!rc) rc = bind_mat(m, &L->v, NAME("self_attn.v_proj.weight"), kvd, h, e);
+    if (!rc) rc = bind_mat(m, &L->o, NAME("self_attn.o_proj.weight"), h, qd, e);
+    if (!rc) rc = bind_mat(m, &L->gate, NAME("mlp.gate_proj.weight"), f, h, e);
+    if (!rc) rc = bind_mat(m, &L->up, NAME("mlp.up_proj.weight"), f, h, e);
+    if (!rc) rc = bind_mat(m, &L->down, NAME("mlp.down_proj.weight"), h, f, e);
+    if (!rc && c->qk_norm) {
+        rc = bind_vec(m, &L->q_norm, NAME("self_attn.q_norm.weight"), c->head_dim, e);
+        if (!rc) rc = bind_vec(m, &L->k_norm, NAME("self_attn.k_norm.weight"), c->head_dim, e);
+    }
+    if (!rc && c->qkv_bias) {
+        rc = bind_vec(m, &L->q_bias, NAME("self_attn.q_proj.bias"), qd, e);
+        if (!rc) rc = bind_vec(m, &L->k_bias, NAME("self_attn.k_proj.bias"), kvd, e);
+        if (!rc) rc = bind_vec(m, &L->v_bias, NAME("self_attn.v_proj.bias"), kvd, e);
+    }
+#undef NAME
+    return rc;
+}
+
+static int bind_all(eng_model *m, rs_err *e) {
+    const eng_config *c = &m->cfg;
+    int rc = bind_mat(m, &m->embed, "model.embed_tokens.weight", c->vocab_size, c->hidden, e);
+    if (rc) return rc;
+    m->cfg.dtype = m->embed.dtype;
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) return rs_errf(e, RS_ENOMEM, "out of memory");
+    for (int i = 0; i < c->n_layers && !rc; i++) rc = bind_layer(m, i, e);
+    if (!rc) rc = bind_vec(m, &m->final_norm, "model.norm.weight", c->hidden, e);
+    if (rc) return rc;
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+        return 0;
+    }
+    return bind_mat(m, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden, e);
+}
+
+int eng_model_load(eng_model **out, const char *dir, rs_err *e) {
+    *out = NULL;
+    eng_model *m = calloc(1, sizeof *m);
+    if (!m) return rs_errf(e, RS_ENOMEM, "out of memory");
+    int rc = load_config(&m->cfg, dir, e);
+    if (!rc) rc = load_gen_config(m, dir, e);
+    if (!rc) rc = eng_st_open(&m->st, dir, e);
+    if (!rc) rc = bind_all(m, e);
+    for (int i = 0; !rc && i < m->cfg.n_eos; i++)
+        if (m->cfg.eos_ids[i] < 0 || m->cfg.eos_ids[i] >= m->cfg.vocab_size)
+            rc = rs_errf(e, RS_EINVAL, "%s: eos_token_id %d outside the vocabulary", dir,
+                         m->cfg.eos_ids[i]);
+    if (rc) {
+        eng_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return 0;
+}
+
+void eng_model_free(eng_model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_vecs; i++) free(m->vecs[i]);
+    free(m->vecs);
+    free(m->layers);
+    eng_st_close(&m->st);
+    free(m);
+}
+
+const eng_config *eng_model_config(const eng_model *m) {
+    return &m->cfg;
+}
+const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m) {
+    return &m->gen;
+}
+int64_t eng_model_n_params(const eng_model *m) {
+    return m->n_params;
+}
+
+kv_pool_config eng_kv_config(const eng_model *m, int block_size, int force_dtype,
+                             size_t budget_bytes) {
+    kv_pool_config k = {
+        .n_layers = m->cfg.n_layers,
+        .n_kv_heads = m->cfg.n_kv_heads,
+        .head_dim = m->cfg.head_dim,
+        .block_size = block_size > 0 ? block_size : 16,
+        .dtype = m->cfg.dtype == ENG_F32 ? KV_F32 : KV_BF16,
+        .budget_bytes = budget_bytes,
+    };
+    if (force_dtype >= 0) k.dtype = force_dtype == KV_BF16 ? KV_BF16 : KV_F32;
+    return k;
+}
