@@ -22,31 +22,38 @@
 #include "util/util.h"
 
 typedef struct sched_config {
-    int n_threads;        /* worker threads for the forward pass (>= 1) */
-    size_t kv_cache_bytes;/* KV pool budget (--kv-cache-mb) */
-    int block_size;       /* tokens per KV block (default 16) */
-    int kv_dtype;         /* -1: the model's dtype; else KV_F32 / KV_BF16 */
-    int max_batch;        /* running sequences at most (--max-batch) */
-    int max_queue;        /* waiting requests at most (--max-queue); beyond: RS_EFULL */
-    int token_budget;     /* new tokens per step (decode rows + prefill chunks) */
-    int ctx_size;         /* context length per sequence (prompt + generated) */
-    int prefix_cache;     /* 1: radix-tree prefix cache on; 0: off (every prompt computed) */
+    int n_threads;         /* worker threads for the forward pass (>= 1) */
+    size_t kv_cache_bytes; /* KV pool budget (--kv-cache-mb) */
+    int block_size;        /* tokens per KV block (default 16) */
+    int kv_dtype;          /* -1: the model's dtype; else KV_F32 / KV_BF16 */
+    int max_batch;         /* running sequences at most (--max-batch) */
+    int max_queue;         /* waiting requests at most (--max-queue); beyond: RS_EFULL */
+    int token_budget;      /* new tokens per step (decode rows + prefill chunks) */
+    int ctx_size;          /* context length per sequence (prompt + generated) */
+    int prefix_cache;      /* 1: radix-tree prefix cache on; 0: off (every prompt computed) */
+    double max_wait_s;     /* age bound of cache-aware admission: a request waiting longer is
+                              admitted before any better cache hit (<= 0: 2 s) */
 } sched_config;
 
-#define SCHED_MAX_STOP 4
+/* Zero or negative fields of a sched_config get defaults at sched_start: n_threads 1,
+ * kv_cache_bytes 64 MiB, block_size 16, max_batch 16, max_queue 256, token_budget 512 (raised
+ * to max_batch), ctx_size the model's max_position_embeddings lowered to what the pool holds
+ * for one sequence. prefix_cache is taken as given (0 = off); kv_dtype < 0 = the model's. */
+
+#define SCHED_MAX_STOP         4
 #define SCHED_MAX_TOP_LOGPROBS 20
 
 /* What a request asks for, beyond its prompt ids. */
 typedef struct sched_params {
-    eng_sampling sampling;   /* bias array is copied at submit */
-    int max_tokens;          /* generated tokens at most per choice */
-    int n;                   /* choices (samples forked after the prompt), >= 1 */
-    int ignore_eos;          /* do not stop at EOS ids */
+    eng_sampling sampling;            /* bias array is copied at submit */
+    int max_tokens;                   /* generated tokens at most per choice */
+    int n;                            /* choices (samples forked after the prompt), >= 1 */
+    int ignore_eos;                   /* do not stop at EOS ids */
     const char *stop[SCHED_MAX_STOP]; /* stop strings (copied at submit), never emitted */
     int n_stop;
-    int logprobs;            /* 1: report each token's logprob */
-    int top_logprobs;        /* 0..SCHED_MAX_TOP_LOGPROBS alternatives per token */
-    const char *cache_salt;  /* namespace of the prefix cache; NULL: the shared one */
+    int logprobs;           /* 1: report each token's logprob */
+    int top_logprobs;       /* 0..SCHED_MAX_TOP_LOGPROBS alternatives per token */
+    const char *cache_salt; /* namespace of the prefix cache; NULL: the shared one */
 } sched_params;
 
 typedef enum sched_event_type {
@@ -64,17 +71,18 @@ typedef struct sched_top {
 
 typedef struct sched_event {
     sched_event_type type;
-    int index;                 /* choice index (0 .. n-1) */
-    char *text;                /* owned by the event: UTF-8 delta cut at whole characters */
-    int32_t token;             /* TOKEN: the id */
-    float logprob;             /* TOKEN with logprobs */
-    int n_top;                 /* TOKEN with top_logprobs */
+    int index;     /* choice index (0 .. n-1) */
+    char *text;    /* owned by the event: UTF-8 delta cut at whole characters */
+    int32_t token; /* TOKEN: the id */
+    float logprob; /* TOKEN with logprobs */
+    int n_top;     /* TOKEN with top_logprobs */
     sched_top top[SCHED_MAX_TOP_LOGPROBS];
     const char *finish_reason; /* FINISH: "stop", "length" (static string) */
     int prompt_tokens;         /* DONE: usage */
     int cached_tokens;         /* DONE: prompt tokens served from the prefix cache */
     int completion_tokens;     /* DONE: summed over choices */
     char message[256];         /* ERROR */
+    int code;                  /* ERROR: the RS_E* code (RS_ECANCELED after a cancel) */
 } sched_event;
 
 void sched_event_free(sched_event *ev); /* frees ev->text */
@@ -108,16 +116,21 @@ void sched_request_free(sched_request *r);
 
 /* Statistics for /metrics and /v1/cache (read from any thread). */
 typedef struct sched_stats {
-    int waiting;            /* requests in the waiting queue */
-    int running;            /* sequences in the running batch */
-    int64_t steps;          /* forward steps so far */
+    int waiting;   /* requests in the waiting queue */
+    int running;   /* sequences in the running batch */
+    int64_t steps; /* forward steps so far */
     int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free, kv_blocks_pinned;
     int block_size;
     int64_t cache_lookups, cache_hit_tokens, cache_miss_tokens, cache_evicted_blocks;
     int64_t cache_nodes;
     int64_t preemptions;
+    int32_t kv_blocks_private; /* blocks held only by running sequences (not by the tree);
+                                  used == cached + private when the accounting is sound */
 } sched_stats;
 
 void sched_get_stats(sched *s, sched_stats *out);
+
+/* The effective configuration (defaults filled in, e.g. the ctx_size in force). */
+void sched_get_config(const sched *s, sched_config *out);
 
 #endif

@@ -1,0 +1,256 @@
+/* sched.c — the scheduler's public face: start / stop, submission, statistics, and the thread
+ * that runs steps (step.c) until stopped. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/sched_int.h"
+
+static void fill_defaults(sched_config *c, const eng_config *mc) {
+    if (c->n_threads <= 0) c->n_threads = 1;
+    if (c->kv_cache_bytes == 0) c->kv_cache_bytes = (size_t)64 << 20;
+    if (c->block_size <= 0) c->block_size = 16;
+    if (c->max_batch <= 0) c->max_batch = 16;
+    if (c->max_queue <= 0) c->max_queue = 256;
+    if (c->token_budget <= 0) c->token_budget = 512;
+    if (c->token_budget < c->max_batch) c->token_budget = c->max_batch;
+    if (c->ctx_size <= 0 || c->ctx_size > mc->max_pos) c->ctx_size = mc->max_pos;
+    if (c->max_wait_s <= 0) c->max_wait_s = 2.0;
+}
+
+static void sched_destroy(sched *s) {
+    if (s->tree) rt_free(s->tree);
+    kv_pool_free(&s->pool);
+    if (s->ctx) eng_ctx_free(s->ctx);
+    free(s->logits);
+    free(s->scratch);
+    free(s->rowcopy);
+    free(s->batch);
+    free(s->rows);
+    free(s->holders);
+    rs_ivec_free(&s->match_blocks);
+    sched_seqvec_free(&s->inbox);
+    sched_seqvec_free(&s->waiting);
+    sched_seqvec_free(&s->running);
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* The model, pool, tree, context and buffers the thread works with. */
+static int sched_alloc(sched *s, rs_err *e) {
+    sched_config *c = &s->cfg;
+    kv_pool_config pc = eng_kv_config(s->model, c->block_size, c->kv_dtype, c->kv_cache_bytes);
+    int rc = kv_pool_init(&s->pool, &pc, e);
+    if (rc) return rc;
+    /* One sequence can never hold more than the whole pool: the context is lowered to it. */
+    int64_t pool_tokens = (int64_t)s->pool.n_blocks * c->block_size;
+    if (c->ctx_size > pool_tokens) c->ctx_size = (int)pool_tokens;
+    if ((rc = rt_init(&s->tree, &s->pool, e))) return rc;
+    if ((rc = eng_ctx_init(&s->ctx, s->model, c->token_budget, c->n_threads, e))) return rc;
+    size_t rowb = (size_t)s->vocab * sizeof(float);
+    s->logits = malloc(rowb * (size_t)c->max_batch);
+    s->scratch = malloc(rowb);
+    s->rowcopy = malloc(rowb);
+    s->batch = calloc((size_t)c->max_batch, sizeof *s->batch);
+    s->rows = calloc((size_t)c->max_batch, sizeof *s->rows);
+    s->holders = calloc((size_t)s->pool.n_blocks, sizeof *s->holders);
+    if (!s->logits || !s->scratch || !s->rowcopy || !s->batch || !s->rows || !s->holders)
+        return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for step buffers");
+    return 0;
+}
+
+static void *sched_main(void *arg);
+
+int sched_start(sched **out, eng_model *model, const tok_tokenizer *tok, const sched_config *c,
+                rs_err *e) {
+    *out = NULL;
+    if (!model || !c) return rs_errf(e, RS_EINVAL, "sched_start: no model or config");
+    sched *s = calloc(1, sizeof *s);
+    if (!s) return rs_errf(e, RS_ENOMEM, "scheduler: out of memory");
+    if (pthread_mutex_init(&s->mu, NULL)) {
+        free(s);
+        return rs_errf(e, RS_ENOMEM, "scheduler: cannot create a mutex");
+    }
+    if (pthread_cond_init(&s->cv, NULL)) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return rs_errf(e, RS_ENOMEM, "scheduler: cannot create a condition variable");
+    }
+    s->model = model;
+    s->tok = tok;
+    s->mc = eng_model_config(model);
+    s->vocab = s->mc->vocab_size;
+    s->cfg = *c;
+    fill_defaults(&s->cfg, s->mc);
+    int rc = sched_alloc(s, e);
+    if (!rc) {
+        sched_publish_stats(s);
+        if (pthread_create(&s->thread, NULL, sched_main, s))
+            rc = rs_errf(e, RS_ENOMEM, "scheduler: cannot start its thread");
+    }
+    if (rc) {
+        sched_destroy(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void sched_stop(sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->thread, NULL);
+    sched_destroy(s);
+}
+
+/* Move submitted sequences into the waiting queue; wait while there is nothing to do.
+ * Returns 1 when the scheduler must stop. */
+static int take_inbox(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping && !s->wake && s->inbox.n == 0 && s->waiting.n == 0 && s->running.n == 0)
+        pthread_cond_wait(&s->cv, &s->mu);
+    s->wake = 0;
+    int stop = s->stopping;
+    int rc = 0;
+    for (int i = 0; i < s->inbox.n && !rc; i++) rc = sched_seqvec_push(&s->waiting, s->inbox.v[i]);
+    if (!rc) s->inbox.n = 0;
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+static void *sched_main(void *arg) {
+    sched *s = arg;
+    while (!take_inbox(s)) {
+        sched_step(s);
+        sched_publish_stats(s);
+    }
+    /* Stopping: no submission gets in any more (submit checks `stopping` under mu). */
+    take_inbox(s);
+    sched_drop_all(s);
+    sched_publish_stats(s);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- submission */
+
+static uint64_t salt_namespace(const char *salt) {
+    if (!salt || !*salt) return 0;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: stable across runs, cheap */
+    for (const unsigned char *p = (const unsigned char *)salt; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+static int check_params(const sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
+                        rs_err *e) {
+    if (!prompt || n_prompt <= 0) return rs_errf(e, RS_EINVAL, "the prompt is empty");
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= s->vocab)
+            return rs_errf(e, RS_EINVAL, "prompt token %d (id %d) is outside the vocabulary of %d",
+                           i, prompt[i], s->vocab);
+    if (p->n < 1) return rs_errf(e, RS_EINVAL, "n must be at least 1 (got %d)", p->n);
+    if (p->max_tokens < 1)
+        return rs_errf(e, RS_EINVAL, "max_tokens must be at least 1 (got %d)", p->max_tokens);
+    if (p->n_stop < 0 || p->n_stop > SCHED_MAX_STOP)
+        return rs_errf(e, RS_EINVAL, "at most %d stop strings (got %d)", SCHED_MAX_STOP, p->n_stop);
+    for (int i = 0; i < p->n_stop; i++)
+        if (!p->stop[i]) return rs_errf(e, RS_EINVAL, "stop string %d is missing", i);
+    if (p->top_logprobs < 0 || p->top_logprobs > SCHED_MAX_TOP_LOGPROBS)
+        return rs_errf(e, RS_EINVAL, "top_logprobs must be 0..%d (got %d)", SCHED_MAX_TOP_LOGPROBS,
+                       p->top_logprobs);
+    if (p->sampling.n_bias < 0 || (p->sampling.n_bias > 0 && !p->sampling.bias))
+        return rs_errf(e, RS_EINVAL, "logit_bias entries are missing");
+    for (int i = 0; i < p->sampling.n_bias; i++)
+        if (p->sampling.bias[i].token < 0 || p->sampling.bias[i].token >= s->vocab)
+            return rs_errf(e, RS_EINVAL, "logit_bias token %d is outside the vocabulary of %d",
+                           p->sampling.bias[i].token, s->vocab);
+    if (n_prompt >= s->cfg.ctx_size)
+        return rs_errf(e, RS_ETOOBIG,
+                       "the prompt has %d tokens; the context holds %d (prompt + completion)",
+                       n_prompt, s->cfg.ctx_size);
+    if (p->n > s->cfg.max_batch)
+        return rs_errf(e, RS_ETOOBIG, "n = %d exceeds the batch limit of %d sequences", p->n,
+                       s->cfg.max_batch);
+    return 0;
+}
+
+/* The request's owned copy of the caller's parameters. */
+static int copy_request(sched_request *r, const int32_t *prompt, int n_prompt,
+                        const sched_params *p) {
+    r->p = *p;
+    r->n_prompt = n_prompt;
+    r->prompt = malloc((size_t)n_prompt * sizeof *r->prompt);
+    if (!r->prompt) return RS_ENOMEM;
+    memcpy(r->prompt, prompt, (size_t)n_prompt * sizeof *prompt);
+    for (int i = 0; i < p->n_stop; i++) {
+        r->stop_copy[i] = strdup(p->stop[i]);
+        if (!r->stop_copy[i]) return RS_ENOMEM;
+        r->p.stop[i] = r->stop_copy[i];
+    }
+    if (p->sampling.n_bias > 0) {
+        r->bias = malloc((size_t)p->sampling.n_bias * sizeof *r->bias);
+        if (!r->bias) return RS_ENOMEM;
+        memcpy(r->bias, p->sampling.bias, (size_t)p->sampling.n_bias * sizeof *r->bias);
+    }
+    r->p.sampling.bias = r->bias;
+    r->p.cache_salt = NULL; /* only its hash is kept */
+    r->t_submit = rs_now();
+    return 0;
+}
+
+int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
+                 sched_request **out, rs_err *e) {
+    *out = NULL;
+    if (!p) return rs_errf(e, RS_EINVAL, "sched_submit: no parameters");
+    int rc = check_params(s, prompt, n_prompt, p, e);
+    if (rc) return rc;
+    sched_request *r = sched_request_new();
+    if (!r) return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
+    r->ns = salt_namespace(p->cache_salt);
+    sched_seq *q = NULL;
+    if (copy_request(r, prompt, n_prompt, p) || !(q = sched_seq_new(s, r, 0, 0))) {
+        r->refs = 1;
+        sched_request_unref(r);
+        return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
+    }
+    r->n_live = 1;
+    r->s = s; /* published to the scheduler under s->mu below */
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping)
+        rc = rs_errf(e, RS_ECANCELED, "the scheduler is shutting down");
+    else if (s->n_queued >= s->cfg.max_queue)
+        rc = rs_errf(e, RS_EFULL, "the waiting queue is full (%d requests); retry later",
+                     s->cfg.max_queue);
+    else if (sched_seqvec_push(&s->inbox, q))
+        rc = rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
+    if (!rc) {
+        s->n_queued++;
+        s->wake = 1;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        sched_seq_free(q);
+        r->refs = 1;
+        sched_request_unref(r);
+        return rc;
+    }
+    *out = r;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+void sched_get_stats(sched *s, sched_stats *out) {
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->waiting += s->inbox.n;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_get_config(const sched *s, sched_config *out) {
+    *out = s->cfg;
+}

@@ -1,0 +1,618 @@
+/* step.c — one scheduler step: cancel, admit, plan the batch (allocating KV, evicting and
+ * preempting under memory pressure), run the forward pass, then sample and emit. Everything
+ * here runs on the scheduler thread only. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sched/sched_int.h"
+
+/* Reasons a sequence leaves: each goes through seq_end, the one release path. */
+enum { END_FINISHED, END_CANCELED, END_FAILED };
+
+/* ---------------------------------------------------------------- sequences */
+
+/* A well-mixed seed per (request seed, choice index): choices of one request differ, and a
+ * choice samples the same whether it runs alone or in a batch. */
+static uint64_t choice_seed(uint64_t seed, int index) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(index + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+sched_seq *sched_seq_new(sched *s, sched_request *r, int index, int forked) {
+    sched_seq *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    q->req = r;
+    q->index = index;
+    q->forked = forked || r->p.n == 1;
+    if (rs_ivec_append(&q->toks, r->prompt, r->n_prompt)) {
+        free(q);
+        return NULL;
+    }
+    eng_rng_seed(&q->rng, choice_seed(r->p.sampling.seed, index));
+    if (s->tok) {
+        tok_stream_init(&q->ts, s->tok, 1);
+        q->ts_live = 1;
+    }
+    sched_stopper_init(&q->stopper, r->stop_copy, r->p.n_stop);
+    q->t_wait = rs_now();
+    return q;
+}
+
+void sched_seq_free(sched_seq *q) {
+    if (!q) return;
+    rs_ivec_free(&q->toks);
+    rs_ivec_free(&q->table);
+    if (q->ts_live) tok_stream_free(&q->ts);
+    sched_stopper_free(&q->stopper);
+    free(q);
+}
+
+static int seq_slots(const sched_seq *q) {
+    return q->forked ? 1 : q->req->p.n;
+}
+
+static int running_slots(const sched *s) {
+    int n = 0;
+    for (int i = 0; i < s->running.n; i++) n += seq_slots(s->running.v[i]);
+    return n;
+}
+
+static int find(const sched_seqvec *a, const sched_seq *q) {
+    for (int i = 0; i < a->n; i++)
+        if (a->v[i] == q) return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- events */
+
+static char *dup_str(const char *t) {
+    char *d = strdup(t ? t : "");
+    return d;
+}
+
+static void push_event(sched_request *r, sched_event *ev) {
+    /* A reader that dropped its handle reads nothing: do not queue for nobody. */
+    if (atomic_load(&r->cancel) && ev->type == SCHED_EV_TOKEN) {
+        free(ev->text);
+        return;
+    }
+    sched_request_push(r, ev);
+}
+
+/* Copy a message, cut to the destination (messages come from rs_err, which is larger). */
+static void copy_msg(char *dst, size_t n, const char *msg) {
+    size_t l = strlen(msg);
+    if (l >= n) l = n - 1;
+    memcpy(dst, msg, l);
+    dst[l] = 0;
+}
+
+static void fail_request(sched_request *r, int code, const char *msg) {
+    if (r->failed) return;
+    r->failed = 1;
+    r->fail_code = code;
+    copy_msg(r->fail_msg, sizeof r->fail_msg, msg);
+}
+
+/* The request's last event, then the scheduler's side lets go of it. */
+static void request_end(sched *s, sched_request *r) {
+    sched_event ev = {0};
+    if (r->failed || (atomic_load(&r->cancel) && r->n_finished < r->p.n)) {
+        ev.type = SCHED_EV_ERROR;
+        ev.code = r->failed ? r->fail_code : RS_ECANCELED;
+        copy_msg(ev.message, sizeof ev.message,
+                 r->failed ? r->fail_msg : "the request was cancelled");
+    } else {
+        ev.type = SCHED_EV_DONE;
+        ev.prompt_tokens = r->n_prompt;
+        ev.cached_tokens = r->cached_tokens;
+        ev.completion_tokens = r->completion_tokens;
+    }
+    sched_request_push(r, &ev);
+    if (!r->admitted) {
+        pthread_mutex_lock(&s->mu);
+        s->n_queued--;
+        pthread_mutex_unlock(&s->mu);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->s = NULL; /* a later sched_cancel must not wake a scheduler that may be gone */
+    pthread_mutex_unlock(&r->mu);
+    sched_request_unref(r);
+}
+
+/* ---------------------------------------------------------------- KV and the release path */
+
+/* Put the whole blocks of toks[0, n_kv) into the tree (KV computed is KV worth keeping) and
+ * move the pin to the deepest inserted node. */
+static void seq_insert(sched *s, sched_seq *q) {
+    int bs = s->cfg.block_size;
+    if (!s->cfg.prefix_cache || q->n_kv / bs <= q->n_tree) return;
+    rt_node *node = NULL;
+    rs_err e = {0};
+    if (rt_insert(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, &node, &e)) return;
+    if (node) rt_pin(s->tree, node);
+    if (q->node) rt_unpin(s->tree, q->node);
+    q->node = node;
+    q->n_tree = q->n_kv / bs;
+}
+
+/* Give back everything the sequence holds in the pool and the tree. keep: insert its KV first
+ * (not after a failure, whose KV may be incomplete). */
+static void seq_release_kv(sched *s, sched_seq *q, int keep) {
+    if (keep) seq_insert(s, q);
+    if (q->node) rt_unpin(s->tree, q->node);
+    q->node = NULL;
+    for (int i = 0; i < q->table.n; i++) kv_release(&s->pool, q->table.v[i]);
+    q->table.n = 0;
+    q->n_kv = 0;
+    q->n_tree = 0;
+    q->chunk = 0;
+}
+
+/* The one exit of a sequence (finish, cancel, error): release, free, and end the request when
+ * it was its last live choice. The caller has removed q from its queue. */
+static void seq_end(sched *s, sched_seq *q, int how) {
+    sched_request *r = q->req;
+    seq_release_kv(s, q, how != END_FAILED);
+    sched_seq_free(q);
+    if (--r->n_live == 0) request_end(s, r);
+}
+
+/* Preempt: free the sequence's blocks (its KV goes to the tree, where it is evictable) and
+ * requeue it first in line; it recomputes later and, the engine being batch-invariant, goes
+ * on exactly as it would have. */
+static void preempt(sched *s, sched_seq *q) {
+    int i = find(&s->running, q);
+    sched_seqvec_remove(&s->running, i);
+    seq_release_kv(s, q, 1);
+    if (sched_seqvec_insert(&s->waiting, 0, q)) {
+        fail_request(q->req, RS_ENOMEM, "scheduler: out of memory while preempting");
+        seq_end(s, q, END_FAILED);
+        return;
+    }
+    s->preemptions++;
+}
+
+/* A free block, evicting unpinned cache if the pool is empty; -1 when nothing is evictable. */
+static int32_t alloc_block(sched *s) {
+    int32_t b = kv_alloc(&s->pool);
+    if (b < 0 && rt_evict(s->tree, 1) > 0) b = kv_alloc(&s->pool);
+    return b;
+}
+
+/* Grow q's block table to cover `upto` positions. Under pressure, preempt the newest running
+ * sequence until it fits. Returns 0, or -1 when q itself had to go (preempted or failed). */
+static int ensure_blocks(sched *s, sched_seq *q, int upto) {
+    int bs = s->cfg.block_size;
+    while (q->table.n * bs < upto) {
+        int32_t b = alloc_block(s);
+        if (b >= 0) {
+            if (rs_ivec_push(&q->table, b) == 0) continue;
+            kv_release(&s->pool, b);
+            fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for a block table");
+            return -1;
+        }
+        sched_seq *victim = s->running.v[s->running.n - 1]; /* the newest admission */
+        if (victim == q && s->running.n == 1) {
+            /* Alone it must fit (submit bounds it by the pool); reaching here is a bug. */
+            fail_request(q->req, RS_EFULL, "the KV pool cannot hold this sequence");
+            return -1;
+        }
+        preempt(s, victim);
+        if (victim == q) return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- admission */
+
+/* Shared-prefix wait: a running prefill in the same namespace that will put at least one more
+ * whole block of q's prompt into the tree than the tree holds now; q waits and reuses it. */
+static int waits_for_prefill(const sched *s, const sched_seq *q, int matched) {
+    int bs = s->cfg.block_size;
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_seq *o = s->running.v[i];
+        if (o->req->ns != q->req->ns || o->toks.n - o->n_kv <= 1) continue;
+        int n = q->toks.n - 1 < o->toks.n ? q->toks.n - 1 : o->toks.n, l = 0;
+        while (l < n && q->toks.v[l] == o->toks.v[l]) l++;
+        int whole = l / bs * bs;
+        if (whole > matched && o->n_tree * bs < whole) return 1;
+    }
+    return 0;
+}
+
+/* Cached prefix length of q (at most toks.n - 1: the last token is always computed, into a
+ * private block, for its logits). With the cache off: 0. */
+static int match_len(sched *s, sched_seq *q, rt_node **node) {
+    *node = NULL;
+    s->match_blocks.n = 0;
+    if (!s->cfg.prefix_cache) return 0;
+    return rt_match(s->tree, q->req->ns, q->toks.v, q->toks.n - 1, &s->match_blocks, node);
+}
+
+#define ADMIT_WINDOW 64 /* waiting requests looked at per admission (bounds the cost) */
+
+/* Index in waiting of the next sequence to admit, or -1. The head goes first when it is a
+ * preempted sequence or has waited past the age bound (nothing starves); otherwise the longest
+ * cached prefix wins (ties: the older), skipping those waiting for a running prefill. */
+static int pick(sched *s, int slots) {
+    double now = rs_now();
+    int best = -1, best_len = -1;
+    for (int i = 0; i < s->waiting.n && i < ADMIT_WINDOW; i++) {
+        sched_seq *q = s->waiting.v[i];
+        if (seq_slots(q) > slots) continue;
+        rt_node *node;
+        int m = match_len(s, q, &node);
+        if (s->cfg.prefix_cache && waits_for_prefill(s, q, m)) continue;
+        if (i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s)) return 0;
+        if (m > best_len) best = i, best_len = m;
+    }
+    return best;
+}
+
+/* Blocks the pool can still give without preemption: free plus evictable cache. */
+static int64_t available_blocks(const sched *s) {
+    rt_stats st;
+    rt_get_stats(s->tree, &st);
+    return (int64_t)s->pool.n_free + st.cached_blocks - st.pinned_blocks;
+}
+
+/* Take q from waiting into running with its cached prefix pinned. Returns 0, or 1 when memory
+ * is too tight to start it now (it stays waiting). */
+static int admit_one(sched *s, int at) {
+    sched_seq *q = s->waiting.v[at];
+    sched_request *r = q->req;
+    int bs = s->cfg.block_size;
+    rt_node *node;
+    int m = match_len(s, q, &node);
+    /* Room for the whole uncached part plus one block of growth per running sequence, so a
+     * fresh prompt does not start only to be preempted; with nothing running it always goes
+     * (it fits an empty pool by construction). */
+    int64_t need = (q->toks.n + bs - 1) / bs - m / bs;
+    if (s->running.n > 0 && need + m / bs + s->running.n > available_blocks(s)) return 1;
+    if (rs_ivec_reserve(&q->table, s->match_blocks.n + 1)) {
+        fail_request(r, RS_ENOMEM, "scheduler: out of memory for a block table");
+        sched_seqvec_remove(&s->waiting, at);
+        seq_end(s, q, END_FAILED);
+        return 0;
+    }
+    if (node) rt_pin(s->tree, node);
+    q->node = node;
+    for (int i = 0; i < s->match_blocks.n; i++) {
+        kv_retain(&s->pool, s->match_blocks.v[i]);
+        q->table.v[q->table.n++] = s->match_blocks.v[i];
+    }
+    q->n_kv = m;
+    q->n_tree = m / bs;
+    if (!r->admitted) {
+        r->admitted = 1;
+        r->cached_tokens = m;
+        s->lookups++;
+        s->hit_tokens += m;
+        s->miss_tokens += r->n_prompt - m;
+        pthread_mutex_lock(&s->mu);
+        s->n_queued--;
+        pthread_mutex_unlock(&s->mu);
+    }
+    q->admit_no = ++s->admit_counter;
+    sched_seqvec_remove(&s->waiting, at);
+    if (sched_seqvec_push(&s->running, q)) {
+        fail_request(r, RS_ENOMEM, "scheduler: out of memory for the running queue");
+        seq_end(s, q, END_FAILED);
+    }
+    return 0;
+}
+
+static void admit(sched *s) {
+    for (;;) {
+        int slots = s->cfg.max_batch - running_slots(s);
+        if (slots <= 0 || s->waiting.n == 0) return;
+        int at = pick(s, slots);
+        if (at < 0 || admit_one(s, at)) return;
+    }
+}
+
+/* ---------------------------------------------------------------- cancellation */
+
+static int doomed(const sched_seq *q) {
+    return atomic_load(&q->req->cancel) || q->req->failed;
+}
+
+static void drop_doomed(sched *s, sched_seqvec *a) {
+    for (int i = 0; i < a->n;) {
+        sched_seq *q = a->v[i];
+        if (!doomed(q)) {
+            i++;
+            continue;
+        }
+        sched_seqvec_remove(a, i);
+        seq_end(s, q, q->req->failed ? END_FAILED : END_CANCELED);
+    }
+}
+
+void sched_drop_all(sched *s) {
+    for (int pass = 0; pass < 2; pass++) {
+        sched_seqvec *a = pass ? &s->waiting : &s->running;
+        for (int i = 0; i < a->n; i++)
+            fail_request(a->v[i]->req, RS_ECANCELED, "the scheduler stopped");
+        drop_doomed(s, a);
+    }
+}
+
+/* ---------------------------------------------------------------- planning the batch */
+
+static int budget_left(const sched *s) {
+    int b = s->cfg.token_budget;
+    for (int i = 0; i < s->running.n; i++) b -= s->running.v[i]->chunk;
+    return b;
+}
+
+/* Decode rows first (one token each: running streams never stall), then prefill chunks from
+ * the rest of the token budget, oldest admission first. Sets q->chunk; allocates KV. A
+ * preemption victim is always the newest (the last of `running`), so it is q itself or a
+ * sequence after q; a victim already planned gives its budget back. */
+static void plan(sched *s) {
+    for (int i = 0; i < s->running.n; i++) s->running.v[i]->chunk = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < s->running.n;) {
+            sched_seq *q = s->running.v[i];
+            int rem = q->toks.n - q->n_kv, budget = budget_left(s);
+            if (budget <= 0) return;
+            if ((pass == 0) != (rem == 1) || q->chunk) {
+                i++;
+                continue;
+            }
+            int chunk = rem < budget ? rem : budget;
+            if (ensure_blocks(s, q, q->n_kv + chunk) == 0) q->chunk = chunk;
+            if (find(&s->running, q) >= 0) i++; /* else preempted: v[i] is the next one */
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- sampling and output */
+
+static int is_eos(const sched *s, int32_t t) {
+    for (int i = 0; i < s->mc->n_eos; i++)
+        if (s->mc->eos_ids[i] == t) return 1;
+    return 0;
+}
+
+/* log-sum-exp of a row and its k most likely ids (ties: lower id first). */
+static double row_lse_top(const float *x, int n, int k, sched_top *top) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    double lse = mx + log(sum);
+    int have = 0;
+    for (int i = 0; i < n && k > 0; i++) {
+        if (have == k && x[i] <= top[k - 1].logprob) continue;
+        int j = have < k ? have++ : k - 1;
+        while (j > 0 && top[j - 1].logprob < x[i]) {
+            top[j] = top[j - 1];
+            j--;
+        }
+        top[j] = (sched_top){i, x[i]};
+    }
+    for (int i = 0; i < have; i++) top[i].logprob = (float)(top[i].logprob - lse);
+    return lse;
+}
+
+/* Text of the end of a choice: what the decoder and the stop matcher still hold. */
+static char *tail_text(sched_seq *q, int *stopped) {
+    char *flushed = NULL, *emit = NULL;
+    rs_err e;
+    if (!q->ts_live || tok_stream_flush(&q->ts, &flushed, &e)) flushed = NULL;
+    int rc = sched_stopper_feed(&q->stopper, flushed ? flushed : "", 1, &emit);
+    free(flushed);
+    if (rc == 1) *stopped = 1;
+    return emit ? emit : dup_str("");
+}
+
+/* Sample the next token of q from its logits row and emit it; returns 1 when q finished. */
+static int sample_emit(sched *s, sched_seq *q, float *logits) {
+    sched_request *r = q->req;
+    sched_event ev = {.type = SCHED_EV_TOKEN, .index = q->index};
+    int want_lp = r->p.logprobs || r->p.top_logprobs > 0;
+    double lse = 0;
+    if (want_lp) {
+        memcpy(s->scratch, logits, (size_t)s->vocab * sizeof *logits);
+        lse = row_lse_top(s->scratch, s->vocab, r->p.top_logprobs, ev.top);
+        ev.n_top = r->p.top_logprobs;
+    }
+    int n_gen = q->toks.n - r->n_prompt;
+    int32_t t = eng_sample(&r->p.sampling, &q->rng, logits, s->vocab, r->prompt, r->n_prompt,
+                           q->toks.v + r->n_prompt, n_gen, NULL);
+    if (t < 0 || t >= s->vocab || rs_ivec_push(&q->toks, t)) {
+        fail_request(r, RS_EINVAL, "sampling failed");
+        return 1;
+    }
+    r->completion_tokens++;
+    n_gen++;
+    ev.token = t;
+    if (want_lp) ev.logprob = (float)(s->scratch[t] - lse);
+    const char *reason = NULL;
+    if (!r->p.ignore_eos && is_eos(s, t)) {
+        reason = "stop";
+    } else {
+        char *piece = NULL, *emit = NULL;
+        rs_err e;
+        if (q->ts_live && tok_stream_push(&q->ts, t, &piece, &e)) piece = NULL;
+        int rc = sched_stopper_feed(&q->stopper, piece ? piece : "", 0, &emit);
+        free(piece);
+        if (rc == 1) reason = "stop";
+        ev.text = emit ? emit : dup_str("");
+        push_event(r, &ev);
+    }
+    if (!reason && (n_gen >= r->p.max_tokens || q->toks.n >= s->cfg.ctx_size)) reason = "length";
+    if (!reason) return 0;
+    sched_event fin = {.type = SCHED_EV_FINISH, .index = q->index, .finish_reason = reason};
+    int stopped = 0;
+    fin.text = strcmp(reason, "stop") == 0 && !is_eos(s, t) ? dup_str("") : tail_text(q, &stopped);
+    if (stopped) fin.finish_reason = "stop";
+    push_event(r, &fin);
+    r->n_finished++;
+    return 1;
+}
+
+/* After the prompt of an n > 1 request: choices 1..n-1 share its whole blocks and copy the
+ * partial last one (never writing into a shared block), then sample from the same logits. A
+ * choice that gets no block now waits and recomputes from the cache. */
+static void fork_choices(sched *s, sched_seq *q, const float *logits) {
+    sched_request *r = q->req;
+    int bs = s->cfg.block_size;
+    q->forked = 1;
+    for (int c = 1; c < r->p.n; c++) {
+        sched_seq *k = sched_seq_new(s, r, c, 1);
+        if (!k) {
+            fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
+            return;
+        }
+        r->n_live++;
+        int whole = q->n_kv / bs, ok = 1;
+        for (int i = 0; i < whole && ok; i++) {
+            kv_retain(&s->pool, q->table.v[i]);
+            if (rs_ivec_push(&k->table, q->table.v[i])) kv_release(&s->pool, q->table.v[i]), ok = 0;
+        }
+        if (ok && q->n_kv % bs) {
+            int32_t b = alloc_block(s);
+            if (b >= 0 && rs_ivec_push(&k->table, b) == 0)
+                memcpy(s->pool.mem + (size_t)b * s->pool.block_bytes,
+                       s->pool.mem + (size_t)q->table.v[whole] * s->pool.block_bytes,
+                       s->pool.block_bytes);
+            else {
+                if (b >= 0) kv_release(&s->pool, b);
+                ok = 0;
+            }
+        }
+        if (ok) {
+            k->n_kv = q->n_kv;
+            k->n_tree = q->n_tree;
+            k->node = q->node;
+            if (k->node) rt_pin(s->tree, k->node);
+            memcpy(s->rowcopy, logits, (size_t)s->vocab * sizeof *logits);
+            k->admit_no = ++s->admit_counter;
+            if (!sample_emit(s, k, s->rowcopy)) {
+                if (sched_seqvec_push(&s->running, k) == 0) continue;
+                fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
+            }
+            seq_end(s, k, r->failed ? END_FAILED : END_FINISHED);
+            continue;
+        }
+        seq_release_kv(s, k, 0);
+        k->admit_no = 1; /* counts as preempted: first in line */
+        if (sched_seqvec_insert(&s->waiting, 0, k)) {
+            fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
+            seq_end(s, k, END_FAILED);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the step */
+
+/* Run the planned rows through the engine. Returns the row count (0: nothing ran). */
+static int forward(sched *s) {
+    int n = 0;
+    for (int i = 0; i < s->running.n; i++) {
+        sched_seq *q = s->running.v[i];
+        if (!q->chunk) continue;
+        int last = q->n_kv + q->chunk == q->toks.n;
+        s->rows[n] = q;
+        s->batch[n] = (eng_seq){.tokens = q->toks.v + q->n_kv,
+                                .n_tokens = q->chunk,
+                                .pos0 = q->n_kv,
+                                .blocks = q->table.v,
+                                .n_blocks = q->table.n,
+                                .logits = last ? s->logits + (size_t)n * s->vocab : NULL};
+        n++;
+    }
+    if (n == 0) return 0;
+    rs_err e = {0};
+    if (eng_forward(s->ctx, &s->pool, s->batch, n, &e)) {
+        for (int i = 0; i < n; i++)
+            fail_request(s->rows[i]->req, e.code ? e.code : RS_EINVAL, e.msg);
+        return 0;
+    }
+    s->steps++;
+    return n;
+}
+
+/* After the forward pass: advance each row, insert finished prefill blocks, sample. */
+static void absorb(sched *s, int n) {
+    for (int i = 0; i < n; i++) {
+        sched_seq *q = s->rows[i];
+        int prefill = q->chunk > 1 || !q->forked;
+        q->n_kv += q->chunk;
+        q->chunk = 0;
+        if (prefill) seq_insert(s, q);
+        if (q->n_kv < q->toks.n) continue;
+        float *row = (float *)s->batch[i].logits;
+        if (!q->forked) fork_choices(s, q, row);
+        if (sample_emit(s, q, row)) q->chunk = -1; /* finished: swept below */
+    }
+    for (int i = 0; i < s->running.n;) {
+        sched_seq *q = s->running.v[i];
+        if (q->chunk != -1 && !q->req->failed) {
+            i++;
+            continue;
+        }
+        sched_seqvec_remove(&s->running, i);
+        seq_end(s, q, q->req->failed ? END_FAILED : END_FINISHED);
+    }
+}
+
+void sched_step(sched *s) {
+    drop_doomed(s, &s->running);
+    drop_doomed(s, &s->waiting);
+    admit(s);
+    plan(s);
+    int n = forward(s);
+    absorb(s, n);
+    drop_doomed(s, &s->running);
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+/* Blocks held only by sequences: a block whose every reference is a sequence's. Every block in
+ * use is then either that or held by the tree (which holds exactly one reference). */
+static int32_t count_private(sched *s) {
+    int32_t n = 0;
+    memset(s->holders, 0, (size_t)s->pool.n_blocks * sizeof *s->holders);
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_seq *q = s->running.v[i];
+        for (int j = 0; j < q->table.n; j++) s->holders[q->table.v[j]]++;
+    }
+    for (int32_t b = 0; b < s->pool.n_blocks; b++)
+        if (s->holders[b] > 0 && s->pool.ref[b] == s->holders[b]) n++;
+    return n;
+}
+
+void sched_publish_stats(sched *s) {
+    rt_stats rs;
+    rt_get_stats(s->tree, &rs);
+    sched_stats st = {
+        .waiting = s->waiting.n,
+        .running = s->running.n,
+        .steps = s->steps,
+        .kv_blocks_total = s->pool.n_blocks,
+        .kv_blocks_used = kv_n_used(&s->pool),
+        .kv_blocks_cached = rs.cached_blocks,
+        .kv_blocks_free = s->pool.n_free,
+        .kv_blocks_pinned = rs.pinned_blocks,
+        .block_size = s->cfg.block_size,
+        .cache_lookups = s->lookups,
+        .cache_hit_tokens = s->hit_tokens,
+        .cache_miss_tokens = s->miss_tokens,
+        .cache_evicted_blocks = rs.evicted_blocks,
+        .cache_nodes = rs.nodes,
+        .preemptions = s->preemptions,
+        .kv_blocks_private = count_private(s),
+    };
+    pthread_mutex_lock(&s->mu);
+    s->stats = st;
+    pthread_mutex_unlock(&s->mu);
+}
