@@ -77,7 +77,13 @@ static inline void *kv_tile(const kv_pool *p, int32_t block, int layer, int kv, 
     return p->mem + (size_t)block * p->block_bytes + idx * p->tile_bytes;
 }
 
-static inline int32_t kv_n_used(const kv_pool *p) { return p->n_blocks - p->n_free; }
+static inline int32_t kv_n_used(const kv_pool *p) {
+    return p->n_blocks - p->n_free;
+}
+
+/* Reference many blocks at once (a block table); the same contract as kv_retain/kv_release. */
+void kv_retain_n(kv_pool *p, const int32_t *blocks, int n);
+void kv_release_n(kv_pool *p, const int32_t *blocks, int n);
 
 /* ---------------------------------------------------------------- radix tree (rt_) */
 
@@ -85,26 +91,39 @@ static inline int32_t kv_n_used(const kv_pool *p) { return p->n_blocks - p->n_fr
  * A radix tree over token ids (SGLang's RadixAttention), keyed by (namespace, tokens), whose
  * edges carry runs of whole blocks: an edge of k * block_size tokens owns one reference to each
  * of its k blocks. Only whole blocks are cached; the partial tail block of a sequence stays
- * private to it (see docs/architecture.md for the hit-rate cost of that choice).
+ * private to it (docs/arch-cache.md gives the reasons and the measured hit-rate cost).
+ * Namespaces (the scheduler hashes cache_salt; 0 = shared) are separate subtrees: tenants never
+ * share a node or a block.
+ *
+ * Shape changes only in rt_insert (splits where sequences diverge, at block boundaries; never
+ * re-merged) and eviction. rt_match is read-only on the shape: a match may end inside an edge.
  *
  * Pinning: a running request pins the deepest node of its matched/inserted path; a pinned node
- * and all its ancestors cannot be evicted. Eviction takes least-recently-used unpinned leaves
- * first (a parent that becomes a leaf becomes a candidate), O(log n) per node.
+ * and all its ancestors cannot be evicted, and a pinned node pointer stays valid (a split keeps
+ * the node as the lower half and puts a new node above it). An unpinned node pointer may die at
+ * the next rt_evict / rt_alloc_blocks. Eviction takes least-recently-used unpinned leaves first
+ * (a parent that becomes a leaf becomes a candidate), O(log n) per node, by a logical clock that
+ * advances once per rt_match / rt_insert (deterministic; no wall time).
  */
 typedef struct rt_tree rt_tree; /* opaque */
 typedef struct rt_node rt_node; /* opaque */
 
+/* The tree uses pool's block size; pool must outlive the tree. */
 int rt_init(rt_tree **out, kv_pool *pool, rs_err *e);
-void rt_free(rt_tree *t); /* releases every block the tree holds */
+void rt_free(rt_tree *t); /* releases every block the tree holds; NULL is a no-op */
 
 /* Longest cached prefix of tokens[0, n) in namespace ns, in whole blocks. Appends its block
  * ids to blocks_out (no reference taken: pin first, then kv_retain what the sequence keeps),
- * sets *node_out to the deepest node matched (NULL on a miss; may split an edge so the match
- * ends on a node), refreshes the path's last-access time and returns the matched token count. */
+ * sets *node_out to the deepest node touched (NULL on a miss) and returns the matched token
+ * count (a multiple of block_size, <= n), or a negative RS_E* code (RS_EINVAL for n < 0 or
+ * tokens NULL with n > 0, RS_ENOMEM growing blocks_out). The match may end inside *node_out's
+ * edge (no split here). Nodes whose whole edge matched get a fresh last-access time.
+ * A fully cached prompt must still compute its last token into a private block: ask for
+ * n - 1 tokens, so the last block holding token n-1 is never one of the returned blocks. */
 int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
              rt_node **node_out);
 
-/* Pin / unpin a node and (implicitly) its ancestors. Pins nest (counted). */
+/* Pin / unpin a node and (implicitly) its ancestors. Pins nest (counted). NULL is a no-op. */
 void rt_pin(rt_tree *t, rt_node *node);
 void rt_unpin(rt_tree *t, rt_node *node);
 
@@ -112,7 +131,11 @@ void rt_unpin(rt_tree *t, rt_node *node);
  * first n / block_size whole blocks are used. Blocks of the newly added part get one reference
  * taken by the tree; where the prefix is already cached, the tree keeps its own blocks and the
  * caller's duplicates are left untouched (the caller still releases its own references).
- * *node_out (may be NULL) receives the deepest node of the inserted path. */
+ * Splits edges where the sequence diverges and refreshes the path's last-access time.
+ * *node_out (may be NULL) receives the deepest node of the inserted path (NULL when n <
+ * block_size); its edge ends exactly at the last whole block. Errors, all before any change:
+ * RS_EINVAL (bad arguments, a new-part block id out of range, not referenced by the caller, or
+ * already on some edge: a block is never shared between two edges), RS_ENOMEM. */
 int rt_insert(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32_t *blocks,
               rt_node **node_out, rs_err *e);
 
@@ -120,16 +143,60 @@ int rt_insert(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32
  * pool's free list or nothing evictable remains; returns how many were freed. */
 int rt_evict(rt_tree *t, int n_blocks);
 
+/* Take n fresh blocks (reference count 1 each, owned by the caller) into out[0, n), evicting
+ * LRU leaves when the pool has too few free. All or nothing: RS_ETOOBIG when n exceeds the
+ * whole pool, RS_EFULL when even evicting every unpinned node cannot make room (then nothing
+ * is evicted or allocated; the scheduler waits or preempts). */
+int rt_alloc_blocks(rt_tree *t, int n, int32_t *out, rs_err *e);
+
 typedef struct rt_stats {
     int64_t lookups;         /* rt_match calls */
     int64_t hit_tokens;      /* tokens served from the cache */
     int64_t miss_tokens;     /* tokens asked for but not cached */
     int64_t evicted_blocks;  /* blocks freed by eviction */
-    int64_t nodes;           /* nodes in the tree (root excluded) */
+    int64_t nodes;           /* token nodes in the tree (root and namespace nodes excluded) */
     int32_t cached_blocks;   /* blocks referenced by the tree */
     int32_t pinned_blocks;   /* blocks on pinned paths */
+    int64_t evicted_nodes;   /* nodes removed by eviction */
+    int64_t inserted_blocks; /* blocks adopted by rt_insert */
+    int32_t namespaces;      /* namespaces with at least one cached block */
+    int32_t pool_blocks;     /* blocks in the pool */
+    int32_t free_blocks;     /* blocks on the pool's free list */
+    int32_t used_blocks;     /* pool_blocks - free_blocks (cached + private) */
 } rt_stats;
 
 void rt_get_stats(const rt_tree *t, rt_stats *out);
+
+/* A read-only copy of the tree for a debug endpoint (GET /v1/cache) and tests: nodes in
+ * pre-order (a parent before its children, children in the tree's sorted order). Only the
+ * scheduler thread takes it; the copy is then free to hand to any thread. */
+typedef struct rt_snap_node {
+    uint64_t id;          /* node id, stable for the node's life */
+    uint64_t parent;      /* parent's id; 0 for the namespace nodes at the top */
+    uint64_t ns;          /* namespace */
+    int depth;            /* 0 for namespace nodes, 1 for their children, ... */
+    int n_tokens;         /* tokens on the edge (n_blocks * block_size; 0 for namespace nodes) */
+    int n_blocks;         /* blocks on the edge */
+    int32_t pin;          /* pins on the node and its descendants */
+    uint64_t last_access; /* logical clock of the last use */
+    const int32_t
+        *tokens;  /* the first min(n_tokens, max_tokens) tokens (in the snapshot's arena) */
+    int n_copied; /* how many tokens were copied */
+} rt_snap_node;
+
+typedef struct rt_snapshot {
+    rt_snap_node *nodes; /* n entries, owned */
+    int n;               /* nodes, namespace nodes included */
+    int32_t *arena;      /* copied tokens, owned */
+    uint64_t clock;      /* the tree's logical clock when taken */
+    rt_stats stats;      /* statistics at the same moment */
+} rt_snapshot;
+
+/* Copy the tree, keeping up to max_tokens tokens per edge (max_tokens >= 0). */
+int rt_snapshot_take(const rt_tree *t, int max_tokens, rt_snapshot *out, rs_err *e);
+void rt_snapshot_free(rt_snapshot *s);
+/* The snapshot as JSON: {"clock":..,"stats":{..},"nodes":[{"id":..,"parent":..,...,
+ * "tokens":[first tokens]}]}; *out is malloc'd, NUL-terminated, the caller frees it. */
+int rt_snapshot_json(const rt_snapshot *s, char **out, rs_err *e);
 
 #endif

@@ -14,8 +14,10 @@ size_t kv_block_bytes(const kv_pool_config *c) {
 int kv_pool_init(kv_pool *p, const kv_pool_config *c, rs_err *e) {
     *p = (kv_pool){0};
     if (c->n_layers <= 0 || c->n_kv_heads <= 0 || c->head_dim <= 0 || c->block_size <= 0)
-        return rs_errf(e, RS_EINVAL, "kv pool: bad geometry (layers %d, kv heads %d, head dim %d, "
-                       "block size %d)", c->n_layers, c->n_kv_heads, c->head_dim, c->block_size);
+        return rs_errf(e, RS_EINVAL,
+                       "kv pool: bad geometry (layers %d, kv heads %d, head dim %d, "
+                       "block size %d)",
+                       c->n_layers, c->n_kv_heads, c->head_dim, c->block_size);
     size_t bb = kv_block_bytes(c);
     size_t nb = c->budget_bytes / bb;
     if (nb < 1)
@@ -75,4 +77,12 @@ void kv_retain(kv_pool *p, int32_t b) {
 void kv_release(kv_pool *p, int32_t b) {
     assert(b >= 0 && b < p->n_blocks && p->ref[b] > 0);
     if (--p->ref[b] == 0) p->free_stack[p->n_free++] = b;
+}
+
+void kv_retain_n(kv_pool *p, const int32_t *blocks, int n) {
+    for (int i = 0; i < n; i++) kv_retain(p, blocks[i]);
+}
+
+void kv_release_n(kv_pool *p, const int32_t *blocks, int n) {
+    for (int i = 0; i < n; i++) kv_release(p, blocks[i]);
 }

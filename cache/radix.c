@@ -1,0 +1,459 @@
+/* radix.c — the radix tree over whole token blocks: match, insert (with splits), pin, evict,
+ * allocate-with-eviction. See cache.h for the contract and rt_internal.h for the layout. */
+#include "cache/rt_internal.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ nodes and child arrays */
+
+static void node_destroy(rt_node *n) {
+    free(n->tokens);
+    free(n->blocks);
+    free(n->child);
+    free(n);
+}
+
+/* A detached node with room for n_blocks blocks and cap_child children, or NULL. */
+static rt_node *node_new(rt_tree *t, int n_blocks, int cap_child) {
+    rt_node *n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    n->heap_idx = -1;
+    n->id = t->next_id++;
+    size_t nt = (size_t)n_blocks * (size_t)t->bs;
+    if (n_blocks > 0) {
+        n->tokens = malloc(nt * sizeof *n->tokens);
+        n->blocks = malloc((size_t)n_blocks * sizeof *n->blocks);
+    }
+    if (cap_child > 0) n->child = malloc((size_t)cap_child * sizeof *n->child);
+    n->cap_child = cap_child;
+    if ((n_blocks > 0 && (!n->tokens || !n->blocks)) || (cap_child > 0 && !n->child)) {
+        node_destroy(n);
+        return NULL;
+    }
+    return n;
+}
+
+static int child_reserve(rt_node *n, int cap) {
+    if (cap <= n->cap_child) return 0;
+    int nc = n->cap_child ? n->cap_child * 2 : 2;
+    while (nc < cap) nc *= 2;
+    rt_node **c = realloc(n->child, (size_t)nc * sizeof *c);
+    if (!c) return RS_ENOMEM;
+    n->child = c;
+    n->cap_child = nc;
+    return 0;
+}
+
+/* Order of a child against a key: namespace ids under the root, first blocks elsewhere. */
+static int key_cmp(const rt_tree *t, const rt_node *parent, const rt_node *c, uint64_t ns,
+                   const int32_t *block) {
+    if (parent == &t->root) return c->ns < ns ? -1 : c->ns > ns;
+    for (int i = 0; i < t->bs; i++)
+        if (c->tokens[i] != block[i]) return c->tokens[i] < block[i] ? -1 : 1;
+    return 0;
+}
+
+/* Binary search: index of the child with this key (*found = 1) or where it would go. */
+static int child_pos(const rt_tree *t, const rt_node *n, uint64_t ns, const int32_t *block,
+                     int *found) {
+    int lo = 0, hi = n->n_child;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int c = key_cmp(t, n, n->child[mid], ns, block);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+static rt_node *find_child(const rt_tree *t, const rt_node *n, uint64_t ns, const int32_t *block) {
+    int found;
+    int i = child_pos(t, n, ns, block, &found);
+    return found ? n->child[i] : NULL;
+}
+
+/* Link c under parent at its sorted place; capacity was reserved beforehand. */
+static void attach(rt_tree *t, rt_node *parent, rt_node *c) {
+    int found;
+    int i = child_pos(t, parent, c->ns, c->tokens, &found);
+    assert(!found && parent->n_child < parent->cap_child);
+    memmove(parent->child + i + 1, parent->child + i,
+            (size_t)(parent->n_child - i) * sizeof *parent->child);
+    parent->child[i] = c;
+    parent->n_child++;
+    c->parent = parent;
+}
+
+static void detach(rt_tree *t, rt_node *parent, rt_node *c) {
+    int found;
+    int i = child_pos(t, parent, c->ns, c->tokens, &found);
+    assert(found && parent->child[i] == c);
+    parent->n_child--;
+    memmove(parent->child + i, parent->child + i + 1,
+            (size_t)(parent->n_child - i) * sizeof *parent->child);
+}
+
+/* ------------------------------------------------------------------ init / free */
+
+int rt_init(rt_tree **out, kv_pool *pool, rs_err *e) {
+    *out = NULL;
+    if (!pool || pool->n_blocks <= 0 || pool->block_size <= 0)
+        return rs_errf(e, RS_EINVAL, "radix tree: needs an initialised block pool");
+    rt_tree *t = calloc(1, sizeof *t);
+    if (!t) return rs_errf(e, RS_ENOMEM, "radix tree: out of memory");
+    t->in_tree = calloc((size_t)pool->n_blocks, 1);
+    if (!t->in_tree) {
+        free(t);
+        return rs_errf(e, RS_ENOMEM, "radix tree: out of memory for %d blocks", pool->n_blocks);
+    }
+    t->pool = pool;
+    t->bs = pool->block_size;
+    t->root.heap_idx = -1;
+    t->next_id = 1; /* 0 stands for "no parent" in snapshots */
+    *out = t;
+    return 0;
+}
+
+static void release_edge(rt_tree *t, rt_node *n) {
+    for (int i = 0; i < n->n_blocks; i++) {
+        t->in_tree[n->blocks[i]] = 0;
+        kv_release(t->pool, n->blocks[i]);
+    }
+    t->cached_blocks -= n->n_blocks;
+}
+
+void rt_free(rt_tree *t) {
+    if (!t) return;
+    /* Post-order without recursion (paths can be thousands of nodes deep): descend to a leaf,
+     * free it, climb to its parent, repeat. */
+    rt_node *n = &t->root;
+    while (n) {
+        if (n->n_child > 0) {
+            n = n->child[n->n_child - 1];
+            continue;
+        }
+        rt_node *parent = n->parent;
+        if (parent) {
+            release_edge(t, n);
+            parent->n_child--;
+            node_destroy(n);
+        }
+        n = parent;
+    }
+    free(t->root.child);
+    rt_lru_free(&t->lru);
+    free(t->in_tree);
+    free(t);
+}
+
+/* ------------------------------------------------------------------ walking and touching */
+
+/* Where a query of nb whole blocks leaves the tree: `node` is the deepest node whose whole
+ * edge matched (the namespace node, or NULL when the namespace is absent); `partial` is its
+ * child whose edge matched only k_part > 0 leading blocks (the query diverged or ended there). */
+typedef struct rt_walk {
+    rt_node *node;    /* deepest fully matched node */
+    rt_node *partial; /* child of node matched partly, or NULL */
+    int k_part;       /* blocks of partial's edge matched */
+    int matched;      /* whole blocks matched in total */
+} rt_walk;
+
+static int walk_path(const rt_tree *t, rt_node *top, const int32_t *tokens, int nb, rt_walk *w,
+                     rs_ivec *blocks) {
+    *w = (rt_walk){.node = top};
+    if (!top) return 0;
+    size_t bs = (size_t)t->bs;
+    while (w->matched < nb) {
+        const int32_t *q = tokens + (size_t)w->matched * bs;
+        rt_node *c = find_child(t, w->node, 0, q);
+        if (!c) break;
+        int lim = c->n_blocks < nb - w->matched ? c->n_blocks : nb - w->matched;
+        int k = 1; /* the lookup compared the first block */
+        while (k < lim && !memcmp(c->tokens + k * bs, q + k * bs, bs * sizeof *q)) k++;
+        if (blocks && rs_ivec_append(blocks, c->blocks, k)) return RS_ENOMEM;
+        w->matched += k;
+        if (k < c->n_blocks) {
+            w->partial = c;
+            w->k_part = k;
+            break;
+        }
+        w->node = c;
+    }
+    return 0;
+}
+
+/* Stamp n and its ancestors with the clock: they are the most recently used now. */
+static void touch_path(rt_tree *t, rt_node *n, uint64_t stamp) {
+    for (; n && n != &t->root; n = n->parent) {
+        n->last_access = stamp;
+        rt_lru_sync(&t->lru, n);
+    }
+}
+
+static rt_node *find_ns(const rt_tree *t, uint64_t ns) {
+    return find_child(t, &t->root, ns, NULL);
+}
+
+/* ------------------------------------------------------------------ match / pin */
+
+int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
+             rt_node **node_out) {
+    if (node_out) *node_out = NULL;
+    if (n < 0 || (n > 0 && !tokens)) return RS_EINVAL;
+    int had = blocks_out ? blocks_out->n : 0;
+    rt_walk w;
+    if (walk_path(t, find_ns(t, ns), tokens, n / t->bs, &w, blocks_out)) {
+        blocks_out->n = had;
+        return RS_ENOMEM;
+    }
+    t->lookups++;
+    int hit = w.matched * t->bs;
+    t->hit_tokens += hit;
+    t->miss_tokens += n - hit;
+    touch_path(t, w.node, ++t->clock);
+    if (node_out && w.matched > 0) *node_out = w.partial ? w.partial : w.node;
+    return hit;
+}
+
+void rt_pin(rt_tree *t, rt_node *node) {
+    for (rt_node *n = node; n && n != &t->root; n = n->parent) {
+        if (n->pin++ == 0) {
+            t->pinned_blocks += n->n_blocks;
+            rt_lru_remove(&t->lru, n);
+        }
+    }
+}
+
+void rt_unpin(rt_tree *t, rt_node *node) {
+    for (rt_node *n = node; n && n != &t->root; n = n->parent) {
+        assert(n->pin > 0); /* unbalanced unpin: a scheduler bug */
+        if (n->pin > 0 && --n->pin == 0) {
+            t->pinned_blocks -= n->n_blocks;
+            rt_lru_sync(&t->lru, n);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ insert */
+
+/* Blocks the tree would adopt must be live (the caller holds them), distinct, and on no edge
+ * yet: one block on two edges would be freed twice by eviction. */
+static int check_new_blocks(rt_tree *t, const int32_t *b, int n, rs_err *e) {
+    int rc = 0, i;
+    for (i = 0; i < n && !rc; i++) {
+        int32_t id = b[i];
+        if (id < 0 || id >= t->pool->n_blocks)
+            rc = rs_errf(e, RS_EINVAL, "radix insert: block id %d out of range [0, %d)", id,
+                         t->pool->n_blocks);
+        else if (t->pool->ref[id] <= 0)
+            rc = rs_errf(e, RS_EINVAL, "radix insert: block %d is free (no caller reference)", id);
+        else if (t->in_tree[id])
+            rc = rs_errf(e, RS_EINVAL, "radix insert: block %d is already cached%s", id,
+                         t->in_tree[id] == 2 ? " (twice in this insert)" : " on another edge");
+        else
+            t->in_tree[id] = 2; /* seen in this call */
+    }
+    for (int j = 0; j < i; j++)
+        if (t->in_tree[b[j]] == 2) t->in_tree[b[j]] = 0;
+    return rc;
+}
+
+/* Everything an insert allocates, obtained before anything changes (all or nothing). */
+typedef struct rt_prep {
+    rt_node *ns_node; /* new namespace node, or NULL */
+    rt_node *split;   /* new upper half of a split edge, or NULL */
+    rt_node *leaf;    /* new leaf for the uncached rest, or NULL */
+} rt_prep;
+
+static void prep_drop(rt_prep *p) {
+    if (p->ns_node) node_destroy(p->ns_node);
+    if (p->split) node_destroy(p->split);
+    if (p->leaf) node_destroy(p->leaf);
+}
+
+static int prepare(rt_tree *t, const rt_walk *w, int rest, rt_prep *p, rs_err *e) {
+    *p = (rt_prep){0};
+    int ok = 1;
+    rt_node *parent = w->node; /* where the leaf will hang, unless a split or a new namespace */
+    if (!w->node) {
+        p->ns_node = node_new(t, 0, rest > 0 ? 1 : 0);
+        ok = p->ns_node && !child_reserve(&t->root, t->root.n_child + 1);
+    }
+    if (ok && w->partial) {
+        p->split = node_new(t, w->k_part, rest > 0 ? 2 : 1);
+        ok = p->split != NULL;
+    }
+    if (ok && rest > 0) {
+        p->leaf = node_new(t, rest, 0);
+        ok = p->leaf && (p->ns_node || p->split || !child_reserve(parent, parent->n_child + 1));
+    }
+    ok = ok && !rt_lru_reserve(&t->lru, t->nodes + 2);
+    if (ok) return 0;
+    prep_drop(p);
+    return rs_errf(e, RS_ENOMEM, "radix insert: out of memory");
+}
+
+/* Cut x after k blocks: the new node up (from prep) takes the first k and x's place under the
+ * parent; x keeps the rest and its identity (pins and pointers held by requests stay valid). */
+static rt_node *split_edge(rt_tree *t, rt_node *x, int k, rt_node *up) {
+    size_t bs = (size_t)t->bs;
+    rt_node *parent = x->parent;
+    int found;
+    int i = child_pos(t, parent, x->ns, x->tokens, &found);
+    assert(found && parent->child[i] == x);
+    up->ns = x->ns;
+    up->n_blocks = k;
+    up->pin = x->pin;
+    up->last_access = x->last_access;
+    memcpy(up->tokens, x->tokens, (size_t)k * bs * sizeof *x->tokens);
+    memcpy(up->blocks, x->blocks, (size_t)k * sizeof *x->blocks);
+    parent->child[i] = up; /* same first block, so the same sorted place */
+    up->parent = parent;
+    x->n_blocks -= k;
+    memmove(x->tokens, x->tokens + (size_t)k * bs, (size_t)x->n_blocks * bs * sizeof *x->tokens);
+    memmove(x->blocks, x->blocks + k, (size_t)x->n_blocks * sizeof *x->blocks);
+    /* Give the cut-off head back; keeping the old buffer is fine when shrinking fails. */
+    int32_t *nt = realloc(x->tokens, (size_t)x->n_blocks * bs * sizeof *nt);
+    int32_t *nbk = realloc(x->blocks, (size_t)x->n_blocks * sizeof *nbk);
+    if (nt) x->tokens = nt;
+    if (nbk) x->blocks = nbk;
+    attach(t, up, x);
+    t->nodes++;
+    return up;
+}
+
+int rt_insert(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32_t *blocks,
+              rt_node **node_out, rs_err *e) {
+    if (node_out) *node_out = NULL;
+    if (n < 0 || (n > 0 && (!tokens || !blocks)))
+        return rs_errf(e, RS_EINVAL, "radix insert: bad arguments (n = %d)", n);
+    int nb = n / t->bs;
+    if (nb == 0) return 0;
+    rt_walk w;
+    walk_path(t, find_ns(t, ns), tokens, nb, &w, NULL);
+    int rest = nb - w.matched;
+    int rc = check_new_blocks(t, blocks + w.matched, rest, e);
+    rt_prep p;
+    if (rc || (rc = prepare(t, &w, rest, &p, e))) return rc;
+
+    rt_node *at = w.node;
+    if (p.ns_node) {
+        at = p.ns_node;
+        at->ns = ns;
+        attach(t, &t->root, at);
+        t->n_ns++;
+    }
+    if (p.split) at = split_edge(t, w.partial, w.k_part, p.split);
+    if (p.leaf) {
+        rt_node *leaf = p.leaf;
+        size_t bs = (size_t)t->bs;
+        leaf->ns = ns;
+        leaf->n_blocks = rest;
+        memcpy(leaf->tokens, tokens + (size_t)w.matched * bs, (size_t)rest * bs * sizeof *tokens);
+        memcpy(leaf->blocks, blocks + w.matched, (size_t)rest * sizeof *blocks);
+        for (int i = 0; i < rest; i++) {
+            kv_retain(t->pool, leaf->blocks[i]);
+            t->in_tree[leaf->blocks[i]] = 1;
+        }
+        attach(t, at, leaf);
+        rt_lru_sync(&t->lru, at); /* at has a child now: no longer a leaf */
+        t->nodes++;
+        t->cached_blocks += rest;
+        t->inserted_blocks += rest;
+        at = leaf;
+    }
+    touch_path(t, at, ++t->clock);
+    if (node_out) *node_out = at;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ eviction and allocation */
+
+/* Drop an unpinned leaf (already out of the heap); its parent may become a candidate, and a
+ * namespace left empty disappears. Returns the blocks that went back to the free list. */
+static int evict_node(rt_tree *t, rt_node *x) {
+    assert(rt_is_evictable(x));
+    int32_t before = t->pool->n_free;
+    release_edge(t, x);
+    int freed = t->pool->n_free - before;
+    t->evicted_blocks += freed;
+    t->evicted_nodes++;
+    t->nodes--;
+    rt_node *parent = x->parent;
+    detach(t, parent, x);
+    node_destroy(x);
+    if (parent->n_blocks == 0 && parent->n_child == 0) {
+        detach(t, &t->root, parent);
+        node_destroy(parent);
+        t->n_ns--;
+    } else {
+        rt_lru_sync(&t->lru, parent);
+    }
+    return freed;
+}
+
+int rt_evict(rt_tree *t, int n_blocks) {
+    int freed = 0;
+    while (freed < n_blocks) {
+        rt_node *x = rt_lru_pop(&t->lru);
+        if (!x) break;
+        freed += evict_node(t, x);
+    }
+    return freed;
+}
+
+int rt_alloc_blocks(rt_tree *t, int n, int32_t *out, rs_err *e) {
+    kv_pool *p = t->pool;
+    if (n < 0 || (n > 0 && !out))
+        return rs_errf(e, RS_EINVAL, "block allocation: bad arguments (n = %d)", n);
+    if (n > p->n_blocks)
+        return rs_errf(e, RS_ETOOBIG, "block allocation: %d blocks asked, the pool has %d", n,
+                       p->n_blocks);
+    int missing = n - p->n_free;
+    if (missing > 0) {
+        /* Every unpinned node can be evicted (its subtree is unpinned too), so this bounds what
+         * eviction could free; checking first avoids emptying the cache for nothing. */
+        int evictable = t->cached_blocks - t->pinned_blocks;
+        if (missing > evictable)
+            return rs_errf(e, RS_EFULL,
+                           "block allocation: %d blocks asked, %d free, at most %d evictable", n,
+                           p->n_free, evictable);
+        rt_evict(t, missing);
+        if (p->n_free < n)
+            return rs_errf(e, RS_EFULL,
+                           "block allocation: %d blocks asked, only %d free after eviction "
+                           "(cached blocks also held by requests)",
+                           n, p->n_free);
+    }
+    for (int i = 0; i < n; i++) out[i] = kv_alloc(p);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ statistics */
+
+void rt_get_stats(const rt_tree *t, rt_stats *s) {
+    *s = (rt_stats){
+        .lookups = t->lookups,
+        .hit_tokens = t->hit_tokens,
+        .miss_tokens = t->miss_tokens,
+        .evicted_blocks = t->evicted_blocks,
+        .nodes = t->nodes,
+        .cached_blocks = t->cached_blocks,
+        .pinned_blocks = t->pinned_blocks,
+        .evicted_nodes = t->evicted_nodes,
+        .inserted_blocks = t->inserted_blocks,
+        .namespaces = t->n_ns,
+        .pool_blocks = t->pool->n_blocks,
+        .free_blocks = t->pool->n_free,
+        .used_blocks = kv_n_used(t->pool),
+    };
+}

@@ -1,0 +1,71 @@
+/*
+ * rt_internal.h — the radix tree's private layout, shared by radix.c (shape), lru.c (eviction
+ * order) and rt_snapshot.c (read-only views). Nothing outside cache/ includes it.
+ *
+ * Shape: one root; its children are namespace nodes (no tokens, one per namespace in use,
+ * sorted by namespace id); below them, token nodes whose edge is a run of whole blocks. A
+ * token node's children are sorted by their first block (lexicographic over block_size tokens):
+ * siblings always differ within their first block, because edges split only at block
+ * boundaries, so a binary search over the first block finds the one child to follow.
+ */
+#ifndef RADIXSERVE_RT_INTERNAL_H
+#define RADIXSERVE_RT_INTERNAL_H
+
+#include "cache/cache.h"
+
+struct rt_node {
+    rt_node *parent;      /* NULL for the root */
+    rt_node **child;      /* children, sorted (by namespace under the root, else first block) */
+    int n_child;          /* used entries of child */
+    int cap_child;        /* allocated entries of child */
+    int32_t *tokens;      /* n_blocks * block_size token ids of this edge, owned */
+    int32_t *blocks;      /* n_blocks block ids; the tree holds one kv reference to each */
+    int n_blocks;         /* whole blocks on this edge; 0 only for the root and namespace nodes */
+    int32_t pin;          /* pins on this node plus pins on all its descendants */
+    int32_t heap_idx;     /* position in the LRU heap, -1 when not evictable right now */
+    uint64_t last_access; /* logical clock value of the last match/insert that used the edge */
+    uint64_t id;          /* creation number: unique, stable, the LRU tie-break */
+    uint64_t ns;          /* namespace this node belongs to */
+};
+
+/* A binary min-heap of evictable nodes (unpinned token leaves), ordered by (last_access, id),
+ * so the least recently used comes first and ties go to the older node. */
+typedef struct rt_heap {
+    rt_node **a; /* heap array; a[i]->heap_idx == i */
+    int n;       /* entries in use */
+    int cap;     /* allocated entries */
+} rt_heap;
+
+struct rt_tree {
+    kv_pool *pool;           /* the block pool the edges' blocks live in (not owned) */
+    int bs;                  /* block size in tokens, copied from the pool */
+    rt_node root;            /* the root (no tokens); children are namespace nodes */
+    rt_heap lru;             /* evictable nodes */
+    uint64_t clock;          /* logical clock: +1 per match / insert, never wall time */
+    uint64_t next_id;        /* id for the next node created */
+    uint8_t *in_tree;        /* per pool block: 1 while an edge references it (catches sharing) */
+    int64_t lookups;         /* rt_match calls */
+    int64_t hit_tokens;      /* tokens served by rt_match */
+    int64_t miss_tokens;     /* tokens asked of rt_match and not cached */
+    int64_t evicted_blocks;  /* blocks returned to the pool by eviction */
+    int64_t evicted_nodes;   /* nodes evicted */
+    int64_t inserted_blocks; /* blocks adopted by rt_insert */
+    int64_t nodes;           /* token nodes (root and namespace nodes excluded) */
+    int32_t n_ns;            /* namespace nodes */
+    int32_t cached_blocks;   /* blocks referenced by edges */
+    int32_t pinned_blocks;   /* blocks on edges with pin > 0 */
+};
+
+/* A node is evictable when it is an unpinned token leaf; these keep the heap in step. Capacity
+ * is reserved whenever a node is created (one slot per token node), so syncing never fails. */
+int rt_lru_reserve(rt_heap *h, int64_t n); /* room for n entries; RS_ENOMEM */
+void rt_lru_sync(rt_heap *h, rt_node *n);  /* add / remove / reposition n as its state says */
+void rt_lru_remove(rt_heap *h, rt_node *n);
+rt_node *rt_lru_pop(rt_heap *h); /* least recently used evictable node, or NULL */
+void rt_lru_free(rt_heap *h);
+
+static inline int rt_is_evictable(const rt_node *n) {
+    return n->n_blocks > 0 && n->n_child == 0 && n->pin == 0;
+}
+
+#endif
