@@ -31,13 +31,6 @@ struct eng_ctx {
     int head_cap;         /* rows head_rows / logit_rows hold */
 };
 
-/* The kernel table for this process. */
-static int pick_kernels(const eng_kernels **out, rs_err *e) {
-    (void)e;
-    *out = &eng_kernels_portable;
-    return 0;
-}
-
 int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_threads, rs_err *e) {
     *out = NULL;
     if (max_tokens < 1 || max_tokens > (1 << 20))
@@ -46,7 +39,7 @@ int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_thread
     if (!c) return rs_errf(e, RS_ENOMEM, "out of memory");
     c->m = m;
     c->max_tokens = max_tokens;
-    int rc = pick_kernels(&c->k, e);
+    int rc = eng_kernels_select(&c->k, e);
     if (!rc) rc = eng_pool_init(&c->pool, n_threads, e);
     if (rc) {
         eng_ctx_free(c);
