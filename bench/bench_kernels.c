@@ -1,0 +1,338 @@
+/*
+ * bench_kernels.c — raw speed of the engine's kernel table (a benchmark, not a test; run it on
+ * a quiet machine):
+ *   1. streaming read bandwidth, 1 and T threads (the decode limit's numerator);
+ *   2. decode: every weight product of one Qwen3-0.6B token (28 layers + the tied LM head, BF16)
+ *      at M = 1 and M = 8, split over T threads by columns like the engine's pool: GB/s of
+ *      weights and the implied tokens/s, against the limit bandwidth / weight bytes per token;
+ *   3. prefill GEMM GFLOPS for 512 x 3072 x 1024 and 512 x 1024 x 3072 (M x N x K, BF16
+ *      weights) against OpenBLAS sgemm on the same weights widened to F32.
+ *
+ * Usage: bench_kernels [--threads T] [--reps R] [--quick]
+ *   --quick: one repetition of everything and a 4-layer model (seconds; a smoke test)
+ * The kernel table is the one the engine would pick (RADIXSERVE_ISA forces one).
+ */
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kernels.h"
+#include "util/util.h"
+
+enum { MAX_THREADS = 64 };
+
+/* Qwen3-0.6B's weight matrices, [rows = N][cols = K]. */
+static const int layer_shapes[][2] = {
+    {2048, 1024}, /* q_proj: 16 heads x 128 */
+    {1024, 1024}, /* k_proj: 8 KV heads x 128 */
+    {1024, 1024}, /* v_proj */
+    {1024, 2048}, /* o_proj */
+    {3072, 1024}, /* gate_proj */
+    {3072, 1024}, /* up_proj */
+    {1024, 3072}, /* down_proj */
+};
+enum { N_MATS = 7, QWEN_LAYERS = 28, QWEN_VOCAB = 151936, QWEN_HIDDEN = 1024 };
+
+typedef struct opts {
+    int threads; /* worker threads (column split) */
+    int reps;    /* timed repetitions (best is reported) */
+    int layers;  /* transformer layers in the decode model */
+} opts;
+
+/* ---------------------------------------------------------------- a tiny fork/join pool */
+
+struct team;
+
+/* What a worker thread needs: its team and its index in it. */
+typedef struct member {
+    struct team *t; /* the team */
+    int i;          /* index, 1 .. n-1 */
+} member;
+
+/* Threads run job(i, n, arg) for i < n together; the caller is thread 0. */
+typedef struct team {
+    int n;                                /* threads including the caller */
+    pthread_t tid[MAX_THREADS];           /* [0] unused: the caller */
+    member who[MAX_THREADS];              /* each worker's identity */
+    pthread_barrier_t go, done;           /* start and end of each job */
+    void (*job)(int i, int n, void *arg); /* the current job, NULL: quit */
+    void *arg;                            /* its argument */
+} team;
+
+static void *team_main(void *p) {
+    team *t = ((member *)p)->t;
+    int i = ((member *)p)->i;
+    for (;;) {
+        pthread_barrier_wait(&t->go);
+        if (!t->job) return NULL;
+        t->job(i, t->n, t->arg);
+        pthread_barrier_wait(&t->done);
+    }
+}
+
+static void team_run(team *t, void (*job)(int, int, void *), void *arg) {
+    t->job = job;
+    t->arg = arg;
+    pthread_barrier_wait(&t->go);
+    job(0, t->n, arg);
+    pthread_barrier_wait(&t->done);
+}
+
+static int team_init(team *t, int n) {
+    t->n = n;
+    t->job = NULL;
+    pthread_barrier_init(&t->go, NULL, (unsigned)n);
+    pthread_barrier_init(&t->done, NULL, (unsigned)n);
+    for (int k = 1; k < n; k++) {
+        t->who[k] = (member){t, k};
+        if (pthread_create(&t->tid[k], NULL, team_main, &t->who[k])) return -1;
+    }
+    return 0;
+}
+
+static void team_free(team *t) {
+    t->job = NULL;
+    pthread_barrier_wait(&t->go);
+    for (int k = 1; k < t->n; k++) pthread_join(t->tid[k], NULL);
+    pthread_barrier_destroy(&t->go);
+    pthread_barrier_destroy(&t->done);
+}
+
+/* ---------------------------------------------------------------- bandwidth */
+
+typedef unsigned long long v4u __attribute__((vector_size(32)));
+
+/* A streaming read: each thread sums its share of the buffer. */
+typedef struct stream_job {
+    const v4u *buf;        /* the buffer */
+    size_t n;              /* vectors in it */
+    v4u sink[MAX_THREADS]; /* per-thread sums, so the reads are not optimised away */
+} stream_job;
+
+static void stream_part(int i, int n, void *arg) {
+    stream_job *j = arg;
+    size_t a = j->n * (size_t)i / (size_t)n, b = j->n * (size_t)(i + 1) / (size_t)n;
+    v4u s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (size_t k = a; k + 4 <= b; k += 4) {
+        s0 += j->buf[k];
+        s1 += j->buf[k + 1];
+        s2 += j->buf[k + 2];
+        s3 += j->buf[k + 3];
+    }
+    j->sink[i] = s0 + s1 + s2 + s3;
+}
+
+static double bench_stream(team *t, const opts *o) {
+    size_t bytes = (size_t)1 << 30;
+    stream_job j = {.n = bytes / sizeof(v4u)};
+    v4u *buf = aligned_alloc(64, bytes);
+    if (!buf) return 0;
+    memset(buf, 1, bytes);
+    j.buf = buf;
+    double best = 1e30;
+    for (int r = 0; r < o->reps + 1; r++) { /* +1: first pass warms page tables */
+        double t0 = rs_now();
+        team_run(t, stream_part, &j);
+        double dt = rs_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(buf);
+    return (double)bytes / best / 1e9;
+}
+
+/* ---------------------------------------------------------------- decode (GEMV) */
+
+typedef struct mat {
+    uint16_t *w; /* BF16 weights, N x K */
+    int n, k;    /* shape */
+} mat;
+
+/* All weight products of one token, columns split over the team. */
+typedef struct decode_job {
+    const eng_kernels *kern;
+    mat *mats; /* layers * N_MATS matrices, then the LM head */
+    int n_mats;
+    const float *x; /* M x max K activations */
+    float *y;       /* M x max N outputs */
+    int M;
+    int cur; /* the matrix being multiplied */
+} decode_job;
+
+static void decode_part(int i, int n, void *arg) {
+    decode_job *j = arg;
+    const mat *m = &j->mats[j->cur];
+    int n0 = (int)((long)m->n * i / n), n1 = (int)((long)m->n * (i + 1) / n);
+    j->kern->matmul(j->y, m->n, j->x, j->M, m->w, ENG_BF16, m->k, n0, n1);
+}
+
+static void fill_bf16(uint16_t *w, size_t n, uint64_t seed) {
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        /* exponent near 1, random sign and mantissa: a realistic, finite bit pattern */
+        w[i] = (uint16_t)(0x3c00u | ((seed >> 40) & 0x807fu));
+    }
+}
+
+static int decode_model(mat **out, int layers) {
+    int n = layers * N_MATS + 1;
+    mat *m = calloc((size_t)n, sizeof *m);
+    if (!m) return -1;
+    for (int i = 0; i < n; i++) {
+        int last = i == n - 1;
+        m[i].n = last ? QWEN_VOCAB : layer_shapes[i % N_MATS][0];
+        m[i].k = last ? QWEN_HIDDEN : layer_shapes[i % N_MATS][1];
+        size_t cnt = (size_t)m[i].n * (size_t)m[i].k;
+        m[i].w = malloc(cnt * 2);
+        if (!m[i].w) return -1;
+        fill_bf16(m[i].w, cnt, (uint64_t)i + 1);
+    }
+    *out = m;
+    return n;
+}
+
+/* Seconds for one token's weight products at M rows (best of reps). */
+static double decode_token_time(team *t, decode_job *j, int M, int reps) {
+    double best = 1e30;
+    j->M = M;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = rs_now();
+        for (j->cur = 0; j->cur < j->n_mats; j->cur++) team_run(t, decode_part, j);
+        double dt = rs_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best;
+}
+
+static void bench_decode(team *t, const eng_kernels *k, const opts *o, double bw_gbs) {
+    mat *mats;
+    int n = decode_model(&mats, o->layers);
+    if (n < 0) {
+        printf("decode: out of memory\n");
+        return;
+    }
+    double bytes = 0;
+    for (int i = 0; i < n - 1; i++) bytes += (double)mats[i].n * mats[i].k * 2;
+    double layer_bytes = bytes / o->layers, head_bytes = (double)QWEN_VOCAB * QWEN_HIDDEN * 2;
+    double token_bytes = layer_bytes * QWEN_LAYERS + head_bytes; /* the real 28-layer model */
+    float *x = calloc((size_t)8 * 3072, sizeof *x), *y = calloc((size_t)8 * QWEN_VOCAB, sizeof *y);
+    for (int i = 0; i < 8 * 3072; i++) x[i] = (float)((i * 37) % 101) / 101.0f - 0.5f;
+    decode_job j = {.kern = k, .mats = mats, .n_mats = n, .x = x, .y = y};
+    printf("decode (Qwen3-0.6B BF16 weight products, %.3f GB per token; %d distinct layers "
+           "timed, scaled to 28):\n",
+           token_bytes / 1e9, o->layers);
+    printf("  limit at %.1f GB/s: %.1f tokens/s\n", bw_gbs, bw_gbs * 1e9 / token_bytes);
+    const int batches[] = {1, 8};
+    for (int b = 0; b < 2; b++) {
+        double s = decode_token_time(t, &j, batches[b], o->reps);
+        double per_token = s / (bytes + head_bytes) * token_bytes; /* scale to 28 layers */
+        printf("  M=%d: %.2f ms per step, %.1f GB/s, %.1f steps/s (%.0f tokens/s), %.0f%% of "
+               "the limit\n",
+               batches[b], per_token * 1e3, token_bytes / per_token / 1e9, 1.0 / per_token,
+               batches[b] / per_token, 100.0 * token_bytes / per_token / (bw_gbs * 1e9));
+    }
+    for (int i = 0; i < n; i++) free(mats[i].w);
+    free(mats);
+    free(x);
+    free(y);
+}
+
+/* ---------------------------------------------------------------- prefill (GEMM) */
+
+typedef struct gemm_job {
+    const eng_kernels *kern;
+    const uint16_t *w; /* N x K BF16 */
+    const float *x;    /* M x K */
+    float *y;          /* M x N */
+    int M, N, K;
+} gemm_job;
+
+static void gemm_part(int i, int n, void *arg) {
+    gemm_job *j = arg;
+    /* column ranges in multiples of 16 keep every thread's tiles whole */
+    int blocks = (j->N + 15) / 16;
+    int n0 = blocks * i / n * 16, n1 = blocks * (i + 1) / n * 16;
+    if (n1 > j->N) n1 = j->N;
+    j->kern->matmul(j->y, j->N, j->x, j->M, j->w, ENG_BF16, j->K, n0, n1);
+}
+
+static void bench_gemm_shape(team *t, const eng_kernels *k, const opts *o, int M, int N, int K) {
+    size_t nw = (size_t)N * K;
+    uint16_t *w = malloc(nw * 2);
+    float *wf = malloc(nw * 4), *x = malloc((size_t)M * K * 4), *y = malloc((size_t)M * N * 4);
+    fill_bf16(w, nw, 7);
+    for (size_t i = 0; i < nw; i++) {
+        uint32_t u = (uint32_t)w[i] << 16;
+        memcpy(&wf[i], &u, 4);
+    }
+    for (size_t i = 0; i < (size_t)M * K; i++) x[i] = (float)(i % 97) / 97.0f - 0.5f;
+    double flop = 2.0 * M * N * K, ours = 1e30, blas = 1e30;
+    gemm_job j = {.kern = k, .w = w, .x = x, .y = y, .M = M, .N = N, .K = K};
+    openblas_set_num_threads(t->n);
+    for (int r = 0; r < o->reps + 1; r++) {
+        double t0 = rs_now();
+        team_run(t, gemm_part, &j);
+        double t1 = rs_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, x, K, wf, K, 0.0f, y,
+                    N);
+        double t2 = rs_now();
+        if (r > 0 && t1 - t0 < ours) ours = t1 - t0;
+        if (r > 0 && t2 - t1 < blas) blas = t2 - t1;
+    }
+    printf("  %d x %d x %d: %s %.1f GFLOPS, OpenBLAS sgemm %.1f GFLOPS (%d threads each)\n", M, N,
+           K, k->name, flop / ours / 1e9, flop / blas / 1e9, t->n);
+    free(w);
+    free(wf);
+    free(x);
+    free(y);
+}
+
+static int parse(opts *o, int argc, char **argv) {
+    *o = (opts){.threads = 2, .reps = 3, .layers = QWEN_LAYERS};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) {
+            o->reps = 1;
+            o->layers = 4;
+        } else if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
+            o->threads = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
+            o->reps = atoi(argv[++i]);
+        } else {
+            return -1;
+        }
+    }
+    return o->threads >= 1 && o->threads <= MAX_THREADS && o->reps >= 1 ? 0 : -1;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    if (parse(&o, argc, argv)) {
+        fprintf(stderr, "usage: %s [--threads T (1..%d, default 2)] [--reps R] [--quick]\n",
+                argv[0], MAX_THREADS);
+        return 2;
+    }
+    const eng_kernels *k;
+    rs_err e = {0};
+    if (eng_kernels_select(&k, &e)) {
+        fprintf(stderr, "bench_kernels: %s\n", e.msg);
+        return 1;
+    }
+    printf("kernel table: %s; threads: %d; repetitions: %d (best reported)\n", k->name, o.threads,
+           o.reps);
+    team one, all;
+    if (team_init(&one, 1) || team_init(&all, o.threads)) {
+        fprintf(stderr, "bench_kernels: cannot start threads\n");
+        return 1;
+    }
+    double bw1 = bench_stream(&one, &o), bw = bench_stream(&all, &o);
+    printf("streaming read: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n", bw1, bw, o.threads);
+    bench_decode(&all, k, &o, bw);
+    printf("prefill GEMM (BF16 weights):\n");
+    bench_gemm_shape(&one, k, &o, 512, 3072, 1024);
+    bench_gemm_shape(&all, k, &o, 512, 3072, 1024);
+    bench_gemm_shape(&all, k, &o, 512, 1024, 3072);
+    team_free(&one);
+    team_free(&all);
+    return 0;
+}
