@@ -263,6 +263,14 @@ def build_config(args):
     if cfg["model_type"] not in ("qwen3", "qwen2", "llama"):
         sys.exit("make_model.py: model_type %r is not qwen3, qwen2 or llama" % cfg["model_type"])
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        # a small --set vocab_size keeps the tokenizer but drops its special ids: ids a model
+        # cannot produce would only make its config invalid
+        ids = cfg.get(key)
+        if isinstance(ids, list):
+            cfg[key] = [i for i in ids if i < cfg["vocab_size"]] or None
+        elif ids is not None and ids >= cfg["vocab_size"]:
+            cfg[key] = None
     cfg["head_dim"] = head_dim(cfg)
     cfg["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[args.dtype]
     return cfg

@@ -21,10 +21,14 @@ vocab.json, so tests can turn ids into text without the engine's tokenizer.
 Run directly for a quick self-check: /usr/bin/python3 tests/refmodel.py models/stories260K
 """
 
+import contextlib
+import importlib.util
+import io
 import json
 import math
 import os
 import struct
+import subprocess
 import sys
 
 import numpy as np
@@ -347,6 +351,103 @@ class ByteBPEDecoder:
             else:
                 out += bytes(self.bytes_of[c] for c in self.tokens[i])
         return out.decode("utf-8", errors="replace")
+
+
+# ------------------------------------------------------------------ test harness
+
+
+class Tap:
+    """TAP lines for tests/run.sh: ok N - what / not ok N - what / ok N - # SKIP why."""
+
+    def __init__(self):
+        self.n, self.failed = 0, 0
+
+    def ok(self, cond, what):
+        self.n += 1
+        self.failed += 0 if cond else 1
+        print("%sok %d - %s" % ("" if cond else "not ", self.n, what), flush=True)
+        return cond
+
+    def skip(self, why):
+        self.n += 1
+        print("ok %d - # SKIP %s" % (self.n, why), flush=True)
+
+    def diag(self, text):
+        for line in str(text).splitlines():
+            print("# " + line, flush=True)
+
+    def done(self):
+        print("1..%d" % self.n, flush=True)
+        sys.exit(1 if self.failed else 0)
+
+
+def repo_root():
+    return os.environ.get("RADIXSERVE_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def binary():
+    """The radixserve binary: env BIN (relative to the repository root), else bin/radixserve."""
+    b = os.environ.get("BIN", "bin/radixserve")
+    return b if os.path.isabs(b) else os.path.join(repo_root(), b)
+
+
+def scratch(name):
+    """A fresh-enough scratch directory under RADIXSERVE_TMP for one test file."""
+    base = os.environ.get("RADIXSERVE_TMP") or os.path.join(repo_root(), "build", "test-tmp")
+    d = os.path.join(base, name)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def make_model(out, *args):
+    """Run bench/make_model.py in-process (saves a Python start-up per model)."""
+    path = os.path.join(repo_root(), "bench", "make_model.py")
+    spec = importlib.util.spec_from_file_location("make_model", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with contextlib.redirect_stdout(io.StringIO()):
+        mod.main(["--out", out] + list(args))
+    return out
+
+
+class Generation:
+    """One `radixserve generate` run: exit status, stderr, ids and top logits per step (from
+    --top-logits), and every step's full logits (from --logits-out) as a [steps, vocab] array."""
+
+    def __init__(self, rc, stdout, stderr, logits_path, vocab):
+        self.rc, self.stdout, self.stderr = rc, stdout, stderr
+        self.ids, self.tops, self.logits = [], [], None
+        for line in stdout.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                rec = json.loads(line)
+                self.ids.append(rec["id"])
+                self.tops.append(rec["top"])
+        if logits_path and os.path.exists(logits_path):
+            raw = np.fromfile(logits_path, dtype="<f4")
+            if vocab and raw.size % vocab == 0:
+                self.logits = torch.from_numpy(raw.reshape(-1, vocab).astype(np.float32))
+
+
+def generate(model_dir, prompt_ids, n, vocab=None, env=None, extra=(), logits_path=None, timeout=300):
+    """Greedy `generate --prompt-ids ... --top-logits 2 [--logits-out F]` of the binary; env
+    entries are added to (None: removed from) this process's environment."""
+    cmd = [binary(), "generate", "--model", model_dir, "--prompt-ids",
+           ",".join(str(i) for i in prompt_ids), "-n", str(n), "--temperature", "0",
+           "--top-logits", "2"]
+    if logits_path:
+        if os.path.exists(logits_path):
+            os.remove(logits_path)
+        cmd += ["--logits-out", logits_path]
+    cmd += list(extra)
+    full_env = dict(os.environ)
+    for key, value in (env or {}).items():  # a None value removes the variable
+        if value is None:
+            full_env.pop(key, None)
+        else:
+            full_env[key] = value
+    p = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return Generation(p.returncode, p.stdout, p.stderr, logits_path, vocab)
 
 
 # ------------------------------------------------------------------ self-check

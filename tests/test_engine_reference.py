@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""test_engine_reference.py — the C forward pass against the independent PyTorch reference.
+
+For small random-weight models covering each thing the loader and forward pass must get right
+(F32, BF16 and F16 weights; tied and untied LM head; hidden != heads * head_dim; GQA and plain
+multi-head attention; a non-default rope_theta; the real Qwen3 vocabulary of 151,936; Qwen3 q/k
+norms, Qwen2 q/k/v biases, Llama; prompts crossing KV block boundaries), run
+
+    $BIN generate --model DIR --prompt-ids ... -n 32 --temperature 0 --top-logits 2 --logits-out F
+
+with the portable kernels and the CPU's default ones, and the KV cache in F32 and BF16, and check:
+  1. greedy ids == the reference's own greedy decoding: all 32 for F32 weights and KV; with any
+     BF16/F16 rounding, until the first step where they differ, which must be a step where the
+     reference's top-two gap is under 0.2 (a near-tie may go either way; the line says where
+     the sequences parted);
+  2. every step's logits are within 1e-4 (exact F32 path) or 1e-1 (any BF16/F16 rounding) of the
+     reference's logits for the same sequence (teacher-forced on the binary's own ids, so this
+     covers all steps even after a near-tie);
+  3. the binary's --top-logits lines agree with its --logits-out file and name its argmax.
+"""
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import refmodel  # noqa: E402
+
+N_STEPS = 32
+F32_TOL, LOW_TOL, TIE_GAP = 1e-4, 1e-1, 0.2
+
+# name, preset, weight dtype, config overrides, prompt length
+CASES = [
+    # tied, hidden 64 != 4 heads x 32, GQA 4:2, the real vocabulary
+    ("qwen3-f32-vocab151936", "tiny-qwen3", "f32", [], 9),
+    ("qwen3-bf16-vocab151936", "tiny-qwen3", "bf16", [], 9),
+    # untied, 6 heads x 16 = 96 != 64, GQA 6:2, rope_theta 5000, 3 layers, prompt over a block
+    ("qwen3-f32-untied", "tiny-qwen3", "f32",
+     ["vocab_size=1000", "tie_word_embeddings=false", "num_attention_heads=6",
+      "num_key_value_heads=2", "head_dim=16", "rope_theta=5000", "num_hidden_layers=3"], 20),
+    ("qwen3-bf16-untied", "tiny-qwen3", "bf16",
+     ["vocab_size=1000", "tie_word_embeddings=false", "num_attention_heads=6",
+      "num_key_value_heads=2", "head_dim=16", "rope_theta=5000", "num_hidden_layers=3"], 20),
+    ("qwen3-f16", "tiny-qwen3", "f16", ["vocab_size=1000"], 9),
+    # q/k/v biases
+    ("qwen2-f32", "tiny-qwen2", "f32", ["vocab_size=1000"], 17),
+    ("qwen2-bf16-untied", "tiny-qwen2", "bf16", ["vocab_size=1000", "tie_word_embeddings=false"], 17),
+    # no q/k norm; plain multi-head attention; rope_theta 10000
+    ("llama-f32-untied-mha", "tiny-llama", "f32", ["vocab_size=1000", "num_key_value_heads=4"], 12),
+    ("llama-bf16-tied", "tiny-llama", "bf16", ["vocab_size=1000", "tie_word_embeddings=true"], 12),
+]
+
+
+def prompt_for(index, length, vocab):
+    """Deterministic, spread-out prompt ids (none is 0, none repeats the neighbour)."""
+    return [1 + (index * 131 + i * 7919) % (vocab - 1) for i in range(length)]
+
+
+def check_ids(tap, label, ids, ref_ids, gaps, exact):
+    """Exact: all ids equal. Otherwise the ids must agree up to the first step where they
+    differ, and the reference must see a near-tie (top-two gap < TIE_GAP) at that step."""
+    if exact:
+        tap.ok(ids == ref_ids, "%s: greedy ids identical to the reference for all %d tokens"
+               % (label, len(ref_ids)))
+        if ids != ref_ids:
+            tap.diag("binary    %s\nreference %s" % (ids, ref_ids))
+        return
+    n = min(len(ids), len(ref_ids))
+    split = next((i for i in range(n) if ids[i] != ref_ids[i]), None)
+    if split is None:
+        tap.ok(len(ids) == len(ref_ids), "%s: greedy ids identical to the reference for all %d "
+               "tokens (%d near-ties on the way)" % (label, n, sum(g < TIE_GAP for g in gaps[:n])))
+        return
+    tap.ok(gaps[split] < TIE_GAP, "%s: greedy ids identical to the reference for %d tokens, then "
+           "differ at a step whose reference top-two gap is %.3f (must be < %.1f: a near-tie)"
+           % (label, split, gaps[split], TIE_GAP))
+    if gaps[split] >= TIE_GAP:
+        tap.diag("binary    %s\nreference %s" % (ids[: split + 1], ref_ids[: split + 1]))
+
+
+def check_logits(tap, label, ref, prompt, gen, tol):
+    want = ref.step_logits(prompt, gen.ids)
+    diff = (want - gen.logits).abs().amax(dim=1)
+    worst = int(torch.argmax(diff))
+    tap.ok(float(diff[worst]) <= tol,
+           "%s: logits of all %d steps within %g of the reference (max |diff| %.3g at step %d)"
+           % (label, len(gen.ids), tol, float(diff[worst]), worst))
+
+
+def check_self_consistent(tap, label, gen):
+    """--top-logits names the argmax of the --logits-out row, with the same value."""
+    bad = []
+    for step, (tok, top) in enumerate(zip(gen.ids, gen.tops)):
+        row = gen.logits[step]
+        argmax = int(torch.argmax(row))
+        if tok != argmax or top[0][0] != tok or abs(top[0][1] - float(row[tok])) > 1e-6 * (1 + abs(top[0][1])):
+            bad.append(step)
+    tap.ok(not bad, "%s: each step's id is the argmax of its --logits-out row and its --top-logits "
+           "entry (bad steps: %s)" % (label, bad or "none"))
+
+
+def run_case(tap, tmp, index, case):
+    name, preset, dtype, sets, plen = case
+    model_dir = os.path.join(tmp, name)
+    args = ["--preset", preset, "--dtype", dtype, "--seed", str(11 + index)]
+    for s in sets:
+        args += ["--set", s]
+    refmodel.make_model(model_dir, *args)
+    ref = refmodel.load_hf(model_dir)
+    vocab = ref.arch["vocab"]
+    prompt = prompt_for(index, plen, vocab)
+    ref_ids, _, gaps = ref.greedy(prompt, N_STEPS, eos=refmodel.eos_ids(model_dir))
+    logits_path = os.path.join(tmp, name + ".logits")
+    model_kv = "f32" if dtype == "f32" else "bf16"
+    for isa in ("portable", "default"):
+        for kv in (model_kv, "bf16" if model_kv == "f32" else "f32"):
+            label = "%s isa=%s kv=%s" % (name, isa, kv)
+            env = {"RADIXSERVE_ISA": "portable" if isa == "portable" else None}
+            gen = refmodel.generate(model_dir, prompt, N_STEPS, vocab=vocab, env=env,
+                                    extra=["--kv-dtype", kv], logits_path=logits_path)
+            ran = (gen.rc == 0 and gen.ids and gen.logits is not None
+                   and gen.logits.shape[0] == len(gen.ids) == len(gen.tops))
+            if not tap.ok(ran, "%s: generate exits 0 with one --top-logits line and one logits "
+                          "row per step (rc %d, %d ids)" % (label, gen.rc, len(gen.ids))):
+                tap.diag(gen.stderr[-1500:])
+                continue
+            exact = dtype == "f32" and kv == "f32"
+            check_ids(tap, label, gen.ids, ref_ids, gaps, exact)
+            check_logits(tap, label, ref, prompt, gen, F32_TOL if exact else LOW_TOL)
+            check_self_consistent(tap, label, gen)
+
+
+def main():
+    tap = refmodel.Tap()
+    tmp = refmodel.scratch("engine-reference")
+    if not os.access(refmodel.binary(), os.X_OK):
+        tap.ok(False, "binary %s exists (build it first)" % refmodel.binary())
+        tap.done()
+    for index, case in enumerate(CASES):
+        run_case(tap, tmp, index, case)
+    tap.done()
+
+
+if __name__ == "__main__":
+    main()
