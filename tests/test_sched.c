@@ -1,0 +1,485 @@
+/* test_sched.c — the scheduler end to end on the real stories260K model: batched == alone,
+ * cache on == cache off, shared-prefix reuse, preemption under a tiny pool, cancellation
+ * mid-prefill and mid-decode, a full queue, requests too big, seeded determinism; after each,
+ * nothing pinned and the block accounting consistent (used == cached + private). */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sched/sched.h"
+#include "tests/tap.h"
+
+#define MAXT       160 /* generated tokens per choice at most in these tests */
+#define NCHOICE    2   /* choices per request at most */
+#define TIMEOUT_MS 60000
+
+typedef struct result {
+    int32_t tok[NCHOICE][MAXT]; /* generated ids per choice */
+    float lp[NCHOICE][MAXT];    /* their logprobs */
+    int n[NCHOICE];             /* ids per choice */
+    char text[NCHOICE][4096];   /* text per choice (TOKEN deltas + FINISH tail) */
+    const char *reason[NCHOICE];
+    int prompt, cached, completion; /* usage from DONE */
+    int done, error, code;          /* how it ended */
+    char message[256];
+} result;
+
+static eng_model *g_model;
+static tok_tokenizer *g_tok;
+
+/* Drain every event of r into out; returns 1 when a DONE or ERROR arrived. */
+static int collect(sched_request *r, result *out) {
+    memset(out, 0, sizeof *out);
+    sched_event ev;
+    while (sched_next_event(r, &ev, TIMEOUT_MS) == 1) {
+        int c = ev.index;
+        if (ev.type == SCHED_EV_TOKEN && c < NCHOICE && out->n[c] < MAXT) {
+            out->tok[c][out->n[c]] = ev.token;
+            out->lp[c][out->n[c]++] = ev.logprob;
+        }
+        if ((ev.type == SCHED_EV_TOKEN || ev.type == SCHED_EV_FINISH) && c < NCHOICE && ev.text &&
+            strlen(out->text[c]) + strlen(ev.text) < sizeof out->text[c])
+            strcat(out->text[c], ev.text);
+        if (ev.type == SCHED_EV_FINISH && c < NCHOICE) out->reason[c] = ev.finish_reason;
+        if (ev.type == SCHED_EV_DONE) {
+            out->done = 1;
+            out->prompt = ev.prompt_tokens;
+            out->cached = ev.cached_tokens;
+            out->completion = ev.completion_tokens;
+        }
+        if (ev.type == SCHED_EV_ERROR) {
+            out->error = 1;
+            out->code = ev.code;
+            snprintf(out->message, sizeof out->message, "%s", ev.message);
+        }
+        int last = ev.type == SCHED_EV_DONE || ev.type == SCHED_EV_ERROR;
+        sched_event_free(&ev);
+        if (last) return 1;
+    }
+    return 0;
+}
+
+static int same_result(const result *a, const result *b, int n_choices) {
+    if (!a->done || !b->done || a->prompt != b->prompt || a->completion != b->completion) return 0;
+    for (int c = 0; c < n_choices; c++) {
+        if (a->n[c] != b->n[c] || strcmp(a->text[c], b->text[c]) != 0) return 0;
+        if (!a->reason[c] || !b->reason[c] || strcmp(a->reason[c], b->reason[c]) != 0) return 0;
+        if (memcmp(a->tok[c], b->tok[c], (size_t)a->n[c] * sizeof(int32_t)) != 0) return 0;
+        if (memcmp(a->lp[c], b->lp[c], (size_t)a->n[c] * sizeof(float)) != 0) return 0;
+    }
+    return 1;
+}
+
+static sched *start(int kv_bytes, int max_batch, int max_queue, int budget, int cache) {
+    sched_config c = {.n_threads = 2,
+                      .kv_cache_bytes = (size_t)kv_bytes,
+                      .block_size = 16,
+                      .kv_dtype = -1,
+                      .max_batch = max_batch,
+                      .max_queue = max_queue,
+                      .token_budget = budget,
+                      .prefix_cache = cache};
+    sched *s = NULL;
+    rs_err e = {0};
+    if (sched_start(&s, g_model, g_tok, &c, &e)) TAP_DIAG("sched_start: %s", e.msg);
+    return s;
+}
+
+/* Wait until nothing runs or waits, then check the accounting: nothing pinned, no private
+ * block left, every used block cached. */
+static void check_idle(sched *s, const char *what) {
+    sched_stats st = {0};
+    for (int i = 0; i < 2000; i++) {
+        sched_get_stats(s, &st);
+        if (st.running == 0 && st.waiting == 0) break;
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    TAP_OK(st.running == 0 && st.waiting == 0 && st.kv_blocks_pinned == 0 &&
+               st.kv_blocks_private == 0 && st.kv_blocks_used == st.kv_blocks_cached &&
+               st.kv_blocks_used + st.kv_blocks_free == st.kv_blocks_total,
+           "%s: idle with nothing pinned, used %d == cached %d, private %d, free %d of %d", what,
+           st.kv_blocks_used, st.kv_blocks_cached, st.kv_blocks_private, st.kv_blocks_free,
+           st.kv_blocks_total);
+}
+
+static uint64_t g_rand = 88172645463325252ull;
+static int rnd(int n) {
+    g_rand ^= g_rand << 13, g_rand ^= g_rand >> 7, g_rand ^= g_rand << 17;
+    return (int)(g_rand % (uint64_t)n);
+}
+
+/* A prompt: BOS, then `shared` tokens of a fixed prefix (seeded by prefix_id), then unique. */
+static int make_prompt(int32_t *out, int prefix_id, int shared, int unique) {
+    int n = 0;
+    out[n++] = 1;
+    uint64_t h = 0x1234567ull * (uint64_t)(prefix_id + 1);
+    for (int i = 0; i < shared; i++) {
+        h = h * 6364136223846793005ull + 1442695040888963407ull;
+        out[n++] = 3 + (int32_t)((h >> 33) % 500);
+    }
+    for (int i = 0; i < unique; i++) out[n++] = 3 + rnd(500);
+    return n;
+}
+
+static sched_params greedy(int max_tokens) {
+    sched_params p = {.max_tokens = max_tokens, .n = 1, .logprobs = 1};
+    p.sampling = (eng_sampling){.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+    return p;
+}
+
+/* ---------------------------------------------------------------- 32 concurrent == alone */
+
+#define NREQ 32
+
+typedef struct spec {
+    int32_t prompt[300];
+    int n_prompt;
+    sched_params p;
+} spec;
+
+static void make_specs(spec *sp) {
+    for (int i = 0; i < NREQ; i++) {
+        int shared = i % 4 == 0 ? 0 : (i % 3 == 0 ? 70 : 40);
+        sp[i].n_prompt = make_prompt(sp[i].prompt, i % 3, shared, 1 + rnd(i % 5 == 0 ? 200 : 30));
+        sp[i].p = greedy(8 + rnd(60));
+        if (i % 4 == 1) sp[i].p.n = 2;
+        if (i % 6 == 2) sp[i].p.top_logprobs = 3;
+        if (i % 5 == 3) {
+            sp[i].p.stop[0] = "the";
+            sp[i].p.stop[1] = ".";
+            sp[i].p.n_stop = 2;
+        }
+        if (i % 7 == 4) sp[i].p.ignore_eos = 1;
+    }
+}
+
+static void test_batched_equals_alone(void) {
+    static spec sp[NREQ];
+    static result alone[NREQ], batched[NREQ];
+    make_specs(sp);
+    sched *s1 = start(8 << 20, 16, 64, 512, 0);
+    sched *s2 = start(8 << 20, 12, 64, 64, 1); /* small budget: chunked prefill, queueing */
+    if (!TAP_OK(s1 && s2, "two schedulers started")) return;
+    int ok = 1;
+    for (int i = 0; i < NREQ; i++) {
+        sched_request *r;
+        rs_err e = {0};
+        if (sched_submit(s1, sp[i].prompt, sp[i].n_prompt, &sp[i].p, &r, &e)) {
+            TAP_DIAG("submit %d: %s", i, e.msg);
+            ok = 0;
+            continue;
+        }
+        ok &= collect(r, &alone[i]) && alone[i].done;
+        sched_request_free(r);
+    }
+    TAP_OK(ok, "%d requests one at a time (cache off) all finished", NREQ);
+    sched_request *rq[NREQ] = {0};
+    for (int i = 0; i < NREQ; i++) {
+        rs_err e = {0};
+        if (sched_submit(s2, sp[i].prompt, sp[i].n_prompt, &sp[i].p, &rq[i], &e))
+            TAP_DIAG("submit %d: %s", i, e.msg);
+    }
+    int same = 0, hits = 0, stops = 0, n2 = 0;
+    for (int i = 0; i < NREQ; i++) {
+        if (!rq[i]) continue;
+        collect(rq[i], &batched[i]);
+        sched_request_free(rq[i]);
+        if (same_result(&alone[i], &batched[i], sp[i].p.n))
+            same++;
+        else
+            TAP_DIAG("request %d differs: alone '%s' (%d) vs batched '%s' (%d) %s", i,
+                     alone[i].text[0], alone[i].n[0], batched[i].text[0], batched[i].n[0],
+                     batched[i].message);
+        hits += batched[i].cached > 0;
+        stops += alone[i].reason[0] && strcmp(alone[i].reason[0], "stop") == 0;
+        n2 += sp[i].p.n == 2 && alone[i].n[1] > 0;
+    }
+    TAP_OK(same == NREQ,
+           "32 concurrent (cache on, budget 64, batch 12) == one at a time: %d/%d "
+           "identical tokens, logprobs, text, finish reasons",
+           same, NREQ);
+    TAP_OK(hits > 0 && stops > 0 && n2 > 0,
+           "the mix exercised cache hits (%d), stop finishes (%d) and n=2 (%d)", hits, stops, n2);
+    check_idle(s1, "after one at a time");
+    check_idle(s2, "after 32 concurrent");
+    sched_stop(s1);
+    sched_stop(s2);
+}
+
+/* ---------------------------------------------------------------- cache on == cache off */
+
+static void test_cache_on_off(void) {
+    sched *on = start(4 << 20, 8, 16, 128, 1), *off = start(4 << 20, 8, 16, 128, 0);
+    if (!TAP_OK(on && off, "cache-on and cache-off schedulers")) return;
+    int32_t base[200], ext[260], more[60];
+    int nb = make_prompt(base, 7, 100, 0);
+    make_prompt(more, 8, 40, 0);
+    memcpy(ext, base, sizeof(int32_t) * (size_t)nb);
+    memcpy(ext + nb, more + 1, sizeof(int32_t) * 40); /* base + 40 more tokens */
+    int ne = nb + 40;
+    const int32_t *prompts[] = {base, base, ext, base};
+    int lens[] = {nb, nb, ne, 48};
+    const char *names[] = {"cold", "full hit", "partial hit (prefix + 40)", "prompt inside cache"};
+    for (int k = 0; k < 4; k++) {
+        result a, b;
+        sched_params p = greedy(30);
+        p.top_logprobs = 2;
+        sched_request *ra, *rb;
+        rs_err e;
+        sched_submit(on, prompts[k], lens[k], &p, &ra, &e);
+        collect(ra, &a);
+        sched_request_free(ra);
+        sched_submit(off, prompts[k], lens[k], &p, &rb, &e);
+        collect(rb, &b);
+        sched_request_free(rb);
+        int want_hit = k > 0;
+        TAP_OK(same_result(&a, &b, 1) && (want_hit ? a.cached > 0 : a.cached == 0) &&
+                   b.cached == 0 && a.cached < lens[k],
+               "%s: cache on == cache off (%d tokens), cached_tokens %d of %d", names[k], a.n[0],
+               a.cached, lens[k]);
+    }
+    check_idle(on, "cache on");
+    sched_stop(on);
+    sched_stop(off);
+}
+
+/* Two requests with a common 64-token prefix submitted together: the second waits for the
+ * first's prefill and reuses it instead of computing it twice. */
+static void test_shared_prefill(void) {
+    sched *s = start(4 << 20, 8, 16, 512, 1);
+    if (!s) return;
+    int32_t a[120], b[120];
+    int na = make_prompt(a, 11, 80, 5), nb = make_prompt(b, 11, 80, 9);
+    sched_params p = greedy(4);
+    sched_request *ra, *rb;
+    rs_err e;
+    sched_submit(s, a, na, &p, &ra, &e);
+    sched_submit(s, b, nb, &p, &rb, &e);
+    result x, y;
+    collect(ra, &x);
+    collect(rb, &y);
+    TAP_OK(x.done && y.done && x.cached + y.cached >= 64,
+           "concurrent shared prefix computed once: cached tokens %d + %d (>= 64)", x.cached,
+           y.cached);
+    sched_request_free(ra);
+    sched_request_free(rb);
+    check_idle(s, "shared prefill");
+    sched_stop(s);
+}
+
+/* ---------------------------------------------------------------- preemption */
+
+static void test_preemption(void) {
+    /* 14 blocks of 16 tokens (20 KiB each): six requests of ~30 + 60 tokens cannot all fit. */
+    sched *big = start(8 << 20, 8, 16, 512, 0), *tiny = start(14 * 20480, 8, 16, 64, 1);
+    if (!TAP_OK(big && tiny, "a tiny pool of 14 blocks")) return;
+    int32_t pr[6][64];
+    int np[6];
+    result alone[6], pressed[6];
+    sched_request *rq[6];
+    sched_params p = greedy(60);
+    p.ignore_eos = 1;
+    for (int i = 0; i < 6; i++) {
+        np[i] = make_prompt(pr[i], 20 + i % 2, 20, 10);
+        rs_err e;
+        sched_submit(big, pr[i], np[i], &p, &rq[i], &e);
+        collect(rq[i], &alone[i]);
+        sched_request_free(rq[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        rs_err e;
+        if (sched_submit(tiny, pr[i], np[i], &p, &rq[i], &e)) TAP_DIAG("%s", e.msg);
+    }
+    int same = 0;
+    for (int i = 0; i < 6; i++) {
+        collect(rq[i], &pressed[i]);
+        same += same_result(&alone[i], &pressed[i], 1);
+        sched_request_free(rq[i]);
+    }
+    sched_stats st;
+    sched_get_stats(tiny, &st);
+    TAP_OK(st.preemptions > 0 && same == 6,
+           "tiny pool: %lld preemptions, %d/6 outputs identical to an ample pool",
+           (long long)st.preemptions, same);
+    check_idle(tiny, "after preemption");
+    /* One request that needs the whole pool alone (ctx is lowered to the pool) still runs. */
+    sched_config c;
+    sched_get_config(tiny, &c);
+    int32_t longp[300];
+    int nl = make_prompt(longp, 30, 0, 150);
+    sched_params pl = greedy(c.ctx_size);
+    pl.ignore_eos = 1;
+    sched_request *r;
+    rs_err e;
+    result res;
+    sched_submit(tiny, longp, nl, &pl, &r, &e);
+    collect(r, &res);
+    sched_request_free(r);
+    TAP_OK(res.done && res.reason[0] && strcmp(res.reason[0], "length") == 0 &&
+               nl + res.n[0] == c.ctx_size,
+           "one request filling the whole pool (ctx %d) finishes with length after %d tokens",
+           c.ctx_size, res.n[0]);
+    check_idle(tiny, "after whole-pool request");
+    sched_stop(big);
+    sched_stop(tiny);
+}
+
+/* ---------------------------------------------------------------- cancellation */
+
+static void wait_steps(sched *s, int64_t more) {
+    sched_stats st;
+    sched_get_stats(s, &st);
+    int64_t target = st.steps + more;
+    for (int i = 0; i < 5000 && st.steps < target; i++) {
+        nanosleep(&(struct timespec){0, 200000}, NULL);
+        sched_get_stats(s, &st);
+    }
+}
+
+static void test_cancel(void) {
+    sched *s = start(4 << 20, 4, 8, 16, 1); /* budget 16: a 400-token prompt prefills slowly */
+    if (!s) return;
+    int32_t pr[420];
+    int n = make_prompt(pr, 40, 0, 400);
+    sched_params p = greedy(50);
+    sched_request *r;
+    rs_err e;
+    sched_submit(s, pr, n, &p, &r, &e);
+    wait_steps(s, 3);
+    sched_event ev;
+    int early = sched_next_event(r, &ev, 0);
+    if (early) sched_event_free(&ev);
+    sched_cancel(r);
+    result res;
+    collect(r, &res);
+    TAP_OK(!early && res.error && res.code == RS_ECANCELED && res.n[0] == 0,
+           "cancel mid-prefill: ERROR %d (%s), no token", res.code, res.message);
+    sched_request_free(r);
+    check_idle(s, "after cancel mid-prefill");
+
+    n = make_prompt(pr, 41, 0, 20);
+    p = greedy(400);
+    p.ignore_eos = 1;
+    sched_submit(s, pr, n, &p, &r, &e);
+    int got = 0;
+    while (got < 3 && sched_next_event(r, &ev, TIMEOUT_MS) == 1) {
+        got += ev.type == SCHED_EV_TOKEN;
+        sched_event_free(&ev);
+    }
+    sched_cancel(r);
+    collect(r, &res);
+    TAP_OK(res.error && res.code == RS_ECANCELED && got + res.n[0] < 400,
+           "cancel mid-decode after %d tokens: ERROR (%s)", got + res.n[0], res.message);
+    sched_request_free(r);
+    check_idle(s, "after cancel mid-decode");
+
+    /* Dropping handles of running and waiting requests without reading them. */
+    for (int i = 0; i < 6; i++) {
+        sched_submit(s, pr, n, &p, &r, &e);
+        sched_request_free(r);
+    }
+    check_idle(s, "after dropping six unread handles");
+    sched_stop(s);
+}
+
+/* ---------------------------------------------------------------- limits */
+
+static void test_limits(void) {
+    sched *s = start(1 << 20, 1, 2, 32, 1);
+    if (!s) return;
+    sched_config c;
+    sched_get_config(s, &c);
+    int32_t pr[600];
+    int n = make_prompt(pr, 50, 0, 30);
+    sched_params p = greedy(300);
+    p.ignore_eos = 1;
+    sched_request *rq[8] = {0};
+    int full = -1;
+    for (int i = 0; i < 8 && full < 0; i++) {
+        rs_err e = {0};
+        int rc = sched_submit(s, pr, n, &p, &rq[i], &e);
+        if (rc == RS_EFULL) full = i;
+        if (rc == RS_EFULL) TAP_DIAG("%s", e.msg);
+    }
+    TAP_OK(full >= 2 && full <= 3, "max_queue 2, max_batch 1: submission %d is RS_EFULL", full);
+    for (int i = 0; i < 8; i++) sched_request_free(rq[i]);
+    check_idle(s, "after a full queue");
+
+    rs_err e = {0};
+    sched_request *r = NULL;
+    int nbig = make_prompt(pr, 51, 0, c.ctx_size);
+    sched_params one = greedy(1);
+    int rc = sched_submit(s, pr, nbig, &one, &r, &e);
+    TAP_OK(rc == RS_ETOOBIG && !r && strstr(e.msg, "context"),
+           "a prompt of %d tokens (ctx %d) is RS_ETOOBIG: %s", nbig, c.ctx_size, e.msg);
+    sched_params p2 = greedy(4);
+    p2.n = 2;
+    rc = sched_submit(s, pr, 10, &p2, &r, &e);
+    TAP_OK(rc == RS_ETOOBIG, "n = 2 over max_batch 1 is RS_ETOOBIG: %s", e.msg);
+    pr[3] = 100000;
+    rc = sched_submit(s, pr, 10, &p, &r, &e);
+    TAP_OK(rc == RS_EINVAL && strstr(e.msg, "vocabulary"), "an id outside the vocabulary: %s",
+           e.msg);
+    rc = sched_submit(s, pr, 0, &p, &r, &e);
+    TAP_OK(rc == RS_EINVAL, "an empty prompt: %s", e.msg);
+    check_idle(s, "after refused requests");
+    sched_stop(s);
+}
+
+/* ---------------------------------------------------------------- determinism */
+
+static void test_seeded(void) {
+    sched *s = start(4 << 20, 8, 16, 64, 1);
+    if (!s) return;
+    int32_t pr[64];
+    int n = make_prompt(pr, 60, 20, 5);
+    sched_params p = greedy(40);
+    p.sampling.temperature = 0.9f;
+    p.sampling.top_p = 0.95f;
+    p.sampling.seed = 1234;
+    p.n = 2;
+    result alone, batched, other;
+    sched_request *r, *noise[5];
+    rs_err e;
+    sched_submit(s, pr, n, &p, &r, &e);
+    collect(r, &alone);
+    sched_request_free(r);
+    sched_params q = p;
+    q.sampling.seed = 99;
+    for (int i = 0; i < 5; i++) sched_submit(s, pr, n - i, &q, &noise[i], &e);
+    sched_submit(s, pr, n, &p, &r, &e);
+    collect(r, &batched);
+    sched_request_free(r);
+    collect(noise[0], &other);
+    for (int i = 0; i < 5; i++) sched_request_free(noise[i]);
+    TAP_OK(same_result(&alone, &batched, 2), "seeded sampling (n=2): alone == in a batch ('%s')",
+           alone.text[0]);
+    TAP_OK(strcmp(alone.text[0], alone.text[1]) != 0 || strcmp(alone.text[0], other.text[0]),
+           "choices and seeds differ ('%s' / '%s' / '%s')", alone.text[0], alone.text[1],
+           other.text[0]);
+    check_idle(s, "after seeded sampling");
+    sched_stop(s);
+}
+
+int main(void) {
+    const char *root = getenv("RADIXSERVE_ROOT");
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/models/stories260K", root ? root : ".");
+    rs_err e = {0};
+    if (eng_model_load(&g_model, dir, &e) || tok_load(&g_tok, dir, &e)) {
+        TAP_OK(0, "load %s: %s", dir, e.msg);
+        return tap_done();
+    }
+    test_limits();
+    test_cancel();
+    test_cache_on_off();
+    test_shared_prefill();
+    test_seeded();
+    test_preemption();
+    test_batched_equals_alone();
+    tok_free(g_tok);
+    eng_model_free(g_model);
+    return tap_done();
+}
