@@ -171,25 +171,26 @@ void rt_get_stats(const rt_tree *t, rt_stats *out);
  * pre-order (a parent before its children, children in the tree's sorted order). Only the
  * scheduler thread takes it; the copy is then free to hand to any thread. */
 typedef struct rt_snap_node {
-    uint64_t id;          /* node id, stable for the node's life */
-    uint64_t parent;      /* parent's id; 0 for the namespace nodes at the top */
-    uint64_t ns;          /* namespace */
-    int depth;            /* 0 for namespace nodes, 1 for their children, ... */
-    int n_tokens;         /* tokens on the edge (n_blocks * block_size; 0 for namespace nodes) */
-    int n_blocks;         /* blocks on the edge */
-    int32_t pin;          /* pins on the node and its descendants */
-    uint64_t last_access; /* logical clock of the last use */
-    const int32_t
-        *tokens;  /* the first min(n_tokens, max_tokens) tokens (in the snapshot's arena) */
-    int n_copied; /* how many tokens were copied */
+    uint64_t id;           /* node id, stable for the node's life */
+    uint64_t parent;       /* parent's id; 0 for the namespace nodes at the top */
+    uint64_t ns;           /* namespace */
+    int depth;             /* 0 for namespace nodes, 1 for their children, ... */
+    int n_tokens;          /* tokens on the edge (n_blocks * block_size; 0 for namespace nodes) */
+    int n_blocks;          /* blocks on the edge */
+    int32_t pin;           /* pins on the node and its descendants */
+    uint64_t last_access;  /* logical clock of the last use */
+    const int32_t *tokens; /* the first min(n_tokens, max_tokens) tokens (snapshot's arena) */
+    int n_copied;          /* how many tokens were copied */
+    const int32_t *blocks; /* all n_blocks block ids of the edge (snapshot's block arena) */
 } rt_snap_node;
 
 typedef struct rt_snapshot {
-    rt_snap_node *nodes; /* n entries, owned */
-    int n;               /* nodes, namespace nodes included */
-    int32_t *arena;      /* copied tokens, owned */
-    uint64_t clock;      /* the tree's logical clock when taken */
-    rt_stats stats;      /* statistics at the same moment */
+    rt_snap_node *nodes;  /* n entries, owned */
+    int n;                /* nodes, namespace nodes included */
+    int32_t *arena;       /* copied tokens, owned */
+    int32_t *block_arena; /* copied block ids, owned */
+    uint64_t clock;       /* the tree's logical clock when taken */
+    rt_stats stats;       /* statistics at the same moment */
 } rt_snapshot;
 
 /* Copy the tree, keeping up to max_tokens tokens per edge (max_tokens >= 0). */

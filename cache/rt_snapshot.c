@@ -10,6 +10,7 @@
 void rt_snapshot_free(rt_snapshot *s) {
     free(s->nodes);
     free(s->arena);
+    free(s->block_arena);
     *s = (rt_snapshot){0};
 }
 
@@ -19,7 +20,7 @@ typedef struct snap_frame {
 } snap_frame;
 
 static void copy_node(const rt_tree *t, rt_snapshot *s, snap_frame f, int max_tokens,
-                      size_t *arena_used) {
+                      size_t *arena_used, size_t *blocks_used) {
     const rt_node *n = f.n;
     rt_snap_node *o = &s->nodes[s->n++];
     int n_tokens = n->n_blocks * t->bs;
@@ -35,7 +36,11 @@ static void copy_node(const rt_tree *t, rt_snapshot *s, snap_frame f, int max_to
         .last_access = n->last_access,
         .tokens = s->arena + *arena_used,
         .n_copied = k,
+        .blocks = s->block_arena + *blocks_used,
     };
+    if (n->n_blocks > 0)
+        memcpy(s->block_arena + *blocks_used, n->blocks, (size_t)n->n_blocks * sizeof *n->blocks);
+    *blocks_used += (size_t)n->n_blocks;
     if (k > 0) memcpy(s->arena + *arena_used, n->tokens, (size_t)k * sizeof *n->tokens);
     *arena_used += (size_t)k;
 }
@@ -48,19 +53,20 @@ int rt_snapshot_take(const rt_tree *t, int max_tokens, rt_snapshot *out, rs_err 
     if (arena > count * (size_t)max_tokens) arena = count * (size_t)max_tokens;
     out->nodes = malloc((count ? count : 1) * sizeof *out->nodes);
     out->arena = malloc((arena ? arena : 1) * sizeof *out->arena);
+    out->block_arena = malloc(((size_t)t->cached_blocks + 1) * sizeof *out->block_arena);
     snap_frame *stack = malloc((count ? count : 1) * sizeof *stack);
-    if (!out->nodes || !out->arena || !stack) {
+    if (!out->nodes || !out->arena || !out->block_arena || !stack) {
         free(stack);
         rt_snapshot_free(out);
         return rs_errf(e, RS_ENOMEM, "snapshot: out of memory for %zu nodes", count);
     }
     /* Pre-order without recursion: children are pushed last-first so they pop in order. */
     int sp = 0;
-    size_t used = 0;
+    size_t used = 0, used_blocks = 0;
     for (int i = t->root.n_child - 1; i >= 0; i--) stack[sp++] = (snap_frame){t->root.child[i], 0};
     while (sp > 0) {
         snap_frame f = stack[--sp];
-        copy_node(t, out, f, max_tokens, &used);
+        copy_node(t, out, f, max_tokens, &used, &used_blocks);
         for (int i = f.n->n_child - 1; i >= 0; i--)
             stack[sp++] = (snap_frame){f.n->child[i], f.depth + 1};
     }
@@ -89,6 +95,8 @@ static void json_node(FILE *f, const rt_snap_node *n) {
             ",\"n_tokens\":%d,\"n_blocks\":%d,\"pin\":%d,\"last_access\":%" PRIu64 ",\"tokens\":[",
             n->id, n->parent, n->ns, n->depth, n->n_tokens, n->n_blocks, n->pin, n->last_access);
     for (int i = 0; i < n->n_copied; i++) fprintf(f, "%s%d", i ? "," : "", n->tokens[i]);
+    fputs("],\"blocks\":[", f);
+    for (int i = 0; i < n->n_blocks; i++) fprintf(f, "%s%d", i ? "," : "", n->blocks[i]);
     fputs("]}", f);
 }
 
