@@ -1,0 +1,441 @@
+/*
+ * server.c — the libmicrohttpd daemon: body collection with a size limit, routing, API key,
+ * CORS, the small routes (/health, /v1/models, /metrics, /v1/cache, /tokenize, /detokenize), the
+ * per-request log line, and shutdown. Generation routes live in srv_gen.c.
+ */
+#include <arpa/inet.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/srv_int.h"
+
+/* ---------------------------------------------------------------- replies */
+
+void srv_add_common_headers(srv *s, struct MHD_Response *r) {
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cors_origin);
+    if (strcmp(s->cors_origin, "*") != 0) MHD_add_response_header(r, "Vary", "Origin");
+}
+
+enum MHD_Result srv_reply(srv_conn *c, struct MHD_Connection *conn, int status, char *body,
+                          const char *content_type) {
+    if (!body) {
+        status = 500;
+        body = strdup("{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\","
+                      "\"param\":null,\"code\":null}}");
+        if (!body) return MHD_NO;
+    }
+    struct MHD_Response *r =
+        MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", content_type ? content_type : "application/json");
+    srv_add_common_headers(c->s, r);
+    if (status == 503) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", c->s->cfg.retry_after_s);
+        MHD_add_response_header(r, "Retry-After", ra);
+    }
+    c->status = status;
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result srv_reply_error(srv_conn *c, struct MHD_Connection *conn, const api_error *err) {
+    return srv_reply(c, conn, err->status, api_error_json(err), NULL);
+}
+
+static enum MHD_Result reply_json(srv_conn *c, struct MHD_Connection *conn, cJSON *j) {
+    return srv_reply(c, conn, 200, api_print(j), NULL);
+}
+
+/* ---------------------------------------------------------------- auth */
+
+/* Constant time in the length of the expected key: every byte is compared whatever the input. */
+static int key_matches(const char *expected, const char *given) {
+    size_t n = strlen(expected), m = strlen(given);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)expected[i] ^ (unsigned char)given[i < m ? i : 0];
+    return diff == 0;
+}
+
+static int authorized(srv *s, struct MHD_Connection *conn) {
+    if (!s->api_key[0]) return 1;
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    h += 7;
+    while (*h == ' ') h++;
+    return key_matches(s->api_key, h);
+}
+
+/* ---------------------------------------------------------------- small routes */
+
+static enum MHD_Result route_health(srv_conn *c, struct MHD_Connection *conn) {
+    int ready = atomic_load_explicit(&c->s->ready, memory_order_acquire);
+    return srv_reply(c, conn, ready ? 200 : 503,
+                     strdup(ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}"), NULL);
+}
+
+static cJSON *model_json(srv *s) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", s->model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "radixserve");
+    cJSON_AddNumberToObject(m, "max_model_len", s->model.ctx_size);
+    return m;
+}
+
+static enum MHD_Result route_models(srv_conn *c, struct MHD_Connection *conn, const char *url) {
+    srv *s = c->s;
+    if (!strcmp(url, "/v1/models")) {
+        cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
+        cJSON_AddStringToObject(o, "object", "list");
+        cJSON_AddItemToArray(data, model_json(s));
+        return reply_json(c, conn, o);
+    }
+    const char *name = url + strlen("/v1/models/");
+    if (!strcmp(name, s->model_name)) return reply_json(c, conn, model_json(s));
+    api_error err;
+    api_errorf(&err, 404, "invalid_request_error", "model", "model_not_found",
+               "The model '%.200s' does not exist (this server serves '%.200s')", name,
+               s->model_name);
+    return srv_reply_error(c, conn, &err);
+}
+
+static enum MHD_Result route_metrics(srv_conn *c, struct MHD_Connection *conn) {
+    srv *s = c->s;
+    sched_stats st;
+    int ready = atomic_load_explicit(&s->ready, memory_order_acquire);
+    if (ready) s->be.get_stats(s->be.ctx, &st);
+    return srv_reply(c, conn, 200, srv_metrics_text(&s->metrics, ready ? &st : NULL),
+                     "text/plain; version=0.0.4");
+}
+
+static enum MHD_Result route_cache(srv_conn *c, struct MHD_Connection *conn) {
+    srv *s = c->s;
+    sched_stats st;
+    s->be.get_stats(s->be.ctx, &st);
+    cJSON *o = cJSON_CreateObject(), *b = cJSON_AddObjectToObject(o, "blocks");
+    cJSON_AddBoolToObject(o, "prefix_cache", s->model.prefix_cache);
+    cJSON_AddNumberToObject(o, "block_size", st.block_size);
+    cJSON_AddNumberToObject(b, "total", st.kv_blocks_total);
+    cJSON_AddNumberToObject(b, "used", st.kv_blocks_used);
+    cJSON_AddNumberToObject(b, "cached", st.kv_blocks_cached);
+    cJSON_AddNumberToObject(b, "free", st.kv_blocks_free);
+    cJSON_AddNumberToObject(b, "pinned", st.kv_blocks_pinned);
+    cJSON_AddNumberToObject(o, "nodes", (double)st.cache_nodes);
+    cJSON_AddNumberToObject(o, "lookups", (double)st.cache_lookups);
+    cJSON_AddNumberToObject(o, "hit_tokens", (double)st.cache_hit_tokens);
+    cJSON_AddNumberToObject(o, "miss_tokens", (double)st.cache_miss_tokens);
+    int64_t asked = st.cache_hit_tokens + st.cache_miss_tokens;
+    cJSON_AddNumberToObject(o, "hit_ratio", asked ? (double)st.cache_hit_tokens / asked : 0.0);
+    cJSON_AddNumberToObject(o, "evicted_blocks", (double)st.cache_evicted_blocks);
+    cJSON_AddNumberToObject(o, "running", st.running);
+    cJSON_AddNumberToObject(o, "waiting", st.waiting);
+    return reply_json(c, conn, o);
+}
+
+static enum MHD_Result route_tokenize(srv_conn *c, struct MHD_Connection *conn) {
+    srv *s = c->s;
+    api_tokenize_request t;
+    api_error err;
+    rs_err e = {0};
+    char *text = NULL;
+    rs_ivec ids = {0};
+    if (api_parse_tokenize(api_buf_str(&c->body), c->body.n, &t, &err))
+        return srv_reply_error(c, conn, &err);
+    const char *param = t.tpl ? "messages" : "prompt";
+    int rc = t.tpl ? api_tpl_render(s->model.tpl, t.tpl, &text, NULL, &e) : 0;
+    const char *src = t.tpl ? text : t.prompt;
+    if (!rc)
+        rc = s->be.encode(s->be.ctx, src, strlen(src), t.add_special ? TOK_ADD_SPECIAL : 0, &ids,
+                          &e);
+    free(text);
+    api_tokenize_request_free(&t);
+    if (rc) {
+        rs_ivec_free(&ids);
+        api_errorf(&err, 400, "invalid_request_error", param, NULL, "%s", e.msg);
+        return srv_reply_error(c, conn, &err);
+    }
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
+    for (int i = 0; i < ids.n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids.v[i]));
+    cJSON_AddNumberToObject(o, "count", ids.n);
+    cJSON_AddNumberToObject(o, "max_model_len", s->model.ctx_size);
+    rs_ivec_free(&ids);
+    return reply_json(c, conn, o);
+}
+
+static enum MHD_Result route_detokenize(srv_conn *c, struct MHD_Connection *conn) {
+    srv *s = c->s;
+    api_error err;
+    rs_err e = {0};
+    int32_t *ids;
+    int n;
+    char *text = NULL;
+    if (api_parse_detokenize(api_buf_str(&c->body), c->body.n, &ids, &n, &err))
+        return srv_reply_error(c, conn, &err);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        if (ids[i] >= s->model.vocab_size)
+            rc = rs_errf(&e, RS_EINVAL, "token id %d is out of range (vocabulary: %d)", ids[i],
+                         s->model.vocab_size);
+    if (!rc) rc = s->be.decode(s->be.ctx, ids, n, 0, &text, &e);
+    free(ids);
+    if (rc) {
+        api_errorf(&err, 400, "invalid_request_error", "tokens", NULL, "%s", e.msg);
+        return srv_reply_error(c, conn, &err);
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "prompt", text);
+    free(text);
+    return reply_json(c, conn, o);
+}
+
+/* ---------------------------------------------------------------- routing */
+
+typedef enum MHD_Result (*route_fn)(srv_conn *c, struct MHD_Connection *conn);
+
+typedef struct route {
+    const char *path; /* exact path, or a prefix when it ends with '/' */
+    const char *method;
+    route_fn fn;     /* NULL: the models route (takes the url) */
+    int needs_model; /* 503 while loading */
+    int public;      /* no API key needed */
+} route;
+
+static const route ROUTES[] = {
+    {"/health", "GET", route_health, 0, 1},
+    {"/metrics", "GET", route_metrics, 0, 0},
+    {"/v1/models", "GET", NULL, 1, 0},
+    {"/v1/models/", "GET", NULL, 1, 0},
+    {"/v1/cache", "GET", route_cache, 1, 0},
+    {"/v1/chat/completions", "POST", srv_chat, 1, 0},
+    {"/v1/completions", "POST", srv_completions, 1, 0},
+    {"/tokenize", "POST", route_tokenize, 1, 0},
+    {"/detokenize", "POST", route_detokenize, 1, 0},
+};
+
+static const route *find_route(const char *url) {
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++) {
+        const char *p = ROUTES[i].path;
+        size_t n = strlen(p);
+        if (p[n - 1] == '/' ? (!strncmp(url, p, n) && url[n]) : !strcmp(url, p)) return &ROUTES[i];
+    }
+    return NULL;
+}
+
+static enum MHD_Result preflight(srv_conn *c, struct MHD_Connection *conn) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    srv_add_common_headers(c->s, r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    const char *want =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            want ? want : "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+    c->status = 204;
+    enum MHD_Result ret = MHD_queue_response(conn, 204, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result dispatch(srv_conn *c, struct MHD_Connection *conn, const char *url,
+                                const char *method) {
+    srv *s = c->s;
+    api_error err;
+    if (!strcmp(method, "OPTIONS")) return preflight(c, conn);
+    const route *rt = find_route(url);
+    if (!rt) {
+        api_errorf(&err, 404, "invalid_request_error", NULL, "not_found",
+                   "Unknown route %.8s %.200s", method, url);
+        return srv_reply_error(c, conn, &err);
+    }
+    if (!rt->public && !authorized(s, conn)) {
+        api_errorf(&err, 401, "authentication_error", NULL, "invalid_api_key",
+                   "Missing or invalid API key (send 'Authorization: Bearer KEY')");
+        return srv_reply_error(c, conn, &err);
+    }
+    if (strcmp(method, rt->method) != 0 && !(strcmp(method, "HEAD") == 0 && rt->method[0] == 'G')) {
+        api_errorf(&err, 405, "invalid_request_error", NULL, "method_not_allowed",
+                   "%.8s is not allowed on %.200s (use %s)", method, url, rt->method);
+        return srv_reply_error(c, conn, &err);
+    }
+    if (c->too_big) {
+        api_errorf(&err, 413, "invalid_request_error", NULL, "request_too_large",
+                   "The request body is larger than the limit of %zu bytes", s->cfg.max_body_bytes);
+        return srv_reply_error(c, conn, &err);
+    }
+    if (atomic_load(&s->stopping)) {
+        api_errorf(&err, 503, "server_error", NULL, "shutting_down", "The server is shutting down");
+        return srv_reply_error(c, conn, &err);
+    }
+    if (rt->needs_model && !atomic_load_explicit(&s->ready, memory_order_acquire)) {
+        api_errorf(&err, 503, "server_error", NULL, "model_loading", "The model is still loading");
+        return srv_reply_error(c, conn, &err);
+    }
+    return rt->fn ? rt->fn(c, conn) : route_models(c, conn, url);
+}
+
+/* The body limit is checked on Content-Length before reading (answered at once), and on the bytes
+ * actually received (chunked uploads). */
+static int declared_too_big(srv *s, struct MHD_Connection *conn) {
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+    return cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls) {
+    srv *s = cls;
+    srv_conn *c = *con_cls;
+    (void)version;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c) return MHD_NO;
+        c->s = s;
+        c->t0 = rs_now();
+        snprintf(c->method, sizeof c->method, "%s", method);
+        snprintf(c->path, sizeof c->path, "%s", url);
+        *con_cls = c;
+        if (declared_too_big(s, conn)) {
+            c->too_big = 1;
+            return dispatch(c, conn, url, method);
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!c->too_big && c->body.n + *upload_data_size > s->cfg.max_body_bytes) c->too_big = 1;
+        if (!c->too_big && api_buf_append(&c->body, upload_data, *upload_data_size)) return MHD_NO;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (c->status) return MHD_YES; /* already answered (413 on Content-Length) */
+    return dispatch(c, conn, url, method);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    srv *s = cls;
+    srv_conn *c = *con_cls;
+    (void)conn;
+    if (!c) return;
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && (c->status == 0 || c->status == 200))
+        c->status = 499; /* the client left before the answer was complete */
+    srv_metrics_request(&s->metrics, c->status, c->prompt_tokens, c->cached_tokens,
+                        c->completion_tokens);
+    if (s->cfg.log_requests)
+        fprintf(stderr, "%s %s %d prompt=%d cached=%d completion=%d %.1fms\n", c->method, c->path,
+                c->status, c->prompt_tokens, c->cached_tokens, c->completion_tokens,
+                (rs_now() - c->t0) * 1e3);
+    api_buf_free(&c->body);
+    free(c);
+    *con_cls = NULL;
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static int parse_addr(const char *host, int port, struct sockaddr_storage *ss, int *v6, rs_err *e) {
+    memset(ss, 0, sizeof *ss);
+    if (!strcmp(host, "localhost")) host = "127.0.0.1";
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)port);
+        *v6 = 0;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *v6 = 1;
+        return 0;
+    }
+    return rs_errf(e, RS_EINVAL, "--host '%s' is not an IPv4 or IPv6 address", host);
+}
+
+static char *dup_or(const char *s, const char *dflt) {
+    return strdup(s && s[0] ? s : dflt);
+}
+
+int srv_start(srv **out, const srv_config *c, rs_err *e) {
+    struct sockaddr_storage ss;
+    int v6 = 0;
+    *out = NULL;
+    if (c->port < 0 || c->port > 65535)
+        return rs_errf(e, RS_EINVAL, "--port %d is out of range", c->port);
+    if (parse_addr(c->host ? c->host : "127.0.0.1", c->port, &ss, &v6, e)) return RS_EINVAL;
+    srv *s = calloc(1, sizeof *s);
+    if (!s) return rs_errf(e, RS_ENOMEM, "out of memory");
+    s->cfg = *c;
+    s->host = dup_or(c->host, "127.0.0.1");
+    s->api_key = dup_or(c->api_key, "");
+    s->cors_origin = dup_or(c->cors_origin, "*");
+    s->model_name = dup_or(c->model_name, "model");
+    if (!s->cfg.max_body_bytes) s->cfg.max_body_bytes = 16u << 20;
+    if (s->cfg.retry_after_s <= 0) s->cfg.retry_after_s = 1;
+    if (s->cfg.heartbeat_ms <= 0) s->cfg.heartbeat_ms = 1000;
+    if (s->cfg.default_max_tokens <= 0) s->cfg.default_max_tokens = 2048;
+    snprintf(s->fingerprint, sizeof s->fingerprint, "fp_rs%08lx", (unsigned long)time(NULL));
+    srv_metrics_init(&s->metrics);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0);
+    s->daemon =
+        MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u,
+                         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    if (!s->daemon) {
+        rs_errf(e, RS_EIO, "cannot listen on %s:%d (address in use or not allowed)", s->host,
+                c->port);
+        srv_stop(s);
+        return RS_EIO;
+    }
+    *out = s;
+    return 0;
+}
+
+int srv_port(const srv *s) {
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return i ? i->port : s->cfg.port;
+}
+
+void srv_set_ready(srv *s, const srv_backend *be, const srv_model *m) {
+    s->be = *be;
+    s->model = *m;
+    atomic_store_explicit(&s->ready, 1, memory_order_release);
+}
+
+void srv_shutdown(srv *s) {
+    atomic_store(&s->stopping, 1);
+    if (!s->daemon) return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon); /* the listening socket is now ours to close */
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+}
+
+int srv_active(const srv *s) {
+    return atomic_load(&s->active);
+}
+
+void srv_stop(srv *s) {
+    if (!s) return;
+    atomic_store(&s->stopping, 1);
+    if (s->daemon) MHD_stop_daemon(s->daemon);
+    srv_metrics_free(&s->metrics);
+    free(s->host);
+    free(s->api_key);
+    free(s->cors_origin);
+    free(s->model_name);
+    free(s);
+}

@@ -1,0 +1,83 @@
+/*
+ * server.h — the door of the server room: the OpenAI-compatible HTTP front end (libmicrohttpd)
+ * over the scheduler.
+ *
+ * Threads: libmicrohttpd runs one thread per connection (MHD_USE_THREAD_PER_CONNECTION). A
+ * connection's thread parses and validates the body, renders the template, tokenizes, submits to
+ * the scheduler, then blocks on that request's events — in the access handler for a plain
+ * response, in the content-reader callback for SSE. Blocking is what makes this simple: each
+ * waiting client costs one parked thread, and while it waits the thread polls its own socket for
+ * hang-up (POLLRDHUP) every 100 ms, so a client that leaves is cancelled within a second whether
+ * it was streaming or not, in prefill or in decode. No thread but the scheduler's touches the
+ * model, the tree or the pool.
+ *
+ * The server starts listening before the model is loaded: /health answers 503 {"status":
+ * "loading"} (and model routes 503 + Retry-After) until srv_set_ready hands it the backend.
+ *
+ * The backend is a table of functions (the scheduler and tokenizer in production, a scripted
+ * fake in tests/test_server.c), so the HTTP layer is tested without a model.
+ */
+#ifndef RADIXSERVE_SERVER_H
+#define RADIXSERVE_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/api.h"
+#include "sched/sched.h"
+
+typedef struct srv_config {
+    const char *host;        /* bind address (IPv4 or IPv6 literal, or "localhost") */
+    int port;                /* 0: any free port (srv_port tells which) */
+    const char *api_key;     /* NULL/"": no authentication; else Bearer KEY on every route
+                                but /health and CORS preflights */
+    const char *cors_origin; /* Access-Control-Allow-Origin value (NULL: "*") */
+    const char *model_name;  /* served model id (/v1/models, "model" field) */
+    size_t max_body_bytes;   /* request bodies above this: 413 */
+    int default_max_tokens;  /* max_tokens when a request omits it */
+    int retry_after_s;       /* Retry-After seconds on 503 */
+    int heartbeat_ms;        /* SSE comment heartbeat while a stream has nothing to send */
+    int log_requests;        /* 1: one line per request on stderr */
+} srv_config;
+
+/* The generation side, as function pointers (see the header comment). */
+typedef struct srv_backend {
+    void *ctx; /* passed to submit / get_stats / encode / decode */
+    int (*submit)(void *ctx, const int32_t *prompt, int n_prompt, const sched_params *p,
+                  sched_request **out, rs_err *e);
+    int (*next_event)(sched_request *r, sched_event *ev, int timeout_ms);
+    void (*cancel)(sched_request *r);
+    void (*request_free)(sched_request *r);
+    void (*event_free)(sched_event *ev);
+    void (*get_stats)(void *ctx, sched_stats *out);
+    /* tok_encode / tok_decode of the served model's tokenizer */
+    int (*encode)(void *ctx, const char *text, size_t len, int flags, rs_ivec *out, rs_err *e);
+    int (*decode)(void *ctx, const int32_t *ids, int n, int skip_special, char **out, rs_err *e);
+} srv_backend;
+
+/* What the server knows of the served model. */
+typedef struct srv_model {
+    const api_tpl *tpl;        /* chat template (plain rendering when it has none) */
+    eng_gen_defaults defaults; /* sampling defaults from generation_config.json */
+    int ctx_size;              /* context per sequence: prompts of this many tokens are 400s */
+    int vocab_size;            /* ids are 0 .. vocab_size - 1 */
+    int thinking;              /* 1: the template knows <think> (Qwen3): split reasoning out */
+    int prefix_cache;          /* reported by /v1/cache */
+} srv_model;
+
+typedef struct srv srv; /* opaque */
+
+/* Listen on host:port (strings in c are copied). */
+int srv_start(srv **out, const srv_config *c, rs_err *e);
+int srv_port(const srv *s);
+/* The model is loaded: start serving it. be and m are copied; what they point to must outlive
+ * the server. */
+void srv_set_ready(srv *s, const srv_backend *be, const srv_model *m);
+/* Graceful shutdown, step 1: stop accepting connections and cancel every running request.
+ * Returns at once; srv_active tells how many requests are still being answered. */
+void srv_shutdown(srv *s);
+int srv_active(const srv *s);
+/* Step 2: close everything, join libmicrohttpd's threads, free. */
+void srv_stop(srv *s);
+
+#endif

@@ -1,0 +1,475 @@
+/*
+ * test_server_http.c — the HTTP layer against a scripted fake backend (no model): routes, status
+ * codes, error shapes, auth, CORS, body limit, /health while loading, SSE framing, and
+ * disconnects (streaming and not, mid-prefill and mid-decode) cancelling the request within a
+ * second. Requests are sent with curl on 127.0.0.1 at a port the server picks.
+ *
+ * The fake "tokenizer" maps bytes to ids; the fake scheduler answers every prompt with the
+ * characters of "Hello world" one token at a time. Words in the prompt script it: SLOW (3 s of
+ * "prefill" before the first token), LONG (400 tokens, 10 ms apart), FULL (queue full).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "server/server.h"
+#include "tests/tap.h"
+
+/* ---------------------------------------------------------------- the fake backend */
+
+#define QCAP 1024
+
+struct sched_request {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sched_event q[QCAP]; /* events not yet read */
+    int head, tail;
+    atomic_int cancel;
+    int n_prompt, n, slow, len;
+    const char *stop0; /* first stop string, applied to "Hello world" */
+};
+
+typedef struct fake {
+    atomic_int running;   /* requests whose thread has not finished */
+    atomic_int cancelled; /* requests that ended by cancellation */
+    atomic_int submitted;
+} fake;
+
+static fake F;
+
+static void push(struct sched_request *r, sched_event *ev) {
+    pthread_mutex_lock(&r->mu);
+    if (r->tail - r->head < QCAP)
+        r->q[r->tail++ % QCAP] = *ev;
+    else
+        free(ev->text);
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static int wait_or_cancel(struct sched_request *r, int ms) {
+    for (int t = 0; t < ms; t += 5) {
+        if (atomic_load(&r->cancel)) return 1;
+        usleep(5000);
+    }
+    return atomic_load(&r->cancel);
+}
+
+static void *fake_run(void *arg) {
+    struct sched_request *r = arg;
+    const char *text = "Hello world";
+    int tokens = 0, stopped = 0;
+    sched_event ev;
+    if (r->slow && wait_or_cancel(r, 3000)) goto cancelled;
+    for (int c = 0; c < r->n; c++) {
+        int len = r->len ? r->len : (int)strlen(text);
+        if (r->stop0) {
+            const char *s = strstr(text, r->stop0);
+            if (s) len = (int)(s - text), stopped = 1;
+        }
+        for (int i = 0; i < len; i++) {
+            if (r->len && wait_or_cancel(r, 10)) goto cancelled;
+            if (atomic_load(&r->cancel)) goto cancelled;
+            memset(&ev, 0, sizeof ev);
+            ev.type = SCHED_EV_TOKEN;
+            ev.index = c;
+            char ch[2] = {r->len ? 'x' : text[i], 0};
+            ev.text = strdup(ch);
+            ev.token = (unsigned char)ch[0];
+            ev.logprob = -0.25f;
+            ev.n_top = 1;
+            ev.top[0].token = (unsigned char)ch[0];
+            ev.top[0].logprob = -0.25f;
+            push(r, &ev);
+            tokens++;
+        }
+        memset(&ev, 0, sizeof ev);
+        ev.type = SCHED_EV_FINISH;
+        ev.index = c;
+        ev.text = strdup("");
+        ev.finish_reason = r->len || stopped ? (r->len ? "length" : "stop") : "stop";
+        push(r, &ev);
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.type = SCHED_EV_DONE;
+    ev.prompt_tokens = r->n_prompt;
+    ev.cached_tokens = r->n_prompt / 2;
+    ev.completion_tokens = tokens;
+    push(r, &ev);
+    atomic_fetch_sub(&F.running, 1);
+    return NULL;
+cancelled:
+    memset(&ev, 0, sizeof ev);
+    ev.type = SCHED_EV_ERROR;
+    snprintf(ev.message, sizeof ev.message, "cancelled");
+    push(r, &ev);
+    atomic_fetch_add(&F.cancelled, 1);
+    atomic_fetch_sub(&F.running, 1);
+    return NULL;
+}
+
+static int has_word(const int32_t *ids, int n, const char *w) {
+    size_t wl = strlen(w);
+    for (int i = 0; i + (int)wl <= n; i++) {
+        size_t k = 0;
+        while (k < wl && ids[i + k] == (unsigned char)w[k]) k++;
+        if (k == wl) return 1;
+    }
+    return 0;
+}
+
+static int fake_submit(void *ctx, const int32_t *prompt, int n_prompt, const sched_params *p,
+                       sched_request **out, rs_err *e) {
+    (void)ctx;
+    if (has_word(prompt, n_prompt, "FULL")) return rs_errf(e, RS_EFULL, "queue full");
+    struct sched_request *r = calloc(1, sizeof *r);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->n_prompt = n_prompt;
+    r->n = p->n;
+    r->slow = has_word(prompt, n_prompt, "SLOW");
+    r->len = has_word(prompt, n_prompt, "LONG") ? 400 : 0;
+    r->stop0 = p->n_stop ? strdup(p->stop[0]) : NULL;
+    atomic_fetch_add(&F.running, 1);
+    atomic_fetch_add(&F.submitted, 1);
+    pthread_create(&r->thread, NULL, fake_run, r);
+    *out = r;
+    return 0;
+}
+
+static int fake_next(sched_request *r, sched_event *ev, int timeout_ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += (long)timeout_ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&r->mu);
+    while (r->head == r->tail)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT) break;
+    int got = r->head < r->tail;
+    if (got) *ev = r->q[r->head++ % QCAP];
+    pthread_mutex_unlock(&r->mu);
+    return got;
+}
+
+static void fake_cancel(sched_request *r) {
+    atomic_store(&r->cancel, 1);
+}
+
+static void fake_free(sched_request *r) {
+    atomic_store(&r->cancel, 1);
+    pthread_join(r->thread, NULL);
+    while (r->head < r->tail) free(r->q[r->head++ % QCAP].text);
+    free((char *)r->stop0);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+static void fake_event_free(sched_event *ev) {
+    free(ev->text);
+    ev->text = NULL;
+}
+
+static void fake_stats(void *ctx, sched_stats *st) {
+    (void)ctx;
+    memset(st, 0, sizeof *st);
+    st->running = atomic_load(&F.running);
+    st->kv_blocks_total = 64;
+    st->kv_blocks_free = 64;
+    st->block_size = 16;
+}
+
+static int fake_encode(void *ctx, const char *text, size_t len, int flags, rs_ivec *out,
+                       rs_err *e) {
+    (void)ctx, (void)flags, (void)e;
+    for (size_t i = 0; i < len; i++) rs_ivec_push(out, (unsigned char)text[i]);
+    return 0;
+}
+
+static int fake_decode(void *ctx, const int32_t *ids, int n, int skip, char **out, rs_err *e) {
+    (void)ctx, (void)skip;
+    *out = malloc((size_t)n + 1);
+    for (int i = 0; i < n; i++) {
+        if (ids[i] <= 0 || ids[i] > 255) {
+            free(*out);
+            return rs_errf(e, RS_EINVAL, "token id %d out of range", ids[i]);
+        }
+        (*out)[i] = (char)ids[i];
+    }
+    (*out)[n] = 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- curl driver */
+
+static int g_port;
+static char g_tmp[512];
+
+typedef struct reply {
+    int status;
+    char body[65536];
+    char headers[4096];
+    double secs;
+} reply;
+
+static void slurp(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "rb");
+    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[k] = 0;
+    if (f) fclose(f);
+}
+
+/* curl METHOD path with extra curl arguments; body (may be NULL) is sent from a file. */
+static void http(reply *r, const char *method, const char *path, const char *body,
+                 const char *extra) {
+    char cmd[2048], bpath[600], hpath[600], dpath[600];
+    snprintf(bpath, sizeof bpath, "%s/srv_body", g_tmp);
+    snprintf(hpath, sizeof hpath, "%s/srv_headers", g_tmp);
+    snprintf(dpath, sizeof dpath, "%s/srv_data", g_tmp);
+    if (body) {
+        FILE *f = fopen(dpath, "wb");
+        fputs(body, f);
+        fclose(f);
+    }
+    snprintf(cmd, sizeof cmd,
+             "curl -s -m 10 -X %s -o %s -D %s -w '%%{http_code}' %s%s "
+             "'http://127.0.0.1:%d%s'",
+             method, bpath, hpath,
+             body ? "-H 'Content-Type: application/json' --data-binary @" : "", body ? dpath : "",
+             g_port, path);
+    char full[2300];
+    snprintf(full, sizeof full, "%s %s", cmd, extra ? extra : "");
+    double t0 = rs_now();
+    FILE *p = popen(full, "r");
+    char code[16] = {0};
+    if (p) {
+        if (!fgets(code, sizeof code, p)) code[0] = 0;
+        pclose(p);
+    }
+    r->secs = rs_now() - t0;
+    r->status = atoi(code);
+    slurp(bpath, r->body, sizeof r->body);
+    slurp(hpath, r->headers, sizeof r->headers);
+}
+
+static const char *CHAT = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}";
+
+static int wait_running_zero(double limit) {
+    double t0 = rs_now();
+    while (rs_now() - t0 < limit) {
+        if (atomic_load(&F.running) == 0) return 1;
+        usleep(20000);
+    }
+    return atomic_load(&F.running) == 0;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+static void test_loading(srv *s) {
+    reply r;
+    http(&r, "GET", "/health", NULL, NULL);
+    TAP_OK(r.status == 503 && strstr(r.body, "\"loading\""), "/health 503 loading before ready");
+    http(&r, "POST", "/v1/chat/completions", CHAT, NULL);
+    TAP_OK(r.status == 503 && strcasestr(r.headers, "Retry-After:"),
+           "chat while loading: 503 + Retry-After (%d)", r.status);
+    (void)s;
+}
+
+static void test_basic(void) {
+    reply r;
+    http(&r, "GET", "/health", NULL, NULL);
+    TAP_OK(r.status == 200, "/health 200 when ready");
+    http(&r, "GET", "/v1/models", NULL, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"id\":\"fake-model\"") &&
+               strstr(r.body, "\"object\":\"list\""),
+           "/v1/models lists the served model");
+    http(&r, "POST", "/v1/chat/completions", CHAT, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"content\":\"Hello world\"") &&
+               strstr(r.body, "\"finish_reason\":\"stop\"") &&
+               strstr(r.body, "\"cached_tokens\":") && strstr(r.body, "\"chat.completion\"") &&
+               strstr(r.body, "\"system_fingerprint\""),
+           "chat non-streamed: text, finish_reason, usage.cached_tokens");
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":2,\"stop\":[\" wor\"],"
+         "\"logprobs\":true,\"top_logprobs\":1}",
+         NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"index\":1") &&
+               strstr(r.body, "\"content\":\"Hello\"") && strstr(r.body, "\"top_logprobs\":[{"),
+           "chat n=2, stop, logprobs");
+    http(&r, "POST", "/v1/completions", "{\"prompt\":\"Once\",\"echo\":true,\"logprobs\":1}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"text\":\"OnceHello world\"") &&
+               strstr(r.body, "\"token_logprobs\""),
+           "completions with echo and logprobs");
+    http(&r, "POST", "/tokenize", "{\"prompt\":\"abc\"}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "[97,98,99]") && strstr(r.body, "\"count\":3"),
+           "/tokenize");
+    http(&r, "POST", "/detokenize", "{\"tokens\":[104,105]}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"prompt\":\"hi\""), "/detokenize");
+    http(&r, "GET", "/v1/cache", NULL, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"blocks\":{") && strstr(r.body, "\"total\":64"),
+           "/v1/cache summary");
+    http(&r, "GET", "/metrics", NULL, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "radixserve_requests_total{status=\"200\"}") &&
+               strstr(r.body, "radixserve_time_to_first_token_seconds_bucket") &&
+               strstr(r.body, "radixserve_kv_blocks{state=\"free\"} 64") &&
+               strstr(r.body, "radixserve_running_sequences 0"),
+           "/metrics Prometheus text");
+}
+
+static void test_stream(void) {
+    reply r;
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"stream\":true,"
+         "\"stream_options\":{\"include_usage\":true}}",
+         "-N");
+    const char *role = strstr(r.body, "\"role\":\"assistant\"");
+    const char *h = strstr(r.body, "\"content\":\"H\"");
+    const char *fin = strstr(r.body, "\"finish_reason\":\"stop\"");
+    const char *usage = strstr(r.body, "\"choices\":[],\"usage\":{");
+    const char *done = strstr(r.body, "data: [DONE]\n\n");
+    TAP_OK(r.status == 200 && strcasestr(r.headers, "text/event-stream") && role && h && fin &&
+               usage && done && role < h && h < fin && fin < usage && usage < done,
+           "chat stream: role, deltas, finish_reason, usage chunk, [DONE] in order");
+    TAP_OK(strstr(r.body, "\"usage\":null") != NULL, "include_usage: chunks carry usage null");
+    http(&r, "POST", "/v1/completions", "{\"prompt\":\"x\",\"stream\":true}", "-N");
+    TAP_OK(r.status == 200 && strstr(r.body, "\"text_completion\"") &&
+               strstr(r.body, "data: [DONE]") && !strstr(r.body, "\"usage\":{"),
+           "completions stream without usage");
+}
+
+static void test_errors(void) {
+    reply r;
+    http(&r, "GET", "/nope", NULL, NULL);
+    TAP_OK(r.status == 404 && strstr(r.body, "\"error\":{") && strstr(r.body, "\"type\""),
+           "404 unknown route, error object");
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"model\":\"gpt-4\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", NULL);
+    TAP_OK(r.status == 404 && strstr(r.body, "\"code\":\"model_not_found\""),
+           "404 model_not_found");
+    http(&r, "GET", "/v1/chat/completions", NULL, NULL);
+    TAP_OK(r.status == 405, "405 wrong method (%d)", r.status);
+    http(&r, "POST", "/v1/chat/completions", "{\"messages\":[", NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"code\":\"invalid_json\""), "400 malformed JSON");
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":\"hot\"}", NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"temperature\""),
+           "400 wrong type names the field");
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"FULL\"}]}", NULL);
+    TAP_OK(r.status == 503 && strcasestr(r.headers, "Retry-After: 1"),
+           "503 + Retry-After when the queue is full");
+    /* A 300-token prompt against a 256-token context. */
+    char big[1024];
+    snprintf(big, sizeof big, "{\"prompt\":\"%0300d\"}", 0);
+    http(&r, "POST", "/v1/completions", big, NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "context_length_exceeded") && strstr(r.body, "256"),
+           "400 prompt >= ctx-size names the limit");
+    /* Body over the 64 KiB limit of this test server. */
+    char *huge = malloc(100000);
+    memset(huge, ' ', 99999);
+    huge[0] = '{', huge[99998] = '}', huge[99999] = 0;
+    http(&r, "POST", "/v1/chat/completions", huge, NULL);
+    free(huge);
+    TAP_OK(r.status == 413, "413 body over the limit (%d)", r.status);
+    http(&r, "OPTIONS", "/v1/chat/completions", NULL,
+         "-H 'Origin: http://ui.example' -H 'Access-Control-Request-Method: POST' "
+         "-H 'Access-Control-Request-Headers: authorization, content-type'");
+    TAP_OK((r.status == 204 || r.status == 200) &&
+               strcasestr(r.headers, "Access-Control-Allow-Origin: *") &&
+               strcasestr(r.headers, "Access-Control-Allow-Methods") &&
+               strcasestr(r.headers, "Access-Control-Allow-Headers: authorization, content-type"),
+           "CORS preflight");
+}
+
+static void test_auth(void) {
+    srv_config c = {.host = "127.0.0.1", .api_key = "sekret", .model_name = "fake-model"};
+    srv *s;
+    rs_err e;
+    if (srv_start(&s, &c, &e)) {
+        TAP_OK(0, "auth server starts: %s", e.msg);
+        return;
+    }
+    int saved = g_port;
+    g_port = srv_port(s);
+    reply r;
+    http(&r, "GET", "/v1/models", NULL, NULL);
+    TAP_OK(r.status == 401 && strstr(r.body, "invalid_api_key"), "401 without a key");
+    http(&r, "GET", "/v1/models", NULL, "-H 'Authorization: Bearer wrong'");
+    TAP_OK(r.status == 401, "401 with a wrong key");
+    http(&r, "GET", "/health", NULL, NULL);
+    TAP_OK(r.status == 503, "/health needs no key (503 loading here)");
+    srv_stop(s);
+    g_port = saved;
+}
+
+/* Start a request with curl in the background, kill curl after `after_ms`, and check the fake
+ * scheduler saw the cancellation within a second. */
+static void test_disconnect(const char *what, const char *body, int after_ms) {
+    char dpath[600], cmd[1400];
+    snprintf(dpath, sizeof dpath, "%s/srv_disc", g_tmp);
+    FILE *f = fopen(dpath, "wb");
+    fputs(body, f);
+    fclose(f);
+    int before = atomic_load(&F.cancelled);
+    snprintf(cmd, sizeof cmd,
+             "curl -s -N -o /dev/null -m %.2f -H 'Content-Type: application/json' "
+             "--data-binary @%s http://127.0.0.1:%d/v1/chat/completions",
+             after_ms / 1000.0, dpath, g_port);
+    if (system(cmd) == -1) TAP_DIAG("system failed");
+    double t0 = rs_now();
+    int ok = wait_running_zero(1.0);
+    TAP_OK(ok && atomic_load(&F.cancelled) == before + 1,
+           "disconnect %s: cancelled, nothing running after %.2fs", what, rs_now() - t0);
+}
+
+int main(void) {
+    const char *tmp = getenv("RADIXSERVE_TMP");
+    snprintf(g_tmp, sizeof g_tmp, "%s", tmp ? tmp : "/tmp");
+    srv_config c = {.host = "127.0.0.1",
+                    .port = 0,
+                    .model_name = "fake-model",
+                    .max_body_bytes = 65536,
+                    .heartbeat_ms = 200};
+    srv *s;
+    rs_err e;
+    if (!TAP_OK(srv_start(&s, &c, &e) == 0, "server starts on a free port")) return tap_done();
+    g_port = srv_port(s);
+    test_loading(s);
+    api_tpl tpl;
+    api_tpl_init_string(&tpl, NULL, "", "", &e);
+    srv_backend be = {NULL,       fake_submit, fake_next,  fake_cancel, fake_free, fake_event_free,
+                      fake_stats, fake_encode, fake_decode};
+    srv_model m = {.tpl = &tpl, .ctx_size = 256, .vocab_size = 256, .prefix_cache = 1};
+    m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
+    srv_set_ready(s, &be, &m);
+    test_basic();
+    test_stream();
+    test_errors();
+    test_auth();
+    test_disconnect("streaming mid-prefill",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}],\"stream\":true}",
+                    500);
+    test_disconnect("non-streaming mid-prefill",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}]}", 500);
+    test_disconnect("streaming mid-decode",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"LONG\"}],\"stream\":true}",
+                    800);
+    test_disconnect("non-streaming mid-decode",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"LONG\"}]}", 800);
+    reply r;
+    http(&r, "GET", "/metrics", NULL, NULL);
+    TAP_OK(strstr(r.body, "radixserve_requests_total{status=\"499\"} 4") != NULL,
+           "/metrics counts the four disconnects as 499");
+    srv_shutdown(s);
+    srv_stop(s);
+    api_tpl_free(&tpl);
+    TAP_OK(atomic_load(&F.running) == 0, "nothing running after stop");
+    return tap_done();
+}
