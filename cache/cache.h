@@ -167,6 +167,10 @@ typedef struct rt_stats {
 
 void rt_get_stats(const rt_tree *t, rt_stats *out);
 
+/* Bytes the tree itself allocates (nodes, token copies, block ids, child arrays, heap; not
+ * the KV blocks). Walks the whole tree: for benchmarks and debug views, not per step. */
+size_t rt_mem_bytes(const rt_tree *t);
+
 /* A read-only copy of the tree for a debug endpoint (GET /v1/cache) and tests: nodes in
  * pre-order (a parent before its children, children in the tree's sorted order). Only the
  * scheduler thread takes it; the copy is then free to hand to any thread. */

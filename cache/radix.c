@@ -440,6 +440,32 @@ int rt_alloc_blocks(rt_tree *t, int n, int32_t *out, rs_err *e) {
 
 /* ------------------------------------------------------------------ statistics */
 
+static size_t node_bytes(const rt_tree *t, const rt_node *n) {
+    return sizeof *n + (size_t)n->n_blocks * ((size_t)t->bs + 1) * sizeof(int32_t) +
+           (size_t)n->cap_child * sizeof(rt_node *);
+}
+
+size_t rt_mem_bytes(const rt_tree *t) {
+    size_t total = sizeof *t + (size_t)t->pool->n_blocks + (size_t)t->lru.cap * sizeof(rt_node *) +
+                   (size_t)t->root.cap_child * sizeof(rt_node *);
+    /* Pre-order by parent pointers (no stack): after a subtree, resume at the next sibling. */
+    const rt_node *n = &t->root;
+    int next = 0;
+    for (;;) {
+        if (next < n->n_child) {
+            n = n->child[next];
+            next = 0;
+            total += node_bytes(t, n);
+            continue;
+        }
+        if (n == &t->root) break;
+        int found;
+        next = child_pos(t, n->parent, n->ns, n->tokens, &found) + 1;
+        n = n->parent;
+    }
+    return total;
+}
+
 void rt_get_stats(const rt_tree *t, rt_stats *s) {
     *s = (rt_stats){
         .lookups = t->lookups,
