@@ -62,6 +62,9 @@ typedef struct tok_stream {
     int skip_special;
     rs_ivec ids;    /* ids fed so far (owned) */
     size_t emitted; /* bytes of the full decoded text already emitted */
+    int prefix_off; /* start of the re-decoded window: the first id of the last emitting step */
+    int read_off;   /* ids before this have been emitted as text */
+    int strip_left; /* characters a start-of-text Strip decoder may still remove */
 } tok_stream;
 
 void tok_stream_init(tok_stream *s, const tok_tokenizer *t, int skip_special);
