@@ -20,12 +20,9 @@
 #include "cache/cache.h"
 #include "tests/test_cache_util.h"
 
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
+static uint64_t rng = 0x9E3779B97F4A7C15ull; /* one deterministic stream per run */
 static uint32_t rnd(uint32_t n) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
+    return tc_rnd(&rng, n);
 }
 static int between(int lo, int hi) {
     return lo + (int)rnd((uint32_t)(hi - lo + 1));
@@ -47,7 +44,7 @@ static void bench_throughput(long target_tokens) {
     kv_pool pool;
     rt_tree *t;
     int n_blocks = (int)(target_tokens / BS) + 2 * MAX_SEQ / BS + 16;
-    if (tc_pool(&pool, BS, n_blocks) || rt_init(&t, &pool, NULL)) die("pool/tree init");
+    if (tc_setup(&pool, &t, BS, n_blocks)) die("pool/tree init");
     static int32_t sys[N_SYS][1024];
     int sys_n[N_SYS];
     for (int i = 0; i < N_SYS; i++) {
@@ -125,8 +122,7 @@ static void bench_throughput(long target_tokens) {
     free(seq_n);
     free(blocks);
     rs_ivec_free(&got);
-    rt_free(t);
-    kv_pool_free(&pool);
+    tc_teardown(&pool, t);
 }
 
 /* ------------------------------------------------------------------ 3: partial blocks */
@@ -142,7 +138,7 @@ typedef struct chat {
 static double replay(int bs, int qwen3, uint64_t seed, long *prompt_tokens, long *hit_tokens) {
     kv_pool pool;
     rt_tree *t;
-    if (tc_pool(&pool, bs, N_CHAT * MAX_CHAT / bs) || rt_init(&t, &pool, NULL)) die("init");
+    if (tc_setup(&pool, &t, bs, N_CHAT * MAX_CHAT / bs)) die("init");
     rng = seed;
     static chat chats[N_CHAT];
     int32_t sys[4][SYS_LEN], hdr[HDR] = {1, 2, 3}, think[THINK] = {4, 5, 6, 7};
@@ -181,8 +177,7 @@ static double replay(int bs, int qwen3, uint64_t seed, long *prompt_tokens, long
             *hit_tokens += hit;
         }
     }
-    rt_free(t);
-    kv_pool_free(&pool);
+    tc_teardown(&pool, t);
     return (double)*hit_tokens / (double)*prompt_tokens;
 }
 

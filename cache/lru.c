@@ -51,16 +51,20 @@ void rt_lru_remove(rt_heap *h, rt_node *n) {
     sift_down(h, last->heap_idx);
 }
 
-int rt_lru_reserve(rt_heap *h, int64_t n) {
-    if (n <= h->cap) return 0;
-    if (n > INT32_MAX / 2) return RS_ENOMEM;
-    int cap = h->cap ? h->cap : 64;
-    while (cap < n) cap *= 2;
-    rt_node **a = realloc(h->a, (size_t)cap * sizeof *a);
-    if (!a) return RS_ENOMEM;
-    h->a = a;
-    h->cap = cap;
+int rt_grow_ptrs(rt_node ***a, int *cap, int64_t need) {
+    if (need <= *cap) return 0;
+    if (need > INT32_MAX / 2) return RS_ENOMEM;
+    int nc = *cap ? *cap : 4;
+    while (nc < need) nc *= 2;
+    rt_node **na = realloc(*a, (size_t)nc * sizeof *na);
+    if (!na) return RS_ENOMEM;
+    *a = na;
+    *cap = nc;
     return 0;
+}
+
+int rt_lru_reserve(rt_heap *h, int64_t n) {
+    return rt_grow_ptrs(&h->a, &h->cap, n);
 }
 
 void rt_lru_sync(rt_heap *h, rt_node *n) {

@@ -36,14 +36,7 @@ static rt_node *node_new(rt_tree *t, int n_blocks, int cap_child) {
 }
 
 static int child_reserve(rt_node *n, int cap) {
-    if (cap <= n->cap_child) return 0;
-    int nc = n->cap_child ? n->cap_child * 2 : 2;
-    while (nc < cap) nc *= 2;
-    rt_node **c = realloc(n->child, (size_t)nc * sizeof *c);
-    if (!c) return RS_ENOMEM;
-    n->child = c;
-    n->cap_child = nc;
-    return 0;
+    return rt_grow_ptrs(&n->child, &n->cap_child, cap);
 }
 
 /* Order of a child against a key: namespace ids under the root, first blocks elsewhere. */

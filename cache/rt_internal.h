@@ -56,6 +56,9 @@ struct rt_tree {
     int32_t pinned_blocks;   /* blocks on edges with pin > 0 */
 };
 
+/* Grow a pointer array (*a, *cap) to hold at least need entries, doubling; RS_ENOMEM. */
+int rt_grow_ptrs(rt_node ***a, int *cap, int64_t need);
+
 /* A node is evictable when it is an unpinned token leaf; these keep the heap in step. Capacity
  * is reserved whenever a node is created (one slot per token node), so syncing never fails. */
 int rt_lru_reserve(rt_heap *h, int64_t n); /* room for n entries; RS_ENOMEM */

@@ -25,8 +25,7 @@ static void render(rt_tree *t, uint64_t ns, char *out) {
 static void test_empty(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 8);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 8);
     int32_t a[16];
     fill(a, 1, 16);
     rs_ivec b = {0};
@@ -53,8 +52,7 @@ static void test_empty(void) {
 static void test_match_insert_split(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 16);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 16);
     int32_t a[12], c[20];
     fill(a, 1, 12);
     rt_node *leaf;
@@ -116,8 +114,7 @@ static void test_match_insert_split(void) {
 static void test_pin_and_evict(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 16);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 16);
     int32_t x[8], y[8], z[8];
     fill(x, 1, 8);
     fill(y, 1, 8);
@@ -165,15 +162,13 @@ static void test_pin_and_evict(void) {
            (long long)s.evicted_blocks);
     kv_release_n(&p, got, 15);
     rs_ivec_free(&b);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 static void test_budget_of_one(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 1);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 1);
     int32_t a[8], b[8];
     fill(a, 1, 8);
     fill(b, 2, 8);
@@ -193,15 +188,13 @@ static void test_budget_of_one(void) {
     TAP_OK(rt_alloc_blocks(t, 1, &got, NULL) == 0 && got == 0, "unpinned: evicted and reused");
     kv_release(&p, got);
     rs_ivec_free(&v);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 static void test_namespaces(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 16);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 16);
     int32_t a[8];
     fill(a, 1, 8);
     rt_node *n1, *n0;
@@ -223,8 +216,7 @@ static void test_namespaces(void) {
     TAP_OK(s.namespaces == 0 && s.nodes == 0 && s.free_blocks == 16,
            "evicting everything drops the empty namespaces too");
     rs_ivec_free(&b);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 static void test_bad_input(void) {
@@ -257,15 +249,13 @@ static void test_bad_input(void) {
     TAP_OK(rt_alloc_blocks(t, 0, NULL, &e) == 0, "allocating nothing is fine");
     TAP_OK(rt_snapshot_take(t, -1, &(rt_snapshot){0}, &e) == RS_EINVAL, "bad snapshot arg");
     kv_release_n(&p, blk, 2);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 static void test_stats_and_snapshot(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 8);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 8);
     int32_t a[12];
     fill(a, 1, 12);
     TAP_OK(tc_request(t, &p, 0, a, 10, 12) == 0, "cold request");
@@ -296,16 +286,14 @@ static void test_stats_and_snapshot(void) {
     rt_snapshot_free(&snap);
     rt_unpin(t, n);
     rs_ivec_free(&b);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 /* Children found by binary search: many siblings under one node all resolve. */
 static void test_many_children(void) {
     kv_pool p;
     rt_tree *t;
-    tc_pool(&p, BS, 2048);
-    rt_init(&t, &p, NULL);
+    tc_setup(&p, &t, BS, 2048);
     int32_t s[8];
     int ok = 1;
     for (int i = 0; i < 1000; i++) {
@@ -325,9 +313,12 @@ static void test_many_children(void) {
     rt_get_stats(t, &st);
     TAP_OK(ok && st.nodes == 1001 && st.cached_blocks == 1001,
            "1000 siblings under one node, each found (%lld nodes)", (long long)st.nodes);
+    size_t mem = rt_mem_bytes(t), per_tok = mem / (1001 * BS);
+    TAP_OK(mem > 1001 * BS * sizeof(int32_t) && per_tok < 64,
+           "tree memory counts every edge's tokens, modest per token (%zu bytes, %zu/token)", mem,
+           per_tok);
     rs_ivec_free(&b);
-    rt_free(t);
-    kv_pool_free(&p);
+    tc_teardown(&p, t);
 }
 
 int main(void) {

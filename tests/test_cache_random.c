@@ -21,6 +21,7 @@
 
 #include "cache/cache.h"
 #include "tests/tap.h"
+#include "tests/test_cache_util.h"
 
 enum {
     BS = 2,       /* block size: small, so splits and mid-block divergence are common */
@@ -63,10 +64,7 @@ typedef struct seq {
 
 static uint64_t rng = 88172645463325252ull;
 static uint32_t rnd(uint32_t n) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % n);
+    return tc_rnd(&rng, n);
 }
 
 static int fails; /* model mismatches so far (each reported once per op) */
@@ -339,9 +337,7 @@ static void op_lookup(rt_tree *t, model *m, long op) {
 int main(void) {
     kv_pool p;
     rt_tree *t;
-    kv_pool_config c = {.n_layers = 1, .n_kv_heads = 1, .head_dim = 1, .block_size = BS};
-    c.budget_bytes = kv_block_bytes(&c) * POOL;
-    TAP_OK(kv_pool_init(&p, &c, NULL) == 0 && rt_init(&t, &p, NULL) == 0, "pool and tree");
+    TAP_OK(tc_setup(&p, &t, BS, POOL) == 0, "pool and tree");
     model *m = calloc(1, sizeof *m);
     seq live[LIVE] = {0};
     long evictions = 0, efull = 0, hits = 0;

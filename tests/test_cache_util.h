@@ -21,6 +21,25 @@ static inline int tc_pool(kv_pool *p, int bs, int n_blocks) {
     return kv_pool_init(p, &c, &e);
 }
 
+/* A pool of n_blocks blocks and a tree on it (for tests that start from scratch). */
+static inline int tc_setup(kv_pool *p, rt_tree **t, int bs, int n_blocks) {
+    int rc = tc_pool(p, bs, n_blocks);
+    return rc ? rc : rt_init(t, p, NULL);
+}
+
+static inline void tc_teardown(kv_pool *p, rt_tree *t) {
+    rt_free(t);
+    kv_pool_free(p);
+}
+
+/* xorshift64: a deterministic stream for randomized tests and benches; 0 <= result < n. */
+static inline uint32_t tc_rnd(uint64_t *state, uint32_t n) {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (uint32_t)(*state % n);
+}
+
 /* One request as the scheduler runs it: match all but the last prompt token (a fully cached
  * prompt recomputes its last token privately), pin, hold the matched blocks, allocate the rest
  * (evicting), "compute", insert prompt + output, unpin, release. Returns the matched token
