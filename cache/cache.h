@@ -123,6 +123,11 @@ void rt_free(rt_tree *t); /* releases every block the tree holds; NULL is a no-o
 int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
              rt_node **node_out);
 
+/* The token count rt_match would return, without touching anything: no last-access refresh,
+ * no statistics. For ranking waiting requests every step without skewing LRU order or the hit
+ * ratio; RS_EINVAL on bad arguments. */
+int rt_peek(const rt_tree *t, uint64_t ns, const int32_t *tokens, int n);
+
 /* Pin / unpin a node and (implicitly) its ancestors. Pins nest (counted). NULL is a no-op. */
 void rt_pin(rt_tree *t, rt_node *node);
 void rt_unpin(rt_tree *t, rt_node *node);

@@ -217,6 +217,13 @@ int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blo
     return hit;
 }
 
+int rt_peek(const rt_tree *t, uint64_t ns, const int32_t *tokens, int n) {
+    if (n < 0 || (n > 0 && !tokens)) return RS_EINVAL;
+    rt_walk w;
+    walk_path(t, find_ns(t, ns), tokens, n / t->bs, &w, NULL);
+    return w.matched * t->bs;
+}
+
 void rt_pin(rt_tree *t, rt_node *node) {
     for (rt_node *n = node; n && n != &t->root; n = n->parent) {
         if (n->pin++ == 0) {

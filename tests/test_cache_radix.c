@@ -266,6 +266,12 @@ static void test_stats_and_snapshot(void) {
            "lookups 2, hit 8, miss 12 (got %lld %lld %lld)", (long long)s.lookups,
            (long long)s.hit_tokens, (long long)s.miss_tokens);
     TAP_OK(s.used_blocks == 3 && s.pinned_blocks == 0, "after both requests only the tree holds");
+    TAP_OK(rt_peek(t, 0, a, 12) == 12 && rt_peek(t, 0, a, 7) == 4 && rt_peek(t, 1, a, 12) == 0 &&
+               rt_peek(t, 0, a, -1) == RS_EINVAL,
+           "peek gives match lengths");
+    rt_stats s2;
+    rt_get_stats(t, &s2);
+    TAP_OK(s2.lookups == 2 && s2.hit_tokens == 8, "peek counts no lookups and no hits");
     rt_node *n;
     rs_ivec b = {0};
     rt_match(t, 0, a, 12, &b, &n);

@@ -328,8 +328,10 @@ static void op_lookup(rt_tree *t, model *m, long op) {
     int end_k;
     int hit = m_match(m, ns, q.tok, q.n, want, &end_k, end_tok);
     rt_node *node;
+    int peek = rt_peek(t, ns, q.tok, q.n);
     int got = rt_match(t, ns, q.tok, q.n, &q.table, &node);
-    expect(got == hit && (hit == 0 || !memcmp(q.table.v, want, sizeof *want * (size_t)(hit / BS))),
+    expect(got == hit && peek == hit &&
+               (hit == 0 || !memcmp(q.table.v, want, sizeof *want * (size_t)(hit / BS))),
            op, "lookup result");
     rs_ivec_free(&q.table);
 }
