@@ -78,7 +78,6 @@ int api_tpl_normalize_messages(cJSON *messages, rs_err *e);
  * *out_len its length (out_len may be NULL). Errors: RS_EINVAL with the message (a bad request
  * field, raise_exception("...") in the template, an undefined variable used wrongly, a type
  * error, a resource limit hit), RS_ENOMEM. */
-int api_tpl_render(const api_tpl *t, const cJSON *request, char **out, size_t *out_len,
-                   rs_err *e);
+int api_tpl_render(const api_tpl *t, const cJSON *request, char **out, size_t *out_len, rs_err *e);
 
 #endif
