@@ -230,27 +230,45 @@ static int match_len(sched *s, sched_seq *q, rt_node **node) {
     *node = NULL;
     s->match_blocks.n = 0;
     if (!s->cfg.prefix_cache) return 0;
-    return rt_match(s->tree, q->req->ns, q->toks.v, q->toks.n - 1, &s->match_blocks, node);
+    int m = rt_match(s->tree, q->req->ns, q->toks.v, q->toks.n - 1, &s->match_blocks, node);
+    if (m < 0) { /* out of memory for the block list: compute everything */
+        *node = NULL;
+        s->match_blocks.n = 0;
+        return 0;
+    }
+    return m;
 }
 
-#define ADMIT_WINDOW 64 /* waiting requests looked at per admission (bounds the cost) */
+#define ADMIT_WINDOW 64 /* waiting sequences ranked per step (bounds the matching cost) */
 
-/* Index in waiting of the next sequence to admit, or -1. The head goes first when it is a
- * preempted sequence or has waited past the age bound (nothing starves); otherwise the longest
- * cached prefix wins (ties: the older), skipping those waiting for a running prefill. */
-static int pick(sched *s, int slots) {
+typedef struct cand {
+    sched_seq *q; /* a waiting sequence */
+    int matched;  /* its cached prefix length now */
+    int order;    /* its place in the waiting queue (older first) */
+    int first;    /* goes before everything: preempted, or past the age bound */
+} cand;
+
+/* Longest cached prefix first, older first on ties; a preempted sequence or one waiting past
+ * the age bound at the head of the queue goes before all (nothing starves). */
+static int cand_cmp(const void *x, const void *y) {
+    const cand *a = x, *b = y;
+    if (a->first != b->first) return b->first - a->first;
+    if (a->matched != b->matched) return b->matched - a->matched;
+    return a->order - b->order;
+}
+
+/* Rank the head of the waiting queue once per step (one tree match each). */
+static int rank(sched *s, cand *c) {
     double now = rs_now();
-    int best = -1, best_len = -1;
-    for (int i = 0; i < s->waiting.n && i < ADMIT_WINDOW; i++) {
+    int n = s->waiting.n < ADMIT_WINDOW ? s->waiting.n : ADMIT_WINDOW;
+    for (int i = 0; i < n; i++) {
         sched_seq *q = s->waiting.v[i];
-        if (seq_slots(q) > slots) continue;
         rt_node *node;
-        int m = match_len(s, q, &node);
-        if (s->cfg.prefix_cache && waits_for_prefill(s, q, m)) continue;
-        if (i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s)) return 0;
-        if (m > best_len) best = i, best_len = m;
+        c[i] = (cand){.q = q, .matched = match_len(s, q, &node), .order = i};
+        c[i].first = i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s);
     }
-    return best;
+    qsort(c, (size_t)n, sizeof *c, cand_cmp);
+    return n;
 }
 
 /* Blocks the pool can still give without preemption: free plus evictable cache. */
@@ -306,12 +324,20 @@ static int admit_one(sched *s, int at) {
     return 0;
 }
 
+/* Admit in rank order while batch slots and memory allow. A candidate sharing a prefix with
+ * a running prefill waits for it; an over-age head that does not fit stops admission so that
+ * later arrivals cannot overtake it forever. */
 static void admit(sched *s) {
-    for (;;) {
-        int slots = s->cfg.max_batch - running_slots(s);
-        if (slots <= 0 || s->waiting.n == 0) return;
-        int at = pick(s, slots);
-        if (at < 0 || admit_one(s, at)) return;
+    cand c[ADMIT_WINDOW];
+    int n = rank(s, c);
+    for (int i = 0; i < n; i++) {
+        sched_seq *q = c[i].q;
+        if (seq_slots(q) > s->cfg.max_batch - running_slots(s)) {
+            if (c[i].first) return;
+            continue;
+        }
+        if (s->cfg.prefix_cache && waits_for_prefill(s, q, c[i].matched)) continue;
+        if (admit_one(s, find(&s->waiting, q))) return;
     }
 }
 

@@ -200,6 +200,13 @@ static void test_batched_equals_alone(void) {
            "32 concurrent (cache on, budget 64, batch 12) == one at a time: %d/%d "
            "identical tokens, logprobs, text, finish reasons",
            same, NREQ);
+    sched_stats st;
+    sched_get_stats(s2, &st);
+    int gen = 0;
+    for (int i = 0; i < NREQ; i++) gen += batched[i].completion;
+    TAP_OK(st.steps > 0 && st.steps < gen / 3,
+           "the batch really ran concurrently: %lld steps for %d generated tokens",
+           (long long)st.steps, gen);
     TAP_OK(hits > 0 && stops > 0 && n2 > 0,
            "the mix exercised cache hits (%d), stop finishes (%d) and n=2 (%d)", hits, stops, n2);
     check_idle(s1, "after one at a time");
@@ -456,6 +463,17 @@ static void test_seeded(void) {
     for (int i = 0; i < 5; i++) sched_request_free(noise[i]);
     TAP_OK(same_result(&alone, &batched, 2), "seeded sampling (n=2): alone == in a batch ('%s')",
            alone.text[0]);
+    /* Choice 0 of n = 2 is the n = 1 request: forking shares the prompt's whole blocks and
+     * copies its partial last block, so the choices never see each other's KV. */
+    result single;
+    sched_params p1 = p;
+    p1.n = 1;
+    sched_submit(s, pr, n, &p1, &r, &e);
+    collect(r, &single);
+    sched_request_free(r);
+    TAP_OK(single.done && single.n[0] == alone.n[0] &&
+               memcmp(single.tok[0], alone.tok[0], sizeof(int32_t) * (size_t)single.n[0]) == 0,
+           "seeded n=1 == choice 0 of n=2 (prompt of %d tokens: a partial last block)", n);
     TAP_OK(strcmp(alone.text[0], alone.text[1]) != 0 || strcmp(alone.text[0], other.text[0]),
            "choices and seeds differ ('%s' / '%s' / '%s')", alone.text[0], alone.text[1],
            other.text[0]);
