@@ -1,10 +1,373 @@
-/* serve.c — `radixserve serve` (server room's CLI; not built yet). */
+/*
+ * serve.c — `radixserve serve`: settings from configs/FILE.json and flags (flags win), the HTTP
+ * server started first (so /health answers "loading"), then the tokenizer, template, model and
+ * scheduler, then serving until SIGINT/SIGTERM, then a graceful stop (exit 0).
+ */
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "server/server.h"
+
+/* Every setting; a config file's keys and the long flags are the same names. */
+typedef struct serve_opts {
+    char *model;             /* --model DIR (required) */
+    char *host;              /* --host */
+    int port;                /* --port */
+    int threads;             /* --threads: forward-pass workers (0: all cores) */
+    int kv_cache_mb;         /* --kv-cache-mb: KV pool budget */
+    int max_batch;           /* --max-batch: running sequences at most */
+    int max_queue;           /* --max-queue: waiting requests at most (beyond: 503) */
+    char *api_key;           /* --api-key ("" none) */
+    char *served_model_name; /* --served-model-name ("" = basename of the model dir) */
+    int ctx_size;            /* --ctx-size (0 = max_position_embeddings, lowered to the pool) */
+    int default_max_tokens;  /* --default-max-tokens */
+    char *cors_origin;       /* --cors-origin */
+    int no_prefix_cache;     /* --no-prefix-cache */
+    int block_size;          /* --block-size: tokens per KV block */
+    int token_budget;        /* --token-budget: new tokens per scheduler step */
+    int max_body_mb;         /* --max-body-mb: request bodies above this get 413 */
+} serve_opts;
+
+typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
+
+static const struct opt {
+    const char *name;
+    opt_kind kind;
+    size_t off;
+    const char *help;
+} OPTS[] = {
+    {"model", OPT_STR, offsetof(serve_opts, model), "DIR  Hugging Face model directory"},
+    {"host", OPT_STR, offsetof(serve_opts, host), "ADDR  bind address (127.0.0.1)"},
+    {"port", OPT_INT, offsetof(serve_opts, port), "N  TCP port (8080)"},
+    {"threads", OPT_INT, offsetof(serve_opts, threads), "N  forward-pass threads (all cores)"},
+    {"kv-cache-mb", OPT_INT, offsetof(serve_opts, kv_cache_mb), "M  KV cache budget (4096)"},
+    {"max-batch", OPT_INT, offsetof(serve_opts, max_batch), "B  running sequences (32)"},
+    {"max-queue", OPT_INT, offsetof(serve_opts, max_queue), "Q  waiting requests (256)"},
+    {"api-key", OPT_STR, offsetof(serve_opts, api_key), "KEY  require Bearer KEY"},
+    {"served-model-name", OPT_STR, offsetof(serve_opts, served_model_name),
+     "NAME  model id (model dir's base name)"},
+    {"ctx-size", OPT_INT, offsetof(serve_opts, ctx_size),
+     "N  context per sequence (model max, lowered to the KV pool)"},
+    {"default-max-tokens", OPT_INT, offsetof(serve_opts, default_max_tokens),
+     "N  max_tokens when omitted (2048)"},
+    {"cors-origin", OPT_STR, offsetof(serve_opts, cors_origin), "ORIGIN  CORS origin (*)"},
+    {"no-prefix-cache", OPT_FLAG, offsetof(serve_opts, no_prefix_cache),
+     "  disable the radix-tree prefix cache"},
+    {"block-size", OPT_INT, offsetof(serve_opts, block_size), "N  tokens per KV block (16)"},
+    {"token-budget", OPT_INT, offsetof(serve_opts, token_budget),
+     "N  new tokens per scheduler step (512)"},
+    {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit (16)"},
+};
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: radixserve serve --model DIR [options]\n\noptions (a --config FILE.json "
+               "holds the same keys; flags override it):\n");
+    fprintf(f, "  --config FILE  JSON settings file (e.g. configs/default.json)\n");
+    for (size_t i = 0; i < N_OPTS; i++) fprintf(f, "  --%s %s\n", OPTS[i].name, OPTS[i].help);
+}
+
+static void *slot(serve_opts *o, const struct opt *d) {
+    return (char *)o + d->off;
+}
+
+static const struct opt *find_opt(const char *name) {
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (!strcmp(OPTS[i].name, name)) return &OPTS[i];
+    return NULL;
+}
+
+static int set_str(serve_opts *o, const struct opt *d, const char *v) {
+    char **p = slot(o, d);
+    free(*p);
+    *p = strdup(v);
+    return *p ? 0 : -1;
+}
+
+static int set_int(serve_opts *o, const struct opt *d, const char *v) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < 0 || x > 1 << 30) {
+        fprintf(stderr, "radixserve serve: --%s needs a non-negative integer (got '%s')\n", d->name,
+                v);
+        return -1;
+    }
+    *(int *)slot(o, d) = (int)x;
+    return 0;
+}
+
+/* One key of the config file, typed like its flag. */
+static int apply_json(serve_opts *o, const cJSON *it, const char *path) {
+    const struct opt *d = find_opt(it->string);
+    char num[32];
+    if (!d) {
+        fprintf(stderr, "radixserve serve: %s: unknown key '%s'\n", path, it->string);
+        return -1;
+    }
+    if (d->kind == OPT_STR && cJSON_IsString(it)) return set_str(o, d, it->valuestring);
+    if (d->kind == OPT_FLAG && cJSON_IsBool(it)) {
+        *(int *)slot(o, d) = cJSON_IsTrue(it);
+        return 0;
+    }
+    if (d->kind == OPT_INT && cJSON_IsNumber(it)) {
+        snprintf(num, sizeof num, "%.0f", it->valuedouble);
+        return set_int(o, d, num);
+    }
+    fprintf(stderr, "radixserve serve: %s: '%s' has the wrong type\n", path, it->string);
+    return -1;
+}
+
+static int load_config(serve_opts *o, const char *path) {
+    char *text;
+    size_t len;
+    rs_err e = {0};
+    if (rs_read_file(path, &text, &len, &e)) {
+        fprintf(stderr, "radixserve serve: %s\n", e.msg);
+        return -1;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, len), *it;
+    free(text);
+    if (!cJSON_IsObject(root)) {
+        fprintf(stderr, "radixserve serve: %s is not a JSON object\n", path);
+        cJSON_Delete(root);
+        return -1;
+    }
+    int rc = 0;
+    cJSON_ArrayForEach(it, root) if (!rc) rc = apply_json(o, it, path);
+    cJSON_Delete(root);
+    return rc;
+}
+
+static void opts_defaults(serve_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->host = strdup("127.0.0.1");
+    o->port = 8080;
+    o->kv_cache_mb = 4096;
+    o->max_batch = 32;
+    o->max_queue = 256;
+    o->api_key = strdup("");
+    o->served_model_name = strdup("");
+    o->default_max_tokens = 2048;
+    o->cors_origin = strdup("*");
+    o->block_size = 16;
+    o->token_budget = 512;
+    o->max_body_mb = 16;
+}
+
+static void opts_free(serve_opts *o) {
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (OPTS[i].kind == OPT_STR) free(*(char **)slot(o, &OPTS[i]));
+}
+
+/* 0 ok, 1: --help shown, -1: bad arguments. */
+static int parse_args(serve_opts *o, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) /* the config file first: flags override it */
+        if (!strcmp(argv[i], "--config") && i + 1 < argc && load_config(o, argv[i + 1])) return -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
+        if (!strcmp(a, "--config")) {
+            if (++i >= argc) return -1;
+            continue;
+        }
+        const struct opt *d = strncmp(a, "--", 2) ? NULL : find_opt(a + 2);
+        if (!d) {
+            fprintf(stderr, "radixserve serve: unknown option '%s'\n", a);
+            return -1;
+        }
+        if (d->kind == OPT_FLAG) {
+            *(int *)slot(o, d) = 1;
+            continue;
+        }
+        if (++i >= argc) {
+            fprintf(stderr, "radixserve serve: --%s needs a value\n", d->name);
+            return -1;
+        }
+        if ((d->kind == OPT_STR ? set_str : set_int)(o, d, argv[i])) return -1;
+    }
+    if (!o->model) {
+        fprintf(stderr, "radixserve serve: --model DIR is required\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------- loading */
+
+/* Everything loaded, owned here and freed in reverse order. */
+typedef struct served {
+    tok_tokenizer *tok;
+    api_tpl tpl;
+    int tpl_ok;
+    eng_model *model;
+    sched *sched;
+    srv_sched_ctx bctx;
+} served;
+
+static void step(const char *what, double t0, int done) {
+    if (!done)
+        fprintf(stderr, "radixserve: loading %s ...%s", what, isatty(2) ? "" : "\n");
+    else if (isatty(2))
+        fprintf(stderr, " done (%.2f s)\n", rs_now() - t0);
+}
+
+static void basename_of(const char *dir, char *out, size_t n) {
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') len--;
+    size_t start = len;
+    while (start > 0 && dir[start - 1] != '/') start--;
+    snprintf(out, n, "%.*s", (int)(len - start), dir + start);
+}
+
+/* The context: the model's maximum, lowered to what the pool holds for one sequence. */
+static int pick_ctx(const serve_opts *o, const eng_model *m) {
+    const eng_config *cfg = eng_model_config(m);
+    size_t budget = (size_t)o->kv_cache_mb << 20;
+    kv_pool_config kc = eng_kv_config(m, o->block_size, -1, budget);
+    long pool_tokens = (long)(budget / kv_block_bytes(&kc)) * o->block_size;
+    long ctx = o->ctx_size ? o->ctx_size : cfg->max_pos;
+    if (ctx > pool_tokens) {
+        fprintf(stderr,
+                "radixserve: context lowered from %ld to %ld tokens (what %d MB of KV "
+                "cache holds for one sequence)\n",
+                ctx, pool_tokens, o->kv_cache_mb);
+        ctx = pool_tokens;
+    }
+    return (int)ctx;
+}
+
+static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
+    double t0 = rs_now();
+    const char *delay = getenv("RADIXSERVE_TEST_LOAD_DELAY_MS"); /* tests: /health while loading */
+    if (delay) usleep((useconds_t)atoi(delay) * 1000u);
+    step("tokenizer", t0, 0);
+    if (tok_load(&sv->tok, o->model, e)) return -1;
+    step("tokenizer", t0, 1);
+    if (api_tpl_load(&sv->tpl, o->model, e)) return -1;
+    sv->tpl_ok = 1;
+    t0 = rs_now();
+    step("weights", t0, 0);
+    if (eng_model_load(&sv->model, o->model, e)) return -1;
+    step("weights", t0, 1);
+    sched_config sc = {
+        .n_threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .kv_cache_bytes = (size_t)o->kv_cache_mb << 20,
+        .block_size = o->block_size,
+        .kv_dtype = -1,
+        .max_batch = o->max_batch,
+        .max_queue = o->max_queue,
+        .token_budget = o->token_budget,
+        .ctx_size = pick_ctx(o, sv->model),
+        .prefix_cache = !o->no_prefix_cache,
+    };
+    if (sc.n_threads < 1) sc.n_threads = 1;
+    if (sched_start(&sv->sched, sv->model, sv->tok, &sc, e)) return -1;
+    sv->bctx.s = sv->sched;
+    sv->bctx.tok = sv->tok;
+    srv_backend be;
+    srv_backend_sched(&be, &sv->bctx);
+    srv_model sm = {
+        .tpl = &sv->tpl,
+        .defaults = *eng_model_gen_defaults(sv->model),
+        .ctx_size = sc.ctx_size,
+        .vocab_size = eng_model_config(sv->model)->vocab_size,
+        .thinking = sv->tpl.source && strstr(sv->tpl.source, "<think>") != NULL,
+        .prefix_cache = sc.prefix_cache,
+    };
+    srv_set_ready(server, &be, &sm);
+    fprintf(stderr, "radixserve: ready: %s (%s, %lld parameters), context %d tokens, %d threads\n",
+            o->model, eng_model_config(sv->model)->arch, (long long)eng_model_n_params(sv->model),
+            sc.ctx_size, sc.n_threads);
+    return 0;
+}
+
+static void unload(served *sv) {
+    if (sv->sched) sched_stop(sv->sched);
+    if (sv->model) eng_model_free(sv->model);
+    if (sv->tpl_ok) api_tpl_free(&sv->tpl);
+    if (sv->tok) tok_free(sv->tok);
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int wait_for_signal(const sigset_t *set) {
+    int sig = 0;
+    sigwait(set, &sig);
+    return sig;
+}
+
+static int serve(const serve_opts *o) {
+    char name[256];
+    rs_err e = {0};
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGPIPE);
+    /* Blocked before any thread starts, so every thread inherits the mask and only sigwait below
+     * receives them (SIGPIPE from a vanished client is simply ignored). */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (o->served_model_name[0])
+        snprintf(name, sizeof name, "%s", o->served_model_name);
+    else
+        basename_of(o->model, name, sizeof name);
+    srv_config c = {.host = o->host,
+                    .port = o->port,
+                    .api_key = o->api_key,
+                    .cors_origin = o->cors_origin,
+                    .model_name = name,
+                    .max_body_bytes = (size_t)o->max_body_mb << 20,
+                    .default_max_tokens = o->default_max_tokens,
+                    .log_requests = 1};
+    srv *server;
+    if (srv_start(&server, &c, &e)) {
+        fprintf(stderr, "radixserve serve: %s\n", e.msg);
+        return 1;
+    }
+    fprintf(stderr, "radixserve: listening on http://%s:%d (model '%s' loading)\n", o->host,
+            srv_port(server), name);
+    served sv = {0};
+    if (load(&sv, o, server, &e)) {
+        fprintf(stderr, "\nradixserve serve: %s\n", e.msg);
+        srv_stop(server);
+        unload(&sv);
+        return 1;
+    }
+    fprintf(stderr,
+            "radixserve: try\n  curl http://%s:%d/v1/completions -H 'Content-Type: "
+            "application/json' -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 64, "
+            "\"temperature\": 0}'\n",
+            o->host, srv_port(server));
+    int sig;
+    while ((sig = wait_for_signal(&set)) == SIGPIPE) {
+    }
+    fprintf(stderr, "radixserve: %s: stopping (cancelling %d running requests)\n",
+            sig == SIGINT ? "SIGINT" : "SIGTERM", srv_active(server));
+    srv_shutdown(server);
+    for (int i = 0; i < 100 && srv_active(server) > 0; i++) usleep(50000);
+    srv_stop(server);
+    unload(&sv);
+    fprintf(stderr, "radixserve: stopped\n");
+    return 0;
+}
 
 int cli_serve(int argc, char **argv) {
-    (void)argc, (void)argv;
-    fprintf(stderr, "radixserve serve: not available in this build yet\n");
-    return 1;
+    serve_opts o;
+    opts_defaults(&o);
+    int rc = parse_args(&o, argc, argv);
+    if (rc) {
+        usage(rc > 0 ? stdout : stderr);
+        opts_free(&o);
+        return rc > 0 ? 0 : 2;
+    }
+    rc = serve(&o);
+    opts_free(&o);
+    return rc;
 }

@@ -65,6 +65,15 @@ typedef struct srv_model {
     int prefix_cache;          /* reported by /v1/cache */
 } srv_model;
 
+/* The production backend: the scheduler and the tokenizer. ctx is caller-owned and, like what
+ * it points to, must outlive the server. */
+typedef struct srv_sched_ctx {
+    sched *s;                 /* the running scheduler */
+    const tok_tokenizer *tok; /* the served model's tokenizer */
+} srv_sched_ctx;
+
+void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx);
+
 typedef struct srv srv; /* opaque */
 
 /* Listen on host:port (strings in c are copied). */

@@ -1,0 +1,34 @@
+/*
+ * srv_sched.c — the production backend: srv_backend's functions forwarding to the scheduler and
+ * the tokenizer. Kept apart so the HTTP layer (and its tests) link without a model.
+ */
+#include "server/server.h"
+
+static int b_submit(void *ctx, const int32_t *prompt, int n_prompt, const sched_params *p,
+                    sched_request **out, rs_err *e) {
+    return sched_submit(((srv_sched_ctx *)ctx)->s, prompt, n_prompt, p, out, e);
+}
+
+static void b_stats(void *ctx, sched_stats *out) {
+    sched_get_stats(((srv_sched_ctx *)ctx)->s, out);
+}
+
+static int b_encode(void *ctx, const char *text, size_t len, int flags, rs_ivec *out, rs_err *e) {
+    return tok_encode(((srv_sched_ctx *)ctx)->tok, text, len, flags, out, e);
+}
+
+static int b_decode(void *ctx, const int32_t *ids, int n, int skip_special, char **out, rs_err *e) {
+    return tok_decode(((srv_sched_ctx *)ctx)->tok, ids, n, skip_special, out, e);
+}
+
+void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
+    be->ctx = ctx;
+    be->submit = b_submit;
+    be->next_event = sched_next_event;
+    be->cancel = sched_cancel;
+    be->request_free = sched_request_free;
+    be->event_free = sched_event_free;
+    be->get_stats = b_stats;
+    be->encode = b_encode;
+    be->decode = b_decode;
+}
