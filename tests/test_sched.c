@@ -104,6 +104,27 @@ static void check_idle(sched *s, const char *what) {
            st.kv_blocks_total);
 }
 
+/* While requests run: every published snapshot has used == cached + private (no leaked block,
+ * none counted twice). Samples for about `ms` milliseconds. */
+static void check_live(sched *s, int ms, const char *what) {
+    int bad = 0, samples = 0, busy = 0;
+    sched_stats st;
+    for (int i = 0; i < ms; i++) {
+        sched_get_stats(s, &st);
+        samples++;
+        busy += st.running > 0;
+        if (st.kv_blocks_used != st.kv_blocks_cached + st.kv_blocks_private) {
+            if (!bad)
+                TAP_DIAG("used %d cached %d private %d", st.kv_blocks_used, st.kv_blocks_cached,
+                         st.kv_blocks_private);
+            bad++;
+        }
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
+    TAP_OK(bad == 0 && busy > 0, "%s: used == cached + private in %d snapshots (%d while running)",
+           what, samples, busy);
+}
+
 static uint64_t g_rand = 88172645463325252ull;
 static int rnd(int n) {
     g_rand ^= g_rand << 13, g_rand ^= g_rand >> 7, g_rand ^= g_rand << 17;
@@ -181,6 +202,7 @@ static void test_batched_equals_alone(void) {
         if (sched_submit(s2, sp[i].prompt, sp[i].n_prompt, &sp[i].p, &rq[i], &e))
             TAP_DIAG("submit %d: %s", i, e.msg);
     }
+    check_live(s2, 30, "32 concurrent");
     int same = 0, hits = 0, stops = 0, n2 = 0;
     for (int i = 0; i < NREQ; i++) {
         if (!rq[i]) continue;
@@ -299,6 +321,7 @@ static void test_preemption(void) {
         rs_err e;
         if (sched_submit(tiny, pr[i], np[i], &p, &rq[i], &e)) TAP_DIAG("%s", e.msg);
     }
+    check_live(tiny, 15, "tiny pool under pressure");
     int same = 0;
     for (int i = 0; i < 6; i++) {
         collect(rq[i], &pressed[i]);
