@@ -150,8 +150,10 @@ int rt_evict(rt_tree *t, int n_blocks);
 
 /* Take n fresh blocks (reference count 1 each, owned by the caller) into out[0, n), evicting
  * LRU leaves when the pool has too few free. All or nothing: RS_ETOOBIG when n exceeds the
- * whole pool, RS_EFULL when even evicting every unpinned node cannot make room (then nothing
- * is evicted or allocated; the scheduler waits or preempts). */
+ * whole pool, RS_EFULL when even evicting every unpinned node cannot make room (checked first,
+ * so then nothing is evicted; only when cached blocks are also held by sequences that did not
+ * pin them can eviction run and still fall short). Nothing is allocated on failure; the
+ * scheduler waits or preempts. */
 int rt_alloc_blocks(rt_tree *t, int n, int32_t *out, rs_err *e);
 
 typedef struct rt_stats {
