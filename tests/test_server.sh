@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# test_server.sh — the real server on a free loopback port with models/stories260K, driven by
+# curl: /health while loading, the known greedy story, streamed == non-streamed, cached_tokens on
+# a repeat, stop strings, seeds, n=2, every error status, the malformed-JSON corpus, CORS, a
+# disconnect mid-decode freeing its sequence and blocks within a second, and SIGTERM -> exit 0.
+set -u
+ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$ROOT"
+BIN=${BIN:-bin/radixserve}
+TMP=${RADIXSERVE_TMP:-/tmp}/test_server.$$
+mkdir -p "$TMP"
+PY=/usr/bin/python3
+n=0 fails=0
+ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
+trap cleanup EXIT
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+if [ ! -x "$BIN" ] || ! "$BIN" serve --help >/dev/null 2>&1; then
+    echo "ok 1 - # SKIP $BIN serve not built"; exit 0
+fi
+
+KEY=sk-test
+PORT=$(free_port)
+U=http://127.0.0.1:$PORT
+RADIXSERVE_TEST_LOAD_DELAY_MS=1500 "$BIN" serve --model models/stories260K --port "$PORT" \
+    --kv-cache-mb 16 --api-key "$KEY" --threads 1 >"$TMP/server.log" 2>&1 &
+SERVER=$!
+pids+=("$SERVER")
+A=(-H "Authorization: Bearer $KEY" -H "Content-Type: application/json")
+post() { curl -s -m 20 "${A[@]}" "$U$1" -d "$2"; }
+status() { curl -s -m 20 -o "$TMP/body" -w '%{http_code}' "$@"; }
+
+# /health: 503 loading, then 200.
+code=000
+for _ in $(seq 50); do code=$(status "$U/health"); [ "$code" != 000 ] && break; sleep 0.05; done
+ok $([ "$code" = 503 ] && grep -q loading "$TMP/body"; echo $?) "/health 503 {\"status\":\"loading\"} while loading (got $code)"
+for _ in $(seq 100); do code=$(status "$U/health"); [ "$code" = 200 ] && break; sleep 0.1; done
+ok $([ "$code" = 200 ]; echo $?) "/health 200 once ready"
+
+# The known greedy continuation, streamed and not.
+req='{"prompt":"Once upon a time","max_tokens":48,"temperature":0}'
+whole=$(post /v1/completions "$req")
+text=$(echo "$whole" | json 'd["choices"][0]["text"]')
+ok $(case "$text" in ", there was a little girl named Lily. She loved to play outside in the park."*) echo 0 ;; *) echo 1 ;; esac) "greedy story: '$text'"
+ok $(echo "$whole" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]' | grep -qx '[0-9]*'; echo $?) "usage.prompt_tokens_details.cached_tokens present"
+streamed=$(curl -sN -m 20 "${A[@]}" "$U/v1/completions" -d '{"prompt":"Once upon a time","max_tokens":48,"temperature":0,"stream":true}' |
+    $PY -c '
+import json,sys
+out=""
+for line in sys.stdin:
+    if line.startswith("data: ") and line.strip()!="data: [DONE]":
+        for c in json.loads(line[6:])["choices"]: out+=c["text"]
+print(out)')
+ok $([ "$streamed" = "$text" ]; echo $?) "streamed text == non-streamed text"
+
+# A follow-up whose prompt extends the whole answer reuses the cached prefix.
+req2=$($PY -c 'import json,sys; print(json.dumps({"prompt":"Once upon a time"+sys.argv[1],"max_tokens":8,"temperature":0}))' "$text")
+cached=$(post /v1/completions "$req2" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
+ok $([ "${cached:-0}" -ge 32 ]; echo $?) "follow-up reports cached_tokens > 0 ($cached)"
+
+# Chat on a model without a template (plain rendering), stop strings, seeds, n=2.
+chat=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":20,"temperature":0}')
+ok $(echo "$chat" | json 'len(d["choices"][0]["message"]["content"])>0 and d["object"]=="chat.completion"' | grep -q True; echo $?) "chat returns text"
+stop=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":48,"temperature":0,"stop":["Lily"]}')
+ok $(echo "$stop" | json 'd["choices"][0]["text"]==", there was a little girl named " and d["choices"][0]["finish_reason"]=="stop"' | grep -q True; echo $?) "stop string ends the text and is not emitted"
+s1=$(post /v1/completions '{"prompt":"Once","max_tokens":24,"temperature":1,"seed":7}' | json 'd["choices"][0]["text"]')
+s2=$(post /v1/completions '{"prompt":"Once","max_tokens":24,"temperature":1,"seed":7}' | json 'd["choices"][0]["text"]')
+ok $([ -n "$s1" ] && [ "$s1" = "$s2" ]; echo $?) "same seed, same sampled text"
+two=$(post /v1/completions '{"prompt":"Once","max_tokens":8,"temperature":0,"n":2}')
+ok $(echo "$two" | json '[c["index"] for c in d["choices"]]==[0,1] and d["choices"][0]["text"]==d["choices"][1]["text"]' | grep -q True; echo $?) "n=2 greedy: two identical choices"
+
+# Every error status.
+code=$(status "$U/v1/models"); ok $([ "$code" = 401 ]; echo $?) "401 without the API key"
+code=$(status -H "Authorization: Bearer nope" "$U/v1/models"); ok $([ "$code" = 401 ]; echo $?) "401 with a wrong key"
+code=$(status "${A[@]}" "$U/v1/nothing"); ok $([ "$code" = 404 ]; echo $?) "404 unknown route"
+code=$(status "${A[@]}" "$U/v1/completions" -d '{"model":"gpt-4","prompt":"x"}')
+ok $([ "$code" = 404 ] && grep -q model_not_found "$TMP/body"; echo $?) "404 model_not_found"
+code=$(status "${A[@]}" -X DELETE "$U/v1/completions"); ok $([ "$code" = 405 ]; echo $?) "405 wrong method"
+head -c 17000000 /dev/zero | tr '\0' ' ' >"$TMP/big"
+code=$(status "${A[@]}" "$U/v1/completions" --data-binary @"$TMP/big"); ok $([ "$code" = 413 ]; echo $?) "413 body over the limit ($code)"
+long=$($PY -c 'import json; print(json.dumps({"prompt":"Once upon a time "*200}))')
+code=$(status "${A[@]}" "$U/v1/completions" -d "$long")
+ok $([ "$code" = 400 ] && grep -q 512 "$TMP/body" && grep -q context_length_exceeded "$TMP/body"; echo $?) "400 prompt >= ctx-size names the limit"
+code=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}')
+ok $([ "$code" = 400 ] && grep -q "not supported yet" "$TMP/body"; echo $?) "400 response_format json_object not supported yet"
+code=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"max_tokens":"9"}')
+ok $([ "$code" = 400 ] && grep -q '"param":"max_tokens"' "$TMP/body"; echo $?) "400 wrong type names the field"
+bad=0
+while IFS= read -r body; do
+    code=$(status "${A[@]}" "$U/v1/chat/completions" --data-binary "$body")
+    if [ "$code" != 400 ] || ! grep -q '"error":{' "$TMP/body"; then bad=$((bad + 1)); echo "# corpus '$body' -> $code"; fi
+done <<'EOF'
+{
+{"messages":
+{"messages":[{"role":"user","content":"x"}]
+[]
+"just a string"
+{"messages":[{"role":"user","content":"x"}],}
+{'messages':[]}
+{"messages":[{"role":"user","content":"x"}]} extra
+{"messages":NaN}
+nul
+EOF
+ok $([ $bad = 0 ]; echo $?) "malformed-JSON corpus: every body is a 400 with an error object"
+code=$(curl -s -m 5 -o /dev/null -D "$TMP/h" -w '%{http_code}' -X OPTIONS "$U/v1/chat/completions" \
+    -H 'Origin: http://localhost:3000' -H 'Access-Control-Request-Method: POST' -H 'Access-Control-Request-Headers: authorization,content-type')
+ok $([ "$code" = 204 ] && grep -qi 'access-control-allow-origin: \*' "$TMP/h" && grep -qi 'access-control-allow-headers: authorization,content-type' "$TMP/h"; echo $?) "CORS preflight (no key needed)"
+code=$(status "${A[@]}" "$U/v1/cache"); ok $([ "$code" = 200 ] && grep -q '"blocks"' "$TMP/body"; echo $?) "/v1/cache"
+tok=$(post /tokenize '{"prompt":"Once upon a time"}' | json 'd["tokens"]')
+detok=$(post /detokenize "{\"tokens\":$tok}" | json 'd["prompt"]')
+ok $(case "$detok" in *"Once upon a time") echo 0 ;; *) echo 1 ;; esac) "/tokenize then /detokenize round-trips ($tok -> '$detok')"
+
+# Disconnects mid-decode (streaming and not): the sequence leaves and nothing stays pinned.
+metric() { curl -s -m 5 -H "Authorization: Bearer $KEY" "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+for mode in true false; do
+    curl -sN -m 0.15 "${A[@]}" "$U/v1/completions" -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"stream\":$mode}" >/dev/null 2>&1
+    t0=$(date +%s.%N); running=x; pinned=x
+    for _ in $(seq 20); do
+        running=$(metric radixserve_running_sequences); pinned=$(metric 'radixserve_kv_blocks{state="pinned"}')
+        [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.05
+    done
+    dt=$($PY -c "import time; print(round(time.time()-$t0,2))")
+    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ]; echo $?) "disconnect mid-decode (stream=$mode): running=$running pinned=$pinned after ${dt}s"
+done
+for _ in $(seq 20); do c499=$(metric 'radixserve_requests_total{status="499"}'); [ "${c499:-0}" -ge 2 ] && break; sleep 0.05; done
+ok $([ "${c499:-0}" -ge 2 ]; echo $?) "/metrics counts the disconnects as 499 ($c499)"
+
+# A full queue: one running, one waiting, the third gets 503 + Retry-After.
+PORT2=$(free_port)
+"$BIN" serve --model models/stories260K --port "$PORT2" --kv-cache-mb 16 --max-batch 1 --max-queue 1 --threads 1 >"$TMP/server2.log" 2>&1 &
+S2=$!
+pids+=("$S2")
+for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT2/health")" = 200 ] && break; sleep 0.1; done
+got503=1
+for i in 1 2 3 4; do
+    curl -s -m 5 -o "$TMP/q$i" -D "$TMP/qh$i" -w '%{http_code}' "http://127.0.0.1:$PORT2/v1/completions" \
+        -H 'Content-Type: application/json' -d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true}' >"$TMP/qc$i" &
+    pids+=($!)
+done
+wait "${pids[@]: -4}"
+for i in 1 2 3 4; do
+    if [ "$(cat "$TMP/qc$i")" = 503 ] && grep -qi '^retry-after:' "$TMP/qh$i" && grep -q '"error":{' "$TMP/q$i"; then got503=0; fi
+done
+ok $got503 "503 + Retry-After when the queue is full (codes: $(cat "$TMP"/qc* | tr '\n' ' '))"
+kill -TERM "$S2"
+wait "$S2"; rc2=$?
+ok $([ $rc2 = 0 ]; echo $?) "SIGTERM with requests running: exit 0 (got $rc2)"
+
+kill -TERM "$SERVER"
+wait "$SERVER"; rc=$?
+ok $([ $rc = 0 ]; echo $?) "SIGTERM: graceful exit 0 (got $rc)"
+grep -q 'POST /v1/completions 200 prompt=' "$TMP/server.log"
+ok $? "one log line per request with status and token counts"
+echo "1..$n"
+[ $fails = 0 ]
