@@ -13,8 +13,10 @@ Why the weights look the way they do: a random model is only a useful test if it
 stay in a sane range and its logits have real spread (a near-tie at every step would make greedy
 decoding meaningless to compare). So every projection W[out, in] is N(0, 1/sqrt(in)) (unit
 variance in, unit variance out), norm weights are 1 + N(0, 0.1), biases N(0, 0.1), and the
-embedding / LM head rows are N(0, 2/sqrt(hidden)) so that logits have a standard deviation of
-about 2 (more spread would also scale up the BF16 rounding error of every logit).
+embedding / LM head rows are N(0, 1.5/sqrt(hidden)) so that logits have a standard deviation of
+about 1.5: more spread would scale up the BF16 rounding error of every logit too (with BF16
+activations and KV, as the AVX-512 kernels compute, the error reaches ~0.05 at this scale, under
+the tests' 0.1).
 
 Determinism: each tensor's values come from its own random stream, seeded by (--seed, tensor
 name), drawn in F32 and then rounded to the stored dtype. So the bf16 and f32 models of one seed
@@ -171,7 +173,7 @@ def init_std(kind, shape, cfg):
     if kind == "bias":
         return 0.0, 0.1
     if kind == "embed":
-        return 0.0, 2.0 / np.sqrt(cfg["hidden_size"])
+        return 0.0, 1.5 / np.sqrt(cfg["hidden_size"])
     return 0.0, 1.0 / np.sqrt(shape[1])
 
 
