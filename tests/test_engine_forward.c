@@ -71,55 +71,69 @@ static int same_pages(const kv_pool *a, const kv_pool *b, int nb) {
     return !memcmp(a->mem, b->mem, (size_t)nb * a->block_bytes);
 }
 
+/* Two runners of one model, one sequence and one logits row each: the two ways of computing. */
+typedef struct pair {
+    runner a, b;
+    tseq sa, sb;
+    float *la, *lb;
+    size_t vbytes; /* bytes of a logits row */
+} pair;
+
+static int pair_init(pair *p, eng_model *m, int kvdt, int threads_b, int max_b, int n) {
+    if (runner_init(&p->a, m, kvdt, 2, n)) return -1;
+    if (runner_init(&p->b, m, kvdt, threads_b, max_b)) {
+        runner_free(&p->a);
+        return -1;
+    }
+    p->vbytes = (size_t)p->a.vocab * sizeof(float);
+    p->la = malloc(p->vbytes);
+    p->lb = malloc(p->vbytes);
+    seq_alloc(&p->a, &p->sa);
+    seq_alloc(&p->b, &p->sb);
+    return 0;
+}
+
+static void pair_free(pair *p) {
+    free(p->la);
+    free(p->lb);
+    runner_free(&p->a);
+    runner_free(&p->b);
+}
+
 /* Decode token by token == a fresh full-sequence forward at every step. */
 static void check_decode(eng_model *m, int kvdt, const char *what) {
     enum { N = 30, P = 5 };
-    runner a, b;
-    if (runner_init(&a, m, kvdt, 2, N) || runner_init(&b, m, kvdt, 2, N)) return;
+    pair q;
+    if (pair_init(&q, m, kvdt, 2, N, N)) return;
     int32_t tok[N];
-    make_tokens(tok, N, a.vocab, 7);
-    float *la = malloc((size_t)a.vocab * 4), *lb = malloc((size_t)a.vocab * 4);
-    tseq sa, sb;
-    seq_alloc(&a, &sa);
-    seq_alloc(&b, &sb);
-    int bad = 0, rc = run1(&a, &sa, tok, P, 0, la);
+    make_tokens(tok, N, q.a.vocab, 7);
+    int bad = 0, rc = run1(&q.a, &q.sa, tok, P, 0, q.la);
     for (int t = P - 1; t < N && !rc; t++) {
-        if (t >= P) rc |= run1(&a, &sa, tok + t, 1, t, la);
-        rc |= run1(&b, &sb, tok, t + 1, 0, lb);
-        bad += memcmp(la, lb, (size_t)a.vocab * 4) != 0;
+        if (t >= P) rc |= run1(&q.a, &q.sa, tok + t, 1, t, q.la);
+        rc |= run1(&q.b, &q.sb, tok, t + 1, 0, q.lb);
+        bad += memcmp(q.la, q.lb, q.vbytes) != 0;
     }
     TAP_OK(!rc && !bad, "%s: KV-cache decode == full recompute at each of %d steps (%d differ)",
            what, N - P + 1, bad);
-    free(la);
-    free(lb);
-    runner_free(&a);
-    runner_free(&b);
+    pair_free(&q);
 }
 
-/* Chunks of 7 (and of 1) == one call: same logits, same KV bytes. */
+/* Chunks of 7 on 1 thread == one call on 2 threads: same logits, same KV bytes. */
 static void check_chunked(eng_model *m, int kvdt, const char *what) {
     enum { N = 33 };
-    runner a, b;
-    if (runner_init(&a, m, kvdt, 2, N) || runner_init(&b, m, kvdt, 1, 7)) return;
+    pair q;
+    if (pair_init(&q, m, kvdt, 1, 7, N)) return;
     int32_t tok[N];
-    make_tokens(tok, N, a.vocab, 11);
-    float *la = malloc((size_t)a.vocab * 4), *lb = malloc((size_t)a.vocab * 4);
-    tseq sa, sb;
-    seq_alloc(&a, &sa);
-    seq_alloc(&b, &sb);
-    int rc = run1(&a, &sa, tok, N, 0, la);
+    make_tokens(tok, N, q.a.vocab, 11);
+    int rc = run1(&q.a, &q.sa, tok, N, 0, q.la);
     for (int p = 0; p < N && !rc; p += 7) {
         int n = N - p < 7 ? N - p : 7;
-        rc = run1(&b, &sb, tok + p, n, p, p + n == N ? lb : NULL);
+        rc = run1(&q.b, &q.sb, tok + p, n, p, p + n == N ? q.lb : NULL);
     }
-    TAP_OK(!rc && !memcmp(la, lb, (size_t)a.vocab * 4), "%s: chunked prefill (7) == whole: logits",
-           what);
-    TAP_OK(!rc && same_pages(&a.kv, &b.kv, (N + BS - 1) / BS), "%s: chunked prefill: same KV bytes",
-           what);
-    free(la);
-    free(lb);
-    runner_free(&a);
-    runner_free(&b);
+    TAP_OK(!rc && !memcmp(q.la, q.lb, q.vbytes), "%s: chunked prefill (7) == whole: logits", what);
+    TAP_OK(!rc && same_pages(&q.a.kv, &q.b.kv, (N + BS - 1) / BS),
+           "%s: chunked prefill: same KV bytes", what);
+    pair_free(&q);
 }
 
 /*
