@@ -1,0 +1,169 @@
+// test_server.mjs — the real server (models/stories260K) driven by unchanged client libraries:
+// the official `openai` SDK and the AI SDK's openai-compatible provider (what chat UIs use).
+// Chat and completions, streamed and not (include_usage), models, n=2, stop, seeds, logprobs,
+// streamed == non-streamed, errors as the SDK's APIError with the right status, cached_tokens on a
+// repeat, and a client abort freeing its sequence. Prints TAP; the server is always stopped.
+import { spawn } from 'node:child_process';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { generateText, streamText } from 'ai';
+import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
+
+const root = process.env.RADIXSERVE_ROOT ||
+    path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = path.resolve(root, process.env.BIN || 'bin/radixserve');
+let n = 0, failed = 0;
+const ok = (cond, what) => {
+    n++;
+    if (!cond) failed++;
+    console.log(`${cond ? '' : 'not '}ok ${n} - ${what}`);
+};
+
+const freePort = () => new Promise((res) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
+});
+
+const port = await freePort();
+const base = `http://127.0.0.1:${port}`;
+const server = spawn(bin, ['serve', '--model', path.join(root, 'models/stories260K'), '--port',
+    String(port), '--kv-cache-mb', '16', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+let log = '';
+server.stderr.on('data', (d) => { log += d; });
+const stop = () => { try { server.kill('SIGTERM'); } catch { /* already gone */ } };
+process.on('exit', stop);
+const watchdog = setTimeout(() => { console.log('not ok - timed out'); stop(); process.exit(1); }, 90000);
+
+async function waitReady() {
+    for (let i = 0; i < 150; i++) {
+        try { if ((await fetch(`${base}/health`)).status === 200) return true; } catch { /* not up */ }
+        await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+}
+
+async function metric(name) {
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+    return line ? Number(line.split(' ')[1]) : NaN;
+}
+
+async function main() {
+    if (!(await waitReady())) { ok(false, `server ready (log: ${log.slice(-300)})`); return; }
+    const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const story = ', there was a little girl named Lily. She loved to play outside in the park.';
+
+    const models = await client.models.list();
+    ok(models.data.length === 1 && models.data[0].id === 'stories260K', 'models.list');
+
+    const comp = await client.completions.create({ model: 'stories260K', prompt: 'Once upon a time',
+        max_tokens: 40, temperature: 0 });
+    ok(comp.choices[0].text.startsWith(story), `completions: known story (${comp.choices[0].text})`);
+    ok(comp.usage.prompt_tokens_details.cached_tokens >= 0, 'usage.prompt_tokens_details.cached_tokens');
+
+    const cstream = await client.completions.create({ prompt: 'Once upon a time', max_tokens: 40,
+        temperature: 0, stream: true });
+    let streamed = '';
+    for await (const ch of cstream) streamed += ch.choices[0]?.text ?? '';
+    ok(streamed === comp.choices[0].text, 'completions: streamed text == non-streamed text');
+
+    // Longer than one KV block (16 tokens), so its repeat can be served from the prefix cache.
+    const P = 'Once upon a time, there was a little girl named Lily. She loved to play outside.';
+    const chatReq = { model: 'stories260K', messages: [{ role: 'user', content: P }],
+        max_tokens: 30, temperature: 0 };
+    const chat = await client.chat.completions.create(chatReq);
+    ok(chat.choices[0].message.role === 'assistant' && chat.choices[0].message.content.length > 0,
+        `chat: text (${chat.choices[0].message.content.slice(0, 40)})`);
+    const stream = await client.chat.completions.create({ ...chatReq, stream: true,
+        stream_options: { include_usage: true } });
+    let text = '', role = null, finish = null, usage = null, emptyChoices = false;
+    for await (const ch of stream) {
+        if (ch.usage) { usage = ch.usage; emptyChoices = ch.choices.length === 0; }
+        for (const c of ch.choices) {
+            role = role ?? c.delta.role;
+            text += c.delta.content ?? '';
+            finish = c.finish_reason ?? finish;
+        }
+    }
+    ok(text === chat.choices[0].message.content, 'chat: streamed text == non-streamed text');
+    ok(role === 'assistant' && finish === 'length', `chat stream: role first, finish_reason (${finish})`);
+    ok(usage && emptyChoices && usage.completion_tokens === 30 &&
+        usage.prompt_tokens_details.cached_tokens > 0,
+        `chat stream: usage chunk with empty choices, cached_tokens on the repeat (${JSON.stringify(usage)})`);
+
+    const two = await client.chat.completions.create({ ...chatReq, n: 2, temperature: 1, seed: 3 });
+    ok(two.choices.length === 2 && two.choices[1].index === 1, 'n=2');
+    const again = await client.chat.completions.create({ ...chatReq, n: 2, temperature: 1, seed: 3 });
+    ok(again.choices[0].message.content === two.choices[0].message.content &&
+        again.choices[1].message.content === two.choices[1].message.content, 'seed reproducibility');
+
+    const st = await client.completions.create({ prompt: 'Once upon a time', max_tokens: 40,
+        temperature: 0, stop: ['girl'] });
+    ok(st.choices[0].text === ', there was a little ' && st.choices[0].finish_reason === 'stop',
+        `stop string (${JSON.stringify(st.choices[0].text)})`);
+
+    const lp = await client.chat.completions.create({ ...chatReq, max_tokens: 5, logprobs: true,
+        top_logprobs: 3 });
+    const content = lp.choices[0].logprobs?.content ?? [];
+    ok(content.length === 5 && content.every((t) => t.logprob <= 0 && t.top_logprobs.length === 3 &&
+        t.top_logprobs[0].logprob >= t.top_logprobs[2].logprob), 'logprobs + top_logprobs');
+
+    const expectError = async (what, status, fn) => {
+        try { await fn(); ok(false, `${what}: expected APIError ${status}`); } catch (e) {
+            ok(e instanceof OpenAI.APIError && e.status === status,
+                `${what}: APIError ${e.status} (${e.message})`);
+        }
+    };
+    await expectError('unknown model', 404, () => client.chat.completions.create({ ...chatReq,
+        model: 'gpt-4o' }));
+    await expectError('bad temperature', 400, () => client.chat.completions.create({ ...chatReq,
+        temperature: 5 }));
+    await expectError('json_object', 400, () => client.chat.completions.create({ ...chatReq,
+        response_format: { type: 'json_object' } }));
+    await expectError('prompt over the context', 400, () => client.completions.create({
+        prompt: 'Once upon a time '.repeat(200), max_tokens: 4 }));
+
+    // The AI SDK's openai-compatible provider, as chat UIs use it.
+    const provider = createOpenAICompatible({ name: 'radixserve', baseURL: `${base}/v1`,
+        includeUsage: true });
+    const g = await generateText({ model: provider.chatModel('stories260K'), prompt: P,
+        maxOutputTokens: 30, temperature: 0 });
+    ok(g.text === chat.choices[0].message.content, `AI SDK generateText (${g.text.slice(0, 40)})`);
+    const s = streamText({ model: provider.chatModel('stories260K'), prompt: P,
+        maxOutputTokens: 30, temperature: 0 });
+    let st2 = '';
+    for await (const part of s.textStream) st2 += part;
+    const u = await s.usage;
+    ok(st2 === g.text && u.outputTokens === 30, `AI SDK streamText (${JSON.stringify(u.outputTokens)})`);
+
+    // A client that aborts mid-stream frees its sequence and blocks within a second.
+    const ac = new AbortController();
+    try {
+        const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000,
+            ignore_eos: true, stream: true }, { signal: ac.signal });
+        let got = 0;
+        for await (const ch of long) { if (++got === 5) ac.abort(); void ch; }
+    } catch { /* the abort */ }
+    let running = NaN, pinned = NaN;
+    const t0 = Date.now();
+    while (Date.now() - t0 < 1000) {
+        running = await metric('radixserve_running_sequences');
+        pinned = await metric('radixserve_kv_blocks{state="pinned"}');
+        if (running === 0 && pinned === 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+    }
+    ok(running === 0 && pinned === 0, `abort mid-stream: running=${running} pinned=${pinned} after ${Date.now() - t0} ms`);
+}
+
+try { await main(); } catch (e) { ok(false, `unexpected: ${e.stack}`); }
+stop();
+const code = await new Promise((res) => {
+    if (server.exitCode !== null) return res(server.exitCode);
+    server.on('exit', (c) => res(c));
+});
+ok(code === 0, `server exits 0 on SIGTERM (${code})`);
+clearTimeout(watchdog);
+console.log(`1..${n}`);
+process.exit(failed ? 1 : 0);
