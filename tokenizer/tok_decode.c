@@ -264,13 +264,24 @@ static int has_bytefallback(const tok_tokenizer *t) {
     return 0;
 }
 
+/* A byte-fallback run is only decided when it ends (valid UTF-8 or one U+FFFD per byte), so
+ * hold while the last visible token is a byte token; a skipped special token does not end a
+ * run, since the whole decode drops it before ByteFallback sees the tokens. */
+static int holds_byte_run(const tok_stream *s) {
+    if (!has_bytefallback(s->t)) return 0;
+    for (int i = s->ids.n - 1; i >= 0; i--) {
+        unsigned char f = s->t->id_flags[s->ids.v[i]];
+        if (!(s->skip_special && (f & TOKF_SPECIAL))) return (f & TOKF_BYTE) != 0;
+    }
+    return 0;
+}
+
 int tok_stream_push(tok_stream *s, int32_t id, char **out, rs_err *e) {
     *out = NULL;
     int rc = check_ids(s->t, &id, 1, e);
     if (rc) return rc;
     if (rs_ivec_push(&s->ids, id)) return oom(e);
-    /* a byte-fallback run is only decided when it ends: hold until a non-byte token */
-    if ((s->t->id_flags[id] & TOKF_BYTE) && has_bytefallback(s->t)) {
+    if (holds_byte_run(s)) {
         *out = calloc(1, 1);
         return *out ? 0 : oom(e);
     }
