@@ -587,7 +587,9 @@ static int exec_for(jj_ctx *c, frame *f, const jnode *n) {
     }
     jj_loop *lp = jj_alloc(&c->arena, sizeof *lp);
     if (!lp) return oom(c);
-    lp->items = items, lp->n = count, lp->depth = ++c->loop_depth;
+    lp->items = items, lp->n = count;
+    lp->depth = 1; /* jinja2: only recursive loops (unsupported) go deeper */
+    c->loop_depth++;
     int rc = 0;
     for (int64_t i = 0; i < count; i++) {
         if (++c->steps > JJ_MAX_STEPS) {

@@ -18,8 +18,8 @@
 /* ---- limits: a template or request can make us work hard, never forever ---- */
 #define JJ_MAX_DEPTH  200          /* nesting of expressions / statements / macro calls */
 #define JJ_MAX_STEPS  20000000L    /* loop iterations + macro calls per render */
-#define JJ_MAX_ARENA  (512u << 20) /* bytes of values per render */
-#define JJ_MAX_OUTPUT (256u << 20) /* bytes of rendered text */
+#define JJ_MAX_ARENA  (128u << 20) /* bytes of values per render */
+#define JJ_MAX_OUTPUT (64u << 20)  /* bytes of rendered text */
 #define JJ_MAX_RANGE  10000000L    /* elements of range() */
 
 /* ---- arena ---- */
