@@ -54,21 +54,24 @@ AVX2_INLINE float hsum8(__m256 v) {
 }
 
 /* A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. */
-AVX2_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
-                          int n, int MR, int NR) {
+AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, int NR) {
+    float *y = a->y;
+    const float *x = a->x;
+    int K = a->K, ldy = a->ldy;
     size_t rb = (size_t)K * elem_size(t);
-    const char *w0 = (const char *)W + (size_t)n * rb;
+    const char *w0 = (const char *)a->W + (size_t)n * rb;
     __m256 acc[ENG_TILE_MR][AVX2_MAX_NR], w[AVX2_MAX_NR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
     int k = 0;
+#pragma GCC unroll 2
     for (; k + AVX2_LANES <= K; k += AVX2_LANES) {
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) {
             const char *r = w0 + (size_t)j * rb;
-            _mm_prefetch(r + (size_t)k * elem_size(t) + AVX2_PF_BYTES, _MM_HINT_T0);
+            if (a->stream) _mm_prefetch(r + (size_t)k * elem_size(t) + AVX2_PF_BYTES, _MM_HINT_T0);
             w[j] = load8(r, t, k);
         }
 #pragma GCC unroll 4
@@ -102,40 +105,34 @@ AVX2_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void *
 #define AVX2_NR_4 3
 
 /* The tile shapes the blocking asks for (mr x its nr, and mr x 1 for column tails). */
-AVX2_INLINE void tile_shapes(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
-                             int n, int mr, int nr) {
+AVX2_INLINE void tile_shapes(const eng_tile_args *a, eng_dtype t, int n, int mr, int nr) {
     int wide = nr != 1;
     switch (mr) {
     case 1:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 1, AVX2_NR_1)
-             : tile_gen(y, ldy, x, K, W, t, n, 1, 1);
+        wide ? tile_gen(a, t, n, 1, AVX2_NR_1) : tile_gen(a, t, n, 1, 1);
         break;
     case 2:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 2, AVX2_NR_2)
-             : tile_gen(y, ldy, x, K, W, t, n, 2, 1);
+        wide ? tile_gen(a, t, n, 2, AVX2_NR_2) : tile_gen(a, t, n, 2, 1);
         break;
     case 3:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 3, AVX2_NR_3)
-             : tile_gen(y, ldy, x, K, W, t, n, 3, 1);
+        wide ? tile_gen(a, t, n, 3, AVX2_NR_3) : tile_gen(a, t, n, 3, 1);
         break;
     default:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 4, AVX2_NR_4)
-             : tile_gen(y, ldy, x, K, W, t, n, 4, 1);
+        wide ? tile_gen(a, t, n, 4, AVX2_NR_4) : tile_gen(a, t, n, 4, 1);
         break;
     }
 }
 
-static void avx2_tile(float *y, int ldy, const float *x, int K, const void *W, eng_dtype wdt, int n,
-                      int mr, int nr) {
-    switch (wdt) {
+static void avx2_tile(const eng_tile_args *a, int n, int mr, int nr) {
+    switch (a->wdt) {
     case ENG_BF16:
-        tile_shapes(y, ldy, x, K, W, ENG_BF16, n, mr, nr);
+        tile_shapes(a, ENG_BF16, n, mr, nr);
         break;
     case ENG_F16:
-        tile_shapes(y, ldy, x, K, W, ENG_F16, n, mr, nr);
+        tile_shapes(a, ENG_F16, n, mr, nr);
         break;
     default:
-        tile_shapes(y, ldy, x, K, W, ENG_F32, n, mr, nr);
+        tile_shapes(a, ENG_F32, n, mr, nr);
         break;
     }
 }
@@ -143,7 +140,7 @@ static void avx2_tile(float *y, int ldy, const float *x, int K, const void *W, e
 static const eng_tiling avx2_tiling = {
     .tile = avx2_tile,
     .nr = {0, AVX2_NR_1, AVX2_NR_2, AVX2_NR_3, AVX2_NR_4},
-    .l2_weight_bytes = 192 * 1024,
+    .l2_weight_bytes = 256 * 1024,
 };
 
 static void avx2_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,

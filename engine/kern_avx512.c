@@ -89,13 +89,13 @@ AVX512_INLINE float hsum16(__m512 v) {
 
 /* One step (full or tail) of an MR x NR tile. */
 AVX512_INLINE void tile_step(__m512 acc[ENG_TILE_MR][AVX512_MAX_NR], const float *x, int K,
-                             const char *w0, size_t rb, eng_dtype t, int k, int n, int full, int MR,
-                             int NR) {
+                             const char *w0, size_t rb, eng_dtype t, int k, int n, int full, int pf,
+                             int MR, int NR) {
     __m512 w[AVX512_MAX_NR];
 #pragma GCC unroll 8
     for (int j = 0; j < NR; j++) {
         const char *r = w0 + (size_t)j * rb;
-        if (full) _mm_prefetch(r + (size_t)k * elem_size(t) + AVX512_PF_BYTES, _MM_HINT_T0);
+        if (full && pf) _mm_prefetch(r + (size_t)k * elem_size(t) + AVX512_PF_BYTES, _MM_HINT_T0);
         w[j] = load_w(r, t, k, n, full);
     }
 #pragma GCC unroll 4
@@ -107,10 +107,12 @@ AVX512_INLINE void tile_step(__m512 acc[ENG_TILE_MR][AVX512_MAX_NR], const float
 }
 
 /* A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. */
-AVX512_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
-                            int n, int MR, int NR) {
+AVX512_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, int NR) {
+    float *y = a->y;
+    const float *x = a->x;
+    int K = a->K, ldy = a->ldy;
     size_t rb = (size_t)K * elem_size(t);
-    const char *w0 = (const char *)W + (size_t)n * rb;
+    const char *w0 = (const char *)a->W + (size_t)n * rb;
     int st = step_of(t);
     __m512 acc[ENG_TILE_MR][AVX512_MAX_NR];
 #pragma GCC unroll 4
@@ -118,8 +120,8 @@ AVX512_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     int k = 0;
-    for (; k + st <= K; k += st) tile_step(acc, x, K, w0, rb, t, k, st, 1, MR, NR);
-    if (k < K) tile_step(acc, x, K, w0, rb, t, k, K - k, 0, MR, NR);
+    for (; k + st <= K; k += st) tile_step(acc, x, K, w0, rb, t, k, st, 1, a->stream, MR, NR);
+    if (k < K) tile_step(acc, x, K, w0, rb, t, k, K - k, 0, 0, MR, NR);
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
@@ -134,40 +136,34 @@ AVX512_INLINE void tile_gen(float *y, int ldy, const float *x, int K, const void
 #define AVX512_NR_3 6
 #define AVX512_NR_4 4
 
-AVX512_INLINE void tile_shapes(float *y, int ldy, const float *x, int K, const void *W, eng_dtype t,
-                               int n, int mr, int nr) {
+AVX512_INLINE void tile_shapes(const eng_tile_args *a, eng_dtype t, int n, int mr, int nr) {
     int wide = nr != 1;
     switch (mr) {
     case 1:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 1, AVX512_NR_1)
-             : tile_gen(y, ldy, x, K, W, t, n, 1, 1);
+        wide ? tile_gen(a, t, n, 1, AVX512_NR_1) : tile_gen(a, t, n, 1, 1);
         break;
     case 2:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 2, AVX512_NR_2)
-             : tile_gen(y, ldy, x, K, W, t, n, 2, 1);
+        wide ? tile_gen(a, t, n, 2, AVX512_NR_2) : tile_gen(a, t, n, 2, 1);
         break;
     case 3:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 3, AVX512_NR_3)
-             : tile_gen(y, ldy, x, K, W, t, n, 3, 1);
+        wide ? tile_gen(a, t, n, 3, AVX512_NR_3) : tile_gen(a, t, n, 3, 1);
         break;
     default:
-        wide ? tile_gen(y, ldy, x, K, W, t, n, 4, AVX512_NR_4)
-             : tile_gen(y, ldy, x, K, W, t, n, 4, 1);
+        wide ? tile_gen(a, t, n, 4, AVX512_NR_4) : tile_gen(a, t, n, 4, 1);
         break;
     }
 }
 
-static void avx512_tile(float *y, int ldy, const float *x, int K, const void *W, eng_dtype wdt,
-                        int n, int mr, int nr) {
-    switch (wdt) {
+static void avx512_tile(const eng_tile_args *a, int n, int mr, int nr) {
+    switch (a->wdt) {
     case ENG_BF16:
-        tile_shapes(y, ldy, x, K, W, ENG_BF16, n, mr, nr);
+        tile_shapes(a, ENG_BF16, n, mr, nr);
         break;
     case ENG_F16:
-        tile_shapes(y, ldy, x, K, W, ENG_F16, n, mr, nr);
+        tile_shapes(a, ENG_F16, n, mr, nr);
         break;
     default:
-        tile_shapes(y, ldy, x, K, W, ENG_F32, n, mr, nr);
+        tile_shapes(a, ENG_F32, n, mr, nr);
         break;
     }
 }
@@ -175,7 +171,7 @@ static void avx512_tile(float *y, int ldy, const float *x, int K, const void *W,
 static const eng_tiling avx512_tiling = {
     .tile = avx512_tile,
     .nr = {0, AVX512_NR_1, AVX512_NR_2, AVX512_NR_3, AVX512_NR_4},
-    .l2_weight_bytes = 384 * 1024,
+    .l2_weight_bytes = 512 * 1024,
 };
 
 static void avx512_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,

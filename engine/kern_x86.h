@@ -11,13 +11,23 @@
 /* Largest activation-row count of one tile. */
 #define ENG_TILE_MR 4
 
+/* What every tile of one matmul call shares. */
+typedef struct eng_tile_args {
+    float *y;       /* output, pointing at the tile's first row */
+    int ldy;        /* row stride of y */
+    const float *x; /* activations, pointing at the tile's first row; rows are K apart */
+    int K;          /* reduction length */
+    const void *W;  /* all N weight rows */
+    eng_dtype wdt;  /* their type */
+    int stream;     /* weight rows are read once (decode): prefetching them pays off */
+} eng_tile_args;
+
 /*
- * One register tile: y[i * ldy + n + j] = x row i . W row n + j for i < mr, j < nr, where x
- * (and y) point at the tile's first row. Every element is computed by the same instruction
- * sequence whatever mr and nr are; mr and nr only decide how many run side by side.
+ * One register tile: y[i * ldy + n + j] = x row i . W row n + j for i < mr, j < nr. Every
+ * element is computed by the same instruction sequence whatever mr, nr and stream are; they only
+ * decide how many elements run side by side and what is prefetched.
  */
-typedef void (*eng_tile_fn)(float *y, int ldy, const float *x, int K, const void *W, eng_dtype wdt,
-                            int n, int mr, int nr);
+typedef void (*eng_tile_fn)(const eng_tile_args *a, int n, int mr, int nr);
 
 typedef struct eng_tiling {
     eng_tile_fn tile;        /* the ISA's register tile */

@@ -96,15 +96,16 @@ void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, in
     size_t row_bytes = (size_t)K * (wdt == ENG_F32 ? 4 : 2);
     int nc = (int)((size_t)t->l2_weight_bytes / (row_bytes ? row_bytes : 1));
     if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
+    eng_tile_args a = {.ldy = ldy, .K = K, .W = W, .wdt = wdt, .stream = M <= ENG_TILE_MR};
     for (int c0 = n0; c0 < n1; c0 += nc) {
         int c1 = n1 - c0 < nc ? n1 : c0 + nc;
         for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
             int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
-            float *ym = y + (size_t)m0 * (size_t)ldy;
-            const float *xm = x + (size_t)m0 * (size_t)K;
+            a.y = y + (size_t)m0 * (size_t)ldy;
+            a.x = x + (size_t)m0 * (size_t)K;
             int nr = t->nr[mr], n = c0;
-            for (; n + nr <= c1; n += nr) t->tile(ym, ldy, xm, K, W, wdt, n, mr, nr);
-            for (; n < c1; n++) t->tile(ym, ldy, xm, K, W, wdt, n, mr, 1);
+            for (; n + nr <= c1; n += nr) t->tile(&a, n, mr, nr);
+            for (; n < c1; n++) t->tile(&a, n, mr, 1);
         }
     }
 }
