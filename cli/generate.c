@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
 
 /* The command line, parsed. */
 typedef struct gen_opts {
@@ -25,6 +26,7 @@ typedef struct gen_opts {
     int chunk;              /* --chunk: prefill chunk size (0: whole prompt at once) */
     int kv_dtype;           /* --kv-dtype: KV_F32/KV_BF16, or -1 for the model's */
     int ignore_eos;         /* --ignore-eos: do not stop at an EOS token */
+    int print_ids;          /* --print-ids: print ids even when a tokenizer is present */
     eng_sampling s;         /* sampling parameters */
     int set_temp, set_top_p, set_top_k, set_min_p, set_rep; /* given on the command line */
 } gen_opts;
@@ -106,6 +108,10 @@ static int parse_args(gen_opts *o, int argc, char **argv) {
             o->ignore_eos = 1;
             continue;
         }
+        if (!strcmp(k, "--print-ids")) {
+            o->print_ids = 1;
+            continue;
+        }
         if (i + 1 >= argc) return fprintf(stderr, "radixserve generate: %s needs a value\n", k), -1;
         int rc = parse_valued(o, k, argv[++i]);
         if (rc) {
@@ -150,18 +156,24 @@ static void apply_defaults(gen_opts *o, const eng_gen_defaults *d) {
 
 /* Everything one generation owns. */
 typedef struct gen_run {
-    eng_model *m;    /* the model */
-    eng_ctx *ctx;    /* scratch and workers */
-    kv_pool kv;      /* pages for this one sequence */
-    int32_t *blocks; /* its block table */
-    int n_blocks;    /* entries in blocks */
-    float *logits;   /* vocab floats of the current step */
-    float *work;     /* copy the sampler may modify */
-    int32_t *top;    /* --top-logits ids */
-    FILE *logits_f;  /* --logits-out, or NULL */
+    eng_model *m;       /* the model */
+    eng_ctx *ctx;       /* scratch and workers */
+    kv_pool kv;         /* pages for this one sequence */
+    int32_t *blocks;    /* its block table */
+    int n_blocks;       /* entries in blocks */
+    float *logits;      /* vocab floats of the current step */
+    float *work;        /* copy the sampler may modify */
+    int32_t *top;       /* --top-logits ids */
+    FILE *logits_f;     /* --logits-out, or NULL */
+    tok_tokenizer *tok; /* the model's tokenizer, or NULL (then ids are printed) */
+    tok_stream text;    /* incremental decoding of the generated ids (when tok) */
+    int as_text;        /* plain output is text (a tokenizer and no --print-ids) */
+    int n_printed;      /* ids printed so far (when not as_text) */
 } gen_run;
 
 static void run_free(gen_run *r) {
+    if (r->tok) tok_stream_free(&r->text);
+    tok_free(r->tok);
     if (r->logits_f) fclose(r->logits_f);
     free(r->top);
     free(r->work);
@@ -204,12 +216,37 @@ static int is_eos(const eng_config *c, int32_t id) {
     return 0;
 }
 
-/* Report one step: --logits-out and --top-logits. */
+/* Plain output: the text of id as soon as it is final (or the id itself). */
+static int print_piece(gen_run *r, int32_t id, rs_err *e) {
+    if (!r->as_text) {
+        printf("%s%d", r->n_printed++ ? " " : "", id);
+        return 0;
+    }
+    char *piece;
+    int rc = tok_stream_push(&r->text, id, &piece, e);
+    if (rc) return rc;
+    fputs(piece, stdout);
+    fflush(stdout);
+    free(piece);
+    return 0;
+}
+
+/* End of plain output: what the stream still holds, and a newline. */
+static int finish_text(gen_run *r, rs_err *e) {
+    char *piece = NULL;
+    int rc = r->as_text ? tok_stream_flush(&r->text, &piece, e) : 0;
+    if (piece) fputs(piece, stdout);
+    free(piece);
+    printf("\n");
+    return rc;
+}
+
+/* Report one step: --logits-out, then --top-logits or the plain output. */
 static int report_step(gen_run *r, const gen_opts *o, int vocab, int32_t id, rs_err *e) {
     if (r->logits_f &&
         fwrite(r->logits, sizeof(float), (size_t)vocab, r->logits_f) != (size_t)vocab)
         return rs_errf(e, RS_EIO, "%s: write failed", o->logits_out);
-    if (!o->top_logits) return 0;
+    if (!o->top_logits) return print_piece(r, id, e);
     int k = eng_top_k(r->logits, vocab, o->top_logits, r->top);
     printf("{\"id\": %d, \"top\": [", id);
     for (int i = 0; i < k; i++)
@@ -240,6 +277,22 @@ static int run_generate(gen_run *r, const gen_opts *o, const rs_ivec *prompt, rs
     return rc;
 }
 
+/* The tokenizer when the output is text or the prompt is; encode --prompt. */
+static int load_tokenizer(gen_run *r, const gen_opts *o, rs_ivec *prompt, rs_err *e) {
+    if (o->print_ids && !o->prompt) return 0;
+    if (o->top_logits && !o->prompt) return 0;
+    int rc = tok_load(&r->tok, o->model, e);
+    if (rc) {
+        r->tok = NULL;
+        /* Without a tokenizer, ids in give ids out; text in cannot work. */
+        return o->prompt ? rc : 0;
+    }
+    tok_stream_init(&r->text, r->tok, 1);
+    r->as_text = !o->print_ids;
+    if (!o->prompt) return 0;
+    return tok_encode(r->tok, o->prompt, strlen(o->prompt), TOK_ADD_SPECIAL, prompt, e);
+}
+
 int cli_generate(int argc, char **argv) {
     gen_opts o;
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
@@ -251,27 +304,25 @@ int cli_generate(int argc, char **argv) {
         return 2;
     }
     rs_ivec prompt = {0}, out = {0};
-    if (o.prompt || parse_ids(o.prompt_ids, &prompt)) {
-        fprintf(stderr, "radixserve generate: %s\n",
-                o.prompt ? "--prompt needs the tokenizer, not in this build yet; use --prompt-ids"
-                         : "--prompt-ids must be a comma-separated list of token ids");
+    if (o.prompt_ids && parse_ids(o.prompt_ids, &prompt)) {
+        fprintf(stderr, "radixserve generate: --prompt-ids must be a comma-separated list of "
+                        "token ids\n");
+        usage(stderr);
         rs_ivec_free(&prompt);
-        if (!o.prompt) usage(stderr);
-        return o.prompt ? 1 : 2;
+        return 2;
     }
     gen_run r = {0};
     rs_err e = {0};
     int rc = eng_model_load(&r.m, o.model, &e);
+    if (!rc) rc = load_tokenizer(&r, &o, &prompt, &e);
+    if (!rc && prompt.n == 0) rc = rs_errf(&e, RS_EINVAL, "the prompt encodes to no tokens");
     if (!rc) {
         apply_defaults(&o, eng_model_gen_defaults(r.m));
         int max_tokens = o.chunk && o.chunk < prompt.n ? o.chunk : prompt.n;
         rc = run_init(&r, &o, prompt.n + o.n, max_tokens, &e);
     }
     if (!rc) rc = run_generate(&r, &o, &prompt, &out, &e);
-    if (!rc && !o.top_logits) {
-        for (int i = 0; i < out.n; i++) printf("%s%d", i ? " " : "", out.v[i]);
-        printf("\n");
-    }
+    if (!rc && !o.top_logits) rc = finish_text(&r, &e);
     if (rc) fprintf(stderr, "radixserve generate: %s\n", e.msg);
     run_free(&r);
     rs_ivec_free(&prompt);

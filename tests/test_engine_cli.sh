@@ -29,8 +29,18 @@ check "missing model: one line naming config.json" bash -c "[ \$(wc -l <'$TMP/er
 gen --model $M --prompt-ids 1,9999 >/dev/null; rc=$?
 check "prompt id outside the vocabulary: exit 1 ($(cat "$TMP/err"))" test $rc -eq 1
 
-gen --model $M --prompt-ids 1 -n 20 --temperature 0 --ignore-eos >"$TMP/plain"
-check "greedy plain output starts with the story's ids" grep -q "^403 407 261 378 432" "$TMP/plain"
+gen --model $M --prompt-ids 1 -n 20 --temperature 0 --ignore-eos --print-ids >"$TMP/plain"
+check "greedy --print-ids output starts with the story's ids" grep -q "^403 407 261 378 432" "$TMP/plain"
+gen --model $M --prompt-ids 1 -n 30 --temperature 0 >"$TMP/text"
+check "greedy text: $(cat "$TMP/text")" grep -q "^Once upon a time, there was a little girl named Lily" "$TMP/text"
+gen --model $M --prompt "Once upon a time" -n 8 --temperature 0 --print-ids >"$TMP/p1"
+gen --model $M --prompt-ids 1,403,407,261,378 -n 8 --temperature 0 --print-ids >"$TMP/p2"
+check "--prompt TEXT == --prompt-ids of its tokens (BOS added)" cmp -s "$TMP/p1" "$TMP/p2"
+mkdir -p "$TMP/notok" && cp $M/config.json $M/model.safetensors "$TMP/notok/"
+gen --model "$TMP/notok" --prompt-ids 1 -n 3 --temperature 0 >"$TMP/notok.out"
+check "no tokenizer: ids printed" grep -q "^403 407 261$" "$TMP/notok.out"
+gen --model "$TMP/notok" --prompt "Once" -n 3 >/dev/null; rc=$?
+check "no tokenizer with --prompt: exit 1 ($(cat "$TMP/err"))" test $rc -eq 1
 gen --model $M --prompt-ids 1 -n 20 --temperature 0 --ignore-eos --top-logits 3 \
     --logits-out "$TMP/logits.bin" >"$TMP/top"
 check "--top-logits: 20 JSON lines, 3 pairs each, id = the best" /usr/bin/python3 -c "
@@ -62,12 +72,12 @@ check "--chunk 1 --threads 1 == whole prompt" cmp -s "$TMP/whole" "$TMP/chunk1"
 check "--threads 3 == default threads" cmp -s "$TMP/whole" "$TMP/t3"
 gen --model $M --prompt-ids $P -n 12 --temperature 0 --kv-dtype bf16 >"$TMP/kvbf16"
 check "--kv-dtype bf16 runs ($(head -c 40 "$TMP/kvbf16"))" test -s "$TMP/kvbf16"
-gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos >"$TMP/s1"
-gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos >"$TMP/s2"
-gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 18 --ignore-eos >"$TMP/s3"
+gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos --print-ids >"$TMP/s1"
+gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos --print-ids >"$TMP/s2"
+gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 18 --ignore-eos --print-ids >"$TMP/s3"
 check "same --seed, same tokens" cmp -s "$TMP/s1" "$TMP/s2"
 check "another --seed, other tokens" bash -c "! cmp -s '$TMP/s1' '$TMP/s3'"
-gen --model $M --prompt-ids 1 -n 5 --temperature 0 -n 0 >"$TMP/n0"
+gen --model $M --prompt-ids 1 --temperature 0 -n 0 >"$TMP/n0"
 check "-n 0 generates nothing" test "$(tr -d '\n' <"$TMP/n0")" = ""
 echo "1..$n"
 exit $failed
