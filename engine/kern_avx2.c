@@ -98,55 +98,8 @@ AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, in
             y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum8(acc[i][j]);
 }
 
-/* Weight rows per tile for each activation-row count: about 12 accumulators each. */
-#define AVX2_NR_1 8
-#define AVX2_NR_2 6
-#define AVX2_NR_3 4
-#define AVX2_NR_4 3
-
-/* The tile shapes the blocking asks for (mr x its nr, and mr x 1 for column tails). */
-AVX2_INLINE void tile_shapes(const eng_tile_args *a, eng_dtype t, int n, int mr, int nr) {
-    int wide = nr != 1;
-    switch (mr) {
-    case 1:
-        wide ? tile_gen(a, t, n, 1, AVX2_NR_1) : tile_gen(a, t, n, 1, 1);
-        break;
-    case 2:
-        wide ? tile_gen(a, t, n, 2, AVX2_NR_2) : tile_gen(a, t, n, 2, 1);
-        break;
-    case 3:
-        wide ? tile_gen(a, t, n, 3, AVX2_NR_3) : tile_gen(a, t, n, 3, 1);
-        break;
-    default:
-        wide ? tile_gen(a, t, n, 4, AVX2_NR_4) : tile_gen(a, t, n, 4, 1);
-        break;
-    }
-}
-
-static void avx2_tile(const eng_tile_args *a, int n, int mr, int nr) {
-    switch (a->wdt) {
-    case ENG_BF16:
-        tile_shapes(a, ENG_BF16, n, mr, nr);
-        break;
-    case ENG_F16:
-        tile_shapes(a, ENG_F16, n, mr, nr);
-        break;
-    default:
-        tile_shapes(a, ENG_F32, n, mr, nr);
-        break;
-    }
-}
-
-static const eng_tiling avx2_tiling = {
-    .tile = avx2_tile,
-    .nr = {0, AVX2_NR_1, AVX2_NR_2, AVX2_NR_3, AVX2_NR_4},
-    .l2_weight_bytes = 256 * 1024,
-};
-
-static void avx2_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
-                        int K, int n0, int n1) {
-    eng_matmul_tiled(&avx2_tiling, y, ldy, x, M, W, wdt, K, n0, n1);
-}
+/* Weight rows per tile for 1..4 activation rows: about 12 of the 16 registers accumulate. */
+ENG_DEFINE_MATMUL(avx2_matmul, 8, 6, 4, 3, 256 * 1024)
 
 /* ---------------------------------------------------------------- attention */
 

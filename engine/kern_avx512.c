@@ -129,55 +129,8 @@ AVX512_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, 
             y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum16(acc[i][j]);
 }
 
-/* Weight rows per tile for each activation-row count (of 32 registers, about 16-24 hold
- * accumulators). */
-#define AVX512_NR_1 8
-#define AVX512_NR_2 8
-#define AVX512_NR_3 6
-#define AVX512_NR_4 4
-
-AVX512_INLINE void tile_shapes(const eng_tile_args *a, eng_dtype t, int n, int mr, int nr) {
-    int wide = nr != 1;
-    switch (mr) {
-    case 1:
-        wide ? tile_gen(a, t, n, 1, AVX512_NR_1) : tile_gen(a, t, n, 1, 1);
-        break;
-    case 2:
-        wide ? tile_gen(a, t, n, 2, AVX512_NR_2) : tile_gen(a, t, n, 2, 1);
-        break;
-    case 3:
-        wide ? tile_gen(a, t, n, 3, AVX512_NR_3) : tile_gen(a, t, n, 3, 1);
-        break;
-    default:
-        wide ? tile_gen(a, t, n, 4, AVX512_NR_4) : tile_gen(a, t, n, 4, 1);
-        break;
-    }
-}
-
-static void avx512_tile(const eng_tile_args *a, int n, int mr, int nr) {
-    switch (a->wdt) {
-    case ENG_BF16:
-        tile_shapes(a, ENG_BF16, n, mr, nr);
-        break;
-    case ENG_F16:
-        tile_shapes(a, ENG_F16, n, mr, nr);
-        break;
-    default:
-        tile_shapes(a, ENG_F32, n, mr, nr);
-        break;
-    }
-}
-
-static const eng_tiling avx512_tiling = {
-    .tile = avx512_tile,
-    .nr = {0, AVX512_NR_1, AVX512_NR_2, AVX512_NR_3, AVX512_NR_4},
-    .l2_weight_bytes = 512 * 1024,
-};
-
-static void avx512_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
-                          int K, int n0, int n1) {
-    eng_matmul_tiled(&avx512_tiling, y, ldy, x, M, W, wdt, K, n0, n1);
-}
+/* Weight rows per tile for 1..4 activation rows: 8 to 16 of the 32 registers accumulate. */
+ENG_DEFINE_MATMUL(avx512_matmul, 8, 8, 6, 4, 512 * 1024)
 
 const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",

@@ -40,6 +40,48 @@ typedef struct eng_tiling {
 void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
                       eng_dtype wdt, int K, int n0, int n1);
 
+/*
+ * Defines, in a kernel file that has `tile_gen(const eng_tile_args *a, eng_dtype t, int n,
+ * int MR, int NR)` (always inlined, so each constant MR, NR and t gets its own code), the
+ * matmul of kernels.h named NAME: a tile function that picks the instantiation for (wdt, mr,
+ * nr), and its tiling with NR1..NR4 weight rows for 1..4 activation rows and L2 bytes of weights
+ * per column block.
+ */
+#define ENG_TILE_SHAPE(a, t, n, MR, NR, nr)                                                        \
+    ((nr) != 1 ? tile_gen(a, t, n, MR, NR) : tile_gen(a, t, n, MR, 1))
+#define ENG_DEFINE_MATMUL(NAME, NR1, NR2, NR3, NR4, L2)                                            \
+    static inline __attribute__((always_inline)) void NAME##_shapes(                               \
+        const eng_tile_args *a, eng_dtype t, int n, int mr, int nr) {                              \
+        switch (mr) {                                                                              \
+        case 1:                                                                                    \
+            ENG_TILE_SHAPE(a, t, n, 1, NR1, nr);                                                   \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            ENG_TILE_SHAPE(a, t, n, 2, NR2, nr);                                                   \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            ENG_TILE_SHAPE(a, t, n, 3, NR3, nr);                                                   \
+            break;                                                                                 \
+        default:                                                                                   \
+            ENG_TILE_SHAPE(a, t, n, 4, NR4, nr);                                                   \
+            break;                                                                                 \
+        }                                                                                          \
+    }                                                                                              \
+    static void NAME##_tile(const eng_tile_args *a, int n, int mr, int nr) {                       \
+        if (a->wdt == ENG_BF16)                                                                    \
+            NAME##_shapes(a, ENG_BF16, n, mr, nr);                                                 \
+        else if (a->wdt == ENG_F16)                                                                \
+            NAME##_shapes(a, ENG_F16, n, mr, nr);                                                  \
+        else                                                                                       \
+            NAME##_shapes(a, ENG_F32, n, mr, nr);                                                  \
+    }                                                                                              \
+    static const eng_tiling NAME##_tiling = {                                                      \
+        .tile = NAME##_tile, .nr = {0, NR1, NR2, NR3, NR4}, .l2_weight_bytes = (L2)};              \
+    static void NAME(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,       \
+                     int K, int n0, int n1) {                                                      \
+        eng_matmul_tiled(&NAME##_tiling, y, ldy, x, M, W, wdt, K, n0, n1);                         \
+    }
+
 /* The AVX2 attention (kern_avx2.c), also used by the AVX-512 table: attention reads little
  * compared with the weights, so a second SIMD version would only add code. */
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
