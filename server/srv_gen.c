@@ -178,11 +178,26 @@ static void sse(srv_job *j, char *json) {
     free(json);
 }
 
+/* A token's text as it reads inside a sequence: SentencePiece-style decoders drop the leading
+ * space of the first token decoded, so decode (id, id) and keep what the second id adds. */
 static char *token_text(srv *s, int32_t id) {
-    char *t = NULL;
+    char *one = NULL, *two = NULL;
+    int32_t pair[2] = {id, id};
     rs_err e;
-    if (s->be.decode(s->be.ctx, &id, 1, 0, &t, &e)) t = strdup("");
-    return t;
+    if (s->be.decode(s->be.ctx, &id, 1, 0, &one, &e) ||
+        s->be.decode(s->be.ctx, pair, 2, 0, &two, &e)) {
+        free(one);
+        return strdup("");
+    }
+    size_t n1 = strlen(one), n2 = strlen(two);
+    if (n2 >= n1 && !memcmp(two, one, n1))
+        memmove(two, two + n1, n2 - n1 + 1);
+    else {
+        free(two);
+        two = one, one = NULL;
+    }
+    free(one);
+    return two;
 }
 
 static void make_lp(srv *s, const sched_event *ev, api_lp *lp) {

@@ -6,7 +6,8 @@
  *
  * The fake "tokenizer" maps bytes to ids; the fake scheduler answers every prompt with the
  * characters of "Hello world" one token at a time. Words in the prompt script it: SLOW (3 s of
- * "prefill" before the first token), LONG (400 tokens, 10 ms apart), FULL (queue full).
+ * "prefill" before the first token), LONG (400 tokens, 10 ms apart), FULL (queue full), THINK
+ * (Qwen3-style "<think>...</think>" reasoning before the answer).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -31,7 +32,7 @@ struct sched_request {
     sched_event q[QCAP]; /* events not yet read */
     int head, tail;
     atomic_int cancel;
-    int n_prompt, n, slow, len;
+    int n_prompt, n, slow, len, think;
     const char *stop0; /* first stop string, applied to "Hello world" */
 };
 
@@ -63,7 +64,7 @@ static int wait_or_cancel(struct sched_request *r, int ms) {
 
 static void *fake_run(void *arg) {
     struct sched_request *r = arg;
-    const char *text = "Hello world";
+    const char *text = r->think ? "<think>\nhmm\n</think>\n\nanswer" : "Hello world";
     int tokens = 0, stopped = 0;
     sched_event ev;
     if (r->slow && wait_or_cancel(r, 3000)) goto cancelled;
@@ -135,6 +136,7 @@ static int fake_submit(void *ctx, const int32_t *prompt, int n_prompt, const sch
     r->n = p->n;
     r->slow = has_word(prompt, n_prompt, "SLOW");
     r->len = has_word(prompt, n_prompt, "LONG") ? 400 : 0;
+    r->think = has_word(prompt, n_prompt, "THINK");
     r->stop0 = p->n_stop ? strdup(p->stop[0]) : NULL;
     atomic_fetch_add(&F.running, 1);
     atomic_fetch_add(&F.submitted, 1);
@@ -344,6 +346,36 @@ static void test_stream(void) {
            "completions stream without usage");
 }
 
+static void test_think(void) {
+    reply r;
+    const char *think = "{\"messages\":[{\"role\":\"user\",\"content\":\"THINK\"}]";
+    char b[256];
+    snprintf(b, sizeof b, "%s}", think);
+    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"content\":\"answer\"") &&
+               strstr(r.body, "\"reasoning_content\":\"hmm\\n\""),
+           "reasoning split into reasoning_content");
+    snprintf(b, sizeof b, "%s,\"stream\":true}", think);
+    http(&r, "POST", "/v1/chat/completions", b, "-N");
+    TAP_OK(strstr(r.body, "\"reasoning_content\":\"h\"") && strstr(r.body, "\"content\":\"a\"") &&
+               !strstr(r.body, "think>"),
+           "streamed reasoning_content deltas, tags never sent");
+    snprintf(b, sizeof b, "%s,\"chat_template_kwargs\":{\"enable_thinking\":false}}", think);
+    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    TAP_OK(strstr(r.body, "<think>") && !strstr(r.body, "reasoning_content"),
+           "enable_thinking false: no split");
+}
+
+/* While a streamed prompt prefills, the role chunk goes out at once and comments keep it alive. */
+static void test_heartbeat(void) {
+    reply r;
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}],\"stream\":true}", "-N -m 1");
+    TAP_OK(strstr(r.body, "\"role\":\"assistant\"") && strstr(r.body, "\n: keep-alive\n\n"),
+           "SSE heartbeat comments while prefilling");
+    wait_running_zero(1.0);
+}
+
 static void test_errors(void) {
     reply r;
     http(&r, "GET", "/nope", NULL, NULL);
@@ -446,11 +478,14 @@ int main(void) {
     api_tpl_init_string(&tpl, NULL, "", "", &e);
     srv_backend be = {NULL,       fake_submit, fake_next,  fake_cancel, fake_free, fake_event_free,
                       fake_stats, fake_encode, fake_decode};
-    srv_model m = {.tpl = &tpl, .ctx_size = 256, .vocab_size = 256, .prefix_cache = 1};
+    srv_model m = {
+        .tpl = &tpl, .ctx_size = 256, .vocab_size = 256, .thinking = 1, .prefix_cache = 1};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(s, &be, &m);
     test_basic();
     test_stream();
+    test_think();
+    test_heartbeat();
     test_errors();
     test_auth();
     test_disconnect("streaming mid-prefill",
@@ -465,8 +500,8 @@ int main(void) {
                     "{\"messages\":[{\"role\":\"user\",\"content\":\"LONG\"}]}", 800);
     reply r;
     http(&r, "GET", "/metrics", NULL, NULL);
-    TAP_OK(strstr(r.body, "radixserve_requests_total{status=\"499\"} 4") != NULL,
-           "/metrics counts the four disconnects as 499");
+    TAP_OK(strstr(r.body, "radixserve_requests_total{status=\"499\"} 5") != NULL,
+           "/metrics counts the five disconnects as 499");
     srv_shutdown(s);
     srv_stop(s);
     api_tpl_free(&tpl);
