@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# test_server_qwen.sh — Qwen-specific server behaviour on a tiny random Qwen3 model (written by
+# bench/make_model.py): the real chat template through /tokenize (enable_thinking, tools, text
+# parts), reasoning split into reasoning_content (the <think> token forced with logit_bias, since
+# a random model never chooses it), and a config file whose keys flags override.
+set -u
+ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+cd "$ROOT"
+BIN=${BIN:-bin/radixserve}
+TMP=${RADIXSERVE_TMP:-/tmp}/test_server_qwen.$$
+mkdir -p "$TMP"
+PY=/usr/bin/python3
+n=0 fails=0
+ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi; }
+SERVER=
+cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$TMP"; }
+trap cleanup EXIT
+json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+
+if [ ! -x "$BIN" ] || ! "$BIN" serve --help >/dev/null 2>&1; then echo "ok 1 - # SKIP $BIN serve not built"; exit 0; fi
+if ! $PY bench/make_model.py --out "$TMP/tiny-qwen3" --preset tiny-qwen3 --dtype f32 --seed 1 >/dev/null 2>&1; then
+    echo "ok 1 - # SKIP bench/make_model.py could not write the tiny Qwen3 model"; exit 0
+fi
+PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+U=http://127.0.0.1:$PORT
+cat >"$TMP/cfg.json" <<EOF
+{"served-model-name": "qwen-tiny", "ctx-size": 256, "port": 1, "kv-cache-mb": 16, "threads": 1}
+EOF
+"$BIN" serve --model "$TMP/tiny-qwen3" --config "$TMP/cfg.json" --port "$PORT" >"$TMP/log" 2>&1 &
+SERVER=$!
+for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")" = 200 ] && break; sleep 0.1; done
+post() { curl -s -m 20 "$U$1" -H 'Content-Type: application/json' -d "$2"; }
+
+models=$(curl -s "$U/v1/models")
+ok $(echo "$models" | json 'd["data"][0]["id"]=="qwen-tiny" and d["data"][0]["max_model_len"]==256' | grep -q True; echo $?) "config file sets served-model-name and ctx-size; --port overrides it ($models)"
+
+msgs='"messages":[{"role":"user","content":"Hi"}]'
+off=$(post /tokenize "{$msgs,\"chat_template_kwargs\":{\"enable_thinking\":false}}" | json 'd["tokens"]')
+ok $(echo "$off" | json 'd[0]==151644 and d[-4:]==[151667,271,151668,271]' | grep -q True; echo $?) "template: enable_thinking false ends with an empty <think></think> ($off)"
+on=$(post /tokenize "{$msgs}" | json 'd["count"]')
+parts=$(post /tokenize '{"messages":[{"role":"user","content":[{"type":"text","text":"Hi"}]}]}' | json 'd["count"]')
+ok $([ "$on" = "$parts" ] && [ "$on" -gt 0 ]; echo $?) "text-part content renders like a string ($on == $parts)"
+tools='"tools":[{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"city":{"type":"string"}}}}}]'
+withtools=$(post /tokenize "{$msgs,$tools}" | json 'd["count"]')
+ok $([ "$withtools" -gt $((on + 20)) ]; echo $?) "tools are rendered by the template ($withtools > $on tokens)"
+
+bias='"logit_bias":{"151667":100},"max_tokens":4,"temperature":0'
+r=$(post /v1/chat/completions "{$msgs,$bias}")
+ok $(echo "$r" | json 'd["choices"][0]["message"]["content"]=="" and d["choices"][0]["message"]["reasoning_content"].startswith("<think>")' | grep -q True; echo $?) "thinking on: text after <think> goes to reasoning_content"
+r=$(post /v1/chat/completions "{$msgs,$bias,\"chat_template_kwargs\":{\"enable_thinking\":false}}")
+ok $(echo "$r" | json 'd["choices"][0]["message"]["content"].startswith("<think>") and "reasoning_content" not in d["choices"][0]["message"]' | grep -q True; echo $?) "thinking off: no split"
+s=$(curl -sN -m 20 "$U/v1/chat/completions" -H 'Content-Type: application/json' -d "{$msgs,$bias,\"stream\":true}")
+ok $(echo "$s" | grep -q '"reasoning_content":"<think>' && echo "$s" | grep -q 'data: \[DONE\]'; echo $?) "streamed reasoning_content deltas"
+r=$(post /v1/chat/completions "{$msgs,$tools,\"tool_choice\":\"auto\",\"max_tokens\":3,\"model\":\"qwen-tiny\"}")
+ok $(echo "$r" | json 'd["usage"]["prompt_tokens"]' | grep -qx "$withtools"; echo $?) "chat with tools + tool_choice: prompt rendered with the tools"
+
+kill -TERM "$SERVER"; wait "$SERVER"; rc=$?; SERVER=
+ok $([ $rc = 0 ]; echo $?) "SIGTERM: exit 0"
+echo "1..$n"
+[ $fails = 0 ]
