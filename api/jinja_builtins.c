@@ -101,6 +101,13 @@ static jv strip(jv s, jv chars, bool left, bool right) {
 }
 
 typedef enum { CASE_UPPER, CASE_LOWER, CASE_TITLE, CASE_CAPITALIZE } case_mode;
+static const char *const CASE_NAMES[] = {"upper", "lower", "title", "capitalize", NULL};
+
+static int case_mode_of(const char *name) {
+    for (int i = 0; CASE_NAMES[i]; i++)
+        if (!strcmp(CASE_NAMES[i], name)) return i;
+    return -1;
+}
 
 static int change_case(jj_ctx *c, jv s, case_mode mode, jv *out) {
     jj_buf b = {0};
@@ -124,10 +131,7 @@ static int change_case(jj_ctx *c, jv s, case_mode mode, jv *out) {
         }
         i += (size_t)w;
     }
-    *out = jv_buf(c, &b);
-    bool bad = b.oom;
-    jj_buf_free(&b);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    return jj_buf_value(c, &b, out);
 }
 
 static const char *find_sub(jv hay, size_t from, jv needle) {
@@ -202,10 +206,7 @@ static int str_replace(jj_ctx *c, jv s, jv old, jv new_, int64_t count, jv *out)
         }
         jj_put(&b, s.u.s.p + from, s.u.s.n - from);
     }
-    *out = jv_buf(c, &b);
-    bool bad = b.oom;
-    jj_buf_free(&b);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    return jj_buf_value(c, &b, out);
 }
 
 static bool has_affix(jv s, jv affix, bool end) {
@@ -248,10 +249,7 @@ static int str_method(jj_ctx *c, jv s, const char *m, const fargs *a, jv *out) {
         if (sep.t != JV_NONE && need_str(c, sep, "split")) return -1;
         return str_split(c, s, sep, maxsplit, out);
     }
-    if (!strcmp(m, "upper")) return change_case(c, s, CASE_UPPER, out);
-    if (!strcmp(m, "lower")) return change_case(c, s, CASE_LOWER, out);
-    if (!strcmp(m, "title")) return change_case(c, s, CASE_TITLE, out);
-    if (!strcmp(m, "capitalize")) return change_case(c, s, CASE_CAPITALIZE, out);
+    if (case_mode_of(m) >= 0) return change_case(c, s, (case_mode)case_mode_of(m), out);
     if (!strcmp(m, "replace")) {
         int64_t count = -1;
         if (need_int(c, farg(a, 2, "count", jv_int(-1)), "replace", &count)) return -1;
@@ -420,10 +418,7 @@ int jj_slice(jj_ctx *c, jv obj, jv start, jv stop, jv step, jv *out) {
     jj_buf buf = {0};
     for (int64_t i = b; st > 0 ? i < e : i > e; i += st)
         jj_put(&buf, obj.u.s.p + offs[i], offs[i + 1] - offs[i]);
-    *out = jv_buf(c, &buf);
-    bool bad = buf.oom;
-    jj_buf_free(&buf);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    return jj_buf_value(c, &buf, out);
 }
 
 /* ---------------- dict methods ---------------- */
@@ -653,10 +648,7 @@ static int join_items(jj_ctx *c, jv seq, jv sep, jv attribute, jv *out) {
         }
         jv_to_str(x, &b);
     }
-    *out = jv_buf(c, &b);
-    bool bad = b.oom;
-    jj_buf_free(&b);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    return jj_buf_value(c, &b, out);
 }
 
 static int f_tojson(jj_ctx *c, jv v, const fargs *a, jv *out) {
@@ -680,12 +672,13 @@ static int f_tojson(jj_ctx *c, jv v, const fargs *a, jv *out) {
     } else if (seps.t != JV_NONE)
         return jj_fail(c, "tojson: separators must be a pair of strings");
     if (!o.indent && indent.t == JV_STR) return oom(c);
+    if (!o.item_sep || !o.key_sep) return oom(c);
     jj_buf b = {0};
-    int rc = jv_to_json(c, v, &o, &b);
-    if (!rc) *out = jv_buf(c, &b);
-    if (!rc && (b.oom || out->t != JV_STR)) rc = oom(c);
-    jj_buf_free(&b);
-    return rc;
+    if (jv_to_json(c, v, &o, &b)) {
+        jj_buf_free(&b);
+        return -1;
+    }
+    return jj_buf_value(c, &b, out);
 }
 
 static int f_indent(jj_ctx *c, jv v, const fargs *a, jv *out) {
@@ -705,10 +698,8 @@ static int f_indent(jj_ctx *c, jv v, const fargs *a, jv *out) {
         bool empty = s.u.s.p[i + 1] == '\n';
         if (blank || !empty) jj_put(&b, ind.p, ind.n);
     }
-    *out = jv_buf(c, &b);
-    bool bad = b.oom || ind.oom;
-    jj_buf_free(&b), jj_buf_free(&ind);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    jj_buf_free(&ind);
+    return jj_buf_value(c, &b, out);
 }
 
 /* An attribute path "a.b.0" as jinja2's make_attrgetter walks it. */
@@ -907,10 +898,7 @@ static int f_string(jj_ctx *c, const char *name, jv v, const fargs *a, jv *out) 
         *out = strip(s, chars, true, true);
         return 0;
     }
-    if (!strcmp(name, "upper")) return change_case(c, s, CASE_UPPER, out);
-    if (!strcmp(name, "lower")) return change_case(c, s, CASE_LOWER, out);
-    if (!strcmp(name, "title")) return change_case(c, s, CASE_TITLE, out);
-    if (!strcmp(name, "capitalize")) return change_case(c, s, CASE_CAPITALIZE, out);
+    if (case_mode_of(name) >= 0) return change_case(c, s, (case_mode)case_mode_of(name), out);
     if (!strcmp(name, "replace")) {
         int64_t count = -1;
         jv cnt = farg(a, 2, "count", jv_none());
@@ -934,10 +922,7 @@ static int f_string(jj_ctx *c, const char *name, jv v, const fargs *a, jv *out) 
         else
             jj_putc(&b, ch);
     }
-    *out = jv_buf(c, &b);
-    bool bad = b.oom;
-    jj_buf_free(&b);
-    return bad || out->t != JV_STR ? oom(c) : 0;
+    return jj_buf_value(c, &b, out);
 }
 
 static const char *const FILTERS[] = {

@@ -227,10 +227,7 @@ static int binop(jj_ctx *c, int op, jv a, jv b, jv *out) {
         jj_buf buf = {0};
         jv_to_str(a, &buf);
         jv_to_str(b, &buf);
-        *out = jv_buf(c, &buf);
-        bool bad = buf.oom;
-        jj_buf_free(&buf);
-        return bad || out->t != JV_STR ? oom(c) : 0;
+        return jj_buf_value(c, &buf, out);
     }
     if (a.t == JV_UNDEF) return undefined_error(c, a);
     if (b.t == JV_UNDEF) return undefined_error(c, b);

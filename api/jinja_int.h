@@ -240,8 +240,9 @@ jj_dict *jj_dict_new(jj_ctx *c, int cap);
 int jj_dict_set(jj_ctx *c, jj_dict *d, jv k, jv v);
 const jv *jj_dict_get(const jj_dict *d, jv k);
 const jv *jj_dict_getstr(const jj_dict *d, const char *key);
-jv jv_cstr(jj_ctx *c, const char *s);  /* arena copy of a C string */
-jv jv_buf(jj_ctx *c, const jj_buf *b); /* arena copy of a buffer */
+jv jv_cstr(jj_ctx *c, const char *s);            /* arena copy of a C string */
+jv jv_buf(jj_ctx *c, const jj_buf *b);           /* arena copy of a buffer */
+int jj_buf_value(jj_ctx *c, jj_buf *b, jv *out); /* arena string from b, frees b */
 int jv_from_json(jj_ctx *c, const cJSON *j, jv *out);
 /* json.dumps(v, ensure_ascii=False, indent, separators, sort_keys) as transformers' tojson */
 typedef struct jj_json_opts {

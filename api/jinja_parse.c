@@ -191,6 +191,13 @@ static bool parse_call_args(parser *P, jnode *call) {
     return expect_op(P, ")");
 }
 
+static jnode *parse_call(parser *P, jnode *callee) {
+    jnode *call = mk(P, JN_CALL);
+    if (!call) return NULL;
+    call->a = callee;
+    return parse_call_args(P, call) ? call : NULL;
+}
+
 static jnode *parse_filter(parser *P, jnode *node, bool start_inline) {
     while (is_op(P, "|") || start_inline) {
         if (!start_inline) advance(P);
@@ -229,12 +236,9 @@ static jnode *parse_filter_expr(parser *P, jnode *node) {
             node = parse_filter(P, node, false);
         else if (is_name(P, "is"))
             node = parse_test(P, node);
-        else if (is_op(P, "(")) {
-            jnode *call = mk(P, JN_CALL);
-            if (!call) return NULL;
-            call->a = node;
-            node = parse_call_args(P, call) ? call : NULL;
-        } else
+        else if (is_op(P, "("))
+            node = parse_call(P, node);
+        else
             break;
     }
     return node;
@@ -298,12 +302,9 @@ static jnode *parse_postfix(parser *P, jnode *node) {
     while (node && !P->failed) {
         if (is_op(P, ".") || is_op(P, "["))
             node = parse_subscript(P, node);
-        else if (is_op(P, "(")) {
-            jnode *call = mk(P, JN_CALL);
-            if (!call) return NULL;
-            call->a = node;
-            node = parse_call_args(P, call) ? call : NULL;
-        } else
+        else if (is_op(P, "("))
+            node = parse_call(P, node);
+        else
             break;
     }
     return node;
@@ -388,46 +389,29 @@ static jnode *parse_unary(parser *P, bool with_filter) {
 }
 
 static int binop_of(parser *P, const char *const *ops, const int *codes, int n) {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n && ops[i]; i++)
         if (is_op(P, ops[i])) return codes[i];
     return 0;
 }
 
-static jnode *parse_pow(parser *P) {
-    jnode *left = parse_unary(P, true);
-    while (left && is_op(P, "**")) {
-        advance(P);
-        left = mk2(P, JN_BINOP, left, parse_unary(P, true));
-        if (left) left->op = JO_POW;
-    }
-    return left;
-}
+/* jinja2's parse_math1 / parse_concat / parse_math2 / parse_pow: left-associative levels from
+ * the loosest; below the last comes parse_unary. */
+static const struct {
+    const char *ops[4]; /* operator tokens of the level */
+    int codes[4];       /* their JO_* codes */
+} LEVELS[] = {
+    {{"+", "-"}, {JO_ADD, JO_SUB}},
+    {{"~"}, {JO_CONCAT}},
+    {{"*", "/", "//", "%"}, {JO_MUL, JO_DIV, JO_FLOORDIV, JO_MOD}},
+    {{"**"}, {JO_POW}},
+};
 
-static jnode *parse_math2(parser *P) {
-    static const char *const ops[] = {"*", "/", "//", "%"};
-    static const int codes[] = {JO_MUL, JO_DIV, JO_FLOORDIV, JO_MOD};
-    jnode *left = parse_pow(P);
-    for (int op; left && (op = binop_of(P, ops, codes, 4));) {
+static jnode *parse_binary(parser *P, int level) {
+    if (level == (int)(sizeof LEVELS / sizeof LEVELS[0])) return parse_unary(P, true);
+    jnode *left = parse_binary(P, level + 1);
+    for (int op; left && (op = binop_of(P, LEVELS[level].ops, LEVELS[level].codes, 4));) {
         advance(P);
-        if ((left = mk2(P, JN_BINOP, left, parse_pow(P)))) left->op = op;
-    }
-    return left;
-}
-
-static jnode *parse_concat(parser *P) {
-    jnode *left = parse_math2(P);
-    while (left && accept_op(P, "~"))
-        if ((left = mk2(P, JN_BINOP, left, parse_math2(P)))) left->op = JO_CONCAT;
-    return left;
-}
-
-static jnode *parse_math1(parser *P) {
-    static const char *const ops[] = {"+", "-"};
-    static const int codes[] = {JO_ADD, JO_SUB};
-    jnode *left = parse_concat(P);
-    for (int op; left && (op = binop_of(P, ops, codes, 2));) {
-        advance(P);
-        if ((left = mk2(P, JN_BINOP, left, parse_concat(P)))) left->op = op;
+        if ((left = mk2(P, JN_BINOP, left, parse_binary(P, level + 1)))) left->op = op;
     }
     return left;
 }
@@ -435,7 +419,7 @@ static jnode *parse_math1(parser *P) {
 static jnode *parse_compare(parser *P) {
     static const char *const ops[] = {"==", "!=", "<", "<=", ">", ">="};
     static const int codes[] = {JO_EQ, JO_NE, JO_LT, JO_LE, JO_GT, JO_GE};
-    jnode *expr = parse_math1(P), *cmp = NULL;
+    jnode *expr = parse_binary(P, 0), *cmp = NULL;
     while (expr && !P->failed) {
         int op = binop_of(P, ops, codes, 6);
         if (op)
@@ -451,7 +435,7 @@ static jnode *parse_compare(parser *P) {
         jnode *operand = mk(P, JN_BINOP);
         if (!operand) return NULL;
         operand->op = op;
-        if (!add_kid(P, cmp, (operand->a = parse_math1(P)) ? operand : NULL)) return NULL;
+        if (!add_kid(P, cmp, (operand->a = parse_binary(P, 0)) ? operand : NULL)) return NULL;
     }
     return cmp ? cmp : expr;
 }

@@ -444,6 +444,14 @@ void jv_to_str(jv v, jj_buf *b) {
     }
 }
 
+int jj_buf_value(jj_ctx *c, jj_buf *b, jv *out) {
+    bool too_big = b->oom;
+    if (!too_big) *out = jv_buf(c, b);
+    jj_buf_free(b);
+    if (too_big) return jj_fail(c, "template string too large");
+    return out->t == JV_STR ? 0 : jj_fail(c, "template ran out of memory");
+}
+
 int jv_tostr(jj_ctx *c, jv v, jv *out) {
     if (v.t == JV_STR) {
         *out = v;
@@ -451,13 +459,7 @@ int jv_tostr(jj_ctx *c, jv v, jv *out) {
     }
     jj_buf b = {0};
     jv_to_str(v, &b);
-    if (b.oom) {
-        jj_buf_free(&b);
-        return jj_fail(c, "template output too large");
-    }
-    *out = jv_buf(c, &b);
-    jj_buf_free(&b);
-    return out->t == JV_STR ? 0 : jj_fail(c, "template ran out of memory");
+    return jj_buf_value(c, &b, out);
 }
 
 /* ---------------- JSON ---------------- */
@@ -470,32 +472,14 @@ static void json_str(const char *s, size_t n, jj_buf *b) {
         if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
         jj_put(b, s + run, i - run);
         run = i + 1;
+        static const char short_esc[] = "\"\"\\\\\nn\rr\tt\bb\ff"; /* char, letter pairs */
+        const char *hit = memchr(short_esc, ch, sizeof short_esc - 1);
         char tmp[8];
-        switch (ch) {
-        case '"':
-            jj_puts(b, "\\\"");
-            break;
-        case '\\':
-            jj_puts(b, "\\\\");
-            break;
-        case '\n':
-            jj_puts(b, "\\n");
-            break;
-        case '\r':
-            jj_puts(b, "\\r");
-            break;
-        case '\t':
-            jj_puts(b, "\\t");
-            break;
-        case '\b':
-            jj_puts(b, "\\b");
-            break;
-        case '\f':
-            jj_puts(b, "\\f");
-            break;
-        default:
-            snprintf(tmp, sizeof tmp, "\\u%04x", ch), jj_puts(b, tmp);
-        }
+        if (hit && (hit - short_esc) % 2 == 0)
+            snprintf(tmp, sizeof tmp, "\\%c", hit[1]);
+        else
+            snprintf(tmp, sizeof tmp, "\\u%04x", ch);
+        jj_puts(b, tmp);
     }
     jj_put(b, s + run, n - run);
     jj_putc(b, '"');
