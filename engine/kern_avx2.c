@@ -22,7 +22,8 @@ enum {
     AVX2_MAX_NR = 8,     /* widest tile in weight rows */
     AVX2_PF_BYTES = 512, /* how far ahead of the FMAs weight rows are prefetched */
     AVX2_SCHUNK = 64,    /* attention scores computed before one softmax rescale */
-    AVX2_SGROUP = 4,     /* attention scores computed side by side */
+    AVX2_SGROUP = 8,     /* attention scores computed side by side */
+    AVX2_VGROUP = 4,     /* groups of 8 output columns accumulated side by side */
 };
 
 AVX2_INLINE size_t elem_size(eng_dtype t) {
@@ -109,22 +110,22 @@ AVX2_INLINE void scores(float *s, const float *q, const void *tile, eng_dtype t,
     __m256 acc[AVX2_SGROUP];
     const char *r0 = (const char *)tile + (size_t)slot * (size_t)d * elem_size(t);
     size_t rb = (size_t)d * elem_size(t);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; g++) acc[g] = _mm256_setzero_ps();
     int k = 0;
     for (; k + AVX2_LANES <= d; k += AVX2_LANES) {
         __m256 qv = _mm256_loadu_ps(q + k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int g = 0; g < G; g++)
             acc[g] = _mm256_fmadd_ps(qv, load8(r0 + (size_t)g * rb, t, k), acc[g]);
     }
     if (k < d) {
         __m256 qv = load_tail(q, ENG_F32, k, d - k);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int g = 0; g < G; g++)
             acc[g] = _mm256_fmadd_ps(qv, load_tail(r0 + (size_t)g * rb, t, k, d - k), acc[g]);
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < G; g++) s[g] = scale * hsum8(acc[g]);
 }
 
@@ -134,7 +135,26 @@ AVX2_INLINE void chunk_scores(float *s, const float *q, const void *tile, eng_dt
     int i = 0;
     for (; i + AVX2_SGROUP <= n; i += AVX2_SGROUP)
         scores(s + i, q, tile, t, slot0 + i, d, scale, AVX2_SGROUP);
+    for (; i + AVX2_SGROUP / 2 <= n; i += AVX2_SGROUP / 2)
+        scores(s + i, q, tile, t, slot0 + i, d, scale, AVX2_SGROUP / 2);
     for (; i < n; i++) scores(s + i, q, tile, t, slot0 + i, d, scale, 1);
+}
+
+/* Columns [k, k + 8G) of rescale_add, G groups of 8 side by side (independent FMA chains). */
+AVX2_INLINE void rescale_groups(float *out, __m256 cv, const float *p, const char *r0, size_t rb,
+                                eng_dtype t, int k, int n, int G) {
+    __m256 o[AVX2_VGROUP];
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) o[g] = _mm256_mul_ps(_mm256_loadu_ps(out + k + g * AVX2_LANES), cv);
+    for (int i = 0; i < n; i++) {
+        __m256 pv = _mm256_set1_ps(p[i]);
+        const char *r = r0 + (size_t)i * rb;
+#pragma GCC unroll 4
+        for (int g = 0; g < G; g++)
+            o[g] = _mm256_fmadd_ps(pv, load8(r, t, k + g * AVX2_LANES), o[g]);
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < G; g++) _mm256_storeu_ps(out + k + g * AVX2_LANES, o[g]);
 }
 
 /* out[0..d) = out * corr + sum_i p[i] * (V row slot0 + i), rows added in slot order. */
@@ -144,12 +164,9 @@ AVX2_INLINE void rescale_add(float *out, float corr, const float *p, const void 
     size_t rb = (size_t)d * elem_size(t);
     __m256 cv = _mm256_set1_ps(corr);
     int k = 0;
-    for (; k + AVX2_LANES <= d; k += AVX2_LANES) {
-        __m256 o = _mm256_mul_ps(_mm256_loadu_ps(out + k), cv);
-        for (int i = 0; i < n; i++)
-            o = _mm256_fmadd_ps(_mm256_set1_ps(p[i]), load8(r0 + (size_t)i * rb, t, k), o);
-        _mm256_storeu_ps(out + k, o);
-    }
+    for (; k + AVX2_VGROUP * AVX2_LANES <= d; k += AVX2_VGROUP * AVX2_LANES)
+        rescale_groups(out, cv, p, r0, rb, t, k, n, AVX2_VGROUP);
+    for (; k + AVX2_LANES <= d; k += AVX2_LANES) rescale_groups(out, cv, p, r0, rb, t, k, n, 1);
     if (k < d) {
         float tmp[AVX2_LANES] = {0};
         memcpy(tmp, out + k, (size_t)(d - k) * sizeof *tmp);
