@@ -46,8 +46,8 @@ def main():
     tap = refmodel.Tap()
     model_dir = os.environ.get("RADIXSERVE_REAL_MODEL", "")
     if not model_dir:
-        tap.skip("RADIXSERVE_REAL_MODEL not set (a Qwen3-0.6B directory; see models/README or "
-                 "docs/arch-testing.md)")
+        tap.skip("RADIXSERVE_REAL_MODEL not set (point it at a Qwen3-0.6B directory as Hugging "
+                 "Face ships it; see docs/arch-testing.md)")
         tap.done()
     lack = missing_parts(model_dir)
     if lack:

@@ -19,7 +19,8 @@ with the portable kernels and the CPU's default ones, and the KV cache in F32 an
   3. with the portable kernels, which compute in F32 from exactly upcast weights, every run is
      within 1e-4 of the reference (F32 KV) or 1e-2 of a reference that rounds K/V to BF16 as
      the run's KV cache does (BF16 KV);
-  4. the binary's --top-logits lines agree with its --logits-out file and name its argmax.
+  4. the binary's --top-logits lines agree with its --logits-out file and name its argmax;
+  5. chunked prefill on another thread count (--chunk 3 --threads 3) gives bit-identical logits.
 """
 
 import os
@@ -60,6 +61,25 @@ def prompt_for(index, length, vocab):
     return [1 + (index * 131 + i * 7919) % (vocab - 1) for i in range(length)]
 
 
+def check_run(tap, label, ref, prompt, gen, ref_ids, gaps, exact, isa, kv):
+    """Checks 1-4 of the module comment on one run; False if the run itself failed."""
+    ran = (gen.rc == 0 and gen.ids and gen.logits is not None
+           and gen.logits.shape[0] == len(gen.ids) == len(gen.tops))
+    if not tap.ok(ran, "%s: generate exits 0 with one --top-logits line and one logits row per "
+                  "step (rc %d, %d ids)" % (label, gen.rc, len(gen.ids))):
+        tap.diag(gen.stderr[-1500:])
+        return False
+    refmodel.check_ids(tap, label, gen.ids, ref_ids, gaps, exact)
+    refmodel.check_logits(tap, label, ref, prompt, gen, F32_TOL if exact else LOW_TOL)
+    if isa == "portable" and not exact:
+        # the portable kernels compute in F32 from exactly upcast weights: the only rounding
+        # left is the KV cache's, which the reference can do too
+        refmodel.check_logits(tap, label + " (F32 compute)", ref, prompt, gen,
+                              KV_TOL if kv == "bf16" else F32_TOL, kv_bf16=kv == "bf16")
+    refmodel.check_self_consistent(tap, label, gen)
+    return True
+
+
 def run_case(tap, tmp, index, case):
     name, preset, dtype, sets, plen = case
     model_dir = os.path.join(tmp, name)
@@ -79,21 +99,21 @@ def run_case(tap, tmp, index, case):
             env = {"RADIXSERVE_ISA": "portable" if isa == "portable" else None}
             gen = refmodel.generate(model_dir, prompt, N_STEPS, vocab=vocab, env=env,
                                     extra=["--kv-dtype", kv], logits_path=logits_path)
-            ran = (gen.rc == 0 and gen.ids and gen.logits is not None
-                   and gen.logits.shape[0] == len(gen.ids) == len(gen.tops))
-            if not tap.ok(ran, "%s: generate exits 0 with one --top-logits line and one logits "
-                          "row per step (rc %d, %d ids)" % (label, gen.rc, len(gen.ids))):
-                tap.diag(gen.stderr[-1500:])
-                continue
-            exact = dtype == "f32" and kv == "f32"
-            refmodel.check_ids(tap, label, gen.ids, ref_ids, gaps, exact)
-            refmodel.check_logits(tap, label, ref, prompt, gen, F32_TOL if exact else LOW_TOL)
-            if isa == "portable" and not exact:
-                # the portable kernels compute in F32 from exactly upcast weights: the only
-                # rounding left is the KV cache's, which the reference can do too
-                refmodel.check_logits(tap, label + " (F32 compute)", ref, prompt, gen,
-                                      KV_TOL if kv == "bf16" else F32_TOL, kv_bf16=kv == "bf16")
-            refmodel.check_self_consistent(tap, label, gen)
+            ok = check_run(tap, label, ref, prompt, gen, ref_ids, gaps,
+                           dtype == "f32" and kv == "f32", isa, kv)
+            if ok and isa == "default" and kv == model_kv:
+                check_invariance(tap, label, model_dir, prompt, vocab, gen, logits_path)
+
+
+def check_invariance(tap, label, model_dir, prompt, vocab, whole, logits_path):
+    """The prompt prefilled 3 tokens at a time on 3 threads (a count no default run uses on
+    1 or 2 cores) gives the same bits as the default run (whole prompt, one thread per CPU)."""
+    gen = refmodel.generate(model_dir, prompt, N_STEPS, vocab=vocab,
+                            env={"RADIXSERVE_ISA": None}, extra=["--chunk", "3", "--threads", "3"],
+                            logits_path=logits_path)
+    same = (gen.rc == 0 and gen.ids == whole.ids and gen.logits is not None
+            and torch.equal(gen.logits, whole.logits))
+    tap.ok(same, "%s: --chunk 3 --threads 3 gives the same ids and bit-identical logits" % label)
 
 
 def main():
