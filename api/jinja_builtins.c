@@ -421,6 +421,78 @@ int jj_slice(jj_ctx *c, jv obj, jv start, jv stop, jv step, jv *out) {
     return jj_buf_value(c, &buf, out);
 }
 
+/* One printf-style conversion spec (flags, width, precision, type) applied to v. */
+static int format_one(jj_ctx *c, const char *spec, size_t n, char type, jv v, jj_buf *b) {
+    char f[40], tmp[512];
+    if (type == 's' || type == 'r') {
+        jj_buf s = {0};
+        if (type == 's')
+            jv_to_str(v, &s);
+        else
+            jv_repr(v, &s);
+        snprintf(f, sizeof f, "%%%.*ss", (int)(n < 30 ? n : 30), spec);
+        if (n == 0)
+            jj_put(b, s.p ? s.p : "", s.n);
+        else if (s.n < 256) {
+            snprintf(tmp, sizeof tmp, f, s.p ? s.p : ""); /* width/precision as Python's */
+            jj_puts(b, tmp);
+        } else
+            jj_put(b, s.p, s.n);
+        jj_buf_free(&s);
+        return 0;
+    }
+    if (!jv_isnum(v))
+        return jj_fail(c, "%%%c format: a number is required, not %s", type, jv_typename(v));
+    double x = v.t == JV_FLOAT ? v.u.f : (double)(v.t == JV_BOOL ? v.u.b : v.u.i);
+    if (type == 'f' || type == 'e' || type == 'g') {
+        snprintf(f, sizeof f, "%%%.*s%c", (int)(n < 30 ? n : 30), spec, type);
+        snprintf(tmp, sizeof tmp, f, x);
+    } else {
+        snprintf(f, sizeof f, "%%%.*sll%c", (int)(n < 30 ? n : 30), spec, type == 'i' ? 'd' : type);
+        snprintf(tmp, sizeof tmp, f,
+                 (long long)(v.t == JV_FLOAT  ? (int64_t)x
+                             : v.t == JV_BOOL ? v.u.b
+                                              : v.u.i));
+    }
+    jj_puts(b, tmp);
+    return 0;
+}
+
+int jj_str_format(jj_ctx *c, jv fmt, jv args, jv *out) {
+    bool tuple = args.t == JV_LIST && args.u.l->tuple;
+    int nargs = tuple ? args.u.l->n : 1, used = 0;
+    jj_buf b = {0};
+    for (size_t i = 0; i < fmt.u.s.n; i++) {
+        if (fmt.u.s.p[i] != '%') {
+            jj_putc(&b, fmt.u.s.p[i]);
+            continue;
+        }
+        size_t start = ++i;
+        while (i < fmt.u.s.n && strchr("-+ #0123456789.", fmt.u.s.p[i])) i++;
+        char type = i < fmt.u.s.n ? fmt.u.s.p[i] : 0;
+        if (type == '%') {
+            jj_putc(&b, '%');
+            continue;
+        }
+        if (!type || !strchr("srdifegx", type) || used >= nargs) {
+            jj_buf_free(&b);
+            return jj_fail(c, type && used >= nargs ? "not enough arguments for format string"
+                                                    : "unsupported format character");
+        }
+        jv v = tuple ? args.u.l->v[used] : args;
+        used++;
+        if (format_one(c, fmt.u.s.p + start, i - start, type, v, &b)) {
+            jj_buf_free(&b);
+            return -1;
+        }
+    }
+    if (used < nargs) {
+        jj_buf_free(&b);
+        return jj_fail(c, "not all arguments converted during string formatting");
+    }
+    return jj_buf_value(c, &b, out);
+}
+
 /* ---------------- dict methods ---------------- */
 
 static int dict_items(jj_ctx *c, const jj_dict *d, int which, jv *out) {

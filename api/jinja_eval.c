@@ -239,6 +239,7 @@ static int binop(jj_ctx *c, int op, jv a, jv b, jv *out) {
     bool seq_a = a.t == JV_STR || a.t == JV_LIST;
     if (op == JO_ADD && seq_a && a.t == b.t && (a.t == JV_STR || a.u.l->tuple == b.u.l->tuple))
         return concat_seq(c, a, b, out);
+    if (op == JO_MOD && a.t == JV_STR) return jj_str_format(c, a, b, out);
     if (op == JO_MUL && seq_a && (b.t == JV_INT || b.t == JV_BOOL))
         return repeat(c, a, as_i(b), out);
     if (op == JO_MUL && (a.t == JV_INT || a.t == JV_BOOL) && (b.t == JV_STR || b.t == JV_LIST))

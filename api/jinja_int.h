@@ -270,6 +270,8 @@ int jj_call_builtin(jj_ctx *c, const jj_func *fn, jv *args, int nargs, const cha
                     int nkw, jv *out);
 bool jj_global_get(jj_ctx *c, const char *name, jv *out); /* range, namespace, ... */
 int jj_slice(jj_ctx *c, jv obj, jv start, jv stop, jv step, jv *out);
+/* Python's "fmt" % args for %s %r %d %i %f %x %% with flags/width/precision */
+int jj_str_format(jj_ctx *c, jv fmt, jv args, jv *out);
 
 /* evaluator services the builtins need (jinja_eval.c) */
 int jj_call_value(jj_ctx *c, jv callee, jv *args, int nargs, const char **kwn, jv *kwv, int nkw,

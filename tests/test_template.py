@@ -12,6 +12,7 @@ Prints TAP.
 """
 import json
 import os
+import random
 import subprocess
 import sys
 from datetime import datetime
@@ -236,6 +237,9 @@ def qwen_conversations():
         ("content parts", [{"role": "system", "content": [{"type": "text", "text": "sys part"}]},
                            {"role": "user", "content": [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]}]),
         ("long conversation", [sys_("S")] + [m for i in range(12) for m in (user("question %d" % i), asst("answer %d" % i))] + [user("last")]),
+        ("null content with tool calls", [user("w?"), {"role": "assistant", "content": None, "tool_calls": [call("get_weather", {"location": "Bern"})]},
+                                          tool("ok"), {"role": "assistant", "content": None, "reasoning_content": None}], [WEATHER_TOOL]),
+        ("missing content", [user("a"), {"role": "assistant"}, user("b")]),
         ("whitespace heavy", [user("  leading and trailing  \n\n"), asst("\n\n<think>\n\n  spaced  \n\n</think>\n\n\n  body  \n"), user("\t")]),
     ]
     reqs = []
@@ -353,6 +357,7 @@ FEATURES = [
     "{% filter upper %}shout {{ s }}{% endfilter %} {% generation %}gen{% endgeneration %}",
     "{{ xs[10] is defined }} {{ d['nope'] is defined }} {{ s[100] is defined }} {{ none.attr is defined }}",
     "{{ 1e16 }} {{ 1e15 }} {{ 123456789.123 }} {{ 0.0001 }} {{ 0.00001 }} {{ 1/3 }} {{ 2/3 }} {{ 1e-300 * 1e-300 }} {{ 1.5e300 * 1e300 }} {{ -0.0 }}",
+    "{{ '%s-%d|%5.2f|%-4s|%03d|%x|%r|%%' % ('a', 3, 3.14159, 'ab', 7, 255, 'q') }} {{ 'v=%s' % xs }}",
     "  {% for x in xs %}\n    {% if x is odd %}\n      odd {{ x }}\n    {% else %}\n      even {{ x }}\n    {% endif %}\n  {% endfor %}\n",
 ]
 FEATURE_VARS = {"xs": [1, 2, 3, 4, 5], "s": "Hello World!", "d": {"a": 1, "b": "two", "c": [True, None]},
@@ -365,6 +370,47 @@ def test_features():
         d = model_dir_with("feature%02d" % i, {"chat_template": src})
         req = {"_name": "feature %d" % i, "messages": [user("x")], "chat_template_kwargs": FEATURE_VARS}
         compare_many(d, src, cfg, [req], "jinja")
+
+
+def random_template(rng, depth=0):
+    """Text, tags and comments with every whitespace-control marker, nested if/for blocks."""
+    texts = [" ", "  ", "\n", "\n\n", "  \n", "\n  ", "\t", "a", "b c", " x \n  ", "\r\n", "\u3000", "\n\t "]
+
+    def tag(body):
+        return "{%" + rng.choice(["", "-", "+"]) + " " + body + " " + rng.choice(["", "-", "+"]) + "%}"
+
+    out = []
+    for _ in range(rng.randint(1, 5)):
+        r = rng.random()
+        out.append(rng.choice(texts))
+        if r < 0.25:
+            out.append("{{" + rng.choice(["", "-"]) + rng.choice([" x ", " 'v' ", " 1 "]) + rng.choice(["", "-"]) + "}}")
+        elif r < 0.35:
+            out.append("{#" + rng.choice(["", "-", "+"]) + " c " + rng.choice(["", "-", "+"]) + "#}")
+        elif r < 0.6 and depth < 3:
+            out += [tag("if x"), random_template(rng, depth + 1)]
+            if rng.random() < 0.5:
+                out += [tag("else"), random_template(rng, depth + 1)]
+            out.append(tag("endif"))
+        elif r < 0.8 and depth < 3:
+            out += [tag("for i in xs"), random_template(rng, depth + 1), tag("endfor")]
+        elif r < 0.9:
+            out.append(tag("set y = 2"))
+    return "".join(out)
+
+
+def test_random_whitespace(count=150):
+    """jinja2's trim_blocks / lstrip_blocks / -+ markers over random templates: zero differences."""
+    rng = random.Random(20261125)
+    req = {"messages": [user("x")], "chat_template_kwargs": {"xs": [1, 2], "x": True}}
+    diffs = []
+    for i in range(count):
+        src = random_template(rng) + rng.choice(["", "\n", "\n\n"])
+        want = golden(src, {}, req)
+        rc, outs, err = run_cli(model_dir_with("random", {"chat_template": src}), [json.dumps(req)])
+        if outs != [want]:
+            diffs.append("%r: want %r got %r" % (src[:120], want[:80], (outs or [err])[0]))
+    check(not diffs, "%d random whitespace-control templates identical to jinja2" % count, "\n".join(diffs[:3]))
 
 
 def test_other_templates():
@@ -461,6 +507,7 @@ def main():
     check(n >= 50, "at least 50 Qwen3 conversations compared (%d)" % n)
     test_other_templates()
     test_features()
+    test_random_whitespace()
     test_plain_fallback()
     test_errors()
     print("1..%d" % n_checks)
