@@ -54,44 +54,53 @@ AVX2_INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. */
+/* acc[i][j] += x row i . W row j over the 8 elements from k (or the zero-padded tail of n < 8). */
+AVX2_INLINE void tile_step(__m256 acc[ENG_TILE_MR][AVX2_MAX_NR], const float *x, int K,
+                           const char *w0, size_t rb, eng_dtype t, int k, int n, int MR, int NR) {
+    __m256 w[AVX2_MAX_NR];
+#pragma GCC unroll 8
+    for (int j = 0; j < NR; j++)
+        w[j] = n == AVX2_LANES ? load8(w0 + (size_t)j * rb, t, k)
+                               : load_tail(w0 + (size_t)j * rb, t, k, n);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        const float *xi = x + (size_t)i * (size_t)K;
+        __m256 xv = n == AVX2_LANES ? _mm256_loadu_ps(xi + k) : load_tail(xi, ENG_F32, k, n);
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+    }
+}
+
+/*
+ * A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. The k
+ * loop walks one cache line of each weight row per iteration so that a streamed row is
+ * prefetched once per line; the steps inside are the same 8-element steps in the same order.
+ */
 AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, int NR) {
     float *y = a->y;
     const float *x = a->x;
-    int K = a->K, ldy = a->ldy;
+    int K = a->K, ldy = a->ldy, line = 64 / (int)elem_size(t);
     size_t rb = (size_t)K * elem_size(t);
     const char *w0 = (const char *)a->W + (size_t)n * rb;
-    __m256 acc[ENG_TILE_MR][AVX2_MAX_NR], w[AVX2_MAX_NR];
+    __m256 acc[ENG_TILE_MR][AVX2_MAX_NR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
     int k = 0;
-#pragma GCC unroll 2
-    for (; k + AVX2_LANES <= K; k += AVX2_LANES) {
+    for (; k + line <= K; k += line) {
+        if (a->stream)
 #pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) {
-            const char *r = w0 + (size_t)j * rb;
-            if (a->stream) _mm_prefetch(r + (size_t)k * elem_size(t) + AVX2_PF_BYTES, _MM_HINT_T0);
-            w[j] = load8(r, t, k);
-        }
+            for (int j = 0; j < NR; j++)
+                _mm_prefetch(w0 + (size_t)j * rb + (size_t)k * elem_size(t) + AVX2_PF_BYTES,
+                             _MM_HINT_T0);
 #pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m256 xv = _mm256_loadu_ps(x + (size_t)i * (size_t)K + k);
-#pragma GCC unroll 8
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
-        }
+        for (int s = 0; s < line; s += AVX2_LANES)
+            tile_step(acc, x, K, w0, rb, t, k + s, AVX2_LANES, MR, NR);
     }
-    if (k < K) {
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) w[j] = load_tail(w0 + (size_t)j * rb, t, k, K - k);
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m256 xv = load_tail(x + (size_t)i * (size_t)K, ENG_F32, k, K - k);
-#pragma GCC unroll 8
-            for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
-        }
-    }
+    for (; k + AVX2_LANES <= K; k += AVX2_LANES)
+        tile_step(acc, x, K, w0, rb, t, k, AVX2_LANES, MR, NR);
+    if (k < K) tile_step(acc, x, K, w0, rb, t, k, K - k, MR, NR);
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 8
