@@ -105,8 +105,10 @@ static int set_arch(eng_config *c, const cJSON *j, const char *path, rs_err *e) 
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
     if (rs && !cJSON_IsNull(rs))
         return rs_errf(e, RS_EINVAL, "%s: rope_scaling is not supported", path);
-    int bias = 0, rc = json_bool(j, "attention_bias", &bias, path, e);
+    int bias = 0, sliding = 0, rc = json_bool(j, "attention_bias", &bias, path, e);
+    if (!rc) rc = json_bool(j, "use_sliding_window", &sliding, path, e);
     if (rc) return rc;
+    if (sliding) return rs_errf(e, RS_EINVAL, "%s: use_sliding_window is not supported", path);
     if (bias && !c->qkv_bias)
         return rs_errf(e, RS_EINVAL, "%s: attention_bias is not supported for %s", path, c->arch);
     return 0;

@@ -287,6 +287,8 @@ static void check_bad_config(void) {
     write_text(dir, "config.json",
                "{\"model_type\": \"llama\", \"rope_scaling\": {\"type\": \"yarn\"}}");
     expect_fail(dir, RS_EINVAL, "config.json", "rope_scaling", "unsupported rope_scaling");
+    write_text(dir, "config.json", "{\"model_type\": \"qwen2\", \"use_sliding_window\": true}");
+    expect_fail(dir, RS_EINVAL, "config.json", "use_sliding_window", "sliding-window attention");
     tm_tmpdir(dir, sizeof dir, "load_empty_dir");
     char p[1200];
     snprintf(p, sizeof p, "%s/config.json", dir);
