@@ -103,6 +103,9 @@ static int make_params(srv *s, const api_gen *g, sched_params *p, eng_logit_bias
 static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *param,
                   api_error *err) {
     srv *s = j->s;
+    if (ids->n == 0)
+        return api_errorf(err, 400, "invalid_request_error", param, "invalid_value",
+                          "The prompt is empty (it encodes to no tokens)");
     if (ids->n >= s->model.ctx_size)
         return api_errorf(err, 400, "invalid_request_error", param, "context_length_exceeded",
                           "The prompt has %d tokens; this server's context is %d tokens "
