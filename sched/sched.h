@@ -83,6 +83,8 @@ typedef struct sched_event {
     int completion_tokens;     /* DONE: summed over choices */
     char message[256];         /* ERROR */
     int code;                  /* ERROR: the RS_E* code (RS_ECANCELED after a cancel) */
+    int64_t step;              /* scheduler steps run when it was produced (orders events of
+                                  different requests) */
 } sched_event;
 
 void sched_event_free(sched_event *ev); /* frees ev->text */

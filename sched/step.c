@@ -99,7 +99,7 @@ static void fail_request(sched_request *r, int code, const char *msg) {
 
 /* The request's last event, then the scheduler's side lets go of it. */
 static void request_end(sched *s, sched_request *r) {
-    sched_event ev = {0};
+    sched_event ev = {.step = s->steps};
     if (r->failed || (atomic_load(&r->cancel) && r->n_finished < r->p.n)) {
         ev.type = SCHED_EV_ERROR;
         ev.code = r->failed ? r->fail_code : RS_ECANCELED;
@@ -328,6 +328,7 @@ static int admit_one(sched *s, int at) {
  * a running prefill waits for it; an over-age head that does not fit stops admission so that
  * later arrivals cannot overtake it forever. */
 static void admit(sched *s) {
+    if (s->waiting.n == 0 || running_slots(s) >= s->cfg.max_batch) return; /* skip the ranking */
     cand c[ADMIT_WINDOW];
     int n = rank(s, c);
     for (int i = 0; i < n; i++) {
@@ -442,7 +443,7 @@ static char *tail_text(sched_seq *q, int *stopped) {
 /* Sample the next token of q from its logits row and emit it; returns 1 when q finished. */
 static int sample_emit(sched *s, sched_seq *q, float *logits) {
     sched_request *r = q->req;
-    sched_event ev = {.type = SCHED_EV_TOKEN, .index = q->index};
+    sched_event ev = {.type = SCHED_EV_TOKEN, .index = q->index, .step = s->steps};
     int want_lp = r->p.logprobs || r->p.top_logprobs > 0;
     double lse = 0;
     if (want_lp) {
@@ -476,7 +477,8 @@ static int sample_emit(sched *s, sched_seq *q, float *logits) {
     }
     if (!reason && (n_gen >= r->p.max_tokens || q->toks.n >= s->cfg.ctx_size)) reason = "length";
     if (!reason) return 0;
-    sched_event fin = {.type = SCHED_EV_FINISH, .index = q->index, .finish_reason = reason};
+    sched_event fin = {
+        .type = SCHED_EV_FINISH, .index = q->index, .finish_reason = reason, .step = s->steps};
     int stopped = 0;
     fin.text = strcmp(reason, "stop") == 0 && !is_eos(s, t) ? dup_str("") : tail_text(q, &stopped);
     if (stopped) fin.finish_reason = "stop";

@@ -23,18 +23,23 @@ typedef struct result {
     const char *reason[NCHOICE];
     int prompt, cached, completion; /* usage from DONE */
     int done, error, code;          /* how it ended */
+    int64_t first_step, last_step;  /* scheduler steps of the first and the last event */
     char message[256];
 } result;
 
 static eng_model *g_model;
 static tok_tokenizer *g_tok;
+static double g_max_wait_s; /* sched_config.max_wait_s of the schedulers start() makes */
 
 /* Drain every event of r into out; returns 1 when a DONE or ERROR arrived. */
 static int collect(sched_request *r, result *out) {
     memset(out, 0, sizeof *out);
     sched_event ev;
+    out->first_step = -1;
     while (sched_next_event(r, &ev, TIMEOUT_MS) == 1) {
         int c = ev.index;
+        if (out->first_step < 0) out->first_step = ev.step;
+        out->last_step = ev.step;
         if (ev.type == SCHED_EV_TOKEN && c < NCHOICE && out->n[c] < MAXT) {
             out->tok[c][out->n[c]] = ev.token;
             out->lp[c][out->n[c]++] = ev.logprob;
@@ -80,7 +85,8 @@ static sched *start(int kv_bytes, int max_batch, int max_queue, int budget, int 
                       .max_batch = max_batch,
                       .max_queue = max_queue,
                       .token_budget = budget,
-                      .prefix_cache = cache};
+                      .prefix_cache = cache,
+                      .max_wait_s = g_max_wait_s};
     sched *s = NULL;
     rs_err e = {0};
     if (sched_start(&s, g_model, g_tok, &c, &e)) TAP_DIAG("sched_start: %s", e.msg);
@@ -298,6 +304,47 @@ static void test_shared_prefill(void) {
     sched_request_free(rb);
     check_idle(s, "shared prefill");
     sched_stop(s);
+}
+
+/* ---------------------------------------------------------------- admission order */
+
+/* One batch slot and a long blocker; an uncached request A and a cached one B wait behind or
+ * beside it. B (the longer cached prefix) runs before A; with an age bound already passed, A
+ * (the older) runs before B. */
+static void test_admission_order(void) {
+    const char *names[] = {"longest cached prefix first", "past the age bound, oldest first"};
+    for (int aged = 0; aged < 2; aged++) {
+        g_max_wait_s = aged ? 1e-6 : 100;
+        sched *s = start(4 << 20, 1, 8, 64, 1);
+        g_max_wait_s = 0;
+        if (!s) return;
+        int32_t warm[100], blocker[320], a[80], b[100];
+        int nw = make_prompt(warm, 70, 80, 0), nx = make_prompt(blocker, 71, 0, 300);
+        int na = make_prompt(a, 72, 0, 60), nb = make_prompt(b, 70, 80, 10);
+        sched_params p = greedy(5), pl = greedy(100);
+        pl.ignore_eos = 1;
+        sched_request *rw, *rx, *ra, *rb;
+        rs_err e;
+        result rs_w, rs_x, rs_a, rs_b;
+        sched_submit(s, warm, nw, &p, &rw, &e);
+        collect(rw, &rs_w);
+        sched_submit(s, blocker, nx, &pl, &rx, &e);
+        sched_submit(s, a, na, &p, &ra, &e);
+        sched_submit(s, b, nb, &p, &rb, &e);
+        collect(rx, &rs_x);
+        collect(ra, &rs_a);
+        collect(rb, &rs_b);
+        int ok = rs_a.done && rs_b.done && rs_b.cached >= 64 && rs_a.cached == 0;
+        ok &= aged ? rs_a.last_step < rs_b.first_step : rs_b.last_step < rs_a.first_step;
+        TAP_OK(ok, "%s: A steps %lld..%lld, B (cached %d) steps %lld..%lld", names[aged],
+               (long long)rs_a.first_step, (long long)rs_a.last_step, rs_b.cached,
+               (long long)rs_b.first_step, (long long)rs_b.last_step);
+        sched_request_free(rw);
+        sched_request_free(rx);
+        sched_request_free(ra);
+        sched_request_free(rb);
+        sched_stop(s);
+    }
 }
 
 /* ---------------------------------------------------------------- preemption */
@@ -520,6 +567,7 @@ int main(void) {
     test_cache_on_off();
     test_shared_prefill();
     test_seeded();
+    test_admission_order();
     test_preemption();
     test_batched_equals_alone();
     tok_free(g_tok);
