@@ -6,7 +6,8 @@
  *      at M = 1 and M = 8, split over T threads by columns like the engine's pool: GB/s of
  *      weights and the implied tokens/s, against the limit bandwidth / weight bytes per token;
  *   3. prefill GEMM GFLOPS for 512 x 3072 x 1024 and 512 x 1024 x 3072 (M x N x K, BF16
- *      weights) against OpenBLAS sgemm on the same weights widened to F32.
+ *      weights) against OpenBLAS sgemm on the same weights widened to F32;
+ *   4. attention of one query over BF16 KV pages at a few context lengths.
  *
  * Usage: bench_kernels [--threads T] [--reps R] [--quick]
  *   --quick: one repetition of everything and a 4-layer model (seconds; a smoke test)
@@ -288,6 +289,57 @@ static void bench_gemm_shape(team *t, const eng_kernels *k, const opts *o, int M
     free(y);
 }
 
+/* ---------------------------------------------------------------- attention */
+
+/* Microseconds per (query, head) attending over n_pos positions of BF16 KV, head_dim 128. */
+static double attend_us(const eng_kernels *k, kv_pool *p, const int32_t *blocks, int n_pos,
+                        int reps) {
+    float q[128], out[128];
+    for (int i = 0; i < 128; i++) q[i] = (float)((i * 13) % 29) / 29.0f - 0.5f;
+    int calls = 2 * 1024 * 1024 / n_pos; /* about the same work for every n_pos */
+    double best = 1e30;
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = rs_now();
+        for (int c = 0; c < calls; c++) k->attend(out, q, p, blocks, 0, c % 8, n_pos, 0.088f);
+        double dt = (rs_now() - t0) / calls;
+        if (r > 0 && dt < best) best = dt;
+    }
+    return best * 1e6;
+}
+
+/* One thread: decode attention at a few context lengths, and what a 512-token prefill of
+ * Qwen3-0.6B spends in attention when each query row attends alone. */
+static void bench_attend(const eng_kernels *k, const opts *o) {
+    kv_pool_config c = {
+        .n_layers = 1, .n_kv_heads = 8, .head_dim = 128, .block_size = 16, .dtype = KV_BF16};
+    enum { MAX_POS = 4096 };
+    c.budget_bytes = kv_block_bytes(&c) * (MAX_POS / 16);
+    kv_pool p;
+    rs_err e = {0};
+    if (kv_pool_init(&p, &c, &e)) {
+        printf("attention: %s\n", e.msg);
+        return;
+    }
+    uint16_t *m = (uint16_t *)p.mem;
+    for (size_t i = 0; i < p.mem_bytes / 2; i++)
+        m[i] = (uint16_t)(0x3c00u | ((i * 40503u) & 0x807fu));
+    int32_t *blocks = malloc(sizeof *blocks * (MAX_POS / 16));
+    for (int i = 0; i < MAX_POS / 16; i++) blocks[i] = (i * 37) % (MAX_POS / 16);
+    printf("attention (one thread, BF16 KV, head_dim 128, 16-position blocks):\n");
+    const int lens[] = {256, 1024, MAX_POS};
+    for (int i = 0; i < 3; i++) {
+        double us = attend_us(k, &p, blocks, lens[i], o->reps);
+        printf("  n_pos=%d: %.1f us per query-head, %.1f GB/s of K/V\n", lens[i], us,
+               lens[i] * 128.0 * 2 * 2 / us / 1e3);
+    }
+    /* prefill of 512: 16 heads x 28 layers x positions 1..512, about 512 queries at n_pos 256 */
+    double us = attend_us(k, &p, blocks, 256, o->reps);
+    printf("  a 512-token prefill attending row by row: ~%.2f s of one thread\n",
+           us * 512 * 16 * QWEN_LAYERS / 1e6);
+    free(blocks);
+    kv_pool_free(&p);
+}
+
 static int parse(opts *o, int argc, char **argv) {
     *o = (opts){.threads = 2, .reps = 3, .layers = QWEN_LAYERS};
     for (int i = 1; i < argc; i++) {
@@ -332,6 +384,7 @@ int main(int argc, char **argv) {
     bench_gemm_shape(&one, k, &o, 512, 3072, 1024);
     bench_gemm_shape(&all, k, &o, 512, 3072, 1024);
     bench_gemm_shape(&all, k, &o, 512, 1024, 3072);
+    bench_attend(k, &o);
     team_free(&one);
     team_free(&all);
     return 0;
