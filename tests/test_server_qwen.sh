@@ -2,7 +2,8 @@
 # test_server_qwen.sh — Qwen-specific server behaviour on a tiny random Qwen3 model (written by
 # bench/make_model.py): the real chat template through /tokenize (enable_thinking, tools, text
 # parts), reasoning split into reasoning_content (the <think> token forced with logit_bias, since
-# a random model never chooses it), and a config file whose keys flags override.
+# a random model never chooses it), a config file whose keys flags override, and disconnects in
+# the middle of a 4000-token prefill (seconds on one thread) freeing everything within a second.
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT"
@@ -24,7 +25,7 @@ fi
 PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 U=http://127.0.0.1:$PORT
 cat >"$TMP/cfg.json" <<EOF
-{"served-model-name": "qwen-tiny", "ctx-size": 256, "port": 1, "kv-cache-mb": 16, "threads": 1}
+{"served-model-name": "qwen-tiny", "ctx-size": 8192, "port": 1, "kv-cache-mb": 16, "threads": 1, "token-budget": 256}
 EOF
 "$BIN" serve --model "$TMP/tiny-qwen3" --config "$TMP/cfg.json" --port "$PORT" >"$TMP/log" 2>&1 &
 SERVER=$!
@@ -32,7 +33,7 @@ for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")
 post() { curl -s -m 20 "$U$1" -H 'Content-Type: application/json' -d "$2"; }
 
 models=$(curl -s "$U/v1/models")
-ok $(echo "$models" | json 'd["data"][0]["id"]=="qwen-tiny" and d["data"][0]["max_model_len"]==256' | grep -q True; echo $?) "config file sets served-model-name and ctx-size; --port overrides it ($models)"
+ok $(echo "$models" | json 'd["data"][0]["id"]=="qwen-tiny" and d["data"][0]["max_model_len"]==8192' | grep -q True; echo $?) "config file sets served-model-name and ctx-size; --port overrides it ($models)"
 
 msgs='"messages":[{"role":"user","content":"Hi"}]'
 off=$(post /tokenize "{$msgs,\"chat_template_kwargs\":{\"enable_thinking\":false}}" | json 'd["tokens"]')
@@ -53,6 +54,21 @@ s=$(curl -sN -m 20 "$U/v1/chat/completions" -H 'Content-Type: application/json' 
 ok $(echo "$s" | grep -q '"reasoning_content":"<think>' && echo "$s" | grep -q 'data: \[DONE\]'; echo $?) "streamed reasoning_content deltas"
 r=$(post /v1/chat/completions "{$msgs,$tools,\"tool_choice\":\"auto\",\"max_tokens\":3,\"model\":\"qwen-tiny\"}")
 ok $(echo "$r" | json 'd["usage"]["prompt_tokens"]' | grep -qx "$withtools"; echo $?) "chat with tools + tool_choice: prompt rendered with the tools"
+
+metric() { curl -s -m 5 "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+for mode in true false; do
+    word=$([ $mode = true ] && echo "hello world" || echo "good night")
+    $PY -c "import json,sys; print(json.dumps({'prompt': (sys.argv[1] + ' ') * 2000, 'max_tokens': 1, 'stream': sys.argv[2] == 'true'}))" "$word" $mode >"$TMP/long.json"
+    curl -sN -m 0.8 "$U/v1/completions" -H 'Content-Type: application/json' -d @"$TMP/long.json" >"$TMP/out" 2>/dev/null
+    t0=$(date +%s%N)
+    ms=0
+    while [ $ms -lt 1000 ]; do
+        running=$(metric radixserve_running_sequences); pinned=$(metric 'radixserve_kv_blocks{state="pinned"}')
+        ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.02
+    done
+    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le 1000 ] && ! grep -q '"text"' "$TMP/out"; echo $?) "disconnect mid-prefill (stream=$mode): no token sent, running=$running pinned=$pinned after ${ms} ms"
+done
 
 kill -TERM "$SERVER"; wait "$SERVER"; rc=$?; SERVER=
 ok $([ $rc = 0 ]; echo $?) "SIGTERM: exit 0"
