@@ -53,7 +53,8 @@ typedef struct eng_config {
     int n_eos;
 } eng_config;
 
-/* Defaults for sampling, from generation_config.json (absent keys: greedy-neutral values). */
+/* Defaults for sampling, from generation_config.json (absent keys: greedy-neutral values;
+ * "do_sample": false makes temperature 0, i.e. greedy, as transformers does). */
 typedef struct eng_gen_defaults {
     float temperature;        /* 1.0 if absent */
     float top_p;              /* 1.0 if absent */
@@ -134,7 +135,9 @@ typedef struct eng_rng {
 void eng_rng_seed(eng_rng *r, uint64_t seed);
 
 /* Sample one token from logits (vocab floats, modified in place by penalties, bias and
- * temperature). `prompt`/`generated` are the sequence's tokens so far (for penalties).
+ * temperature). Order: logit_bias, repetition penalty, presence/frequency penalties, then greedy
+ * (temperature 0) or temperature -> top_k -> top_p -> min_p -> one draw from r. Tokens more than
+ * 30 scaled logits below the best (p < e^-30 each) are not candidates. `prompt`/`generated` are the sequence's tokens so far (for penalties).
  * If logprob is non-NULL it receives log-softmax of the chosen token under the final
  * (processed) distribution. */
 int32_t eng_sample(const eng_sampling *s, eng_rng *r, float *logits, int vocab,
