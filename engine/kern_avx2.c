@@ -24,6 +24,7 @@ enum {
     AVX2_SCHUNK = 64,    /* attention scores computed before one softmax rescale */
     AVX2_SGROUP = 8,     /* attention scores computed side by side */
     AVX2_VGROUP = 4,     /* groups of 8 output columns accumulated side by side */
+    AVX2_ROWS = 32,      /* query rows sharing one walk over the KV blocks */
 };
 
 AVX2_INLINE size_t elem_size(eng_dtype t) {
@@ -207,34 +208,67 @@ AVX2_INLINE void attend_chunk(float *out, float *mx, float *l, const float *q, c
     rescale_add(out, corr, s, vt, t, slot0, n, d);
 }
 
+/* One query row's online-softmax state. */
+typedef struct att_row {
+    float *out;     /* head_dim floats: the running weighted sum of V, then the result */
+    const float *q; /* head_dim floats */
+    int n_pos;      /* positions this row attends to */
+    float mx, l;    /* running max score and running sum of exp(score - mx) */
+} att_row;
+
+/* Positions in the chunk that starts at p0: up to the block's end, at most AVX2_SCHUNK. Chunk
+ * starts depend only on positions, so every row (prefill or decode) sees the same chunks. */
+static int chunk_len(int p0, int bs) {
+    int n = bs - p0 % bs;
+    return n > AVX2_SCHUNK ? AVX2_SCHUNK : n;
+}
+
+/* Fold the chunk starting at p0 into row r (which attends past p0). */
+static void row_chunk(att_row *r, const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
+                      int p0, float scale) {
+    int bs = kv->block_size, n = chunk_len(p0, bs);
+    if (n > r->n_pos - p0) n = r->n_pos - p0;
+    const void *kt = kv_tile(kv, blocks[p0 / bs], layer, 0, kv_head);
+    const void *vt = kv_tile(kv, blocks[p0 / bs], layer, 1, kv_head);
+    if (kv->dtype == KV_BF16)
+        attend_chunk(r->out, &r->mx, &r->l, r->q, kt, vt, ENG_BF16, p0 % bs, n, kv->head_dim,
+                     scale);
+    else
+        attend_chunk(r->out, &r->mx, &r->l, r->q, kt, vt, ENG_F32, p0 % bs, n, kv->head_dim, scale);
+}
+
 /*
- * Online softmax over positions in order, in chunks of at most AVX2_SCHUNK positions that never
- * cross a block: chunk boundaries depend only on positions, so a query sees the same chunks
- * whether it runs in a prefill of 500 rows or alone in a decode step.
+ * Rows [0, R) in groups: each group walks the blocks once in position order, and every chunk
+ * is folded into each row that reaches it while its K/V are in L1. A row's arithmetic is that
+ * of attending alone.
  */
+void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
+                          const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
+                          float scale) {
+    int d = kv->head_dim;
+    for (int g0 = 0; g0 < R; g0 += AVX2_ROWS) {
+        att_row rows[AVX2_ROWS];
+        int nr = R - g0 < AVX2_ROWS ? R - g0 : AVX2_ROWS, reach = 0;
+        for (int r = 0; r < nr; r++) {
+            rows[r] = (att_row){out + (size_t)(g0 + r) * (size_t)ldo,
+                                q + (size_t)(g0 + r) * (size_t)ldq, n_pos[g0 + r], -INFINITY, 0};
+            for (int i = 0; i < d; i++) rows[r].out[i] = 0.0f;
+            if (rows[r].n_pos > reach) reach = rows[r].n_pos;
+        }
+        for (int p0 = 0; p0 < reach; p0 += chunk_len(p0, kv->block_size))
+            for (int r = 0; r < nr; r++)
+                if (p0 < rows[r].n_pos) row_chunk(&rows[r], kv, blocks, layer, kv_head, p0, scale);
+        for (int r = 0; r < nr; r++) {
+            if (!(rows[r].l > 0.0f)) continue;
+            float inv = 1.0f / rows[r].l;
+            for (int i = 0; i < d; i++) rows[r].out[i] *= inv;
+        }
+    }
+}
+
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
                      int layer, int kv_head, int n_pos, float scale) {
-    int d = kv->head_dim, bs = kv->block_size;
-    eng_dtype t = kv->dtype == KV_BF16 ? ENG_BF16 : ENG_F32;
-    float mx = -INFINITY, l = 0.0f;
-    for (int i = 0; i < d; i++) out[i] = 0.0f;
-    for (int p0 = 0; p0 < n_pos;) {
-        int blk = p0 / bs, slot0 = p0 % bs;
-        int n = bs - slot0;
-        if (n > AVX2_SCHUNK) n = AVX2_SCHUNK;
-        if (n > n_pos - p0) n = n_pos - p0;
-        const void *kt = kv_tile(kv, blocks[blk], layer, 0, kv_head);
-        const void *vt = kv_tile(kv, blocks[blk], layer, 1, kv_head);
-        if (t == ENG_BF16)
-            attend_chunk(out, &mx, &l, q, kt, vt, ENG_BF16, slot0, n, d, scale);
-        else
-            attend_chunk(out, &mx, &l, q, kt, vt, ENG_F32, slot0, n, d, scale);
-        p0 += n;
-    }
-    if (l > 0.0f) {
-        float inv = 1.0f / l;
-        for (int i = 0; i < d; i++) out[i] *= inv;
-    }
+    eng_attend_rows_avx2(out, 0, q, 0, &n_pos, 1, kv, blocks, layer, kv_head, scale);
 }
 
 const eng_kernels eng_kernels_avx2 = {

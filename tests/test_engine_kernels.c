@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "engine/internal.h"
+#include "engine/kern_x86.h"
 #include "engine/kernels.h"
 #include "tests/tap.h"
 
@@ -338,6 +339,41 @@ static void test_attend(const eng_kernels *k) {
     test_attend_geometry(k, KV_BF16, 36, 80); /* a block longer than one score chunk */
 }
 
+/* The prefill variant (many rows per walk over the blocks) gives each row the bits of
+ * attending alone, for rows of mixed lengths and more rows than one group. */
+static void test_attend_rows(kv_dtype dt, int head_dim, int bs) {
+    kv_pool_config c = {
+        .n_layers = 1, .n_kv_heads = 2, .head_dim = head_dim, .block_size = bs, .dtype = dt};
+    c.budget_bytes = kv_block_bytes(&c) * 40;
+    kv_pool p;
+    rs_err e = {0};
+    if (kv_pool_init(&p, &c, &e)) {
+        TAP_OK(0, "kv_pool_init: %s", e.msg);
+        return;
+    }
+    enum { ROWS = 75, MAX_POS = 150 };
+    int32_t table[40];
+    for (int i = 0; i < 40; i++) table[i] = (int32_t)((i * 11 + 5) % 40);
+    fill_kv(&p, table, MAX_POS, 3u, NAN);
+    int n_pos[ROWS];
+    for (int r = 0; r < ROWS; r++) n_pos[r] = r < 60 ? 91 + r : 1 + (r * 37) % MAX_POS;
+    float *q = rnd_vec((size_t)ROWS * (size_t)head_dim, 11u);
+    float *many = malloc((size_t)ROWS * (size_t)(head_dim + 1) * sizeof *many);
+    float *one = malloc((size_t)head_dim * sizeof *one);
+    eng_attend_rows_avx2(many, head_dim + 1, q, head_dim, n_pos, ROWS, &p, table, 0, 1, 0.2f);
+    int same = 1;
+    for (int r = 0; r < ROWS; r++) {
+        eng_attend_avx2(one, q + (size_t)r * head_dim, &p, table, 0, 1, n_pos[r], 0.2f);
+        same &= !memcmp(one, many + (size_t)r * (head_dim + 1), (size_t)head_dim * sizeof *one);
+    }
+    TAP_OK(same, "avx2 attend_rows kv=%s d=%d bs=%d: %d rows of mixed n_pos == each row alone",
+           dt == KV_F32 ? "f32" : "bf16", head_dim, bs, ROWS);
+    free(q);
+    free(many);
+    free(one);
+    kv_pool_free(&p);
+}
+
 int main(void) {
     openblas_set_num_threads(1);
     test_selection();
@@ -353,6 +389,12 @@ int main(void) {
         }
         test_matmul(k);
         test_attend(k);
+    }
+    if (cpu_runs("avx2")) {
+        test_attend_rows(KV_BF16, 128, 16);
+        test_attend_rows(KV_F32, 20, 7);
+    } else {
+        tap_skip("avx2 attend_rows: this CPU lacks AVX2");
     }
     unsetenv("RADIXSERVE_ISA");
     return tap_done();
