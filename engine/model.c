@@ -42,6 +42,27 @@ static int json_bool(const cJSON *o, const char *key, int *out, const char *file
     return 0;
 }
 
+/* A key and where its value goes: kind 'i' int, 'f' float, 'b' bool (as int). */
+typedef struct json_field {
+    const char *key;
+    char kind;
+    void *dst;
+} json_field;
+
+/* Every field present in o, type-checked; absent or null fields keep their defaults. */
+static int read_fields(const cJSON *o, const json_field *f, size_t n, const char *file, rs_err *e) {
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (f[i].kind == 'i')
+            rc = json_int(o, f[i].key, f[i].dst, file, e);
+        else if (f[i].kind == 'f')
+            rc = json_float(o, f[i].key, f[i].dst, file, e);
+        else
+            rc = json_bool(o, f[i].key, f[i].dst, file, e);
+    }
+    return rc;
+}
+
 /* eos_token_id: an integer or a list of integers. */
 static int json_eos(const cJSON *o, eng_config *c, const char *file, rs_err *e) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
@@ -152,19 +173,20 @@ static int load_config(eng_config *c, const char *dir, rs_err *e) {
                       .head_dim = -1,
                       .n_kv_heads = -1,
                       .max_pos = 32768};
+    const json_field f[] = {{"vocab_size", 'i', &c->vocab_size},
+                            {"hidden_size", 'i', &c->hidden},
+                            {"intermediate_size", 'i', &c->intermediate},
+                            {"num_hidden_layers", 'i', &c->n_layers},
+                            {"num_attention_heads", 'i', &c->n_heads},
+                            {"num_key_value_heads", 'i', &c->n_kv_heads},
+                            {"head_dim", 'i', &c->head_dim},
+                            {"max_position_embeddings", 'i', &c->max_pos},
+                            {"rms_norm_eps", 'f', &c->rms_eps},
+                            {"rope_theta", 'f', &c->rope_theta},
+                            {"tie_word_embeddings", 'b', &c->tie_embeddings},
+                            {"bos_token_id", 'i', &c->bos_id}};
     rc = set_arch(c, j, path, e);
-    if (!rc) rc = json_int(j, "vocab_size", &c->vocab_size, path, e);
-    if (!rc) rc = json_int(j, "hidden_size", &c->hidden, path, e);
-    if (!rc) rc = json_int(j, "intermediate_size", &c->intermediate, path, e);
-    if (!rc) rc = json_int(j, "num_hidden_layers", &c->n_layers, path, e);
-    if (!rc) rc = json_int(j, "num_attention_heads", &c->n_heads, path, e);
-    if (!rc) rc = json_int(j, "num_key_value_heads", &c->n_kv_heads, path, e);
-    if (!rc) rc = json_int(j, "head_dim", &c->head_dim, path, e);
-    if (!rc) rc = json_int(j, "max_position_embeddings", &c->max_pos, path, e);
-    if (!rc) rc = json_float(j, "rms_norm_eps", &c->rms_eps, path, e);
-    if (!rc) rc = json_float(j, "rope_theta", &c->rope_theta, path, e);
-    if (!rc) rc = json_bool(j, "tie_word_embeddings", &c->tie_embeddings, path, e);
-    if (!rc) rc = json_int(j, "bos_token_id", &c->bos_id, path, e);
+    if (!rc) rc = read_fields(j, f, sizeof f / sizeof f[0], path, e);
     if (!rc) rc = json_eos(j, c, path, e);
     cJSON_Delete(j);
     if (rc) return rc;
@@ -182,17 +204,26 @@ static int load_gen_config(eng_model *m, const char *dir, rs_err *e) {
     int rc = parse_json_file(dir, "generation_config.json", 1, &j, path, sizeof path, e);
     if (rc || !j) return rc;
     int do_sample = 1;
-    rc = json_float(j, "temperature", &m->gen.temperature, path, e);
-    if (!rc) rc = json_float(j, "top_p", &m->gen.top_p, path, e);
-    if (!rc) rc = json_int(j, "top_k", &m->gen.top_k, path, e);
-    if (!rc) rc = json_float(j, "min_p", &m->gen.min_p, path, e);
-    if (!rc) rc = json_float(j, "repetition_penalty", &m->gen.repetition_penalty, path, e);
-    if (!rc) rc = json_bool(j, "do_sample", &do_sample, path, e);
-    if (!rc) rc = json_int(j, "bos_token_id", &m->cfg.bos_id, path, e);
+    const json_field f[] = {{"temperature", 'f', &m->gen.temperature},
+                            {"top_p", 'f', &m->gen.top_p},
+                            {"top_k", 'i', &m->gen.top_k},
+                            {"min_p", 'f', &m->gen.min_p},
+                            {"repetition_penalty", 'f', &m->gen.repetition_penalty},
+                            {"do_sample", 'b', &do_sample},
+                            {"bos_token_id", 'i', &m->cfg.bos_id}};
+    rc = read_fields(j, f, sizeof f / sizeof f[0], path, e);
     if (!rc) rc = json_eos(j, &m->cfg, path, e);
     cJSON_Delete(j);
+    if (rc) return rc;
     if (!do_sample) m->gen.temperature = 0.0f;
-    return rc;
+    const eng_gen_defaults *g = &m->gen;
+    if (!(g->temperature >= 0) || !(g->top_p > 0 && g->top_p <= 1) || g->top_k < 0 ||
+        !(g->min_p >= 0 && g->min_p <= 1) || !(g->repetition_penalty > 0))
+        return rs_errf(e, RS_EINVAL,
+                       "%s: sampling value out of range (temperature >= 0, 0 < top_p <= 1, "
+                       "top_k >= 0, 0 <= min_p <= 1, repetition_penalty > 0)",
+                       path);
+    return 0;
 }
 
 /* ---------------------------------------------------------------- tensor binding */
