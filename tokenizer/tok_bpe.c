@@ -21,14 +21,28 @@ typedef struct cand {
     int32_t id;   /* the merged id, to detect that the pair changed since it was pushed */
 } cand;
 
+enum { BPE_INLINE = 64 }; /* symbols / candidates kept on the stack for a typical word */
+
 typedef struct bpe_work {
-    sym *s;    /* symbols */
-    int ns;    /* symbols used */
-    int cap_s; /* symbols allocated */
-    cand *h;   /* binary min-heap of candidate merges */
-    int nh;    /* heap size */
-    int cap_h; /* heap allocated */
+    sym *s;                    /* symbols (s_inline or malloc'd) */
+    int ns;                    /* symbols used */
+    int cap_s;                 /* symbols allocated */
+    cand *h;                   /* binary min-heap of candidate merges (h_inline or malloc'd) */
+    int nh;                    /* heap size */
+    int cap_h;                 /* heap allocated */
+    sym s_inline[BPE_INLINE];  /* first symbols, no malloc for short words */
+    cand h_inline[BPE_INLINE]; /* first candidates */
 } bpe_work;
+
+/* Grow an array that may still be the inline buffer. */
+static void *grow(void *p, const void *inl, int *cap, size_t elem) {
+    int ncap = *cap * 2;
+    void *q = p == inl ? malloc((size_t)ncap * elem) : realloc(p, (size_t)ncap * elem);
+    if (!q) return NULL;
+    if (p == inl) memcpy(q, p, (size_t)*cap * elem);
+    *cap = ncap;
+    return q;
+}
 
 static int cand_less(cand a, cand b) {
     return a.rank != b.rank ? a.rank < b.rank : a.pos < b.pos;
@@ -36,10 +50,9 @@ static int cand_less(cand a, cand b) {
 
 static int heap_push(bpe_work *w, cand c) {
     if (w->nh == w->cap_h) {
-        int cap = w->cap_h ? w->cap_h * 2 : 64;
-        cand *h = realloc(w->h, (size_t)cap * sizeof *h);
+        cand *h = grow(w->h, w->h_inline, &w->cap_h, sizeof *h);
         if (!h) return RS_ENOMEM;
-        w->h = h, w->cap_h = cap;
+        w->h = h;
     }
     int i = w->nh++;
     while (i > 0 && cand_less(c, w->h[(i - 1) / 2])) {
@@ -67,10 +80,9 @@ static cand heap_pop(bpe_work *w) {
 
 static int sym_push(bpe_work *w, int32_t id, int unk) {
     if (w->ns == w->cap_s) {
-        int cap = w->cap_s ? w->cap_s * 2 : 64;
-        sym *s = realloc(w->s, (size_t)cap * sizeof *s);
+        sym *s = grow(w->s, w->s_inline, &w->cap_s, sizeof *s);
         if (!s) return RS_ENOMEM;
-        w->s = s, w->cap_s = cap;
+        w->s = s;
     }
     int i = w->ns++;
     w->s[i] = (sym){id, i - 1, -1, 1, unk};
@@ -82,9 +94,12 @@ static int sym_push(bpe_work *w, int32_t id, int unk) {
 static int add_char(const tok_tokenizer *t, bpe_work *w, const char *c, size_t n, int first,
                     int last, rs_err *e) {
     char buf[128];
-    size_t pl = first ? 0 : strlen(t->cont_prefix), sl = last ? strlen(t->eow_suffix) : 0;
+    size_t pl = first ? 0 : t->cont_prefix_len, sl = last ? t->eow_suffix_len : 0;
     int32_t id = -1;
-    if (pl + n + sl <= sizeof buf) {
+    unsigned char c0 = (unsigned char)c[0];
+    if (!pl && !sl && n <= 2 && (n == 1 || (c0 & 0xE0) == 0xC0)) /* code point < 0x800 */
+        id = t->small_cp_id[n == 1 ? c0 : (c0 & 0x1F) << 6 | ((unsigned char)c[1] & 0x3F)];
+    else if (pl + n + sl <= sizeof buf) {
         memcpy(buf, t->cont_prefix, pl);
         memcpy(buf + pl, c, n);
         memcpy(buf + pl + n, t->eow_suffix, sl);
@@ -141,7 +156,8 @@ static int bpe_compute(const tok_tokenizer *t, const char *word, size_t n, rs_iv
         int32_t id = tok_strmap_get(&t->vocab, word, n);
         if (id >= 0) return rs_ivec_push(out, id);
     }
-    bpe_work w = {0};
+    bpe_work w;
+    w.s = w.s_inline, w.h = w.h_inline, w.ns = w.nh = 0, w.cap_s = w.cap_h = BPE_INLINE;
     int rc = 0;
     for (size_t i = 0; i < n && !rc;) {
         int k = tok_utf8_len((const unsigned char *)word + i, n - i);
@@ -152,8 +168,8 @@ static int bpe_compute(const tok_tokenizer *t, const char *word, size_t n, rs_iv
     if (!rc) rc = merge_all(t, &w);
     for (int i = 0; !rc && w.ns && i >= 0; i = w.s[i].next) rc = rs_ivec_push(out, w.s[i].id);
     if (rc == RS_ENOMEM) rs_errf(e, rc, "tokenizer: out of memory in BPE");
-    free(w.s);
-    free(w.h);
+    if (w.s != w.s_inline) free(w.s);
+    if (w.h != w.h_inline) free(w.h);
     return rc;
 }
 

@@ -27,7 +27,8 @@ typedef struct tok_bytes {
 } tok_bytes;
 
 int tb_put(tok_bytes *b, const void *p, size_t n);
-int tb_cstr(tok_bytes *b); /* ensure a NUL after the data (not counted in n) */
+int tb_reserve(tok_bytes *b, size_t n); /* room for n more bytes (and a NUL) */
+int tb_cstr(tok_bytes *b);              /* ensure a NUL after the data (not counted in n) */
 void tb_free(tok_bytes *b);
 
 typedef struct tok_span {
@@ -181,13 +182,16 @@ struct tok_tokenizer {
     tok_mergemap merges;     /* (left, right) -> (rank, merged id) */
 
     /* BPE options */
-    int32_t unk_id;       /* unk_token id or -1 */
-    int byte_fallback;    /* unknown characters become <0xNN> tokens */
-    int fuse_unk;         /* consecutive unknowns become one unk */
-    int ignore_merges;    /* a pre-token that is a whole vocab entry is emitted as is */
-    char *cont_prefix;    /* continuing_subword_prefix ("" if none), owned */
-    char *eow_suffix;     /* end_of_word_suffix ("" if none), owned */
-    int32_t byte_id[256]; /* <0xNN> token ids for byte fallback, -1 if absent */
+    int32_t unk_id;    /* unk_token id or -1 */
+    int byte_fallback; /* unknown characters become <0xNN> tokens */
+    int fuse_unk;      /* consecutive unknowns become one unk */
+    int ignore_merges; /* a pre-token that is a whole vocab entry is emitted as is */
+    char *cont_prefix; /* continuing_subword_prefix ("" if none), owned */
+    char *eow_suffix;  /* end_of_word_suffix ("" if none), owned */
+    size_t cont_prefix_len, eow_suffix_len; /* their lengths */
+    int32_t small_cp_id[0x800]; /* code point < U+0800 -> its one-character token id or -1
+                                   (the per-character lookup of BPE, without hashing) */
+    int32_t byte_id[256];       /* <0xNN> token ids for byte fallback, -1 if absent */
 
     tok_norm *norm;                 /* normalizer or NULL, owned */
     tok_pre *pre;                   /* pre-tokenizer or NULL, owned */

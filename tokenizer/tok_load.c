@@ -501,6 +501,8 @@ static int load_model_opts(tok_tokenizer *t, const cJSON *model, rs_err *e) {
     t->cont_prefix = dupstr(cp ? cp : "");
     t->eow_suffix = dupstr(ew ? ew : "");
     if (!t->cont_prefix || !t->eow_suffix) return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
+    t->cont_prefix_len = strlen(t->cont_prefix);
+    t->eow_suffix_len = strlen(t->eow_suffix);
     return 0;
 }
 
@@ -514,6 +516,15 @@ static int alloc_ids(tok_tokenizer *t, int n, rs_err *e) {
     if (!t->id_str || !t->id_len || !t->id_flags)
         return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
     return 0;
+}
+
+static void find_small_chars(tok_tokenizer *t) {
+    for (int32_t cp = 0; cp < 0x800; cp++) {
+        tok_bytes b = {0};
+        t->small_cp_id[cp] = -1;
+        if (!tok_utf8_put(&b, cp)) t->small_cp_id[cp] = tok_strmap_get(&t->vocab, b.p, b.n);
+        tb_free(&b);
+    }
 }
 
 static void find_byte_tokens(tok_tokenizer *t) {
@@ -589,7 +600,7 @@ int tok_load_json(tok_tokenizer *t, const cJSON *root, const cJSON *cfg, rs_err 
     if (!rc) rc = load_added(t, added, added_dec, e);
     const char *unk = jstr(model, "unk_token");
     t->unk_id = unk ? tok_strmap_get(&t->vocab, unk, strlen(unk)) : -1;
-    if (!rc) find_byte_tokens(t);
+    if (!rc) find_byte_tokens(t), find_small_chars(t);
     if (!rc) rc = load_config(t, cfg, e);
     if (!rc) rc = load_components(t, root, cfg, e);
     if (rc == RS_ENOMEM) rs_errf(e, rc, "tokenizer: out of memory");

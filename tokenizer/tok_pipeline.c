@@ -19,8 +19,33 @@ static int set_bytes(tok_bytes *s, const char *p, size_t n) {
     return tb_put(s, p, n);
 }
 
+/* NFC quick check: true when no character can change under NFC — each is a starter (combining
+ * class 0) without a canonical decomposition (compatibility ones are NFKC's business) that
+ * never composes with what precedes it (utf8proc marks
+ * such "second" characters in comb_index; the Hangul jamo compose algorithmically, so the jamo
+ * block is never stable). Anything else goes through utf8proc_map. */
+static int nfc_stable(const char *p, size_t n) {
+    for (size_t i = 0; i < n;) {
+        if ((unsigned char)p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t l =
+            utf8proc_iterate((const utf8proc_uint8_t *)p + i, (utf8proc_ssize_t)(n - i), &cp);
+        if (l <= 0 || (cp >= 0x1100 && cp <= 0x11FF)) return 0;
+        const utf8proc_property_t *pr = utf8proc_get_property(cp);
+        int second = pr->comb_index != UINT16_MAX && pr->comb_index >= 0x8000;
+        int canonical = pr->decomp_seqindex != UINT16_MAX && pr->decomp_type == 0;
+        if (pr->combining_class || canonical || second) return 0;
+        i += (size_t)l;
+    }
+    return 1;
+}
+
 static int norm_unicode(tok_norm_kind k, tok_bytes *s, rs_err *e) {
     if (is_ascii(s->p, s->n) && k != NORM_LOWERCASE) return 0; /* every form of ASCII is itself */
+    if (k == NORM_NFC && nfc_stable(s->p, s->n)) return 0;
     utf8proc_option_t o = UTF8PROC_STABLE;
     if (k == NORM_NFC || k == NORM_NFKC) o |= UTF8PROC_COMPOSE;
     if (k == NORM_NFD || k == NORM_NFKD) o |= UTF8PROC_DECOMPOSE;
@@ -151,18 +176,26 @@ static int pre_split(const tok_pre *p, tok_list *io, rs_err *e) {
 
 static int bytelevel_map(const tok_tokenizer *t, tok_list *io) {
     tok_list out = {0};
+    if (tb_reserve(&out.b, io->b.n * 2)) return RS_ENOMEM; /* a stand-in is at most 2 bytes */
     for (int i = 0; i < io->n; i++) {
         const unsigned char *s = (const unsigned char *)tl_ptr(io, i);
-        if (tl_push(&out, "", 0)) goto oom;
-        for (size_t k = 0; k < io->s[i].len; k++)
-            if (tl_extend(&out, (const char *)t->bl_char[s[k]] + 1, t->bl_char[s[k]][0])) goto oom;
+        if (tl_push(&out, "", 0)) {
+            tl_free(&out);
+            return RS_ENOMEM;
+        }
+        char *w = out.b.p + out.b.n;
+        for (size_t k = 0; k < io->s[i].len; k++) {
+            const unsigned char *c = t->bl_char[s[k]];
+            *w++ = (char)c[1];
+            if (c[0] == 2) *w++ = (char)c[2];
+        }
+        size_t len = (size_t)(w - (out.b.p + out.b.n));
+        out.b.n += len;
+        out.s[out.n - 1].len = len;
     }
     tl_free(io);
     *io = out;
     return 0;
-oom:
-    tl_free(&out);
-    return RS_ENOMEM;
 }
 
 /* Prepend `c` to the first piece (ByteLevel add_prefix_space, Metaspace prepend). */

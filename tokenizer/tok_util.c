@@ -5,7 +5,7 @@
 
 #include "tokenizer/tok_internal.h"
 
-int tb_put(tok_bytes *b, const void *p, size_t n) {
+int tb_reserve(tok_bytes *b, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         while (cap < b->n + n + 1) cap *= 2;
@@ -14,6 +14,11 @@ int tb_put(tok_bytes *b, const void *p, size_t n) {
         b->p = q;
         b->cap = cap;
     }
+    return 0;
+}
+
+int tb_put(tok_bytes *b, const void *p, size_t n) {
+    if (tb_reserve(b, n)) return RS_ENOMEM;
     if (n) memcpy(b->p + b->n, p, n);
     b->n += n;
     return 0;
