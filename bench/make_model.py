@@ -3,9 +3,11 @@
 
     /usr/bin/python3 bench/make_model.py --out DIR [--preset qwen3-0.6b|tiny-qwen3|tiny-llama|tiny-qwen2]
         [--config FILE.json] [--dtype bf16|f32|f16] [--seed N] [--set key=value ...] [--tokenizer DIR]
+        [--shards N]
 
-The directory holds config.json, generation_config.json, model.safetensors and the tokenizer files
-copied from --tokenizer (default: the repository's models/qwen3-tokenizer). It is every issue's
+The directory holds config.json, generation_config.json, model.safetensors (or, with --shards N,
+up to N shards and model.safetensors.index.json) and the tokenizer files copied from --tokenizer
+(default: the repository's models/qwen3-tokenizer). It is every issue's
 benchmark model (--preset qwen3-0.6b has Qwen3-0.6B's exact shapes: 596,049,920 parameters) and
 the engine tests' test model (the tiny presets, varied with --set).
 
@@ -203,10 +205,9 @@ def tensor_chunks(name, shape, kind, cfg, seed):
         done += n
 
 
-def write_safetensors(path, cfg, dtype, seed):
-    """Write every tensor of cfg to path, streaming; returns the parameter count."""
+def write_safetensors(path, specs, cfg, dtype, seed):
+    """Write the tensors `specs` of cfg to path, streaming; returns their total byte size."""
     st_dtype, _, size = DTYPES[dtype]
-    specs = tensor_specs(cfg)
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, _ in specs:
         nbytes = int(np.prod(shape)) * size
@@ -222,6 +223,40 @@ def write_safetensors(path, cfg, dtype, seed):
             for x in tensor_chunks(name, shape, kind, cfg, seed):
                 f.write(to_storage(x, dtype).tobytes())
     os.replace(tmp, path)
+    return offset
+
+
+def split_shards(specs, n, size):
+    """specs cut, in order, into at most n runs of roughly equal bytes (a huge tensor may leave
+    fewer: empty runs are dropped)."""
+    total = max(1, sum(int(np.prod(s)) * size for _, s, _ in specs))
+    shards, done = [[] for _ in range(n)], 0
+    for spec in specs:
+        shards[min(n - 1, done * n // total)].append(spec)
+        done += int(np.prod(spec[1])) * size
+    return [s for s in shards if s]
+
+
+def write_weights(out, cfg, dtype, seed, n_shards):
+    """model.safetensors, or with n_shards > 1 Hugging Face's model-0000i-of-0000N.safetensors
+    plus model.safetensors.index.json. Returns the parameter count."""
+    specs = tensor_specs(cfg)
+    index = os.path.join(out, "model.safetensors.index.json")
+    single = os.path.join(out, "model.safetensors")
+    for stale in (index, single):
+        if os.path.exists(stale):
+            os.remove(stale)
+    if n_shards <= 1:
+        write_safetensors(single, specs, cfg, dtype, seed)
+    else:
+        shards = split_shards(specs, n_shards, DTYPES[dtype][2])
+        weight_map, total = {}, 0
+        for i, part in enumerate(shards):
+            name = "model-%05d-of-%05d.safetensors" % (i + 1, len(shards))
+            total += write_safetensors(os.path.join(out, name), part, cfg, dtype, seed)
+            weight_map.update({t: name for t, _, _ in part})
+        with open(index, "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     return sum(int(np.prod(s)) for _, s, _ in specs)
 
 
@@ -289,6 +324,8 @@ def main(argv=None):
                     help="override one config key (value parsed as JSON when possible)")
     ap.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
                     help="directory whose tokenizer files are copied ('' for none)")
+    ap.add_argument("--shards", type=int, default=1,
+                    help="split the weights into this many files + model.safetensors.index.json")
     args = ap.parse_args(argv)
 
     cfg = build_config(args)
@@ -302,7 +339,7 @@ def main(argv=None):
             src = os.path.join(args.tokenizer, name)
             if os.path.exists(src):
                 shutil.copyfile(src, os.path.join(args.out, name))
-    n = write_safetensors(os.path.join(args.out, "model.safetensors"), cfg, args.dtype, args.seed)
+    n = write_weights(args.out, cfg, args.dtype, args.seed, args.shards)
     print("%s: %s %s, %d parameters" % (args.out, cfg["model_type"], args.dtype, n))
 
 

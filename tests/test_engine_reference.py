@@ -20,7 +20,8 @@ with the portable kernels and the CPU's default ones, and the KV cache in F32 an
      within 1e-4 of the reference (F32 KV) or 1e-2 of a reference that rounds K/V to BF16 as
      the run's KV cache does (BF16 KV);
   4. the binary's --top-logits lines agree with its --logits-out file and name its argmax;
-  5. chunked prefill on another thread count (--chunk 3 --threads 3) gives bit-identical logits.
+  5. chunked prefill on another thread count (--chunk 3 --threads 3) gives bit-identical logits;
+and that a model split into shards + model.safetensors.index.json gives the single file's bits.
 """
 
 import os
@@ -116,6 +117,26 @@ def check_invariance(tap, label, model_dir, prompt, vocab, whole, logits_path):
     tap.ok(same, "%s: --chunk 3 --threads 3 gives the same ids and bit-identical logits" % label)
 
 
+def check_shards(tap, tmp):
+    """The same weights as index + 3 shards give the bits of the single file (the shard path of
+    the loader reads every tensor from the right file at the right offset)."""
+    args = ["--preset", "tiny-qwen2", "--dtype", "bf16", "--seed", "7", "--set", "vocab_size=1000",
+            "--set", "tie_word_embeddings=false", "--tokenizer", ""]
+    runs = []
+    for shards in ("1", "3"):
+        model_dir = refmodel.make_model(os.path.join(tmp, "shards-" + shards), *args, "--shards", shards)
+        runs.append(refmodel.generate(model_dir, prompt_for(3, 11, 1000), 8, vocab=1000,
+                                      logits_path=os.path.join(tmp, "shards-%s.logits" % shards)))
+    one, three = runs
+    n_files = len([f for f in os.listdir(os.path.join(tmp, "shards-3")) if f.startswith("model-")])
+    same = (one.rc == 0 and three.rc == 0 and n_files == 3 and one.ids == three.ids
+            and one.logits is not None and torch.equal(one.logits, three.logits))
+    tap.ok(same, "qwen2 bf16 as %d shards + index: same ids and bit-identical logits as one file "
+           "(rc %d/%d)" % (n_files, one.rc, three.rc))
+    if not same:
+        tap.diag(three.stderr[-1000:])
+
+
 def main():
     tap = refmodel.Tap()
     tmp = refmodel.scratch("engine-reference")
@@ -124,6 +145,7 @@ def main():
         tap.done()
     for index, case in enumerate(CASES):
         run_case(tap, tmp, index, case)
+    check_shards(tap, tmp)
     tap.done()
 
 
