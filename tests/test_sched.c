@@ -460,7 +460,21 @@ static void test_cancel(void) {
         sched_request_free(r);
     }
     check_idle(s, "after dropping six unread handles");
+
+    /* Stopping with requests running and waiting: each gets an ERROR, and its handle stays
+     * valid (readable, cancellable, freeable) after the scheduler is gone. */
+    sched_request *live[3];
+    for (int i = 0; i < 3; i++) sched_submit(s, pr, n, &p, &live[i], &e);
+    wait_steps(s, 2);
     sched_stop(s);
+    int stopped = 0;
+    for (int i = 0; i < 3; i++) {
+        collect(live[i], &res);
+        stopped += res.error && res.code == RS_ECANCELED;
+        sched_cancel(live[i]);
+        sched_request_free(live[i]);
+    }
+    TAP_OK(stopped == 3, "sched_stop ends 3 running/waiting requests with an ERROR (%d)", stopped);
 }
 
 /* ---------------------------------------------------------------- limits */
