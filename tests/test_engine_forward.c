@@ -12,11 +12,12 @@
 #include "tests/tap.h"
 #include "tests/test_engine_model.h"
 
-#define MAX_SEQ 64 /* positions a test sequence may reach */
-#define BS      4  /* small pages, so sequences cross many block boundaries */
+#define MAX_SEQ 160 /* positions a test sequence may reach */
+#define BS      4   /* small pages, so sequences cross many block boundaries */
 
 /* A model, a context and a pool; each sequence gets its own blocks from the pool. */
 typedef struct runner {
+    int bs; /* block size of the pool */
     eng_model *m;
     eng_ctx *c;
     kv_pool kv;
@@ -24,16 +25,17 @@ typedef struct runner {
 } runner;
 
 typedef struct tseq {
-    int32_t blocks[MAX_SEQ / BS];
+    int32_t blocks[MAX_SEQ];
     int n_blocks;
 } tseq;
 
-static int runner_init(runner *r, eng_model *m, int kvdt, int threads, int max_tokens) {
+static int runner_init_bs(runner *r, eng_model *m, int kvdt, int bs, int threads, int max_tokens) {
     rs_err e = {0};
+    r->bs = bs;
     r->m = m;
     r->vocab = eng_model_config(m)->vocab_size;
-    kv_pool_config kc = eng_kv_config(m, BS, kvdt, 0);
-    kc.budget_bytes = kv_block_bytes(&kc) * 4 * (MAX_SEQ / BS);
+    kv_pool_config kc = eng_kv_config(m, bs, kvdt, 0);
+    kc.budget_bytes = kv_block_bytes(&kc) * 4 * (size_t)((MAX_SEQ + bs - 1) / bs);
     if (kv_pool_init(&r->kv, &kc, &e)) return TAP_DIAG("kv: %s", e.msg), -1;
     if (eng_ctx_init(&r->c, m, max_tokens, threads, &e)) {
         kv_pool_free(&r->kv);
@@ -43,13 +45,17 @@ static int runner_init(runner *r, eng_model *m, int kvdt, int threads, int max_t
     return 0;
 }
 
+static int runner_init(runner *r, eng_model *m, int kvdt, int threads, int max_tokens) {
+    return runner_init_bs(r, m, kvdt, BS, threads, max_tokens);
+}
+
 static void runner_free(runner *r) {
     eng_ctx_free(r->c);
     kv_pool_free(&r->kv);
 }
 
 static void seq_alloc(runner *r, tseq *s) {
-    s->n_blocks = MAX_SEQ / BS;
+    s->n_blocks = (MAX_SEQ + r->bs - 1) / r->bs;
     for (int i = 0; i < s->n_blocks; i++) s->blocks[i] = kv_alloc(&r->kv);
 }
 
@@ -79,9 +85,9 @@ typedef struct pair {
     size_t vbytes; /* bytes of a logits row */
 } pair;
 
-static int pair_init(pair *p, eng_model *m, int kvdt, int threads_b, int max_b, int n) {
-    if (runner_init(&p->a, m, kvdt, 2, n)) return -1;
-    if (runner_init(&p->b, m, kvdt, threads_b, max_b)) {
+static int pair_init(pair *p, eng_model *m, int kvdt, int bs, int threads_b, int max_b, int n) {
+    if (runner_init_bs(&p->a, m, kvdt, bs, 2, n)) return -1;
+    if (runner_init_bs(&p->b, m, kvdt, bs, threads_b, max_b)) {
         runner_free(&p->a);
         return -1;
     }
@@ -100,12 +106,13 @@ static void pair_free(pair *p) {
     runner_free(&p->b);
 }
 
-/* Decode token by token == a fresh full-sequence forward at every step. */
-static void check_decode(eng_model *m, int kvdt, const char *what) {
-    enum { N = 30, P = 5 };
+/* Decode token by token == a fresh full-sequence forward at every step (n tokens, block size
+ * bs: 4 crosses many pages; 128 puts many attention chunks inside one page). */
+static void check_decode(eng_model *m, int kvdt, const char *what, int bs, int N) {
+    enum { P = 5 };
     pair q;
-    if (pair_init(&q, m, kvdt, 2, N, N)) return;
-    int32_t tok[N];
+    if (pair_init(&q, m, kvdt, bs, 2, N, N)) return;
+    int32_t tok[MAX_SEQ];
     make_tokens(tok, N, q.a.vocab, 7);
     int bad = 0, rc = run1(&q.a, &q.sa, tok, P, 0, q.la);
     for (int t = P - 1; t < N && !rc; t++) {
@@ -113,8 +120,9 @@ static void check_decode(eng_model *m, int kvdt, const char *what) {
         rc |= run1(&q.b, &q.sb, tok, t + 1, 0, q.lb);
         bad += memcmp(q.la, q.lb, q.vbytes) != 0;
     }
-    TAP_OK(!rc && !bad, "%s: KV-cache decode == full recompute at each of %d steps (%d differ)",
-           what, N - P + 1, bad);
+    TAP_OK(!rc && !bad,
+           "%s: KV-cache decode == full recompute at each of %d steps, block size %d (%d differ)",
+           what, N - P + 1, bs, bad);
     pair_free(&q);
 }
 
@@ -122,7 +130,7 @@ static void check_decode(eng_model *m, int kvdt, const char *what) {
 static void check_chunked(eng_model *m, int kvdt, const char *what) {
     enum { N = 33 };
     pair q;
-    if (pair_init(&q, m, kvdt, 1, 7, N)) return;
+    if (pair_init(&q, m, kvdt, BS, 1, 7, N)) return;
     int32_t tok[N];
     make_tokens(tok, N, q.a.vocab, 11);
     int rc = run1(&q.a, &q.sa, tok, N, 0, q.la);
@@ -178,7 +186,8 @@ static void check_model(eng_model *m, const char *name) {
     for (int kvdt = 0; kvdt < 2; kvdt++) {
         char what[128];
         snprintf(what, sizeof what, "%s [%s, kv %s]", name, eng_isa_name(), kvn[kvdt]);
-        check_decode(m, kvdt, what);
+        check_decode(m, kvdt, what, BS, 30);
+        check_decode(m, kvdt, what, 128, 150);
         check_chunked(m, kvdt, what);
         check_batch(m, kvdt, what);
     }
@@ -248,7 +257,7 @@ static void check_validation(eng_model *m) {
     eng_seq q3 = {many, 9, 0, s.blocks, s.n_blocks, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q3, 1, &e) == RS_EINVAL, "more tokens than max_tokens: %s",
            e.msg);
-    int32_t badblk[MAX_SEQ / BS] = {0, 99999};
+    int32_t badblk[2] = {0, 99999};
     eng_seq q4 = {ok, 4, 2, badblk, 2, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q4, 1, &e) == RS_EINVAL, "block id out of range: %s", e.msg);
     eng_seq q5 = {ok, 0, 0, s.blocks, s.n_blocks, NULL};
