@@ -13,7 +13,11 @@ PY=/usr/bin/python3
 n=0 fails=0
 ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$TMP"; }
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
+    [ $fails -gt 0 ] && grep -v "GET /metrics" "$TMP/server.log" | tail -12 | sed 's/^/# server: /'
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
 
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -161,16 +165,19 @@ ok $([ "$(echo "$fuzz" | head -1)" = 0 ] && [ "$(curl -s -o /dev/null -w '%{http
 [ "$(echo "$fuzz" | head -1)" = 0 ] || echo "# $fuzz"
 
 # Disconnects mid-decode (streaming and not): the sequence leaves and nothing stays pinned.
+# The release bound is the spec's one second; sanitizer builds run the model several times slower.
+limit=1000
+case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
 metric() { curl -s -m 5 -H "Authorization: Bearer $KEY" "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
 for mode in true false; do
-    curl -sN -m 0.15 "${A[@]}" "$U/v1/completions" -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"stream\":$mode}" >/dev/null 2>&1
-    t0=$(date +%s.%N); running=x; pinned=x
-    for _ in $(seq 20); do
+    curl -sN -m 0.3 "${A[@]}" "$U/v1/completions" -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"n\":16,\"stream\":$mode}" >/dev/null 2>&1
+    t0=$(date +%s%N); running=x; pinned=x; ms=0
+    while [ $ms -lt $limit ]; do
         running=$(metric radixserve_running_sequences); pinned=$(metric 'radixserve_kv_blocks{state="pinned"}')
-        [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.05
+        ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.02
     done
-    dt=$($PY -c "import time; print(round(time.time()-$t0,2))")
-    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ]; echo $?) "disconnect mid-decode (stream=$mode): running=$running pinned=$pinned after ${dt}s"
+    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le $limit ]; echo $?) "disconnect mid-decode (stream=$mode): running=$running pinned=$pinned after ${ms} ms"
 done
 for _ in $(seq 20); do c499=$(metric 'radixserve_requests_total{status="499"}'); [ "${c499:-0}" -ge 2 ] && break; sleep 0.05; done
 ok $([ "${c499:-0}" -ge 2 ]; echo $?) "/metrics counts the disconnects as 499 ($c499)"

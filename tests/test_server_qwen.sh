@@ -55,6 +55,9 @@ ok $(echo "$s" | grep -q '"reasoning_content":"<think>' && echo "$s" | grep -q '
 r=$(post /v1/chat/completions "{$msgs,$tools,\"tool_choice\":\"auto\",\"max_tokens\":3,\"model\":\"qwen-tiny\"}")
 ok $(echo "$r" | json 'd["usage"]["prompt_tokens"]' | grep -qx "$withtools"; echo $?) "chat with tools + tool_choice: prompt rendered with the tools"
 
+# The release bound is the spec's one second; sanitizer builds run the model several times slower.
+limit=1000
+case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
 metric() { curl -s -m 5 "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
 for mode in true false; do
     word=$([ $mode = true ] && echo "hello world" || echo "good night")
@@ -62,12 +65,12 @@ for mode in true false; do
     curl -sN -m 0.8 "$U/v1/completions" -H 'Content-Type: application/json' -d @"$TMP/long.json" >"$TMP/out" 2>/dev/null
     t0=$(date +%s%N)
     ms=0
-    while [ $ms -lt 1000 ]; do
+    while [ $ms -lt $limit ]; do
         running=$(metric radixserve_running_sequences); pinned=$(metric 'radixserve_kv_blocks{state="pinned"}')
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))
         [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.02
     done
-    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le 1000 ] && ! grep -q '"text"' "$TMP/out"; echo $?) "disconnect mid-prefill (stream=$mode): no token sent, running=$running pinned=$pinned after ${ms} ms"
+    ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le $limit ] && ! grep -q '"text"' "$TMP/out"; echo $?) "disconnect mid-prefill (stream=$mode): no token sent, running=$running pinned=$pinned after ${ms} ms"
 done
 
 kill -TERM "$SERVER"; wait "$SERVER"; rc=$?; SERVER=

@@ -141,7 +141,7 @@ async function main() {
     // A client that aborts mid-stream frees its sequence and blocks within a second.
     const ac = new AbortController();
     try {
-        const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000,
+        const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000, n: 16,
             ignore_eos: true, stream: true }, { signal: ac.signal });
         let got = 0;
         for await (const ch of long) { if (++got === 5) ac.abort(); void ch; }
@@ -154,7 +154,9 @@ async function main() {
         if (running === 0 && pinned === 0) break;
         await new Promise((r) => setTimeout(r, 50));
     }
-    ok(running === 0 && pinned === 0, `abort mid-stream: running=${running} pinned=${pinned} after ${Date.now() - t0} ms`);
+    const left = await metric('radixserve_requests_total{status="499"}');
+    ok(running === 0 && pinned === 0 && left === 1,
+        `abort mid-stream: running=${running} pinned=${pinned} after ${Date.now() - t0} ms, 499s=${left}`);
 }
 
 try { await main(); } catch (e) { ok(false, `unexpected: ${e.stack}`); }
