@@ -11,6 +11,7 @@
  */
 #include <immintrin.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/kern_x86.h"
@@ -223,29 +224,44 @@ static int chunk_len(int p0, int bs) {
     return n > AVX2_SCHUNK ? AVX2_SCHUNK : n;
 }
 
-/* Fold the chunk starting at p0 into row r (which attends past p0). */
-static void row_chunk(att_row *r, const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
-                      int p0, float scale) {
-    int bs = kv->block_size, n = chunk_len(p0, bs);
-    if (n > r->n_pos - p0) n = r->n_pos - p0;
-    const void *kt = kv_tile(kv, blocks[p0 / bs], layer, 0, kv_head);
-    const void *vt = kv_tile(kv, blocks[p0 / bs], layer, 1, kv_head);
-    if (kv->dtype == KV_BF16)
-        attend_chunk(r->out, &r->mx, &r->l, r->q, kt, vt, ENG_BF16, p0 % bs, n, kv->head_dim,
-                     scale);
+/* The K and V rows of one chunk as the rows read them. */
+typedef struct att_chunk {
+    const void *kt, *vt; /* K and V tiles (or their F32 widening) */
+    eng_dtype t;         /* element type of kt / vt */
+    int slot0;           /* first row of the chunk in kt / vt */
+    int n;               /* positions in the chunk */
+} att_chunk;
+
+/* Fold chunk c into row r (which attends past its start), stopping at the row's n_pos. */
+static void row_chunk(att_row *r, const att_chunk *c, int p0, int d, float scale) {
+    int n = c->n < r->n_pos - p0 ? c->n : r->n_pos - p0;
+    if (c->t == ENG_BF16)
+        attend_chunk(r->out, &r->mx, &r->l, r->q, c->kt, c->vt, ENG_BF16, c->slot0, n, d, scale);
     else
-        attend_chunk(r->out, &r->mx, &r->l, r->q, kt, vt, ENG_F32, p0 % bs, n, kv->head_dim, scale);
+        attend_chunk(r->out, &r->mx, &r->l, r->q, c->kt, c->vt, ENG_F32, c->slot0, n, d, scale);
+}
+
+/* n rows of d BF16 values from row slot0 of a tile, widened (exactly) to F32. */
+static void widen_rows(float *dst, const void *tile, int slot0, int n, int d) {
+    const uint16_t *src = (const uint16_t *)tile + (size_t)slot0 * (size_t)d;
+    for (size_t i = 0; i < (size_t)n * (size_t)d; i++) {
+        uint32_t u = (uint32_t)src[i] << 16;
+        memcpy(dst + i, &u, sizeof u);
+    }
 }
 
 /*
  * Rows [0, R) in groups: each group walks the blocks once in position order, and every chunk
- * is folded into each row that reaches it while its K/V are in L1. A row's arithmetic is that
- * of attending alone.
+ * is folded into each row that reaches it while its K/V are in L1. With several rows and BF16
+ * pages, each chunk is widened to F32 once for the whole group (exact, so the rows see the same
+ * values as when they widen in registers). A row's arithmetic is that of attending alone.
  */
 void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
                           const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
                           float scale) {
-    int d = kv->head_dim;
+    int d = kv->head_dim, bs = kv->block_size;
+    float *wide = NULL; /* K then V of one chunk in F32; NULL: widen in registers */
+    if (R > 1 && kv->dtype == KV_BF16) wide = malloc(sizeof *wide * 2 * AVX2_SCHUNK * (size_t)d);
     for (int g0 = 0; g0 < R; g0 += AVX2_ROWS) {
         att_row rows[AVX2_ROWS];
         int nr = R - g0 < AVX2_ROWS ? R - g0 : AVX2_ROWS, reach = 0;
@@ -255,15 +271,26 @@ void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const in
             for (int i = 0; i < d; i++) rows[r].out[i] = 0.0f;
             if (rows[r].n_pos > reach) reach = rows[r].n_pos;
         }
-        for (int p0 = 0; p0 < reach; p0 += chunk_len(p0, kv->block_size))
+        for (int p0 = 0; p0 < reach; p0 += chunk_len(p0, bs)) {
+            att_chunk c = {kv_tile(kv, blocks[p0 / bs], layer, 0, kv_head),
+                           kv_tile(kv, blocks[p0 / bs], layer, 1, kv_head),
+                           kv->dtype == KV_BF16 ? ENG_BF16 : ENG_F32, p0 % bs, chunk_len(p0, bs)};
+            if (c.n > reach - p0) c.n = reach - p0;
+            if (wide) {
+                widen_rows(wide, c.kt, c.slot0, c.n, d);
+                widen_rows(wide + (size_t)AVX2_SCHUNK * (size_t)d, c.vt, c.slot0, c.n, d);
+                c = (att_chunk){wide, wide + (size_t)AVX2_SCHUNK * (size_t)d, ENG_F32, 0, c.n};
+            }
             for (int r = 0; r < nr; r++)
-                if (p0 < rows[r].n_pos) row_chunk(&rows[r], kv, blocks, layer, kv_head, p0, scale);
+                if (p0 < rows[r].n_pos) row_chunk(&rows[r], &c, p0, d, scale);
+        }
         for (int r = 0; r < nr; r++) {
             if (!(rows[r].l > 0.0f)) continue;
             float inv = 1.0f / rows[r].l;
             for (int i = 0; i < d; i++) rows[r].out[i] *= inv;
         }
     }
+    free(wide);
 }
 
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,

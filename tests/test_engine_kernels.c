@@ -392,7 +392,8 @@ int main(void) {
     }
     if (cpu_runs("avx2")) {
         test_attend_rows(KV_BF16, 128, 16);
-        test_attend_rows(KV_F32, 20, 7);
+        test_attend_rows(KV_BF16, 20, 7);
+        test_attend_rows(KV_F32, 36, 80);
     } else {
         tap_skip("avx2 attend_rows: this CPU lacks AVX2");
     }
