@@ -166,6 +166,18 @@ static void opts_free(serve_opts *o) {
         if (OPTS[i].kind == OPT_STR) free(*(char **)slot(o, &OPTS[i]));
 }
 
+/* Settings where 0 means nothing sensible (threads, ctx-size and port take 0 as "choose"). */
+static int check_positive(const serve_opts *o) {
+    static const char *names[] = {"kv-cache-mb", "max-batch",    "max-queue",  "default-max-tokens",
+                                  "block-size",  "token-budget", "max-body-mb"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (*(const int *)((const char *)o + find_opt(names[i])->off) < 1) {
+            fprintf(stderr, "radixserve serve: --%s must be at least 1\n", names[i]);
+            return -1;
+        }
+    return 0;
+}
+
 /* 0 ok, 1: --help shown, -1: bad arguments. */
 static int parse_args(serve_opts *o, int argc, char **argv) {
     for (int i = 1; i < argc; i++) /* the config file first: flags override it */
@@ -196,7 +208,7 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
         fprintf(stderr, "radixserve serve: --model DIR is required\n");
         return -1;
     }
-    return 0;
+    return check_positive(o);
 }
 
 /* ---------------------------------------------------------------- loading */

@@ -27,6 +27,13 @@ if [ ! -x "$BIN" ] || ! "$BIN" serve --help >/dev/null 2>&1; then
     echo "ok 1 - # SKIP $BIN serve not built"; exit 0
 fi
 
+# The command line: --help exits 0, bad flags 2, a model that cannot load 1 (with a message).
+"$BIN" serve --help >/dev/null 2>&1; h=$?
+"$BIN" serve --model models/stories260K --bogus >/dev/null 2>&1; b=$?
+"$BIN" serve --model models/stories260K --kv-cache-mb 0 >/dev/null 2>&1; z=$?
+"$BIN" serve --model "$TMP/no-such-model" --port "$(free_port)" >"$TMP/err" 2>&1; m=$?
+ok $([ $h = 0 ] && [ $b = 2 ] && [ $z = 2 ] && [ $m = 1 ] && grep -q no-such-model "$TMP/err"; echo $?) "serve exit codes: --help 0, bad flag 2, bad value 2, unloadable model 1 ($h $b $z $m)"
+
 KEY=sk-test
 PORT=$(free_port)
 U=http://127.0.0.1:$PORT
