@@ -79,6 +79,22 @@ static int compile_pattern(const cJSON *pat, pcre2_code **out, rs_err *e) {
     return compile_re(s ? s : r, s != NULL, out, e);
 }
 
+/* A Sequence's children: an array of elem-sized structs, each filled by fn. */
+typedef int (*parse_fn)(const cJSON *j, void *out, rs_err *e);
+
+static int parse_children(const cJSON *arr, size_t elem, parse_fn fn, void **sub, int *n,
+                          rs_err *e) {
+    int k = cJSON_GetArraySize(arr);
+    if (k && !(*sub = calloc((size_t)k, elem)))
+        return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
+    const cJSON *it;
+    cJSON_ArrayForEach(it, arr) {
+        int rc = fn(it, (char *)*sub + (size_t)(*n)++ * elem, e);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* ---- normalizers ---------------------------------------------------------------------------- */
 
 static void norm_free(tok_norm *n) {
@@ -87,6 +103,8 @@ static void norm_free(tok_norm *n) {
     free(n->a);
     free(n->b);
 }
+
+static int parse_norm_v(const cJSON *j, void *out, rs_err *e);
 
 static int parse_norm(const cJSON *j, tok_norm *n, rs_err *e) {
     static const struct {
@@ -120,18 +138,14 @@ static int parse_norm(const cJSON *j, tok_norm *n, rs_err *e) {
     }
     if (!strcmp(ty, "Sequence")) {
         n->kind = NORM_SEQUENCE;
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "normalizers");
-        int k = cJSON_GetArraySize(arr);
-        if (k && !(n->sub = calloc((size_t)k, sizeof *n->sub)))
-            return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
-        const cJSON *it;
-        cJSON_ArrayForEach(it, arr) {
-            int rc = parse_norm(it, &n->sub[n->nsub++], e);
-            if (rc) return rc;
-        }
-        return 0;
+        return parse_children(cJSON_GetObjectItemCaseSensitive(j, "normalizers"), sizeof *n->sub,
+                              parse_norm_v, (void **)&n->sub, &n->nsub, e);
     }
     return rs_errf(e, RS_EINVAL, "tokenizer: unsupported normalizer type '%s'", ty);
+}
+
+static int parse_norm_v(const cJSON *j, void *out, rs_err *e) {
+    return parse_norm(j, out, e);
 }
 
 /* ---- pre-tokenizers -------------------------------------------------------------------------- */
@@ -180,6 +194,8 @@ static int parse_metaspace(const cJSON *j, tok_pre *p, rs_err *e) {
     return 0;
 }
 
+static int parse_pre_v(const cJSON *j, void *out, rs_err *e);
+
 static int parse_pre(const cJSON *j, tok_pre *p, rs_err *e) {
     const char *ty = jtype(j);
     memset(p, 0, sizeof *p);
@@ -200,18 +216,14 @@ static int parse_pre(const cJSON *j, tok_pre *p, rs_err *e) {
     }
     if (!strcmp(ty, "Sequence")) {
         p->kind = PRE_SEQUENCE;
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, "pretokenizers");
-        int k = cJSON_GetArraySize(arr);
-        if (k && !(p->sub = calloc((size_t)k, sizeof *p->sub)))
-            return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
-        const cJSON *it;
-        cJSON_ArrayForEach(it, arr) {
-            int rc = parse_pre(it, &p->sub[p->nsub++], e);
-            if (rc) return rc;
-        }
-        return 0;
+        return parse_children(cJSON_GetObjectItemCaseSensitive(j, "pretokenizers"), sizeof *p->sub,
+                              parse_pre_v, (void **)&p->sub, &p->nsub, e);
     }
     return rs_errf(e, RS_EINVAL, "tokenizer: unsupported pre_tokenizer type '%s'", ty);
+}
+
+static int parse_pre_v(const cJSON *j, void *out, rs_err *e) {
+    return parse_pre(j, out, e);
 }
 
 /* ---- decoders (a Sequence is flattened) -------------------------------------------------------

@@ -145,10 +145,11 @@ export function storiesCorpus(n, seed = 2) {
   return out;
 }
 
-/** The reference tokenizer (transformers.js) over the local files; no network. */
+/** The reference tokenizer (transformers.js) over the local files of a model directory (a name
+ * under models/ or a path); no network. */
 export async function reference(model) {
   const { TokenizerLoader } = await import("@lenml/tokenizers");
-  const dir = path.join(ROOT, "models", model);
+  const dir = path.isAbsolute(model) ? model : path.join(ROOT, "models", model);
   return TokenizerLoader.fromPreTrained({
     tokenizerJSON: JSON.parse(fs.readFileSync(path.join(dir, "tokenizer.json"), "utf8")),
     tokenizerConfig: JSON.parse(fs.readFileSync(path.join(dir, "tokenizer_config.json"), "utf8")),
@@ -202,15 +203,29 @@ export function compareIds(t, corpus, got, want, what) {
   return bad;
 }
 
+export const noRoundTrip = () => null;
+
+/** A copy of a model's tokenizer files in TMP/name, with tokenizer.json changed by edit(json). */
+export function variant(model, name, edit) {
+  const src = path.join(ROOT, "models", model), dir = path.join(TMP, name);
+  fs.mkdirSync(dir, { recursive: true });
+  const json = JSON.parse(fs.readFileSync(path.join(src, "tokenizer.json"), "utf8"));
+  edit(json);
+  fs.writeFileSync(path.join(dir, "tokenizer.json"), JSON.stringify(json));
+  fs.copyFileSync(path.join(src, "tokenizer_config.json"), path.join(dir, "tokenizer_config.json"));
+  return dir;
+}
+
 /**
  * The golden suite for one model directory: C `tokenize` against the reference with and
  * without the post-processor, C `detokenize` against the reference decode and against the
  * input (round trip), streamed decoding against whole decoding, and bad input.
  *   opts.roundTrip(s): the text decode(encode(s)) must give, or null to skip s
+ *                      (noRoundTrip: the tokenizer cannot round-trip by design)
  *   opts.isAdded(id): whether id is an added token (for the --no-special check)
  */
 export async function goldenSuite(t, model, corpus, opts) {
-  const dir = path.join(ROOT, "models", model);
+  const dir = path.isAbsolute(model) ? model : path.join(ROOT, "models", model);
   if (!fs.existsSync(BIN)) {
     t.ok(false, `binary ${BIN} exists`);
     return;
@@ -244,7 +259,8 @@ export async function goldenSuite(t, model, corpus, opts) {
     if (texts[i] !== rt && ++badRt <= 5) t.diag(`round trip ${JSON.stringify(corpus[i])} -> ${JSON.stringify(texts[i])}`);
   }
   t.ok(badRef === 0, `${model}: detokenize == reference decode (${badRef} differ)`);
-  t.ok(badRt === 0 && rtChecked >= corpus.length / 2, `${model}: decode(encode(s)) == s on ${rtChecked} strings (${badRt} differ)`);
+  if (opts.roundTrip !== noRoundTrip)
+    t.ok(badRt === 0 && rtChecked >= corpus.length / 3, `${model}: decode(encode(s)) == s on ${rtChecked} strings (${badRt} differ)`);
 
   // Streaming: id by id, with and without skip_special, on the ids with the post-processor.
   const idsDef = def.lines.map((l) => JSON.parse(l));
