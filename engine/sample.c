@@ -236,6 +236,7 @@ static int32_t sample_from(const eng_sampling *s, eng_rng *r, float *l, int voca
 int32_t eng_sample(const eng_sampling *s, eng_rng *r, float *logits, int vocab,
                    const int32_t *prompt, int n_prompt, const int32_t *generated, int n_generated,
                    float *logprob) {
+    if (vocab <= 0) return -1;
     apply_bias(s, logits, vocab);
     apply_penalties(s, logits, vocab, prompt, n_prompt, generated, n_generated);
     if (s->temperature > 0) {
