@@ -8,7 +8,8 @@
  * type is a load-time RS_EINVAL naming it.
  *
  * A loaded tok_tokenizer is immutable and may be used from many threads at once; per-call state
- * lives in the caller's structs (tok_stream).
+ * lives in the caller's structs (tok_stream). (Its internal pre-token cache is sharded and
+ * mutex-protected, invisible to callers.) Design notes: docs/arch-tokenizer.md.
  */
 #ifndef RADIXSERVE_TOKENIZER_H
 #define RADIXSERVE_TOKENIZER_H
@@ -30,7 +31,8 @@ int tok_vocab_size(const tok_tokenizer *t); /* ids are 0 .. vocab_size - 1 */
 /* Encode flags. */
 enum {
     TOK_ADD_SPECIAL = 1, /* apply the post-processor (e.g. BOS first for Llama) */
-    TOK_NO_SPECIAL = 2,  /* treat added/special token spellings in the text as plain text */
+    TOK_NO_SPECIAL = 2,  /* treat added/special token spellings in the text as plain text
+                            (every added token, special or not: for untrusted content) */
 };
 
 /* Encode UTF-8 text (len bytes) and append the ids to out. Invalid UTF-8 is RS_EINVAL. */
@@ -38,7 +40,8 @@ int tok_encode(const tok_tokenizer *t, const char *text, size_t len, int flags, 
                rs_err *e);
 
 /* Decode ids to UTF-8 into a malloc'd NUL-terminated string. An out-of-range id is RS_EINVAL.
- * skip_special: drop special tokens from the text. */
+ * skip_special: drop special tokens from the text. (A token for byte 0 decodes to a NUL byte,
+ * which ends the C string early.) */
 int tok_decode(const tok_tokenizer *t, const int32_t *ids, int n, int skip_special, char **out,
                rs_err *e);
 
