@@ -403,14 +403,19 @@ def scratch(name):
     return d
 
 
-def make_model(out, *args):
-    """Run bench/make_model.py in-process (saves a Python start-up per model)."""
+def load_make_model():
+    """bench/make_model.py as a module."""
     path = os.path.join(repo_root(), "bench", "make_model.py")
     spec = importlib.util.spec_from_file_location("make_model", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def make_model(out, *args):
+    """Run bench/make_model.py in-process (saves a Python start-up per model); returns out."""
     with contextlib.redirect_stdout(io.StringIO()):
-        mod.main(["--out", out] + list(args))
+        load_make_model().main(["--out", out] + list(args))
     return out
 
 

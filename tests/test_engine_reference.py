@@ -24,6 +24,7 @@ with the portable kernels and the CPU's default ones, and the KV cache in F32 an
 and that a model split into shards + model.safetensors.index.json gives the single file's bits.
 """
 
+import math
 import os
 import sys
 
@@ -141,6 +142,27 @@ def check_shards(tap, tmp):
         tap.diag(three.stderr[-1000:])
 
 
+def check_model_writer(tap, tmp):
+    """bench/make_model.py itself: the benchmark preset's parameter count, and BF16 storage is
+    the round-to-nearest-even of the F32 values of the same seed (torch's own conversion)."""
+    writer = refmodel.load_make_model()
+    cfg = dict(writer.PRESETS["qwen3-0.6b"])
+    n = sum(math.prod(shape) for _, shape, _ in writer.tensor_specs(cfg))
+    tap.ok(n == 596049920, "make_model: the qwen3-0.6b preset has %s parameters (want 596,049,920)"
+           % format(n, ","))
+    dirs = {}
+    for dtype in ("f32", "bf16"):
+        dirs[dtype] = refmodel.make_model(os.path.join(tmp, "writer-" + dtype), "--preset",
+                                          "tiny-llama", "--dtype", dtype, "--seed", "3", "--set",
+                                          "vocab_size=300", "--tokenizer", "")
+    f32 = refmodel.read_safetensors(os.path.join(dirs["f32"], "model.safetensors"))
+    bf16 = refmodel.read_safetensors(os.path.join(dirs["bf16"], "model.safetensors"))
+    bad = [k for k in f32 if not torch.equal(f32[k].to(torch.bfloat16).to(torch.float32), bf16[k])]
+    tap.ok(sorted(f32) == sorted(bf16) and not bad,
+           "make_model: the bf16 model is the f32 model of the same seed rounded to nearest even "
+           "(%d tensors, mismatched: %s)" % (len(f32), bad or "none"))
+
+
 def main():
     tap = refmodel.Tap()
     tmp = refmodel.scratch("engine-reference")
@@ -150,6 +172,7 @@ def main():
     for index, case in enumerate(CASES):
         run_case(tap, tmp, index, case)
     check_shards(tap, tmp)
+    check_model_writer(tap, tmp)
     tap.done()
 
 
