@@ -190,6 +190,45 @@ AVX2_INLINE void rescale_add(float *out, float corr, const float *p, const void 
     }
 }
 
+/*
+ * e^x in 8 lanes: range reduction by ln 2 (in two parts) and a degree-6 polynomial, within
+ * about 2 ulp of expf; x below -87.3 (including -inf) gives 0. Used for every softmax weight,
+ * so decode and prefill share it.
+ */
+AVX2_INLINE __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3365447505531f), hi = _mm256_set1_ps(88.0f);
+    __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_andnot_ps(under, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+/* s[i] = e^(s[i] - m) for i < n. */
+AVX2_INLINE void exp_shifted(float *s, int n, float m) {
+    __m256 mv = _mm256_set1_ps(m);
+    int i = 0;
+    for (; i + AVX2_LANES <= n; i += AVX2_LANES)
+        _mm256_storeu_ps(s + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), mv)));
+    if (i < n) {
+        float tmp[AVX2_LANES] = {0};
+        memcpy(tmp, s + i, (size_t)(n - i) * sizeof *tmp);
+        _mm256_storeu_ps(tmp, exp8(_mm256_sub_ps(_mm256_loadu_ps(tmp), mv)));
+        memcpy(s + i, tmp, (size_t)(n - i) * sizeof *tmp);
+    }
+}
+
 /* One chunk of positions (inside one block) folded into the running softmax state. */
 AVX2_INLINE void attend_chunk(float *out, float *mx, float *l, const float *q, const void *kt,
                               const void *vt, eng_dtype t, int slot0, int n, int d, float scale) {
@@ -198,12 +237,11 @@ AVX2_INLINE void attend_chunk(float *out, float *mx, float *l, const float *q, c
     float cmax = -INFINITY;
     for (int i = 0; i < n; i++) cmax = s[i] > cmax ? s[i] : cmax;
     float nmx = cmax > *mx ? cmax : *mx;
-    float corr = expf(*mx - nmx); /* 0 on the first chunk (mx = -inf) */
+    /* 0 on the first chunk (mx = -inf) */
+    float corr = _mm256_cvtss_f32(exp8(_mm256_set1_ps(*mx - nmx)));
+    exp_shifted(s, n, nmx);
     float sum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        s[i] = expf(s[i] - nmx);
-        sum += s[i];
-    }
+    for (int i = 0; i < n; i++) sum += s[i];
     *l = *l * corr + sum;
     *mx = nmx;
     rescale_add(out, corr, s, vt, t, slot0, n, d);
