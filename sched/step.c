@@ -547,7 +547,7 @@ static int forward(sched *s) {
     int n = 0;
     for (int i = 0; i < s->running.n; i++) {
         sched_seq *q = s->running.v[i];
-        if (!q->chunk) continue;
+        if (!q->chunk || n == s->cfg.max_batch) continue; /* admission keeps n <= max_batch */
         int last = q->n_kv + q->chunk == q->toks.n;
         s->rows[n] = q;
         s->batch[n] = (eng_seq){.tokens = q->toks.v + q->n_kv,
@@ -606,16 +606,22 @@ void sched_step(sched *s) {
 /* ---------------------------------------------------------------- statistics */
 
 /* Blocks held only by sequences: a block whose every reference is a sequence's. Every block in
- * use is then either that or held by the tree (which holds exactly one reference). */
+ * use is then either that or held by the tree (which holds exactly one reference). Costs the
+ * total length of the block tables, not the pool size: holders[] is zero again on return. */
 static int32_t count_private(sched *s) {
     int32_t n = 0;
-    memset(s->holders, 0, (size_t)s->pool.n_blocks * sizeof *s->holders);
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *q = s->running.v[i];
         for (int j = 0; j < q->table.n; j++) s->holders[q->table.v[j]]++;
     }
-    for (int32_t b = 0; b < s->pool.n_blocks; b++)
-        if (s->holders[b] > 0 && s->pool.ref[b] == s->holders[b]) n++;
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_seq *q = s->running.v[i];
+        for (int j = 0; j < q->table.n; j++) {
+            int32_t b = q->table.v[j];
+            if (s->holders[b] > 0 && s->pool.ref[b] == s->holders[b]) n++;
+            s->holders[b] = 0; /* counted once; left clean for the next call */
+        }
+    }
     return n;
 }
 
