@@ -83,23 +83,44 @@ void eng_ctx_free(eng_ctx *c) {
 
 /* ---------------------------------------------------------------- parallel pieces */
 
-/* y[M][N] = x[M][K] W^T, split over output columns. */
+/* One weight product of a job: y[M][N] = x W^T. */
+typedef struct mm_part {
+    float *y;  /* [M][N] output */
+    eng_mat W; /* [N][K] weights */
+    int N;     /* output columns */
+} mm_part;
+
+/* Products sharing one input x[M][K] (q/k/v, gate/up), run as one parallel loop over their
+ * concatenated output columns: one pool hand-off instead of one per product. A column's
+ * arithmetic is the kernel's alone, so how the range is cut never matters. */
 typedef struct matmul_job {
     const eng_kernels *k;
-    float *y;
     const float *x;
-    int M, K, N;
-    eng_mat W;
+    int M, K;
+    const mm_part *parts;
+    int n_parts;
 } matmul_job;
 
-static void matmul_piece(void *a, int n0, int n1) {
+static void matmul_piece(void *a, int i0, int i1) {
     matmul_job *j = a;
-    j->k->matmul(j->y, j->N, j->x, j->M, j->W.data, j->W.dtype, j->K, n0, n1);
+    int base = 0;
+    for (int p = 0; p < j->n_parts && base < i1; base += j->parts[p++].N) {
+        const mm_part *q = &j->parts[p];
+        int n0 = i0 > base ? i0 - base : 0, n1 = i1 - base < q->N ? i1 - base : q->N;
+        if (n1 > n0) j->k->matmul(q->y, q->N, j->x, j->M, q->W.data, q->W.dtype, j->K, n0, n1);
+    }
+}
+
+static void matmul_parts(eng_ctx *c, const float *x, int M, int K, const mm_part *parts, int n) {
+    matmul_job j = {c->k, x, M, K, parts, n};
+    int total = 0;
+    for (int i = 0; i < n; i++) total += parts[i].N;
+    eng_pool_run(c->pool, total, matmul_piece, &j);
 }
 
 static void matmul(eng_ctx *c, float *y, const float *x, int M, eng_mat W, int K, int N) {
-    matmul_job j = {c->k, y, x, M, K, N, W};
-    eng_pool_run(c->pool, N, matmul_piece, &j);
+    mm_part p = {y, W, N};
+    matmul_parts(c, x, M, K, &p, 1);
 }
 
 /* Attention of every (row, head) pair of one layer. */
@@ -201,9 +222,8 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     int H = g->hidden, d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
     for (int r = 0; r < T; r++)
         rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->attn_norm, H, g->rms_eps);
-    matmul(c, c->q, c->xn, T, L->q, H, qd);
-    matmul(c, c->kx, c->xn, T, L->k, H, kvd);
-    matmul(c, c->vx, c->xn, T, L->v, H, kvd);
+    mm_part qkv[3] = {{c->q, L->q, qd}, {c->kx, L->k, kvd}, {c->vx, L->v, kvd}};
+    matmul_parts(c, c->xn, T, H, qkv, 3);
     add_bias(c->q, L->q_bias, T, qd);
     add_bias(c->kx, L->k_bias, T, kvd);
     add_bias(c->vx, L->v_bias, T, kvd);
@@ -225,8 +245,8 @@ static void mlp_block(eng_ctx *c, int l, int T) {
     int H = g->hidden, F = g->intermediate;
     for (int r = 0; r < T; r++)
         rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->mlp_norm, H, g->rms_eps);
-    matmul(c, c->gate, c->xn, T, L->gate, H, F);
-    matmul(c, c->up, c->xn, T, L->up, H, F);
+    mm_part gu[2] = {{c->gate, L->gate, F}, {c->up, L->up, F}};
+    matmul_parts(c, c->xn, T, H, gu, 2);
     for (size_t i = 0; i < (size_t)T * F; i++) {
         float a = c->gate[i];
         c->gate[i] = a / (1.0f + expf(-a)) * c->up[i];
