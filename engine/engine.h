@@ -137,9 +137,10 @@ void eng_rng_seed(eng_rng *r, uint64_t seed);
 /* Sample one token from logits (vocab floats, modified in place by penalties, bias and
  * temperature). Order: logit_bias, repetition penalty, presence/frequency penalties, then greedy
  * (temperature 0) or temperature -> top_k -> top_p -> min_p -> one draw from r. Tokens more than
- * 30 scaled logits below the best (p < e^-30 each) are not candidates. `prompt`/`generated` are the sequence's tokens so far (for penalties).
- * If logprob is non-NULL it receives log-softmax of the chosen token under the final
- * (processed) distribution. Returns -1 only for vocab <= 0. */
+ * 30 scaled logits below the best (p < e^-30 each) are not candidates.
+ * `prompt`/`generated` are the sequence's tokens so far (for penalties). If logprob is non-NULL
+ * it receives log-softmax of the chosen token under the final (processed) distribution.
+ * Returns -1 only for vocab <= 0. */
 int32_t eng_sample(const eng_sampling *s, eng_rng *r, float *logits, int vocab,
                    const int32_t *prompt, int n_prompt, const int32_t *generated, int n_generated,
                    float *logprob);
