@@ -20,7 +20,7 @@ export RADIXSERVE_ROOT=$PWD
 export RADIXSERVE_TMP=${RADIXSERVE_TMP:-$PWD/build/test-tmp}
 mkdir -p "$RADIXSERVE_TMP"
 timeout_s=${TEST_TIMEOUT:-900}
-log_dir=build/test-logs/$MODE
+log_dir=$BUILD/test-logs
 mkdir -p "$log_dir"
 
 tests=()
