@@ -244,6 +244,33 @@ static void test_unknown_components(void) {
            "a directory without tokenizer files is RS_ENOTFOUND (%s)", e.msg);
 }
 
+/* single_word and normalized added tokens (transformers.js implements neither, so these are
+ * checked against Hugging Face's documented behaviour here rather than a golden). */
+static void test_added_flags(void) {
+    const char *added =
+        "[{\"id\":0,\"content\":\"<unk>\",\"special\":true,\"normalized\":false},"
+        "{\"id\":1,\"content\":\"<s>\",\"special\":true,\"normalized\":false},"
+        "{\"id\":2,\"content\":\"</s>\",\"special\":true,\"normalized\":false},"
+        "{\"id\":512,\"content\":\"hello\",\"single_word\":true,\"normalized\":false},"
+        "{\"id\":513,\"content\":\"\u2581world\",\"normalized\":true}]";
+    char dir[2048];
+    snprintf(dir, sizeof dir, "%s/tok-added-flags", tmp);
+    tok_tokenizer *t = NULL;
+    rs_err e = {0};
+    if (!TAP_OK(!write_modified("tok-added-flags", "added_tokens", added) &&
+                    tok_load(&t, dir, &e) == 0,
+                "load a tokenizer with single_word / normalized added tokens (%s)", e.msg))
+        return;
+    rs_ivec a = enc(t, "say hello there", 0), b = enc(t, "sayhello there", 0);
+    rs_ivec c = enc(t, "a world", 0), d = enc(t, "a world", TOK_NO_SPECIAL);
+    TAP_OK(contains(&a, 512) && !contains(&b, 512),
+           "single_word: 'hello' matches as a word, not inside 'sayhello'");
+    TAP_OK(contains(&c, 513) && !contains(&d, 513),
+           "normalized: '\u2581world' matches the normalized text (' world' -> '\u2581world')");
+    rs_ivec_free(&a), rs_ivec_free(&b), rs_ivec_free(&c), rs_ivec_free(&d);
+    tok_free(t);
+}
+
 static int copy_file(const char *from, const char *to) {
     char *data;
     size_t n;
@@ -394,6 +421,7 @@ int main(void) {
         test_stream_random(s, "stories");
     }
     test_unknown_components();
+    test_added_flags();
     tok_free(q);
     tok_free(s);
     return tap_done();
