@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """make_model.py — write a deterministic random-weight model directory in the Hugging Face layout.
 
-    /usr/bin/python3 bench/make_model.py --out DIR [--preset qwen3-0.6b|tiny-qwen3|tiny-llama|tiny-qwen2]
-        [--config FILE.json] [--dtype bf16|f32|f16] [--seed N] [--set key=value ...] [--tokenizer DIR]
-        [--shards N]
+    /usr/bin/python3 bench/make_model.py --out DIR
+        [--preset qwen3-0.6b|tiny-qwen3|tiny-llama|tiny-qwen2] [--config FILE.json]
+        [--dtype bf16|f32|f16] [--seed N] [--set key=value ...] [--tokenizer DIR] [--shards N]
 
 The directory holds config.json, generation_config.json, model.safetensors (or, with --shards N,
 up to N shards and model.safetensors.index.json) and the tokenizer files copied from --tokenizer
@@ -114,7 +114,8 @@ PRESETS = {
     "tiny-qwen2": _tiny("qwen2", "Qwen2ForCausalLM"),
 }
 
-DTYPES = {"f32": ("F32", np.float32, 4), "bf16": ("BF16", np.uint16, 2), "f16": ("F16", np.float16, 2)}
+# --dtype -> (safetensors dtype, bytes per value)
+DTYPES = {"f32": ("F32", 4), "bf16": ("BF16", 2), "f16": ("F16", 2)}
 
 
 def parse_value(text):
@@ -193,7 +194,8 @@ def to_storage(x, dtype):
 def tensor_chunks(name, shape, kind, cfg, seed):
     """Yield a tensor's F32 values in row-major order, CHUNK at a time, from its own stream."""
     mean, std = init_std(kind, shape, cfg)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, zlib.crc32(name.encode())])))
+    stream = np.random.SeedSequence([seed, zlib.crc32(name.encode())])
+    rng = np.random.Generator(np.random.PCG64(stream))
     total = int(np.prod(shape))
     done = 0
     while done < total:
@@ -207,11 +209,12 @@ def tensor_chunks(name, shape, kind, cfg, seed):
 
 def write_safetensors(path, specs, cfg, dtype, seed):
     """Write the tensors `specs` of cfg to path, streaming; returns their total byte size."""
-    st_dtype, _, size = DTYPES[dtype]
+    st_dtype, size = DTYPES[dtype]
     header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, shape, _ in specs:
         nbytes = int(np.prod(shape)) * size
-        header[name] = {"dtype": st_dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {"dtype": st_dtype, "shape": list(shape),
+                        "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned, as Hugging Face writes it
@@ -249,7 +252,7 @@ def write_weights(out, cfg, dtype, seed, n_shards):
     if n_shards <= 1:
         write_safetensors(single, specs, cfg, dtype, seed)
     else:
-        shards = split_shards(specs, n_shards, DTYPES[dtype][2])
+        shards = split_shards(specs, n_shards, DTYPES[dtype][1])
         weight_map, total = {}, 0
         for i, part in enumerate(shards):
             name = "model-%05d-of-%05d.safetensors" % (i + 1, len(shards))

@@ -232,7 +232,8 @@ def load_hf(model_dir):
              "wg": "mlp.gate_proj.weight", "wu": "mlp.up_proj.weight", "wd": "mlp.down_proj.weight",
              "attn_norm": "input_layernorm.weight", "mlp_norm": "post_attention_layernorm.weight"}
     if mt == "qwen2" or cfg.get("attention_bias"):
-        names.update(bq="self_attn.q_proj.bias", bk="self_attn.k_proj.bias", bv="self_attn.v_proj.bias")
+        names.update(bq="self_attn.q_proj.bias", bk="self_attn.k_proj.bias",
+                     bv="self_attn.v_proj.bias")
     if mt == "qwen3":
         names.update(q_norm="self_attn.q_norm.weight", k_norm="self_attn.k_norm.weight")
     layers = []
@@ -293,7 +294,8 @@ def load_llama2c(path, eps=1e-5, theta=10000.0):
                "wd": w2[i], "attn_norm": rms_att[i], "mlp_norm": rms_ffn[i]} for i in range(nl)]
     arch = {"hidden": dim, "n_heads": nh, "n_kv_heads": nkv, "head_dim": hd, "eps": eps,
             "theta": theta, "vocab": vocab}
-    return Model(arch, {"embed": embed, "norm": norm, "lm_head": lm_head}, layers, rope="interleaved")
+    weights = {"embed": embed, "norm": norm, "lm_head": lm_head}
+    return Model(arch, weights, layers, rope="interleaved")
 
 
 class Llama2cTokenizer:
@@ -386,7 +388,8 @@ class Tap:
 
 
 def repo_root():
-    return os.environ.get("RADIXSERVE_ROOT") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    return os.environ.get("RADIXSERVE_ROOT") or os.path.dirname(here)
 
 
 def binary():
@@ -438,7 +441,8 @@ class Generation:
                 self.logits = torch.from_numpy(raw.reshape(-1, vocab).astype(np.float32))
 
 
-def generate(model_dir, prompt_ids, n, vocab=None, env=None, extra=(), logits_path=None, timeout=300):
+def generate(model_dir, prompt_ids, n, vocab=None, env=None, extra=(), logits_path=None,
+             timeout=300):
     """Greedy `generate --prompt-ids ... --top-logits 2 [--logits-out F]` of the binary; env
     entries are added to (None: removed from) this process's environment."""
     cmd = [binary(), "generate", "--model", model_dir, "--prompt-ids",
@@ -509,12 +513,14 @@ def check_logits(tap, label, ref, prompt, gen, tol, kv_bf16=False):
 
 
 def check_self_consistent(tap, label, gen):
-    """--top-logits names the argmax of the --logits-out row, with the same value."""
+    """--top-logits names the argmax of the --logits-out row, with the same value (bit for bit:
+    the CLI prints %.9g, which round-trips an F32)."""
     bad = []
     for step, (tok, top) in enumerate(zip(gen.ids, gen.tops)):
         row = gen.logits[step]
         argmax = int(torch.argmax(row))
-        if tok != argmax or top[0][0] != tok or abs(top[0][1] - float(row[tok])) > 1e-6 * (1 + abs(top[0][1])):
+        printed = np.float32(top[0][1])  # %.9g of an F32 reads back as the same F32
+        if tok != argmax or top[0][0] != tok or printed != row[tok].numpy():
             bad.append(step)
     tap.ok(not bad, "%s: each step's id is the argmax of its --logits-out row and its --top-logits "
            "entry (bad steps: %s)" % (label, bad or "none"))

@@ -29,7 +29,8 @@ def missing_parts(model_dir):
         return ["the directory itself"]
     lack = [] if os.path.exists(os.path.join(model_dir, "config.json")) else ["config.json"]
     try:
-        lack += [os.path.basename(f) for f in refmodel.model_files(model_dir) if not os.path.exists(f)]
+        files = refmodel.model_files(model_dir)
+        lack += [os.path.basename(f) for f in files if not os.path.exists(f)]
     except (OSError, ValueError, KeyError) as err:
         lack.append("a readable model.safetensors.index.json (%s)" % err)
     return lack
@@ -51,19 +52,23 @@ def main():
         tap.done()
     lack = missing_parts(model_dir)
     if lack:
-        tap.skip("RADIXSERVE_REAL_MODEL=%s is incomplete: missing %s" % (model_dir, ", ".join(lack)))
+        tap.skip("RADIXSERVE_REAL_MODEL=%s is incomplete: missing %s"
+                 % (model_dir, ", ".join(lack)))
         tap.done()
 
     n = refmodel.count_parameters(model_dir)
-    tap.ok(n == N_PARAMS, "%s has %s parameters (want %s)" % (model_dir, format(n, ","), format(N_PARAMS, ",")))
+    tap.ok(n == N_PARAMS, "%s has %s parameters (want %s)"
+           % (model_dir, format(n, ","), format(N_PARAMS, ",")))
     gen = refmodel.generate(model_dir, PROMPT, N_STEPS, timeout=600,
                             logits_path=os.path.join(refmodel.scratch("engine-real"), "logits"))
-    if not tap.ok(gen.rc == 0 and len(gen.ids) > 0, "generate runs (rc %d, %d ids)" % (gen.rc, len(gen.ids))):
+    if not tap.ok(gen.rc == 0 and len(gen.ids) > 0,
+                  "generate runs (rc %d, %d ids)" % (gen.rc, len(gen.ids))):
         tap.diag(gen.stderr[-1500:])
         tap.done()
     decoder = refmodel.ByteBPEDecoder(vocab_dir(model_dir))
     text = decoder.decode(gen.ids)
-    tap.ok(text.startswith(WANT), "greedy continuation of 明月几时有，把酒问 starts %s: %r" % (WANT, text))
+    tap.ok(text.startswith(WANT),
+           "greedy continuation of 明月几时有，把酒问 starts %s: %r" % (WANT, text))
     ref = refmodel.load_hf(model_dir)
     ref_ids, _, gaps = ref.greedy(PROMPT, len(gen.ids), eos=refmodel.eos_ids(model_dir))
     refmodel.check_ids(tap, "Qwen3-0.6B", gen.ids, ref_ids, gaps, exact=False)

@@ -51,14 +51,17 @@ CASES = [
     ("qwen3-f16", "tiny-qwen3", "f16", ["vocab_size=1000"], 9),
     # q/k/v biases
     ("qwen2-f32", "tiny-qwen2", "f32", ["vocab_size=1000"], 17),
-    ("qwen2-bf16-untied", "tiny-qwen2", "bf16", ["vocab_size=1000", "tie_word_embeddings=false"], 17),
+    ("qwen2-bf16-untied", "tiny-qwen2", "bf16",
+     ["vocab_size=1000", "tie_word_embeddings=false"], 17),
     # no q/k norm; plain multi-head attention; rope_theta 10000
     ("llama-f32-untied-mha", "tiny-llama", "f32", ["vocab_size=1000", "num_key_value_heads=4"], 12),
     ("llama-bf16-tied", "tiny-llama", "bf16", ["vocab_size=1000", "tie_word_embeddings=true"], 12),
     # Qwen3-0.6B's layer shapes (hidden 1024, 16 x 128 heads, 8 KV heads, MLP 3072), one layer:
     # dot products over K = 1024, 2048 and 3072 cross every kernel's K blocking
-    ("qwen3-f32-layer-of-0.6b", "qwen3-0.6b", "f32", ["vocab_size=1000", "num_hidden_layers=1"], 18),
-    ("qwen3-bf16-layer-of-0.6b", "qwen3-0.6b", "bf16", ["vocab_size=1000", "num_hidden_layers=1"], 18),
+    ("qwen3-f32-layer-of-0.6b", "qwen3-0.6b", "f32",
+     ["vocab_size=1000", "num_hidden_layers=1"], 18),
+    ("qwen3-bf16-layer-of-0.6b", "qwen3-0.6b", "bf16",
+     ["vocab_size=1000", "num_hidden_layers=1"], 18),
 ]
 
 
@@ -129,7 +132,8 @@ def check_shards(tap, tmp):
             "--set", "tie_word_embeddings=false", "--tokenizer", ""]
     runs = []
     for shards in ("1", "3"):
-        model_dir = refmodel.make_model(os.path.join(tmp, "shards-" + shards), *args, "--shards", shards)
+        model_dir = refmodel.make_model(os.path.join(tmp, "shards-" + shards), *args,
+                                        "--shards", shards)
         runs.append(refmodel.generate(model_dir, prompt_for(3, 11, 1000), 8, vocab=1000,
                                       logits_path=os.path.join(tmp, "shards-%s.logits" % shards)))
     one, three = runs

@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import refmodel  # noqa: E402
 
 N_STEPS = 64
-STORY = " Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
+STORY = (" Once upon a time, there was a little girl named Lily."
+         " She loved to play outside in the park.")
 DEFAULT_ISA_LOW_TOL = 0.5
 
 
@@ -65,7 +66,7 @@ def main():
         for isa in ("portable", "default"):
             label = "stories260K %s kv=%s isa=%s" % (name, kv, isa)
             gen = refmodel.generate(model_dir, [1], N_STEPS, vocab=ref.arch["vocab"],
-                                    env={"RADIXSERVE_ISA": "portable" if isa == "portable" else None},
+                                    env={"RADIXSERVE_ISA": isa if isa == "portable" else None},
                                     extra=["--kv-dtype", kv],
                                     logits_path=os.path.join(tmp, name + ".logits"))
             ran = gen.rc == 0 and len(gen.ids) == N_STEPS and gen.logits is not None
