@@ -154,6 +154,31 @@ int api_think_feed(api_think *t, const char *delta, api_buf *reasoning, api_buf 
 int api_think_flush(api_think *t, api_buf *reasoning, api_buf *content);
 void api_think_free(api_think *t);
 
+/* ---------------------------------------------------------------- tool calls */
+
+/*
+ * Tool calls in the Hermes / Qwen format: the model writes
+ * "<tool_call>\n{\"name\": ..., \"arguments\": {...}}\n</tool_call>" blocks in its answer. When a
+ * request offered tools, the extractor takes those blocks out of the content (held back while a
+ * block is open or a tag is cut across deltas) and turns each into an OpenAI tool call
+ * {"id", "type": "function", "function": {"name", "arguments": JSON string}}. A block whose body
+ * is not a JSON object with a string "name" stays in the content as written.
+ */
+typedef struct api_tools {
+    int inside;       /* 1: between <tool_call> and </tool_call> */
+    api_buf held;     /* text not yet decided (a partial tag, or an open block's body) */
+    int n_calls;      /* calls extracted so far (numbers the ids) */
+    char id_base[48]; /* call ids are "call_<id_base>_<n>" */
+} api_tools;
+
+void api_tools_init(api_tools *t, const char *id_base);
+/* Feed a delta: plain text is appended to content; each completed call is appended to calls (a
+ * cJSON array the caller owns). */
+int api_tools_feed(api_tools *t, const char *delta, api_buf *content, cJSON *calls);
+/* End of output: an unterminated block is returned to the content as written. */
+int api_tools_flush(api_tools *t, api_buf *content);
+void api_tools_free(api_tools *t);
+
 /* ---------------------------------------------------------------- responses */
 
 /* One generated token's log-probability and its alternatives. */
@@ -177,7 +202,8 @@ typedef struct api_choice {
     api_buf reasoning; /* reasoning_content (chat with thinking), may be empty */
     api_lp *lps;       /* per-token logprobs (owned) when asked, else NULL */
     int n_lps, cap_lps;
-    const char *finish_reason; /* static string: "stop", "length", ... */
+    cJSON *tool_calls;         /* chat: extracted tool calls (owned array) or NULL */
+    const char *finish_reason; /* static string: "stop", "length", "tool_calls", ... */
 } api_choice;
 
 int api_choice_add_lp(api_choice *c, api_lp *lp); /* takes ownership of lp's strings */
@@ -209,6 +235,10 @@ char *api_completion_response(const api_meta *m, const api_choice *choices, int 
 char *api_chat_chunk(const api_meta *m, int index, const char *role, const char *content,
                      const char *reasoning, const api_lp *lps, int n_lps, const char *finish,
                      int with_usage_null);
+/* A chat chunk carrying tool calls (calls: array of OpenAI tool calls, not consumed; first_index:
+ * the position of calls[0] among the choice's calls). */
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
+                          int with_usage_null);
 char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
                            int n_lps, const char *finish, int with_usage_null);
 /* The final usage chunk: "choices": [] and usage. chat 1: chat.completion.chunk, 0: text. */

@@ -175,6 +175,7 @@ void api_choice_free(api_choice *c) {
     api_buf_free(&c->reasoning);
     for (int i = 0; i < c->n_lps; i++) api_lp_free(&c->lps[i]);
     free(c->lps);
+    cJSON_Delete(c->tool_calls);
     memset(c, 0, sizeof *c);
 }
 
@@ -255,6 +256,11 @@ static cJSON *finish_json(const char *finish) {
     return str_or_null(finish);
 }
 
+static int blank(const char *s) {
+    while (*s && isspace((unsigned char)*s)) s++;
+    return !*s;
+}
+
 char *api_chat_response(const api_meta *m, const api_choice *choices, int n, int logprobs,
                         const api_usage *u) {
     cJSON *o = envelope(m, "chat.completion"), *arr = cJSON_AddArrayToObject(o, "choices");
@@ -262,8 +268,14 @@ char *api_chat_response(const api_meta *m, const api_choice *choices, int n, int
         const api_choice *c = &choices[i];
         cJSON *ch = cJSON_CreateObject(), *msg = cJSON_CreateObject();
         cJSON_AddNumberToObject(ch, "index", i);
+        int calls = cJSON_GetArraySize(c->tool_calls) > 0;
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", api_buf_str(&c->content));
+        /* With tool calls, whitespace around the blocks is not an answer: content is null. */
+        if (calls && blank(api_buf_str(&c->content)))
+            cJSON_AddNullToObject(msg, "content");
+        else
+            cJSON_AddStringToObject(msg, "content", api_buf_str(&c->content));
+        if (calls) cJSON_AddItemToObject(msg, "tool_calls", cJSON_Duplicate(c->tool_calls, 1));
         if (c->reasoning.n) cJSON_AddStringToObject(msg, "reasoning_content", c->reasoning.s);
         cJSON_AddItemToObject(ch, "message", msg);
         cJSON_AddItemToObject(ch, "logprobs",
@@ -314,6 +326,25 @@ char *api_chat_chunk(const api_meta *m, int index, const char *role, const char 
     if (reasoning) cJSON_AddStringToObject(delta, "reasoning_content", reasoning);
     cJSON_AddItemToObject(ch, "logprobs", n_lps ? chat_logprobs(lps, n_lps) : cJSON_CreateNull());
     cJSON_AddItemToObject(ch, "finish_reason", finish_json(finish));
+    cJSON_AddItemToArray(arr, ch);
+    return api_print(o);
+}
+
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
+                          int with_usage_null) {
+    cJSON *arr, *o = chunk_envelope(m, "chat.completion.chunk", &arr, with_usage_null);
+    cJSON *ch = cJSON_CreateObject(), *delta = cJSON_AddObjectToObject(ch, "delta");
+    cJSON *tc = cJSON_AddArrayToObject(delta, "tool_calls");
+    const cJSON *call;
+    int k = first_index;
+    cJSON_AddNumberToObject(ch, "index", index);
+    cJSON_ArrayForEach(call, calls) {
+        cJSON *d = cJSON_Duplicate(call, 1);
+        cJSON_AddNumberToObject(d, "index", k++);
+        cJSON_AddItemToArray(tc, d);
+    }
+    cJSON_AddNullToObject(ch, "logprobs");
+    cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(arr, ch);
     return api_print(o);
 }

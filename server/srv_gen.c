@@ -25,6 +25,8 @@ typedef struct srv_job {
     int stream, include_usage, logprobs, n;
     api_meta meta;
     api_think think[API_MAX_N]; /* chat: <think> splitter per choice */
+    int use_tools;              /* chat offered tools: extract <tool_call> blocks */
+    api_tools tools[API_MAX_N]; /* chat: tool-call extractor per choice */
     api_choice ch[API_MAX_N];   /* non-streamed: accumulated choices */
     int finished;               /* DONE or ERROR seen: no more events */
     int failed;                 /* ERROR seen: err says why */
@@ -151,7 +153,12 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, cons
     j->meta.model = s->model_name;
     j->meta.created = (long long)time(NULL);
     j->meta.fingerprint = s->fingerprint;
-    for (int i = 0; i < API_MAX_N; i++) api_think_init(&j->think[i], 0, 0);
+    for (int i = 0; i < API_MAX_N; i++) {
+        char base[64];
+        snprintf(base, sizeof base, "%s_%d", strchr(j->meta.id, '-') + 1, i);
+        api_think_init(&j->think[i], 0, 0);
+        api_tools_init(&j->tools[i], base);
+    }
     j->t_out = rs_now();
     return j;
 }
@@ -164,6 +171,7 @@ static void job_free(srv_job *j) {
     }
     for (int i = 0; i < API_MAX_N; i++) {
         api_think_free(&j->think[i]);
+        api_tools_free(&j->tools[i]);
         api_choice_free(&j->ch[i]);
     }
     api_buf_free(&j->out);
@@ -214,26 +222,54 @@ static void make_lp(srv *s, const sched_event *ev, api_lp *lp) {
     }
 }
 
+/* Chat text of choice idx split into reasoning r, content c and completed tool calls. */
+static void chat_parts(srv_job *j, int idx, const char *text, int final, api_buf *r, api_buf *c,
+                       cJSON *calls) {
+    api_buf raw = {0};
+    api_think_feed(&j->think[idx], text, r, &raw);
+    if (final) api_think_flush(&j->think[idx], r, &raw);
+    if (j->use_tools) {
+        api_tools_feed(&j->tools[idx], api_buf_str(&raw), c, calls);
+        if (final) api_tools_flush(&j->tools[idx], c);
+    } else {
+        api_buf_append(c, api_buf_str(&raw), raw.n);
+    }
+    api_buf_free(&raw);
+}
+
+/* Non-streamed: keep the choice's new pieces. */
+static void keep(api_choice *ch, const api_buf *r, const api_buf *c, cJSON *calls, api_lp *lp) {
+    api_buf_append(&ch->reasoning, api_buf_str(r), r->n);
+    api_buf_append(&ch->content, api_buf_str(c), c->n);
+    if (lp && lp->token) api_choice_add_lp(ch, lp);
+    if (cJSON_GetArraySize(calls) == 0) return;
+    if (!ch->tool_calls) ch->tool_calls = cJSON_CreateArray();
+    while (calls->child) cJSON_AddItemToArray(ch->tool_calls, cJSON_DetachItemFromArray(calls, 0));
+}
+
 /* New text (and maybe a token's logprobs, maybe the end) of choice idx. */
 static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const char *finish) {
     api_choice *ch = &j->ch[idx];
     api_buf r = {0}, c = {0};
-    if (j->chat) {
-        api_think_feed(&j->think[idx], text, &r, &c);
-        if (finish) api_think_flush(&j->think[idx], &r, &c);
-    } else {
+    cJSON *calls = cJSON_CreateArray();
+    if (j->chat)
+        chat_parts(j, idx, text, finish != NULL, &r, &c, calls);
+    else
         api_buf_puts(&c, text);
-    }
+    /* A turn that ends after calling tools ends for them (OpenAI's "tool_calls"). */
+    if (finish && j->tools[idx].n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+    int n_calls = cJSON_GetArraySize(calls);
     if (!j->stream) {
-        api_buf_append(&ch->reasoning, api_buf_str(&r), r.n);
-        api_buf_append(&ch->content, api_buf_str(&c), c.n);
-        if (lp && lp->token) api_choice_add_lp(ch, lp);
+        keep(ch, &r, &c, calls, lp);
         if (finish) ch->finish_reason = finish;
     } else {
         int n_lp = lp && lp->token ? 1 : 0;
         if (j->chat && (r.n || c.n || n_lp))
             sse(j, api_chat_chunk(&j->meta, idx, NULL, c.n || !r.n ? api_buf_str(&c) : NULL,
                                   r.n ? api_buf_str(&r) : NULL, lp, n_lp, NULL, j->include_usage));
+        if (n_calls)
+            sse(j, api_chat_tool_chunk(&j->meta, idx, calls, j->tools[idx].n_calls - n_calls,
+                                       j->include_usage));
         if (!j->chat && (c.n || n_lp))
             sse(j, api_completion_chunk(&j->meta, idx, api_buf_str(&c), lp, n_lp, NULL,
                                         j->include_usage));
@@ -244,6 +280,7 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
                                                   j->include_usage));
     }
     if (lp) api_lp_free(lp);
+    cJSON_Delete(calls);
     api_buf_free(&r);
     api_buf_free(&c);
 }
@@ -458,6 +495,9 @@ enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
         return fail(c, conn, &err, j, &ids);
     }
     int thinking = s->model.thinking && req.enable_thinking != 0;
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(req.tpl, "tool_choice");
+    j->use_tools = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(req.tpl, "tools")) > 0 &&
+                   !(cJSON_IsString(tc) && !strcmp(tc->valuestring, "none"));
     for (int i = 0; i < j->n; i++) api_think_init(&j->think[i], thinking, prompt_opens_think(text));
     free(text);
     enum MHD_Result ret = run(j, conn, &req.gen, &ids, "messages");

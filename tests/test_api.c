@@ -247,6 +247,50 @@ static void test_think(void) {
     TAP_OK(split_ok("<think>unfinished", 3, 0, "unfinished", ""), "unterminated reasoning");
 }
 
+/* Feed `text` to a tool-call extractor cut at `cut`; return the content, count the calls. */
+static int tools_ok(const char *text, size_t cut, const char *want_content, int want_calls,
+                    const char *want_args) {
+    api_tools t;
+    api_buf c = {0};
+    cJSON *calls = cJSON_CreateArray();
+    char a[512];
+    api_tools_init(&t, "x");
+    snprintf(a, sizeof a, "%.*s", (int)cut, text);
+    api_tools_feed(&t, a, &c, calls);
+    api_tools_feed(&t, text + cut, &c, calls);
+    api_tools_flush(&t, &c);
+    int ok = !strcmp(api_buf_str(&c), want_content) && cJSON_GetArraySize(calls) == want_calls;
+    if (ok && want_args) {
+        const cJSON *fn = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
+        ok = !strcmp(cJSON_GetObjectItem(fn, "arguments")->valuestring, want_args) &&
+             !strcmp(cJSON_GetObjectItem(fn, "name")->valuestring, "f") &&
+             !strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "id")->valuestring,
+                     "call_x_0");
+    }
+    if (!ok)
+        TAP_DIAG("cut %zu: content '%s', %d calls", cut, api_buf_str(&c),
+                 cJSON_GetArraySize(calls));
+    cJSON_Delete(calls);
+    api_buf_free(&c);
+    api_tools_free(&t);
+    return ok;
+}
+
+static void test_tools(void) {
+    const char *t1 = "Sure.<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>"
+                     "<tool_call>{\"name\":\"f\",\"arguments\":\"{}\"}</tool_call>";
+    int all = 1;
+    for (size_t cut = 0; cut <= strlen(t1); cut++)
+        all &= tools_ok(t1, cut, "Sure.", 2, "{\"a\":1}");
+    TAP_OK(all, "two tool calls extracted at every cut, text kept");
+    const char *t2 = "a <tool_call>not json</tool_call> b <tool_c";
+    all = 1;
+    for (size_t cut = 0; cut <= strlen(t2); cut++) all &= tools_ok(t2, cut, t2, 0, NULL);
+    TAP_OK(all, "a block that is not a call, and a cut tag, stay text");
+    TAP_OK(tools_ok("x<tool_call>{\"name\":", 5, "x<tool_call>{\"name\":", 0, NULL),
+           "an unterminated block is returned as text");
+}
+
 static void test_builders(void) {
     api_error err;
     api_errorf(&err, 404, "invalid_request_error", "model", "model_not_found", "no model '%s'",
@@ -321,6 +365,7 @@ int main(void) {
     test_completion();
     test_tokenize();
     test_think();
+    test_tools();
     test_builders();
     return tap_done();
 }

@@ -7,7 +7,8 @@
  * The fake "tokenizer" maps bytes to ids; the fake scheduler answers every prompt with the
  * characters of "Hello world" one token at a time. Words in the prompt script it: SLOW (3 s of
  * "prefill" before the first token), LONG (400 tokens, 10 ms apart), FULL (queue full), THINK
- * (Qwen3-style "<think>...</think>" reasoning before the answer).
+ * (Qwen3-style "<think>...</think>" reasoning before the answer), TOOL (a Hermes-style
+ * <tool_call> block).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -32,7 +33,7 @@ struct sched_request {
     sched_event q[QCAP]; /* events not yet read */
     int head, tail;
     atomic_int cancel;
-    int n_prompt, n, slow, len, think;
+    int n_prompt, n, slow, len, think, tool;
     const char *stop0; /* first stop string, applied to "Hello world" */
 };
 
@@ -64,7 +65,10 @@ static int wait_or_cancel(struct sched_request *r, int ms) {
 
 static void *fake_run(void *arg) {
     struct sched_request *r = arg;
-    const char *text = r->think ? "<think>\nhmm\n</think>\n\nanswer" : "Hello world";
+    const char *text = r->think  ? "<think>\nhmm\n</think>\n\nanswer"
+                       : r->tool ? "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
+                                   "{\"city\": \"Paris\"}}\n</tool_call>"
+                                 : "Hello world";
     int tokens = 0, stopped = 0;
     sched_event ev;
     if (r->slow && wait_or_cancel(r, 3000)) goto cancelled;
@@ -137,6 +141,7 @@ static int fake_submit(void *ctx, const int32_t *prompt, int n_prompt, const sch
     r->slow = has_word(prompt, n_prompt, "SLOW");
     r->len = has_word(prompt, n_prompt, "LONG") ? 400 : 0;
     r->think = has_word(prompt, n_prompt, "THINK");
+    r->tool = has_word(prompt, n_prompt, "TOOL");
     r->stop0 = p->n_stop ? strdup(p->stop[0]) : NULL;
     atomic_fetch_add(&F.running, 1);
     atomic_fetch_add(&F.submitted, 1);
@@ -366,6 +371,29 @@ static void test_think(void) {
            "enable_thinking false: no split");
 }
 
+static void test_tools(void) {
+    reply r;
+    const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"TOOL\"}],\"tools\":[{"
+                      "\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
+    char b[512];
+    snprintf(b, sizeof b, "%s}", req);
+    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"content\":null") &&
+               strstr(r.body, "\"tool_calls\":[{\"id\":\"call_") &&
+               strstr(r.body, "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"") &&
+               strstr(r.body, "\"finish_reason\":\"tool_calls\""),
+           "tool call extracted into message.tool_calls, finish_reason tool_calls");
+    snprintf(b, sizeof b, "%s,\"stream\":true}", req);
+    http(&r, "POST", "/v1/chat/completions", b, "-N");
+    TAP_OK(strstr(r.body, "\"delta\":{\"tool_calls\":[{") && strstr(r.body, "\"index\":0}") &&
+               strstr(r.body, "\"finish_reason\":\"tool_calls\"") && !strstr(r.body, "<tool_call>"),
+           "streamed tool_calls delta");
+    snprintf(b, sizeof b, "%s,\"tool_choice\":\"none\"}", req);
+    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    TAP_OK(strstr(r.body, "<tool_call>") && !strstr(r.body, "\"tool_calls\""),
+           "tool_choice none: text left as is");
+}
+
 /* While a streamed prompt prefills, the role chunk goes out at once and comments keep it alive. */
 static void test_heartbeat(void) {
     reply r;
@@ -485,6 +513,7 @@ int main(void) {
     test_basic();
     test_stream();
     test_think();
+    test_tools();
     test_heartbeat();
     test_errors();
     test_auth();
