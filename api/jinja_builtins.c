@@ -232,6 +232,59 @@ static int affix_method(jj_ctx *c, jv s, jv arg, bool end, jv *out) {
 
 static int join_items(jj_ctx *c, jv seq, jv sep, jv attribute, jv *out);
 
+/* The replacement field {name!conv} of str.format: its value. Format specs are not supported. */
+static int format_field(jj_ctx *c, const char *f, size_t n, const fargs *a, int *auto_idx, jv *v,
+                        bool *repr) {
+    const char *bang = memchr(f, '!', n), *colon = memchr(f, ':', n);
+    if (colon) return jj_fail(c, "str.format: format specs are not supported");
+    *repr = bang && bang + 1 < f + n && bang[1] == 'r';
+    size_t name_len = bang ? (size_t)(bang - f) : n;
+    char name[64];
+    snprintf(name, sizeof name, "%.*s", (int)(name_len < 63 ? name_len : 63), f);
+    if (!name_len || (name[0] >= '0' && name[0] <= '9')) {
+        int i = name_len ? atoi(name) : (*auto_idx)++;
+        if (i >= a->n) return jj_fail(c, "Replacement index %d out of range", i);
+        *v = a->v[i];
+        return 0;
+    }
+    for (int k = 0; k < a->nk; k++)
+        if (!strcmp(a->kn[k], name)) {
+            *v = a->kv[k];
+            return 0;
+        }
+    return jj_fail(c, "str.format: no argument named '%s'", name);
+}
+
+static int str_format_method(jj_ctx *c, jv s, const fargs *a, jv *out) {
+    jj_buf b = {0};
+    int auto_idx = 0;
+    for (size_t i = 0; i < s.u.s.n; i++) {
+        char ch = s.u.s.p[i];
+        if ((ch == '{' || ch == '}') && i + 1 < s.u.s.n && s.u.s.p[i + 1] == ch) {
+            jj_putc(&b, ch), i++; /* {{ and }} are literal braces */
+            continue;
+        }
+        if (ch != '{') {
+            jj_putc(&b, ch);
+            continue;
+        }
+        const char *end = memchr(s.u.s.p + i, '}', s.u.s.n - i);
+        jv v;
+        bool repr = false;
+        if (!end || format_field(c, s.u.s.p + i + 1, (size_t)(end - s.u.s.p) - i - 1, a, &auto_idx,
+                                 &v, &repr)) {
+            jj_buf_free(&b);
+            return end ? -1 : jj_fail(c, "Single '{' encountered in format string");
+        }
+        if (repr)
+            jv_repr(v, &b);
+        else
+            jv_to_str(v, &b);
+        i = (size_t)(end - s.u.s.p);
+    }
+    return jj_buf_value(c, &b, out);
+}
+
 static int str_method(jj_ctx *c, jv s, const char *m, const fargs *a, jv *out) {
     jv none = jv_none();
     if (!strcmp(m, "startswith") || !strcmp(m, "endswith"))
@@ -270,14 +323,15 @@ static int str_method(jj_ctx *c, jv s, const char *m, const fargs *a, jv *out) {
         return 0;
     }
     if (!strcmp(m, "join")) return join_items(c, farg(a, 0, NULL, none), s, none, out);
+    if (!strcmp(m, "format")) return str_format_method(c, s, a, out);
     return jj_fail(c, "'str' object has no method '%s' (not supported)", m);
 }
 
 /* ---------------- attribute / item access ---------------- */
 
-static const char *const STR_METHODS[] = {"startswith", "endswith", "strip", "lstrip", "rstrip",
-                                          "split",      "upper",    "lower", "title",  "capitalize",
-                                          "replace",    "find",     "count", "join",   NULL};
+static const char *const STR_METHODS[] = {
+    "format", "startswith", "endswith",   "strip",   "lstrip", "rstrip", "split", "upper",
+    "lower",  "title",      "capitalize", "replace", "find",   "count",  "join",  NULL};
 static const char *const DICT_METHODS[] = {"items", "keys", "values", "get", NULL};
 
 static bool in_list(const char *const *names, const char *name, size_t n) {
@@ -725,7 +779,8 @@ static int join_items(jj_ctx *c, jv seq, jv sep, jv attribute, jv *out) {
 
 static int f_tojson(jj_ctx *c, jv v, const fargs *a, jv *out) {
     jv indent = farg(a, 0, "indent", jv_none()), seps = farg(a, -1, "separators", jv_none());
-    jj_json_opts o = {NULL, ", ", ": ", jv_truthy(farg(a, -1, "sort_keys", jv_bool(false)))};
+    jj_json_opts o = {NULL, ", ", ": ", jv_truthy(farg(a, -1, "sort_keys", jv_bool(false))),
+                      jv_truthy(farg(a, -1, "ensure_ascii", jv_bool(false)))};
     char ind[64];
     if (indent.t == JV_INT) {
         int64_t k = indent.u.i < 0 ? 0 : indent.u.i > 60 ? 60 : indent.u.i;
@@ -798,9 +853,9 @@ static int call_filter_named(jj_ctx *c, const char *name, jv v, const fargs *a, 
 /* select / reject / selectattr / rejectattr / map */
 static int f_select(jj_ctx *c, const char *name, jv v, const fargs *a, jv *out) {
     bool attr = strstr(name, "attr") != NULL, keep = name[0] == 's';
-    jv *items;
-    int64_t n;
-    if (jj_iterate(c, v, &items, &n)) return -1;
+    jv *items = NULL;
+    int64_t n = 0;
+    if (jv_truthy(v) && jj_iterate(c, v, &items, &n)) return -1; /* jinja2: "if value:" */
     jj_list *l = jj_list_new(c, (int)n);
     if (!l) return oom(c);
     int first = attr ? 1 : 0;
@@ -871,6 +926,23 @@ static int f_sort(jj_ctx *c, jv v, const fargs *a, bool dictsort, jv *out) {
         l->n++;
     }
     *out = mklist(l);
+    return 0;
+}
+
+/* min / max (case_sensitive=False, attribute=None): the first extreme element. */
+static int f_extreme(jj_ctx *c, jv v, const fargs *a, bool want_max, jv *out) {
+    bool cs = jv_truthy(farg(a, 0, "case_sensitive", jv_bool(false)));
+    jv attribute = farg(a, 1, "attribute", jv_none()), *items, best_key = jv_none();
+    int64_t n;
+    if (jj_iterate(c, v, &items, &n)) return -1;
+    *out = jv_undef("No aggregated item, sequence was empty.");
+    for (int64_t i = 0; i < n; i++) {
+        jv k;
+        int cmp = 0;
+        if (sort_key(c, items[i], attribute, cs, &k)) return -1;
+        if (i && jv_compare(c, k, best_key, &cmp)) return -1;
+        if (!i || (want_max ? cmp > 0 : cmp < 0)) *out = items[i], best_key = k;
+    }
     return 0;
 }
 
@@ -963,6 +1035,7 @@ static int f_string(jj_ctx *c, const char *name, jv v, const fargs *a, jv *out) 
     if (jv_tostr(c, v, &s)) return -1;
     if (!strcmp(name, "string") || !strcmp(name, "safe")) {
         *out = v.t == JV_STR ? v : s;
+        out->markup |= name[1] == 'a';
         return 0;
     }
     if (!strcmp(name, "trim")) {
@@ -979,22 +1052,16 @@ static int f_string(jj_ctx *c, const char *name, jv v, const fargs *a, jv *out) 
                            out);
     }
     if (!strcmp(name, "indent")) return f_indent(c, s, a, out);
-    /* e / escape: HTML escaping as markupsafe does it */
-    jj_buf b = {0};
-    for (size_t i = 0; i < s.u.s.n; i++) {
-        char ch = s.u.s.p[i];
-        const char *rep = ch == '&'    ? "&amp;"
-                          : ch == '<'  ? "&lt;"
-                          : ch == '>'  ? "&gt;"
-                          : ch == '"'  ? "&#34;"
-                          : ch == '\'' ? "&#39;"
-                                       : NULL;
-        if (rep)
-            jj_puts(&b, rep);
-        else
-            jj_putc(&b, ch);
+    /* e / escape: HTML escaping as markupsafe does it; a Markup is already escaped */
+    if (v.t == JV_STR && v.markup) {
+        *out = v;
+        return 0;
     }
-    return jj_buf_value(c, &b, out);
+    jj_buf b = {0};
+    jj_html_escape(s.u.s.p, s.u.s.n, &b);
+    if (jj_buf_value(c, &b, out)) return -1;
+    out->markup = true;
+    return 0;
 }
 
 static const char *const FILTERS[] = {
@@ -1002,7 +1069,7 @@ static const char *const FILTERS[] = {
     "list",   "reverse",    "items",      "dictsort", "sort",  "unique",     "map",     "select",
     "reject", "selectattr", "rejectattr", "int",      "float", "abs",        "round",   "string",
     "safe",   "trim",       "upper",      "lower",    "title", "capitalize", "replace", "indent",
-    "e",      "escape",     "sum",        NULL};
+    "e",      "escape",     "sum",        "min",      "max",   NULL};
 
 bool jj_filter_exists(const char *name) {
     return in_list(FILTERS, name, strlen(name));
@@ -1038,6 +1105,8 @@ static int call_filter_named(jj_ctx *c, const char *name, jv v, const fargs *a, 
     if (!strcmp(name, "dictsort") || !strcmp(name, "sort"))
         return f_sort(c, v, a, name[0] == 'd', out);
     if (!strcmp(name, "unique")) return f_unique(c, v, a, out);
+    if (!strcmp(name, "min") || !strcmp(name, "max"))
+        return f_extreme(c, v, a, name[1] == 'a', out);
     if (!strcmp(name, "map") || strstr(name, "select") || strstr(name, "reject"))
         return f_select(c, name, v, a, out);
     if (!strcmp(name, "int") || !strcmp(name, "float") || !strcmp(name, "abs") ||

@@ -151,6 +151,22 @@ static int concat_seq(jj_ctx *c, jv a, jv b, jv *out) {
     return 0;
 }
 
+/* Markup + str: markupsafe escapes the plain side and the result stays Markup. */
+static int markup_add(jj_ctx *c, jv a, jv b, jv *out) {
+    jj_buf buf = {0};
+    if (a.markup)
+        jj_put(&buf, a.u.s.p, a.u.s.n);
+    else
+        jj_html_escape(a.u.s.p, a.u.s.n, &buf);
+    if (b.markup)
+        jj_put(&buf, b.u.s.p, b.u.s.n);
+    else
+        jj_html_escape(b.u.s.p, b.u.s.n, &buf);
+    if (jj_buf_value(c, &buf, out)) return -1;
+    out->markup = true;
+    return 0;
+}
+
 static int arith_int(jj_ctx *c, int op, int64_t x, int64_t y, jv *out) {
     int64_t r = 0;
     bool ovf = false;
@@ -237,6 +253,8 @@ static int binop(jj_ctx *c, int op, jv a, jv b, jv *out) {
         return arith_int(c, op, as_i(a), as_i(b), out);
     }
     bool seq_a = a.t == JV_STR || a.t == JV_LIST;
+    if (op == JO_ADD && a.t == JV_STR && b.t == JV_STR && (a.markup || b.markup))
+        return markup_add(c, a, b, out);
     if (op == JO_ADD && seq_a && a.t == b.t && (a.t == JV_STR || a.u.l->tuple == b.u.l->tuple))
         return concat_seq(c, a, b, out);
     if (op == JO_MOD && a.t == JV_STR) return jj_str_format(c, a, b, out);

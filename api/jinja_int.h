@@ -66,7 +66,8 @@ typedef struct jj_loop jj_loop;
 typedef struct jj_func jj_func;
 
 struct jv {
-    jv_type t; /* which member of u is valid */
+    jv_type t;   /* which member of u is valid */
+    bool markup; /* JV_STR is a markupsafe.Markup (from |safe, |escape): + escapes the other side */
     union {
         bool b;    /* JV_BOOL */
         int64_t i; /* JV_INT */
@@ -234,6 +235,7 @@ void jv_to_str(jv v, jj_buf *b);                 /* Python str(): what {{ v }} p
 void jv_repr(jv v, jj_buf *b);                   /* Python repr() */
 int jv_tostr(jj_ctx *c, jv v, jv *out);          /* str() as a JV_STR value (arena) */
 void jj_float_repr(double f, jj_buf *b);
+void jj_html_escape(const char *s, size_t n, jj_buf *b); /* markupsafe.escape */
 jj_list *jj_list_new(jj_ctx *c, int cap);
 int jj_list_push(jj_ctx *c, jj_list *l, jv v);
 jj_dict *jj_dict_new(jj_ctx *c, int cap);
@@ -250,6 +252,7 @@ typedef struct jj_json_opts {
     const char *item_sep; /* ", " by default, "," with an indent */
     const char *key_sep;  /* ": " */
     bool sort_keys;       /* sort object members by key */
+    bool ensure_ascii;    /* escape non-ASCII as \\uXXXX (transformers' default is off) */
 } jj_json_opts;
 int jv_to_json(jj_ctx *c, jv v, const jj_json_opts *o, jj_buf *b);
 

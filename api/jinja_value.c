@@ -360,6 +360,22 @@ void jj_float_repr(double f, jj_buf *b) {
     }
 }
 
+void jj_html_escape(const char *s, size_t n, jj_buf *b) {
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        const char *rep = ch == '&'    ? "&amp;"
+                          : ch == '<'  ? "&lt;"
+                          : ch == '>'  ? "&gt;"
+                          : ch == '"'  ? "&#34;"
+                          : ch == '\'' ? "&#39;"
+                                       : NULL;
+        if (rep)
+            jj_puts(b, rep);
+        else
+            jj_putc(b, ch);
+    }
+}
+
 static void repr_str(const char *s, size_t n, jj_buf *b) {
     char q = memchr(s, '\'', n) && !memchr(s, '"', n) ? '"' : '\'';
     jj_putc(b, q);
@@ -464,21 +480,30 @@ int jv_tostr(jj_ctx *c, jv v, jv *out) {
 
 /* ---------------- JSON ---------------- */
 
-static void json_str(const char *s, size_t n, jj_buf *b) {
+/* ascii: ensure_ascii=True, every character outside ' '..'~' becomes \\uXXXX (UTF-16). */
+static void json_str(const char *s, size_t n, bool ascii, jj_buf *b) {
     jj_putc(b, '"');
     size_t run = 0; /* bytes copied verbatim in one go: most strings have few escapes */
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\') continue;
+        if (ch >= 0x20 && ch != '"' && ch != '\\' && (!ascii || ch < 0x7F)) {
+            i++;
+            continue;
+        }
         jj_put(b, s + run, i - run);
-        run = i + 1;
+        uint32_t cp = ch;
+        i += ch < 0x80 ? 1 : (size_t)jj_utf8_next(s + i, n - i, &cp);
+        run = i;
         static const char short_esc[] = "\"\"\\\\\nn\rr\tt\bb\ff"; /* char, letter pairs */
-        const char *hit = memchr(short_esc, ch, sizeof short_esc - 1);
-        char tmp[8];
+        const char *hit = cp < 0x80 ? memchr(short_esc, (int)cp, sizeof short_esc - 1) : NULL;
+        char tmp[16];
         if (hit && (hit - short_esc) % 2 == 0)
             snprintf(tmp, sizeof tmp, "\\%c", hit[1]);
+        else if (cp > 0xFFFF)
+            snprintf(tmp, sizeof tmp, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10),
+                     0xDC00 + ((cp - 0x10000) & 0x3FF));
         else
-            snprintf(tmp, sizeof tmp, "\\u%04x", ch);
+            snprintf(tmp, sizeof tmp, "\\u%04x", cp);
         jj_puts(b, tmp);
     }
     jj_put(b, s + run, n - run);
@@ -490,10 +515,10 @@ static void json_newline(const jj_json_opts *o, int level, jj_buf *b) {
     for (int i = 0; i < level; i++) jj_puts(b, o->indent);
 }
 
-static int json_key(jj_ctx *c, jv k, jj_buf *b) {
+static int json_key(jj_ctx *c, jv k, const jj_json_opts *o, jj_buf *b) {
     /* json.dumps turns str, int, float, bool and None keys into strings */
     if (k.t == JV_STR)
-        json_str(k.u.s.p, k.u.s.n, b);
+        json_str(k.u.s.p, k.u.s.n, o->ensure_ascii, b);
     else if (k.t == JV_BOOL)
         jj_puts(b, k.u.b ? "\"true\"" : "\"false\"");
     else if (k.t == JV_NONE)
@@ -527,7 +552,7 @@ static int json_dict(jj_ctx *c, const jj_dict *d, const jj_json_opts *o, int lev
     for (int i = 0; i < d->n; i++) {
         if (i) jj_puts(b, o->item_sep);
         if (o->indent) json_newline(o, level + 1, b);
-        if (json_key(c, d->k[order[i]], b)) return -1;
+        if (json_key(c, d->k[order[i]], o, b)) return -1;
         jj_puts(b, o->key_sep);
         if (json_value(c, d->v[order[i]], o, level + 1, b)) return -1;
     }
@@ -557,7 +582,7 @@ static int json_value(jj_ctx *c, jv v, const jj_json_opts *o, int level, jj_buf 
             jj_float_repr(v.u.f, b);
         return 0;
     case JV_STR:
-        json_str(v.u.s.p, v.u.s.n, b);
+        json_str(v.u.s.p, v.u.s.n, o->ensure_ascii, b);
         return 0;
     case JV_LIST:
         if (!v.u.l->n) return jj_puts(b, "[]"), 0;
