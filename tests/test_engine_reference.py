@@ -56,6 +56,9 @@ CASES = [
     # no q/k norm; plain multi-head attention; rope_theta 10000
     ("llama-f32-untied-mha", "tiny-llama", "f32", ["vocab_size=1000", "num_key_value_heads=4"], 12),
     ("llama-bf16-tied", "tiny-llama", "bf16", ["vocab_size=1000", "tie_word_embeddings=true"], 12),
+    # long prompts: RoPE at positions up to ~730, attention over 20-45 KV blocks
+    ("qwen3-f32-long-prompt", "tiny-qwen3", "f32", ["vocab_size=1000"], 700),
+    ("llama-bf16-long-prompt", "tiny-llama", "bf16", ["vocab_size=1000"], 300),
     # Qwen3-0.6B's layer shapes (hidden 1024, 16 x 128 heads, 8 KV heads, MLP 3072), one layer:
     # dot products over K = 1024, 2048 and 3072 cross every kernel's K blocking
     ("qwen3-f32-layer-of-0.6b", "qwen3-0.6b", "f32",
