@@ -197,7 +197,15 @@ static int ensure_blocks(sched *s, sched_seq *q, int upto) {
         }
         sched_seq *victim = s->running.v[s->running.n - 1]; /* the newest admission */
         if (victim == q && s->running.n == 1) {
-            /* Alone it must fit (submit bounds it by the pool); reaching here is a bug. */
+            /* Alone, q fits the pool (ctx_size <= pool), but its pin may hold more than its
+             * blocks: a match can end inside a long cached edge. Its own references keep its
+             * KV alive; the pin only protects sharing, so let it go and evict again. */
+            if (q->node) {
+                rt_unpin(s->tree, q->node);
+                q->node = NULL;
+                q->n_tree = 0;
+                continue;
+            }
             fail_request(q->req, RS_EFULL, "the KV pool cannot hold this sequence");
             return -1;
         }

@@ -404,6 +404,24 @@ static void test_preemption(void) {
            "one request filling the whole pool (ctx %d) finishes with length after %d tokens",
            c.ctx_size, res.n[0]);
     check_idle(tiny, "after whole-pool request");
+
+    /* The pool is all one cached edge; a request matching its first blocks pins that edge, then
+     * needs the whole pool: its pin on the rest must not make it fail (its own references keep
+     * its blocks; the pin only protects sharing). */
+    int32_t edge[240];
+    int ne = make_prompt(edge, 31, 0, c.ctx_size - 20);
+    sched_params p1 = greedy(1);
+    sched_submit(tiny, edge, ne, &p1, &r, &e);
+    collect(r, &res);
+    sched_request_free(r);
+    sched_submit(tiny, edge, 41, &pl, &r, &e);
+    collect(r, &res);
+    sched_request_free(r);
+    TAP_OK(res.done && res.cached == 32 && res.reason[0] && strcmp(res.reason[0], "length") == 0 &&
+               41 + res.completion == c.ctx_size,
+           "prefix of a pool-sized cached edge, then the whole pool: %s (%d tokens, cached %d)",
+           res.done ? "finished" : res.message, res.completion, res.cached);
+    check_idle(tiny, "after the pool-sized edge");
     sched_stop(big);
     sched_stop(tiny);
 }
