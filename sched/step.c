@@ -286,6 +286,19 @@ static int64_t available_blocks(const sched *s) {
     return (int64_t)s->pool.n_free + st.cached_blocks - st.pinned_blocks;
 }
 
+/* Pin what q holds and no more. A match may end inside a node's edge, and pinning that node
+ * would hold the whole edge; inserting the matched prefix (all of it cached: the tree keeps its
+ * own blocks) splits the edge there and gives the node that ends exactly at m. */
+static rt_node *pin_exact(sched *s, sched_seq *q, int m, rt_node *node) {
+    rt_node *exact = NULL;
+    rs_err e = {0};
+    if (node && rt_insert(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, &exact, &e) == 0 &&
+        exact)
+        node = exact;
+    rt_pin(s->tree, node);
+    return node;
+}
+
 /* Take q from waiting into running with its cached prefix pinned. Returns 0, or 1 when memory
  * is too tight to start it now (it stays waiting). */
 static int admit_one(sched *s, int at) {
@@ -305,8 +318,7 @@ static int admit_one(sched *s, int at) {
         seq_end(s, q, END_FAILED);
         return 0;
     }
-    if (node) rt_pin(s->tree, node);
-    q->node = node;
+    q->node = pin_exact(s, q, m, node);
     for (int i = 0; i < s->match_blocks.n; i++) {
         kv_retain(&s->pool, s->match_blocks.v[i]);
         q->table.v[q->table.n++] = s->match_blocks.v[i];
