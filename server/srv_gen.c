@@ -122,8 +122,8 @@ static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *
     if (rc == RS_EFULL)
         return api_errorf(err, 503, "server_error", NULL, "queue_full",
                           "The server is busy (request queue full); retry later");
-    if (rc == RS_ETOOBIG)
-        return api_errorf(err, 400, "invalid_request_error", param, "context_length_exceeded", "%s",
+    if (rc == RS_ETOOBIG) /* the prompt length was checked above: this is n, or the KV pool */
+        return api_errorf(err, 400, "invalid_request_error", NULL, "request_too_large", "%s",
                           e.msg);
     if (rc == RS_EINVAL)
         return api_errorf(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
