@@ -438,6 +438,12 @@ static void test_errors(void) {
     http(&r, "POST", "/v1/chat/completions", huge, NULL);
     free(huge);
     TAP_OK(r.status == 413, "413 body over the limit (%d)", r.status);
+    huge = malloc(100000);
+    memset(huge, ' ', 99999);
+    huge[0] = '{', huge[99998] = '}', huge[99999] = 0;
+    http(&r, "POST", "/v1/chat/completions", huge, "-H 'Transfer-Encoding: chunked'");
+    free(huge);
+    TAP_OK(r.status == 413, "413 for a chunked body that grows over the limit (%d)", r.status);
     http(&r, "OPTIONS", "/v1/chat/completions", NULL,
          "-H 'Origin: http://ui.example' -H 'Access-Control-Request-Method: POST' "
          "-H 'Access-Control-Request-Headers: authorization, content-type'");
