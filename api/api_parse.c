@@ -78,9 +78,13 @@ static int get_bool(const cJSON *obj, const char *name, int *out, api_error *err
     return 0;
 }
 
+static int oom(api_error *err) {
+    return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+}
+
 static int dup_str(const char *s, char **out, api_error *err) {
     *out = strdup(s);
-    if (!*out) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (!*out) return oom(err);
     return 0;
 }
 
@@ -121,7 +125,7 @@ static int parse_logit_bias(const cJSON *root, api_gen *g, api_error *err) {
     int n = cJSON_GetArraySize(f);
     if (n == 0) return 0;
     g->bias = calloc((size_t)n, sizeof *g->bias);
-    if (!g->bias) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (!g->bias) return oom(err);
     cJSON_ArrayForEach(it, f) {
         char *end;
         long id = strtol(it->string, &end, 10);
@@ -233,7 +237,6 @@ static int content_string(const cJSON *c, int i, api_buf *out, api_error *err) {
     char name[48];
     const cJSON *part;
     snprintf(name, sizeof name, "messages[%d].content", i);
-    if (cJSON_IsString(c)) return api_buf_puts(out, c->valuestring) ? RS_ENOMEM : 0;
     if (!cJSON_IsArray(c)) return bad_type(err, name, "a string or an array of text parts");
     int first = 1;
     cJSON_ArrayForEach(part, c) {
@@ -244,7 +247,7 @@ static int content_string(const cJSON *c, int i, api_buf *out, api_error *err) {
             return api_errorf(err, 400, INVALID, name, "invalid_value",
                               "'%s' parts must be {\"type\": \"text\", \"text\": string}", name);
         if ((!first && api_buf_puts(out, "\n")) || api_buf_puts(out, text->valuestring))
-            return RS_ENOMEM;
+            return oom(err);
         first = 0;
     }
     return 0;
@@ -271,21 +274,18 @@ static int normalize_message(const cJSON *m, int i, cJSON **out, api_error *err)
                           "'%.32s')",
                           name, role->valuestring);
     cJSON *copy = cJSON_Duplicate(m, 1);
-    if (!copy) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (!copy) return oom(err);
     const cJSON *content = field(m, "content");
     if (content && !cJSON_IsString(content)) {
         api_buf joined = {0};
         int rc = content_string(content, i, &joined, err);
-        if (rc == 0 && !cJSON_ReplaceItemInObjectCaseSensitive(
-                           copy, "content", cJSON_CreateString(api_buf_str(&joined))))
-            rc = api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+        if (!rc && !cJSON_ReplaceItemInObjectCaseSensitive(
+                       copy, "content", cJSON_CreateString(api_buf_str(&joined))))
+            rc = oom(err);
         api_buf_free(&joined);
         if (rc) {
             cJSON_Delete(copy);
-            return rc == RS_ENOMEM ? api_errorf(err, 500, "server_error", NULL, NULL,
-                                                "out of "
-                                                "memory")
-                                   : rc;
+            return rc;
         }
     }
     *out = copy;
@@ -301,7 +301,7 @@ static int copy_typed(const cJSON *root, cJSON *tpl, const char *name, int (*is)
     cJSON *d = cJSON_Duplicate(f, 1);
     if (!d || !cJSON_AddItemToObject(tpl, name, d)) {
         cJSON_Delete(d);
-        return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+        return oom(err);
     }
     return 0;
 }
@@ -327,7 +327,7 @@ static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_e
         return api_errorf(err, 400, INVALID, "messages", "invalid_value",
                           "'messages' must not be empty");
     cJSON *tpl = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(tpl, "messages");
-    if (!tpl || !arr) goto oom;
+    if (!tpl || !arr) goto nomem;
     int i = 0, rc = 0;
     cJSON_ArrayForEach(m, msgs) {
         cJSON *copy = NULL;
@@ -336,7 +336,7 @@ static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_e
     }
     int add_gen = 1;
     if ((rc = get_bool(root, "add_generation_prompt", &add_gen, err))) goto fail;
-    if (!cJSON_AddBoolToObject(tpl, "add_generation_prompt", add_gen)) goto oom;
+    if (!cJSON_AddBoolToObject(tpl, "add_generation_prompt", add_gen)) goto nomem;
     if ((rc = copy_typed(root, tpl, "tools", is_array, "an array", err)) ||
         (rc = copy_typed(root, tpl, "tool_choice", is_choice, "a string or an object", err)) ||
         (rc = copy_typed(root, tpl, "chat_template_kwargs", is_object, "an object", err)))
@@ -349,8 +349,8 @@ static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_e
     }
     *out = tpl;
     return 0;
-oom:
-    rc = api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+nomem:
+    rc = oom(err);
 fail:
     cJSON_Delete(tpl);
     return rc;
@@ -407,7 +407,7 @@ static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *n, 
     if (count == 0)
         return api_errorf(err, 400, INVALID, name, "invalid_value", "'%s' must not be empty", name);
     *ids = malloc((size_t)count * sizeof **ids);
-    if (!*ids) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    if (!*ids) return oom(err);
     cJSON_ArrayForEach(it, arr) {
         if (!is_integer(it) || it->valuedouble < 0 || it->valuedouble > INT32_MAX) {
             free(*ids);
