@@ -370,6 +370,32 @@ static void test_stream_random(const tok_tokenizer *t, const char *name) {
            bad);
 }
 
+/* A lone byte that can never become a character (0x80, 0xFF) streams out as U+FFFD at once; a
+ * lead byte (0xE6) is held until more bytes or the flush. */
+static void test_stream_fffd(const tok_tokenizer *t) {
+    int held = 0, emitted = 0, flushed_ok = 1;
+    for (int32_t id = 0; id < 400; id++) {
+        char *one = NULL, *p = NULL, *f = NULL;
+        rs_err e = {0};
+        if (tok_decode(t, &id, 1, 0, &one, &e) || strcmp(one, "\xEF\xBF\xBD")) {
+            free(one);
+            continue;
+        }
+        tok_stream s;
+        tok_stream_init(&s, t, 0);
+        if (!tok_stream_push(&s, id, &p, &e) && !tok_stream_flush(&s, &f, &e)) {
+            held += !*p, emitted += !strcmp(p, one);
+            flushed_ok &= !strcmp(*p ? f : one, *p ? "" : f);
+        }
+        tok_stream_free(&s);
+        free(one), free(p), free(f);
+    }
+    TAP_OK(held > 0 && emitted > 0 && flushed_ok,
+           "qwen3: an invalid byte streams U+FFFD at once (%d), a lead byte is held to the "
+           "flush (%d)",
+           emitted, held);
+}
+
 typedef struct job {
     const tok_tokenizer *t; /* shared tokenizer */
     int mismatches;         /* encodings that differ from the expected ids */
@@ -412,6 +438,7 @@ int main(void) {
         test_bad_input(q);
         test_stream_roundtrip(q, "qwen3");
         test_stream_random(q, "qwen3");
+        test_stream_fffd(q);
         test_legacy_files(q);
         test_threads(q);
     }

@@ -3,7 +3,9 @@
  * The incremental decoder (tok_stream) re-decodes only a small window: the ids from
  * prefix_off (the start of the previously emitted step) to the end. The text of
  * [prefix_off, read_off) was already emitted, so the new text is what the window adds beyond it.
- * Because the window always starts at a character boundary and after a complete byte-fallback
+ * New text is held while the byte-level text ends inside a UTF-8 sequence (at most 3 bytes) or
+ * a byte-fallback run is still open. Because the window always starts at a character boundary
+ * and after a complete byte-fallback
  * group, decoding it gives the same bytes as decoding everything; the one decoder that depends
  * on the position in the whole text (a Strip / Metaspace acting on the text start) is turned off
  * inside windows and applied by the stream itself to the start of its output. */
@@ -17,7 +19,8 @@ static int oom(rs_err *e) {
     return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
 }
 
-static int dec_bytelevel(const tok_tokenizer *t, const tok_list *in, tok_list *out) {
+static int dec_bytelevel(const tok_tokenizer *t, const tok_list *in, tok_list *out,
+                         int *truncated) {
     tok_bytes raw = {0};
     int rc = 0;
     for (int i = 0; i < in->n && !rc; i++) {
@@ -39,7 +42,7 @@ static int dec_bytelevel(const tok_tokenizer *t, const tok_list *in, tok_list *o
         }
     }
     tok_bytes txt = {0};
-    if (!rc) rc = tok_utf8_lossy(&txt, raw.p ? raw.p : "", raw.n);
+    if (!rc) rc = tok_utf8_lossy(&txt, raw.p ? raw.p : "", raw.n, truncated);
     if (!rc) rc = tl_push(out, txt.p ? txt.p : "", txt.n);
     tb_free(&raw);
     tb_free(&txt);
@@ -140,10 +143,11 @@ static int dec_metaspace(const tok_dec *d, const tok_list *in, tok_list *out, in
 }
 
 static int dec_step(const tok_tokenizer *t, const tok_dec *d, const tok_list *in, tok_list *out,
-                    int cont) {
+                    tok_dec_mode *m) {
+    int cont = m->cont;
     switch (d->kind) {
     case DEC_BYTELEVEL:
-        return dec_bytelevel(t, in, out);
+        return dec_bytelevel(t, in, out, &m->truncated);
     case DEC_REPLACE:
         return dec_replace(d, in, out);
     case DEC_BYTEFALLBACK:
@@ -166,19 +170,19 @@ static int check_ids(const tok_tokenizer *t, const int32_t *ids, int n, rs_err *
     return 0;
 }
 
-int tok_decode_into(const tok_tokenizer *t, const int32_t *ids, int n, int skip_special, int cont,
+int tok_decode_into(const tok_tokenizer *t, const int32_t *ids, int n, tok_dec_mode *m,
                     tok_bytes *out, rs_err *e) {
     int rc = check_ids(t, ids, n, e);
     if (rc) return rc;
     tok_list cur = {0}, nxt = {0};
     for (int i = 0; i < n && !rc; i++) {
-        if (skip_special && (t->id_flags[ids[i]] & TOKF_SPECIAL)) continue;
+        if (m->skip_special && (t->id_flags[ids[i]] & TOKF_SPECIAL)) continue;
         if (t->n_dec == 0 && cur.n) rc = tl_push(&cur, " ", 1); /* no decoder: join with spaces */
         if (!rc) rc = tl_push(&cur, t->id_str[ids[i]], (size_t)t->id_len[ids[i]]);
     }
     for (int k = 0; k < t->n_dec && !rc; k++) {
         tl_clear(&nxt);
-        rc = dec_step(t, &t->dec[k], &cur, &nxt, cont);
+        rc = dec_step(t, &t->dec[k], &cur, &nxt, m);
         tok_list tmp = cur;
         cur = nxt, nxt = tmp;
     }
@@ -201,7 +205,8 @@ int tok_decode(const tok_tokenizer *t, const int32_t *ids, int n, int skip_speci
                rs_err *e) {
     tok_bytes b = {0};
     *out = NULL;
-    int rc = tok_decode_into(t, ids, n, skip_special, 0, &b, e);
+    tok_dec_mode m = {skip_special, 0, 0};
+    int rc = tok_decode_into(t, ids, n, &m, &b, e);
     if (rc) {
         tb_free(&b);
         return rc;
@@ -222,10 +227,6 @@ void tok_stream_free(tok_stream *s) {
     rs_ivec_free(&s->ids);
 }
 
-static int ends_incomplete(const tok_bytes *b) {
-    return b->n >= 3 && !memcmp(b->p + b->n - 3, "\xEF\xBF\xBD", 3);
-}
-
 /* Remove the part of the text start a global Strip / Metaspace decoder would remove. */
 static size_t strip_start(tok_stream *s, const char *p, size_t n) {
     size_t cl = strlen(s->t->strip_char), a = 0;
@@ -238,10 +239,11 @@ static size_t strip_start(tok_stream *s, const char *p, size_t n) {
 static int stream_step(tok_stream *s, int final, char **out, rs_err *e) {
     tok_bytes pre = {0}, all = {0}, piece = {0};
     const int32_t *w = s->ids.v + s->prefix_off;
-    int rc = tok_decode_into(s->t, w, s->read_off - s->prefix_off, s->skip_special, 1, &pre, e);
-    if (!rc) rc = tok_decode_into(s->t, w, s->ids.n - s->prefix_off, s->skip_special, 1, &all, e);
+    tok_dec_mode mp = {s->skip_special, 1, 0}, ma = mp;
+    int rc = tok_decode_into(s->t, w, s->read_off - s->prefix_off, &mp, &pre, e);
+    if (!rc) rc = tok_decode_into(s->t, w, s->ids.n - s->prefix_off, &ma, &all, e);
     int grew = !rc && all.n > pre.n && (!pre.n || !memcmp(all.p, pre.p, pre.n));
-    if (grew && (final || !ends_incomplete(&all))) {
+    if (grew && (final || !ma.truncated)) {
         size_t skip = strip_start(s, all.p + pre.n, all.n - pre.n);
         rc = tb_put(&piece, all.p + pre.n + skip, all.n - pre.n - skip) ? oom(e) : 0;
         s->prefix_off = s->read_off;

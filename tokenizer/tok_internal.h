@@ -59,8 +59,9 @@ int tok_utf8_len(const unsigned char *p, size_t n);
 int tok_utf8_valid(const char *p, size_t n);
 int tok_utf8_put(tok_bytes *b, int32_t cp);
 /* Append p to out, replacing each maximal invalid subpart by U+FFFD (as Rust's
- * String::from_utf8_lossy and the WHATWG TextDecoder do). */
-int tok_utf8_lossy(tok_bytes *out, const char *p, size_t n);
+ * String::from_utf8_lossy and the WHATWG TextDecoder do). *truncated (may be NULL) tells
+ * whether p ended inside a sequence that more bytes could complete. */
+int tok_utf8_lossy(tok_bytes *out, const char *p, size_t n, int *truncated);
 
 /* ---- string -> id and pair -> merge hash tables ----------------------------------------- */
 
@@ -243,9 +244,17 @@ void tok_cache_free(tok_tokenizer *t);
 /* Byte-level alphabet (tok_util.c): fills bl_char / bl_byte. */
 void tok_bytelevel_init(tok_tokenizer *t);
 
-/* Decode ids[0..n) into out. cont: the ids continue earlier text, so a decoder acting on the
- * start of the whole text (global Strip / Metaspace) does nothing. */
-int tok_decode_into(const tok_tokenizer *t, const int32_t *ids, int n, int skip_special, int cont,
+/* How tok_decode_into runs, and what it found. */
+typedef struct tok_dec_mode {
+    int skip_special; /* drop special tokens */
+    int cont;         /* the ids continue earlier text: a decoder acting on the start of the
+                         whole text (global Strip / Metaspace) does nothing */
+    int truncated;    /* out: the byte-level text ended inside a UTF-8 sequence (it may still
+                         complete with more tokens) */
+} tok_dec_mode;
+
+/* Decode ids[0..n) into out. */
+int tok_decode_into(const tok_tokenizer *t, const int32_t *ids, int n, tok_dec_mode *m,
                     tok_bytes *out, rs_err *e);
 
 #endif

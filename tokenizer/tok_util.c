@@ -137,15 +137,20 @@ int tok_utf8_put(tok_bytes *b, int32_t cp) {
     return tb_put(b, s, (size_t)n);
 }
 
-int tok_utf8_lossy(tok_bytes *out, const char *p, size_t n) {
+int tok_utf8_lossy(tok_bytes *out, const char *p, size_t n, int *truncated) {
     const unsigned char *u = (const unsigned char *)p;
     size_t i = 0, run = 0; /* run: start of the pending valid stretch */
+    if (truncated) *truncated = 0;
     while (i < n) {
         int whole;
         int k = u[i] < 0x80 ? (whole = 1) : utf8_prefix(u + i, n - i, &whole);
         if (whole) {
             i += (size_t)k;
             continue;
+        }
+        if (truncated) { /* a valid start cut by the end, not a bad byte */
+            unsigned char lo, hi;
+            *truncated = utf8_need(u[i], &lo, &hi) >= 2 && i + (size_t)k == n;
         }
         if (tb_put(out, p + run, i - run) || tb_put(out, "\xEF\xBF\xBD", 3)) return RS_ENOMEM;
         i += (size_t)k;
