@@ -208,6 +208,40 @@ static void test_matmul_shape(const eng_kernels *k, eng_dtype wdt, int M, int K,
     weights_free(&w);
 }
 
+/*
+ * The AVX2 table's documented arithmetic, in scalar C: lane j (k % 8) accumulates
+ * fmaf(x[k], w[k], lane) in k order with the tail zero-padded to a whole step, then
+ * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)). The kernel must equal it bit for bit, whatever tiles
+ * compute it.
+ */
+static float avx2_spec_dot(const float *x, const float *w, int K) {
+    float l[8] = {0};
+    int padded = (K + 7) / 8 * 8;
+    for (int k = 0; k < padded; k++)
+        l[k % 8] = k < K ? fmaf(x[k], w[k], l[k % 8]) : fmaf(0.0f, 0.0f, l[k % 8]);
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+}
+
+static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt) {
+    enum { M = 7, K = 203, N = 13 };
+    weights w;
+    weights_make(&w, wdt, N, K, 4242u);
+    float *x = rnd_vec((size_t)M * K, 99u), y[M * N];
+    k->matmul(y, N, x, M, w.stored, wdt, K, 0, N);
+    int same = 1;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float ref = avx2_spec_dot(x + (size_t)m * K, w.widened + (size_t)n * K, K);
+            same &= !memcmp(&ref, &y[m * N + n], sizeof ref);
+        }
+    TAP_OK(same,
+           "avx2 %s matmul equals its scalar specification (8 FMA lanes, fixed tree) bit "
+           "for bit",
+           dtype_name(wdt));
+    free(x);
+    weights_free(&w);
+}
+
 static void test_matmul(const eng_kernels *k) {
     const eng_dtype types[] = {ENG_F32, ENG_BF16, ENG_F16};
     for (int t = 0; t < 3; t++) {
@@ -389,6 +423,8 @@ int main(void) {
         }
         test_matmul(k);
         test_attend(k);
+        if (!strcmp(k->name, "avx2"))
+            for (int t = 0; t < 3; t++) test_avx2_spec(k, (eng_dtype)t);
     }
     if (cpu_runs("avx2")) {
         test_attend_rows(KV_BF16, 128, 16);
