@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_server.sh — the real server on a free loopback port with models/stories260K, driven by
 # curl: /health while loading, the known greedy story, streamed == non-streamed, cached_tokens on
-# a repeat, stop strings, seeds, n=2, every error status, the malformed-JSON corpus, CORS, a
+# a repeat, stop strings, seeds, n=2, every error status but 503 (test_server_qwen.sh has it:
+# it needs requests slower than this model's), the malformed-JSON corpus, fuzzed bodies, CORS, a
 # disconnect mid-decode freeing its sequence and blocks within a second, and SIGTERM -> exit 0.
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -188,27 +189,6 @@ for mode in true false; do
 done
 for _ in $(seq 20); do c499=$(metric 'radixserve_requests_total{status="499"}'); [ "${c499:-0}" -ge 2 ] && break; sleep 0.05; done
 ok $([ "${c499:-0}" -ge 2 ]; echo $?) "/metrics counts the disconnects as 499 ($c499)"
-
-# A full queue: one running, one waiting, the third gets 503 + Retry-After.
-PORT2=$(free_port)
-"$BIN" serve --model models/stories260K --port "$PORT2" --kv-cache-mb 16 --max-batch 1 --max-queue 1 --threads 1 >"$TMP/server2.log" 2>&1 &
-S2=$!
-pids+=("$S2")
-for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT2/health")" = 200 ] && break; sleep 0.1; done
-got503=1
-for i in 1 2 3 4; do
-    curl -s -m 5 -o "$TMP/q$i" -D "$TMP/qh$i" -w '%{http_code}' "http://127.0.0.1:$PORT2/v1/completions" \
-        -H 'Content-Type: application/json' -d '{"prompt":"Once","max_tokens":100000,"ignore_eos":true}' >"$TMP/qc$i" &
-    pids+=($!)
-done
-wait "${pids[@]: -4}"
-for i in 1 2 3 4; do
-    if [ "$(cat "$TMP/qc$i")" = 503 ] && grep -qi '^retry-after:' "$TMP/qh$i" && grep -q '"error":{' "$TMP/q$i"; then got503=0; fi
-done
-ok $got503 "503 + Retry-After when the queue is full (codes: $(cat "$TMP"/qc* | tr '\n' ' '))"
-kill -TERM "$S2"
-wait "$S2"; rc2=$?
-ok $([ $rc2 = 0 ]; echo $?) "SIGTERM with requests running: exit 0 (got $rc2)"
 
 kill -TERM "$SERVER"
 wait "$SERVER"; rc=$?

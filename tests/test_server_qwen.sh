@@ -73,6 +73,28 @@ for mode in true false; do
     ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le $limit ] && ! grep -q '"text"' "$TMP/out"; echo $?) "disconnect mid-prefill (stream=$mode): no token sent, running=$running pinned=$pinned after ${ms} ms"
 done
 
+# A full queue (one running, one waiting: the third gets 503 + Retry-After), then SIGTERM while
+# both are still in the scheduler: they are answered and the process exits 0.
+PORT2=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+U2=http://127.0.0.1:$PORT2
+"$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 >"$TMP/log2" 2>&1 &
+S2=$!
+for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
+bg=()
+for i in 1 2; do
+    curl -s -m 20 -o "$TMP/bg$i" -w '%{http_code}' "$U2/v1/completions" -H 'Content-Type: application/json' \
+        -d '{"prompt":"Hi","max_tokens":4000,"ignore_eos":true}' >"$TMP/bgc$i" &
+    bg+=($!)
+    sleep 0.3
+done
+code=$(curl -s -m 5 -o "$TMP/body" -D "$TMP/h" -w '%{http_code}' "$U2/v1/completions" -H 'Content-Type: application/json' -d '{"prompt":"Hi","max_tokens":2}')
+ok $([ "$code" = 503 ] && grep -qi '^retry-after: 1' "$TMP/h" && grep -q '"code":"queue_full"' "$TMP/body"; echo $?) "503 + Retry-After when the queue is full ($code)"
+t0=$(date +%s%N)
+kill -TERM "$S2"; wait "$S2"; rc2=$?
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+wait "${bg[@]}"
+ok $([ $rc2 = 0 ] && grep -q shutting_down "$TMP/bg1" && [ "$(cat "$TMP/bgc1")" = 503 ]; echo $?) "SIGTERM with requests running: they get 503 shutting_down, exit 0 in ${ms} ms (rc $rc2, codes $(cat "$TMP"/bgc* | tr '\n' ' '))"
+
 kill -TERM "$SERVER"; wait "$SERVER"; rc=$?; SERVER=
 ok $([ $rc = 0 ]; echo $?) "SIGTERM: exit 0"
 echo "1..$n"
