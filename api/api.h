@@ -203,6 +203,8 @@ typedef struct api_choice {
     api_lp *lps;       /* per-token logprobs (owned) when asked, else NULL */
     int n_lps, cap_lps;
     cJSON *tool_calls;         /* chat: extracted tool calls (owned array) or NULL */
+    size_t text_offset;        /* completions: where the first logprob token starts in the
+                                  returned text (the echoed prompt's length) */
     const char *finish_reason; /* static string: "stop", "length", "tool_calls", ... */
 } api_choice;
 
@@ -239,8 +241,9 @@ char *api_chat_chunk(const api_meta *m, int index, const char *role, const char 
  * the position of calls[0] among the choice's calls). */
 char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
                           int with_usage_null);
+/* offset: where this chunk's text starts in the choice's whole text (for text_offset). */
 char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
-                           int n_lps, const char *finish, int with_usage_null);
+                           int n_lps, size_t offset, const char *finish, int with_usage_null);
 /* The final usage chunk: "choices": [] and usage. chat 1: chat.completion.chunk, 0: text. */
 char *api_usage_chunk(const api_meta *m, int chat, const api_usage *u);
 

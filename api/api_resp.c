@@ -296,7 +296,7 @@ char *api_completion_response(const api_meta *m, const api_choice *choices, int 
         cJSON_AddNumberToObject(ch, "index", i);
         cJSON_AddStringToObject(ch, "text", api_buf_str(&c->content));
         cJSON_AddItemToObject(ch, "logprobs",
-                              logprobs ? completion_logprobs(c->lps, c->n_lps, 0)
+                              logprobs ? completion_logprobs(c->lps, c->n_lps, c->text_offset)
                                        : cJSON_CreateNull());
         cJSON_AddItemToObject(ch, "finish_reason", finish_json(c->finish_reason));
         cJSON_AddItemToArray(arr, ch);
@@ -350,13 +350,13 @@ char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int 
 }
 
 char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
-                           int n_lps, const char *finish, int with_usage_null) {
+                           int n_lps, size_t offset, const char *finish, int with_usage_null) {
     cJSON *arr, *o = chunk_envelope(m, "text_completion", &arr, with_usage_null);
     cJSON *ch = cJSON_CreateObject();
     cJSON_AddNumberToObject(ch, "index", index);
     cJSON_AddStringToObject(ch, "text", text ? text : "");
     cJSON_AddItemToObject(ch, "logprobs",
-                          n_lps ? completion_logprobs(lps, n_lps, 0) : cJSON_CreateNull());
+                          n_lps ? completion_logprobs(lps, n_lps, offset) : cJSON_CreateNull());
     cJSON_AddItemToObject(ch, "finish_reason", finish_json(finish));
     cJSON_AddItemToArray(arr, ch);
     return api_print(o);

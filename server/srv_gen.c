@@ -27,6 +27,7 @@ typedef struct srv_job {
     api_think think[API_MAX_N]; /* chat: <think> splitter per choice */
     int use_tools;              /* chat offered tools: extract <tool_call> blocks */
     api_tools tools[API_MAX_N]; /* chat: tool-call extractor per choice */
+    size_t sent[API_MAX_N];     /* completions stream: text bytes sent per choice (offsets) */
     api_choice ch[API_MAX_N];   /* non-streamed: accumulated choices */
     int finished;               /* DONE or ERROR seen: no more events */
     int failed;                 /* ERROR seen: err says why */
@@ -271,12 +272,13 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
             sse(j, api_chat_tool_chunk(&j->meta, idx, calls, j->tools[idx].n_calls - n_calls,
                                        j->include_usage));
         if (!j->chat && (c.n || n_lp))
-            sse(j, api_completion_chunk(&j->meta, idx, api_buf_str(&c), lp, n_lp, NULL,
-                                        j->include_usage));
+            sse(j, api_completion_chunk(&j->meta, idx, api_buf_str(&c), lp, n_lp, j->sent[idx],
+                                        NULL, j->include_usage));
+        if (!j->chat) j->sent[idx] += c.n;
         if (finish)
             sse(j, j->chat ? api_chat_chunk(&j->meta, idx, NULL, NULL, NULL, NULL, 0, finish,
                                             j->include_usage)
-                           : api_completion_chunk(&j->meta, idx, "", NULL, 0, finish,
+                           : api_completion_chunk(&j->meta, idx, "", NULL, 0, j->sent[idx], finish,
                                                   j->include_usage));
     }
     if (lp) api_lp_free(lp);
@@ -389,6 +391,7 @@ static enum MHD_Result answer_whole(srv_job *j, struct MHD_Connection *conn) {
         for (int i = 0; i < j->n; i++) {
             api_buf b = {0};
             api_buf_puts(&b, j->echo);
+            j->ch[i].text_offset = strlen(j->echo);
             api_buf_append(&b, api_buf_str(&j->ch[i].content), j->ch[i].content.n);
             api_buf_free(&j->ch[i].content);
             j->ch[i].content = b;
@@ -426,8 +429,10 @@ static enum MHD_Result answer_stream(srv_job *j, struct MHD_Connection *conn) {
         if (j->chat)
             sse(j, api_chat_chunk(&j->meta, i, "assistant", "", NULL, NULL, 0, NULL,
                                   j->include_usage));
-        else if (j->echo)
-            sse(j, api_completion_chunk(&j->meta, i, j->echo, NULL, 0, NULL, j->include_usage));
+        else if (j->echo) {
+            sse(j, api_completion_chunk(&j->meta, i, j->echo, NULL, 0, 0, NULL, j->include_usage));
+            j->sent[i] = strlen(j->echo);
+        }
     }
     struct MHD_Response *r =
         MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_read, j, stream_free);
