@@ -83,7 +83,7 @@ s1=$(post /v1/completions '{"prompt":"Once","max_tokens":24,"temperature":1,"see
 s2=$(post /v1/completions '{"prompt":"Once","max_tokens":24,"temperature":1,"seed":7}' | json 'd["choices"][0]["text"]')
 ok $([ -n "$s1" ] && [ "$s1" = "$s2" ]; echo $?) "same seed, same sampled text"
 echo_lp=$(post /v1/completions '{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"logprobs":1,"echo":true}')
-ok $(echo "$echo_lp" | json 'c=d["choices"][0]; lp=c["logprobs"]; c["text"]=="Once upon a time, there was" and lp["tokens"]==[","," there"," was"] and lp["text_offset"]==[16,17,23] and all(v<=0 for v in lp["token_logprobs"])' | grep -q True; echo $?) "completions echo + logprobs: tokens with their leading spaces, text_offset after the prompt"
+ok $(echo "$echo_lp" | json 'd["choices"][0]["text"]=="Once upon a time, there was" and d["choices"][0]["logprobs"]["tokens"]==[","," there"," was"] and d["choices"][0]["logprobs"]["text_offset"]==[16,17,23] and all(v<=0 for v in d["choices"][0]["logprobs"]["token_logprobs"])' | grep -q True; echo $?) "completions echo + logprobs: tokens with their leading spaces, text_offset after the prompt"
 two=$(post /v1/completions '{"prompt":"Once","max_tokens":8,"temperature":0,"n":2}')
 ok $(echo "$two" | json '[c["index"] for c in d["choices"]]==[0,1] and d["choices"][0]["text"]==d["choices"][1]["text"]' | grep -q True; echo $?) "n=2 greedy: two identical choices"
 
