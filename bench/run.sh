@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# run.sh — every benchmark, in order (what `make bench` runs). A benchmark, not a test: run it
+# on a quiet machine (no builds, no helpers, no other servers); figures taken on a busy machine
+# only show that the benchmarks work.
+#
+# Usage: bench/run.sh [BUILD] [--quick] [--skip LIST]
+#   BUILD    build directory holding bench/bench_* (default build/release; `make bench-bins`)
+#   --quick  smoke run (under two minutes): tiny sizes, a tiny random Qwen3, one repetition
+#   --skip   comma-separated steps to leave out: kernels,cache,tokenizer,prefix,serve
+# Environment: BIN (the radixserve binary, default bin/radixserve); serve_bench.sh's variables
+# (LLAMA_SERVER, LLAMA_SRC, PEERS_TOOLS, GGUF, LOAD_TIMEOUT, RUN_TIMEOUT) pass through.
+#
+# Steps: bench_kernels (bandwidth, decode GEMV, prefill GEMM, attention), bench_cache (radix tree
+# throughput and memory, partial-block hit cost), bench_tokenizer (if built), bench_prefix (a
+# 2,000-token prompt cold vs 1,900 tokens cached) and bench/serve_bench.sh (issue 15's serving
+# workloads against llama-server). The full run's model is build/bench/qwen3-0.6b (BF16,
+# Qwen3-0.6B's exact shapes), written once by bench/make_model.py.
+#
+# Output: each step's own table on stdout; every step's output also in
+# build/bench/logs/STEP-TIME.txt and one JSON line per step in build/bench/results.jsonl
+# ({"bench", "time", "commit", "quick", "status", "seconds", "figures" (every "name number"
+# line), "lines"}); bench_prefix and serve_bench add their own JSON lines
+# (prefix-results.jsonl, serve-results.jsonl). A failing step is reported and the others still run; exit status 1 then.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT" || exit 1
+PY=/usr/bin/python3
+
+build=build/release quick=0 skip=''
+while [ $# -gt 0 ]; do
+    case $1 in
+        --quick) quick=1 ;;
+        --skip) skip=${2:-}; shift ;;
+        -h | --help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
+        -*) echo "bench/run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+        *) build=$1 ;;
+    esac
+    shift
+done
+bin=${BIN:-bin/radixserve}
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+logs=build/bench/logs
+results=build/bench/results.jsonl
+mkdir -p "$logs" || exit 1
+RADIXSERVE_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git status --porcelain 2>/dev/null | grep -qv '^??' && RADIXSERVE_COMMIT=$RADIXSERVE_COMMIT-dirty
+export RADIXSERVE_COMMIT # bench_prefix writes it into its JSON line
+
+if [ $quick = 1 ]; then
+    model=build/bench/tiny-qwen3 preset=tiny-qwen3 limit=120 serve_limit=600
+    kernels_args=(--quick) cache_args=(100000) tok_args=(1) prefix_args=(--quick) serve_args=(--quick)
+else
+    model=build/bench/qwen3-0.6b preset=qwen3-0.6b limit=3600 serve_limit=21600
+    kernels_args=() cache_args=() tok_args=() prefix_args=() serve_args=()
+fi
+
+failed=()
+note_failure() { failed+=("$1"); echo "bench/run.sh: step $1 failed ($2)" >&2; }
+
+# One step: run it under a time limit with its output on the terminal and in a log, then one
+# JSON line for it (figures: every "name number ..." line, as bench_cache prints them).
+step() { # name command...
+    local name=$1 log=$logs/$1-$stamp.txt t0=$SECONDS rc
+    shift
+    if [[ ",$skip," == *",$name,"* ]]; then echo "== $name: skipped (--skip)"; return 0; fi
+    echo "== $name: $*"
+    timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    [ "$rc" = 124 ] && echo "bench/run.sh: $name timed out after ${limit}s" >&2
+    node -e '
+        const fs = require("fs");
+        const [log, name, commit, quick, status, secs] = process.argv.slice(1);
+        const lines = fs.readFileSync(log, "utf8").split("\n").filter(Boolean);
+        const figures = {};
+        for (const l of lines) {
+            const m = /^([A-Za-z_][\w.]*) (-?[\d.]+(?:e[+-]?\d+)?)( |$)/.exec(l);
+            if (m) figures[m[1]] = +m[2];
+        }
+        console.log(JSON.stringify({ bench: name, time: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+            commit, quick: quick === "1", status: +status, seconds: +secs, figures, lines }));
+    ' "$log" "$name" "$RADIXSERVE_COMMIT" "$quick" "$rc" "$((SECONDS - t0))" >>"$results"
+    [ "$rc" = 0 ] || note_failure "$name" "status $rc; log $log"
+}
+
+need() { # bench binary name
+    [ -x "$build/bench/$1" ] && return 0
+    note_failure "$1" "$build/bench/$1 not built: make bench-bins BUILD=$build"
+    return 1
+}
+
+command -v node >/dev/null || { echo "bench/run.sh: node not found" >&2; exit 1; }
+echo "bench/run.sh: $build, commit $RADIXSERVE_COMMIT, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)$([ $quick = 1 ] && echo ', QUICK (smoke only)')"
+load1=$(cut -d' ' -f1 /proc/loadavg)
+if [ $quick = 0 ] && awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
+    echo "bench/run.sh: warning: load average $load1; figures from a busy machine are not results" >&2
+fi
+
+need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
+need bench_cache && step cache "$build/bench/bench_cache" "${cache_args[@]}"
+if [ -x "$build/bench/bench_tokenizer" ]; then
+    step tokenizer "$build/bench/bench_tokenizer" "${tok_args[@]}"
+else
+    echo "== tokenizer: skipped ($build/bench/bench_tokenizer not built)"
+fi
+
+if [[ ",$skip," != *,prefix,* || ",$skip," != *,serve,* ]] && [ ! -f "$model/config.json" ]; then
+    echo "== writing the benchmark model $model (bench/make_model.py --preset $preset --dtype bf16)"
+    $PY bench/make_model.py --preset "$preset" --dtype bf16 --out "$model" || note_failure model "make_model.py"
+fi
+need bench_prefix && step prefix "$build/bench/bench_prefix" "$model" "${prefix_args[@]}" --json build/bench/prefix-results.jsonl
+# serve_bench has its own time limits per server and run, and its own JSON lines.
+limit=$serve_limit step serve bash bench/serve_bench.sh "${serve_args[@]}" --bin "$bin" --model "$model"
+
+echo
+echo "results: $results (one JSON line per step), build/bench/prefix-results.jsonl,"
+echo "build/bench/serve-results.jsonl; logs in $logs"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "bench/run.sh: failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "bench/run.sh: all steps finished"
