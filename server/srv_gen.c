@@ -117,8 +117,11 @@ static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *
     sched_params p;
     eng_logit_bias *bias;
     rs_err e = {0};
-    int rc = make_params(s, g, &p, &bias, err);
-    if (!rc) rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r, &e);
+    if (make_params(s, g, &p, &bias, err)) {
+        free(bias);
+        return RS_EINVAL;
+    }
+    int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r, &e);
     free(bias);
     if (rc == RS_EFULL)
         return api_errorf(err, 503, "server_error", NULL, "queue_full",
@@ -128,8 +131,7 @@ static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *
                           e.msg);
     if (rc == RS_EINVAL)
         return api_errorf(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
-    if (rc && !err->status) return api_errorf(err, 500, "server_error", NULL, NULL, "%s", e.msg);
-    if (rc) return rc;
+    if (rc) return api_errorf(err, 500, "server_error", NULL, NULL, "%s", e.msg);
     j->c->prompt_tokens = ids->n;
     atomic_fetch_add(&s->active, 1);
     return 0;

@@ -422,6 +422,12 @@ static void test_errors(void) {
     TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"temperature\""),
            "400 wrong type names the field");
     http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"logit_bias\":{\"300\":1}}",
+         NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"logit_bias\"") &&
+               strstr(r.body, "out of range"),
+           "400 logit_bias token outside the vocabulary");
+    http(&r, "POST", "/v1/chat/completions",
          "{\"messages\":[{\"role\":\"user\",\"content\":\"FULL\"}]}", NULL);
     TAP_OK(r.status == 503 && strcasestr(r.headers, "Retry-After: 1"),
            "503 + Retry-After when the queue is full");
