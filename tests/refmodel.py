@@ -182,11 +182,16 @@ class Model:
             x = x[rows]
         return self._rmsnorm(x, self.norm) @ self.lm_head.T
 
-    def step_logits(self, prompt, generated):
+    def step_logits(self, prompt, generated, kv_bf16=False):
         """Teacher-forced logits of every generation step: row i predicts generated[i] from
-        prompt + generated[:i]. One pass over the whole sequence."""
+        prompt + generated[:i]. One pass over the whole sequence. kv_bf16: K/V rounded to BF16
+        as a BF16 KV cache stores them."""
         seq = list(prompt) + list(generated[:-1])
-        return self.forward(seq, rows=slice(len(prompt) - 1, len(seq)))
+        saved, self.kv_bf16 = self.kv_bf16, kv_bf16
+        try:
+            return self.forward(seq, rows=slice(len(prompt) - 1, len(seq)))
+        finally:
+            self.kv_bf16 = saved
 
     def greedy(self, prompt, n, eos=()):
         """Greedy decoding, recomputing the whole sequence each step. Returns (ids, logits
@@ -474,6 +479,22 @@ F32_TOL, LOW_TOL, TIE_GAP = 1e-4, 1e-1, 0.2
 KV_TOL = 1e-2
 
 
+def greedy_path(rows, ids, eos=()):
+    """The reference's own greedy decoding read off teacher-forced logits `rows` of the
+    sequence `ids`: while ids[t] is the argmax of rows[t], rows[t + 1] is exactly what greedy
+    decoding would compute next, so the path is followed up to and including the first step
+    where they part (or an EOS). Returns (reference ids, top-two gaps), as greedy() does."""
+    ref_ids, gaps = [], []
+    for t in range(len(ids)):
+        top = torch.topk(rows[t], 2).values
+        tok = int(torch.argmax(rows[t]))  # first (lowest) index among equal maxima
+        ref_ids.append(tok)
+        gaps.append(float(top[0] - top[1]))
+        if tok != ids[t] or tok in eos:
+            break
+    return ref_ids, gaps
+
+
 def check_ids(tap, label, ids, ref_ids, gaps, exact):
     """Exact: all ids equal. Otherwise the ids must agree up to the first step where they
     differ, and the reference must see a near-tie (top-two gap < TIE_GAP) at that step."""
@@ -487,7 +508,8 @@ def check_ids(tap, label, ids, ref_ids, gaps, exact):
     split = next((i for i in range(n) if ids[i] != ref_ids[i]), None)
     if split is None:
         tap.ok(len(ids) == len(ref_ids), "%s: greedy ids identical to the reference for all %d "
-               "tokens (%d near-ties on the way)" % (label, n, sum(g < TIE_GAP for g in gaps[:n])))
+               "tokens (%d near-ties on the way; binary %d ids, reference %d up to EOS or end)"
+               % (label, n, sum(g < TIE_GAP for g in gaps[:n]), len(ids), len(ref_ids)))
         return
     tap.ok(gaps[split] < TIE_GAP, "%s: greedy ids identical to the reference for %d tokens, then "
            "differ at a step whose reference top-two gap is %.3f (must be < %.1f: a near-tie)"
@@ -496,14 +518,9 @@ def check_ids(tap, label, ids, ref_ids, gaps, exact):
         tap.diag("binary    %s\nreference %s" % (ids[: split + 1], ref_ids[: split + 1]))
 
 
-def check_logits(tap, label, ref, prompt, gen, tol, kv_bf16=False):
-    """Every step's logits of the binary vs the reference's for the same sequence (teacher-
-    forced on the binary's ids). kv_bf16: the reference stores K/V rounded to BF16 too."""
-    ref.kv_bf16 = kv_bf16
-    try:
-        want = ref.step_logits(prompt, gen.ids)
-    finally:
-        ref.kv_bf16 = False
+def check_logits(tap, label, want, gen, tol, kv_bf16=False):
+    """Every step's logits of the binary vs `want`, the reference's for the same sequence
+    (Model.step_logits on the binary's ids; kv_bf16: with K/V rounded to BF16)."""
     diff = (want - gen.logits).abs().amax(dim=1)
     worst = int(torch.argmax(diff))
     tap.ok(float(diff[worst]) <= tol,

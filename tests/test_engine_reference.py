@@ -12,7 +12,9 @@ with the portable kernels and the CPU's default ones, and the KV cache in F32 an
   1. greedy ids == the reference's own greedy decoding: all 32 for F32 weights and KV; with any
      BF16/F16 rounding, until the first step where they differ, which must be a step where the
      reference's top-two gap is under 0.2 (a near-tie may go either way; the line says where
-     the sequences parted);
+     the sequences parted). The reference's greedy path is read off its teacher-forced pass over
+     the binary's ids (refmodel.greedy_path): while the ids agree that pass computes exactly
+     what recomputing step by step would, at a fraction of the cost;
   2. every step's logits are within 1e-4 (exact F32 path) or 1e-1 (any BF16/F16 rounding) of the
      reference's logits for the same sequence (teacher-forced on the binary's own ids, so this
      covers all steps even after a near-tie);
@@ -73,20 +75,26 @@ def prompt_for(index, length, vocab):
     return [1 + (index * 131 + i * 7919) % (vocab - 1) for i in range(length)]
 
 
-def check_run(tap, label, ref, prompt, gen, ref_ids, gaps, exact, isa, kv):
+def check_run(tap, label, ref, prompt, gen, eos, exact, isa, kv):
     """Checks 1-4 of the module comment on one run; False if the run itself failed."""
     ran = (gen.rc == 0 and gen.ids and gen.logits is not None
-           and gen.logits.shape[0] == len(gen.ids) == len(gen.tops))
-    if not tap.ok(ran, "%s: generate exits 0 with one --top-logits line and one logits row per "
-                  "step (rc %d, %d ids)" % (label, gen.rc, len(gen.ids))):
+           and gen.logits.shape[0] == len(gen.ids) == len(gen.tops)
+           and (len(gen.ids) == N_STEPS or gen.ids[-1] in eos))
+    if not tap.ok(ran, "%s: generate exits 0 with %d steps (or up to an EOS), one --top-logits "
+                  "line and one logits row each (rc %d, %d ids)"
+                  % (label, N_STEPS, gen.rc, len(gen.ids))):
         tap.diag(gen.stderr[-1500:])
         return False
+    want = ref.step_logits(prompt, gen.ids)
+    ref_ids, gaps = refmodel.greedy_path(want, gen.ids, eos)
     refmodel.check_ids(tap, label, gen.ids, ref_ids, gaps, exact)
-    refmodel.check_logits(tap, label, ref, prompt, gen, F32_TOL if exact else LOW_TOL)
+    refmodel.check_logits(tap, label, want, gen, F32_TOL if exact else LOW_TOL)
     if isa == "portable" and not exact:
         # the portable kernels compute in F32 from exactly upcast weights: the only rounding
         # left is the KV cache's, which the reference can do too
-        refmodel.check_logits(tap, label + " (F32 compute)", ref, prompt, gen,
+        if kv == "bf16":
+            want = ref.step_logits(prompt, gen.ids, kv_bf16=True)
+        refmodel.check_logits(tap, label + " (F32 compute)", want, gen,
                               KV_TOL if kv == "bf16" else F32_TOL, kv_bf16=kv == "bf16")
     refmodel.check_self_consistent(tap, label, gen)
     return True
@@ -102,7 +110,7 @@ def run_case(tap, tmp, index, case):
     ref = refmodel.load_hf(model_dir)
     vocab = ref.arch["vocab"]
     prompt = prompt_for(index, plen, vocab)
-    ref_ids, _, gaps = ref.greedy(prompt, N_STEPS, eos=refmodel.eos_ids(model_dir))
+    eos = refmodel.eos_ids(model_dir)
     logits_path = os.path.join(tmp, name + ".logits")
     model_kv = "f32" if dtype == "f32" else "bf16"
     for isa in ("portable", "default"):
@@ -111,8 +119,8 @@ def run_case(tap, tmp, index, case):
             env = {"RADIXSERVE_ISA": "portable" if isa == "portable" else None}
             gen = refmodel.generate(model_dir, prompt, N_STEPS, vocab=vocab, env=env,
                                     extra=["--kv-dtype", kv], logits_path=logits_path)
-            ok = check_run(tap, label, ref, prompt, gen, ref_ids, gaps,
-                           dtype == "f32" and kv == "f32", isa, kv)
+            ok = check_run(tap, label, ref, prompt, gen, eos, dtype == "f32" and kv == "f32",
+                           isa, kv)
             if ok and isa == "default" and kv == model_kv:
                 check_invariance(tap, label, model_dir, prompt, vocab, gen, logits_path)
 
