@@ -118,6 +118,23 @@ int api_tpl_init_config(api_tpl *t, const cJSON *cfg, rs_err *e) {
     return 0;
 }
 
+/* A chat_template.jinja beside the config wins over its chat_template, as in transformers
+ * (newer Hugging Face repositories ship the template only there). 1 if it replaced it. */
+static int override_from_jinja_file(cJSON *cfg, const char *model_dir, char *path, size_t n,
+                                    rs_err *e) {
+    char *text = NULL;
+    size_t len = 0;
+    rs_err ignore = {0};
+    if (rs_path_join(path, n, model_dir, "chat_template.jinja", e)) return RS_EINVAL;
+    if (rs_read_file(path, &text, &len, &ignore)) return 0; /* absent: keep the config's */
+    cJSON *src = cJSON_CreateString(text);
+    free(text);
+    if (!src) return rs_errf(e, RS_ENOMEM, "out of memory reading %s", path);
+    cJSON_DeleteItemFromObjectCaseSensitive(cfg, "chat_template");
+    cJSON_AddItemToObject(cfg, "chat_template", src);
+    return 1;
+}
+
 int api_tpl_load(api_tpl *t, const char *model_dir, rs_err *e) {
     char path[4096];
     char *text = NULL;
@@ -128,7 +145,9 @@ int api_tpl_load(api_tpl *t, const char *model_dir, rs_err *e) {
     cJSON *cfg = cJSON_ParseWithLength(text, len);
     free(text);
     if (!cfg) return rs_errf(e, RS_EINVAL, "%s: not valid JSON", path);
-    rc = api_tpl_init_config(t, cfg, e);
+    rc = override_from_jinja_file(cfg, model_dir, path, sizeof path, e);
+    if (rc == 0) rs_path_join(path, sizeof path, model_dir, "tokenizer_config.json", NULL);
+    rc = rc < 0 ? rc : api_tpl_init_config(t, cfg, e);
     cJSON_Delete(cfg);
     if (rc && e) {
         char msg[sizeof e->msg];

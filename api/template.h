@@ -41,7 +41,9 @@ typedef struct api_tpl {
                                 to the template as variables, owned; an object, maybe empty */
 } api_tpl;
 
-/* Load the template of a model directory: reads DIR/tokenizer_config.json only (no weights).
+/* Load the template of a model directory: reads DIR/tokenizer_config.json (no weights), and
+ * DIR/chat_template.jinja when present, which replaces the config's chat_template (as
+ * transformers does; newer Hugging Face repositories ship the template only there).
  * chat_template may be a string or a list of {"name", "template"} (the "default" entry is used;
  * none -> RS_EINVAL); absent or null -> plain rendering. bos_token / eos_token may be strings or
  * {"content": ...} objects. A template with a syntax error fails here with RS_EINVAL and the

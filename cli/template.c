@@ -1,6 +1,7 @@
 /*
  * template.c — `radixserve template --model DIR`: render chat requests with the model's chat
- * template, one per line, reading only DIR/tokenizer_config.json (no weights needed).
+ * template, one per line, reading only DIR/tokenizer_config.json and DIR/chat_template.jinja if
+ * present (no weights needed).
  *
  * stdin: one JSON object per line {messages, tools, add_generation_prompt, chat_template_kwargs};
  * blank lines are skipped. stdout: for each request, the rendered prompt as one JSON string line;

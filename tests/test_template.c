@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "api/template.h"
 #include "tests/tap.h"
@@ -123,6 +124,35 @@ static void test_plain(void) {
     api_tpl_free(&t);
 }
 
+/* chat_template.jinja beside tokenizer_config.json replaces the config's template. */
+static void test_jinja_file(void) {
+    const char *tmp = getenv("RADIXSERVE_TMP");
+    char dir[1200], path[1300];
+    snprintf(dir, sizeof dir, "%s/template-jinja-file", tmp ? tmp : "/tmp");
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (f) fputs("{\"bos_token\": \"<s>\", \"chat_template\": \"{{ broken\"}", f), fclose(f);
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    f = fopen(path, "w");
+    if (f) fputs("{{ bos_token }}J:{{ messages[0].content }}\n", f), fclose(f);
+    api_tpl t;
+    rs_err e = {0};
+    int rc = api_tpl_load(&t, dir, &e);
+    char *p =
+        rc ? NULL : render_json(&t, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &e);
+    TAP_OK(p && !strcmp(p, "<s>J:x"), "chat_template.jinja overrides the config's template (%s)",
+           p ? "rendered" : e.msg);
+    free(p);
+    api_tpl_free(&t);
+    f = fopen(path, "w");
+    if (f) fputs("{% if %}", f), fclose(f);
+    rc = api_tpl_load(&t, dir, &e);
+    TAP_OK(rc == RS_EINVAL && strstr(e.msg, "chat_template.jinja"), "its syntax error names it: %s",
+           e.msg);
+    api_tpl_free(&t);
+}
+
 typedef struct job {
     const api_tpl *t; /* shared template */
     const char *want; /* expected prompt */
@@ -217,6 +247,7 @@ int main(void) {
     test_qwen(&qwen);
     test_errors();
     test_plain();
+    test_jinja_file();
     test_threads(&qwen);
     test_fuzz(&qwen);
     api_tpl_free(&qwen);
