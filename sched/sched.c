@@ -31,6 +31,9 @@ static void sched_destroy(sched *s) {
     sched_seqvec_free(&s->inbox);
     sched_seqvec_free(&s->waiting);
     sched_seqvec_free(&s->running);
+    free(s->snap_json);
+    pthread_cond_destroy(&s->snap_cv);
+    pthread_mutex_destroy(&s->snap_mu);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -75,6 +78,12 @@ int sched_start(sched **out, eng_model *model, const tok_tokenizer *tok, const s
         pthread_mutex_destroy(&s->mu);
         free(s);
         return rs_errf(e, RS_ENOMEM, "scheduler: cannot create a condition variable");
+    }
+    if (pthread_mutex_init(&s->snap_mu, NULL) || pthread_cond_init(&s->snap_cv, NULL)) {
+        pthread_cond_destroy(&s->cv);
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return rs_errf(e, RS_ENOMEM, "scheduler: cannot create its snapshot lock");
     }
     s->model = model;
     s->tok = tok;
@@ -121,9 +130,33 @@ static int take_inbox(sched *s) {
     return stop;
 }
 
+/* Answer a pending snapshot request (scheduler thread: the tree is read between steps). */
+static void serve_snapshot(sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int want = s->snap_want, max = s->snap_max;
+    pthread_mutex_unlock(&s->mu);
+    if (!want) return;
+    rt_snapshot snap;
+    rs_err e = {0};
+    char *json = NULL;
+    int rc = rt_snapshot_take(s->tree, max, &snap, &e);
+    if (!rc) {
+        rc = rt_snapshot_json(&snap, &json, &e);
+        rt_snapshot_free(&snap);
+    }
+    pthread_mutex_lock(&s->mu);
+    s->snap_rc = rc;
+    s->snap_json = json;
+    s->snap_err = e;
+    s->snap_want = 0;
+    pthread_cond_broadcast(&s->snap_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *sched_main(void *arg) {
     sched *s = arg;
     while (!take_inbox(s)) {
+        serve_snapshot(s);
         sched_step(s);
         sched_publish_stats(s);
     }
@@ -131,7 +164,36 @@ static void *sched_main(void *arg) {
     take_inbox(s);
     sched_drop_all(s);
     sched_publish_stats(s);
+    pthread_mutex_lock(&s->mu);
+    s->exited = 1;
+    pthread_cond_broadcast(&s->snap_cv); /* an asker still waiting gets an error */
+    pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+int sched_cache_json(sched *s, int max_tokens, char **out, rs_err *e) {
+    *out = NULL;
+    if (max_tokens < 0) return rs_errf(e, RS_EINVAL, "max_tokens must be >= 0");
+    pthread_mutex_lock(&s->snap_mu);
+    pthread_mutex_lock(&s->mu);
+    s->snap_want = 1;
+    s->snap_max = max_tokens;
+    s->wake = 1;
+    pthread_cond_signal(&s->cv);
+    while (s->snap_want && !s->exited && !s->stopping) pthread_cond_wait(&s->snap_cv, &s->mu);
+    int rc;
+    if (s->snap_want) {
+        s->snap_want = 0;
+        rc = rs_errf(e, RS_ECANCELED, "the scheduler is shutting down");
+    } else {
+        rc = s->snap_rc;
+        *out = s->snap_json;
+        s->snap_json = NULL;
+        if (rc && e) *e = s->snap_err;
+    }
+    pthread_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->snap_mu);
+    return rc;
 }
 
 /* ---------------------------------------------------------------- submission */

@@ -132,6 +132,12 @@ typedef struct sched_stats {
 
 void sched_get_stats(sched *s, sched_stats *out);
 
+/* The radix tree as JSON (rt_snapshot_json's format: clock, stats, nodes in pre-order with up
+ * to max_tokens tokens per edge), for GET /v1/cache and a debug view. Any thread; the scheduler
+ * takes the copy between two steps, so this waits at most about one step. *out is malloc'd.
+ * RS_ECANCELED once the scheduler is stopping. */
+int sched_cache_json(sched *s, int max_tokens, char **out, rs_err *e);
+
 /* The effective configuration (defaults filled in, e.g. the ctx_size in force). */
 void sched_get_config(const sched *s, sched_config *out);
 

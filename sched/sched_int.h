@@ -121,6 +121,15 @@ struct sched {
     int wake;           /* mu: something happened since the scheduler last looked */
     sched_stats stats;  /* mu: the latest snapshot */
     pthread_t thread;   /* the scheduler thread */
+    /* A tree snapshot asked for by another thread, taken by the scheduler between steps. */
+    pthread_mutex_t snap_mu; /* serialises askers (one exchange at a time) */
+    pthread_cond_t snap_cv;  /* signalled when the answer is ready */
+    int snap_want;           /* mu: asked, not yet answered */
+    int snap_max;            /* mu: tokens per edge to copy */
+    int snap_rc;             /* mu: the answer's status */
+    char *snap_json;         /* mu: the answer (handed to the asker) */
+    rs_err snap_err;         /* mu: the answer's error */
+    int exited;              /* mu: the thread has left its loop (nobody answers any more) */
     /* Scheduler thread only. */
     eng_ctx *ctx;          /* forward-pass scratch and workers */
     kv_pool pool;          /* the KV block pool */

@@ -281,6 +281,17 @@ static void test_cache_on_off(void) {
                a.cached, lens[k]);
     }
     check_idle(on, "cache on");
+    char *json = NULL;
+    rs_err e = {0};
+    int rc = sched_cache_json(on, 4, &json, &e);
+    sched_stats st;
+    sched_get_stats(on, &st);
+    char want[64];
+    snprintf(want, sizeof want, "%d", base[1]); /* the cached prompt's first token after BOS */
+    TAP_OK(rc == 0 && json && strstr(json, "\"nodes\"") && strstr(json, want) && st.cache_nodes > 0,
+           "sched_cache_json: the tree as JSON (%zu bytes, %lld nodes)", json ? strlen(json) : 0,
+           (long long)st.cache_nodes);
+    free(json);
     sched_stop(on);
     sched_stop(off);
 }
