@@ -358,6 +358,8 @@ FEATURES = [
     "{{ xs[10] is defined }} {{ d['nope'] is defined }} {{ s[100] is defined }} {{ none.attr is defined }}",
     "{{ 1e16 }} {{ 1e15 }} {{ 123456789.123 }} {{ 0.0001 }} {{ 0.00001 }} {{ 1/3 }} {{ 2/3 }} {{ 1e-300 * 1e-300 }} {{ 1.5e300 * 1e300 }} {{ -0.0 }}",
     "{{ '%s-%d|%5.2f|%-4s|%03d|%x|%r|%%' % ('a', 3, 3.14159, 'ab', 7, 255, 'q') }} {{ 'v=%s' % xs }}",
+    "{% set a = 0 %}{% for i in xs %}{% if loop.first %}{% set a = 5 %}{% endif %}{{ a }}{% endfor %}{{ a }}|{% for i in xs %}{% if loop.first %}{% set b = 5 %}{% endif %}{{ b }}{% endfor %}|{{ b }}",
+    "{% macro outer(n) %}{% if n > 0 %}({{ outer(n - 1) }}){% else %}{{ s }}{% endif %}{% endmacro %}{{ outer(3) }}",
     "  {% for x in xs %}\n    {% if x is odd %}\n      odd {{ x }}\n    {% else %}\n      even {{ x }}\n    {% endif %}\n  {% endfor %}\n",
 ]
 FEATURE_VARS = {"xs": [1, 2, 3, 4, 5], "s": "Hello World!", "d": {"a": 1, "b": "two", "c": [True, None]},
