@@ -13,8 +13,8 @@
  * Usage: bench_prefix [MODEL_DIR] [--threads T] [--prompt N] [--cached N] [--chunk N]
  *                     [--block-size N] [--reps R] [--quick] [--json FILE]
  *   MODEL_DIR   default build/bench/qwen3-0.6b (relative to the repository root, where this is
- *               run); that default is written by bench/make_model.py --preset qwen3-0.6b
- *               --dtype bf16 when absent
+ *               run); that default is written by bench/model.sh (make_model.py --preset
+ *               qwen3-0.6b --dtype bf16) when absent
  *   --threads   forward-pass workers (2); --chunk: tokens per forward call (512, serve's default
  *               --token-budget); --reps: repetitions, the best is reported (3; --quick: 1)
  *   --json FILE append one JSON line with every figure
@@ -82,15 +82,12 @@ static int ensure_model(const char *dir, rs_err *e) {
     if (strcmp(dir, DEFAULT_MODEL))
         return rs_errf(e, RS_ENOTFOUND, "%s has no config.json (a Hugging Face model directory?)",
                        dir);
-    if (!file_exists("bench/make_model.py"))
+    if (!file_exists("bench/model.sh"))
         return rs_errf(e, RS_ENOTFOUND,
-                       "run from the repository root (bench/make_model.py "
-                       "writes the default model %s)",
+                       "run from the repository root (bench/model.sh writes the default model %s)",
                        dir);
-    fprintf(stderr, "bench_prefix: writing the benchmark model to %s\n", dir);
-    if (system("/usr/bin/python3 bench/make_model.py --preset qwen3-0.6b --dtype bf16 "
-               "--out " DEFAULT_MODEL) != 0)
-        return rs_errf(e, RS_EIO, "bench/make_model.py failed to write %s", dir);
+    if (system("bash bench/model.sh " DEFAULT_MODEL " qwen3-0.6b") != 0)
+        return rs_errf(e, RS_EIO, "bench/model.sh failed to write %s", dir);
     return 0;
 }
 

@@ -14,7 +14,7 @@
 # throughput and memory, partial-block hit cost), bench_tokenizer (if built), bench_prefix (a
 # 2,000-token prompt cold vs 1,900 tokens cached) and bench/serve_bench.sh (issue 15's serving
 # workloads against llama-server). The full run's model is build/bench/qwen3-0.6b (BF16,
-# Qwen3-0.6B's exact shapes), written once by bench/make_model.py.
+# Qwen3-0.6B's exact shapes), written once by bench/model.sh (bench/make_model.py).
 #
 # Output: each step's own table on stdout; every step's output also in
 # build/bench/logs/STEP-TIME.txt and one JSON line per step in build/bench/results.jsonl
@@ -25,7 +25,6 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
-PY=/usr/bin/python3
 
 build=build/release quick=0 skip=''
 while [ $# -gt 0 ]; do
@@ -104,9 +103,8 @@ else
     echo "== tokenizer: skipped ($build/bench/bench_tokenizer not built)"
 fi
 
-if [[ ",$skip," != *,prefix,* || ",$skip," != *,serve,* ]] && [ ! -f "$model/config.json" ]; then
-    echo "== writing the benchmark model $model (bench/make_model.py --preset $preset --dtype bf16)"
-    $PY bench/make_model.py --preset "$preset" --dtype bf16 --out "$model" || note_failure model "make_model.py"
+if [[ ",$skip," != *,prefix,* || ",$skip," != *,serve,* ]]; then
+    bash bench/model.sh "$model" "$preset" || note_failure model "bench/model.sh $model $preset"
 fi
 need bench_prefix && step prefix "$build/bench/bench_prefix" "$model" "${prefix_args[@]}" --json build/bench/prefix-results.jsonl
 # serve_bench has its own time limits per server and run, and its own JSON lines.

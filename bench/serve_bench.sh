@@ -9,7 +9,7 @@
 #   --only       run one server family (radixserve = cache on and off, concurrency 1/4/16)
 #   --workloads  comma-separated subset of few-shot,multi-turn,unique (default: all three)
 #   --model      Hugging Face model dir (default build/bench/qwen3-0.6b: BF16, Qwen3-0.6B's
-#                shapes, written by bench/make_model.py when absent)
+#                shapes, written by bench/model.sh when absent)
 #   --bin        the radixserve binary (default $BIN, else bin/radixserve)
 #   --out        JSON lines are appended here (default build/bench/serve-results.jsonl)
 # Environment:
@@ -31,9 +31,9 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
-PY=/usr/bin/python3 # Debian's, with numpy (make_model.py, hf_to_gguf.py)
+PY=/usr/bin/python3 # Debian's, with numpy (hf_to_gguf.py)
 
-quick=0 only= workloads=few-shot,multi-turn,unique model= bin=${BIN:-bin/radixserve}
+quick=0 only='' workloads=few-shot,multi-turn,unique model='' bin=${BIN:-bin/radixserve}
 out=build/bench/serve-results.jsonl
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" >&2
@@ -71,7 +71,7 @@ mkdir -p "$work" "$(dirname "$out")" || exit 1
 run_log=$work/results.jsonl # this run's lines, for the table
 : >"$run_log"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git status --porcelain -- . 2>/dev/null | grep -v '^??')" ] && commit=$commit-dirty
+git status --porcelain 2>/dev/null | grep -qv '^??' && commit=$commit-dirty
 
 die() { echo "serve_bench.sh: $*" >&2; exit 1; }
 command -v node >/dev/null || die "node not found (loadgen.mjs needs Node 18+)"
@@ -79,7 +79,7 @@ command -v curl >/dev/null || die "curl not found"
 
 # ---------------------------------------------------------------- servers
 
-SERVER_PID= SERVER_URL= SERVER_LOG=
+SERVER_PID='' SERVER_URL='' SERVER_LOG=''
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null
@@ -195,8 +195,7 @@ ensure_model() {
         build/bench/tiny-qwen3) preset=tiny-qwen3 ;;
         *) die "$model has no config.json (a Hugging Face model directory?)" ;;
     esac
-    echo "== writing the benchmark model $model (bench/make_model.py --preset $preset --dtype bf16)"
-    $PY bench/make_model.py --preset "$preset" --dtype bf16 --out "$model" || die "make_model.py failed"
+    bash bench/model.sh "$model" "$preset" || die "bench/model.sh could not write $model"
 }
 
 # The peer needs its binary, the conversion script and gguf-py; any missing piece skips it.
