@@ -129,8 +129,10 @@ AVX512_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, 
             y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum16(acc[i][j]);
 }
 
-/* Weight rows per tile for 1..4 activation rows: 8 to 16 of the 32 registers accumulate. */
-ENG_DEFINE_MATMUL(avx512_matmul, 8, 8, 6, 4, 512 * 1024)
+/* Weight rows per tile for 1..4 activation rows: 8 to 16 of the 32 registers accumulate.
+ * 1 MB weight column blocks as in the AVX2 table, where they measured best (not yet measured on
+ * an AVX-512 machine). */
+ENG_DEFINE_MATMUL(avx512_matmul, 8, 8, 6, 4, 1024 * 1024)
 
 const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",
