@@ -180,9 +180,18 @@ measure() { # server(radixserve|radixserve-nocache|llama) workload concurrency
             prefix_cache: server === "radixserve" ? "on" : server === "llama" ? "n/a" : "off",
             model, quick: quick === "1", ...j };
         delete out.label;
-        console.log(JSON.stringify(out));' "$line" "$server" "$model" "$commit" "$quick") || return 1
+        // With ignore_eos every request yields max_tokens; fewer means errors the stream carried
+        // (an SSE error event has no choices) or ignore_eos not honoured: not a valid figure.
+        const expected = j.requests * j.max_tokens;
+        out.complete = j.output_tokens === expected;
+        console.log(JSON.stringify(out));
+        if (!out.complete)
+            console.error(`serve_bench.sh: ${server} ${j.workload} c=${j.concurrency}: ` +
+                `${j.output_tokens} output tokens, expected ${expected} (${j.requests} requests x ` +
+                `${j.max_tokens}): some requests failed or stopped early; run marked incomplete`);
+    ' "$line" "$server" "$model" "$commit" "$quick") || return 1
     echo "$line" >>"$out"
-    echo "$line" >>"$run_log"
+    case $line in *'"complete":false'*) failures=$((failures + 1)) ;; *) echo "$line" >>"$run_log" ;; esac
 }
 
 # ---------------------------------------------------------------- models
