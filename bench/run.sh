@@ -62,7 +62,6 @@ note_failure() { failed+=("$1"); echo "bench/run.sh: step $1 failed ($2)" >&2; }
 step() { # name command...
     local name=$1 log=$logs/$1-$stamp.txt t0=$SECONDS rc
     shift
-    if [[ ",$skip," == *",$name,"* ]]; then echo "== $name: skipped (--skip)"; return 0; fi
     echo "== $name: $*"
     timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
@@ -82,6 +81,12 @@ step() { # name command...
     [ "$rc" = 0 ] || note_failure "$name" "status $rc; log $log"
 }
 
+want() { # step name: not in --skip
+    [[ ",$skip," != *",$1,"* ]] && return 0
+    echo "== $1: skipped (--skip)"
+    return 1
+}
+
 need() { # bench binary name
     [ -x "$build/bench/$1" ] && return 0
     note_failure "$1" "$build/bench/$1 not built: make bench-bins BUILD=$build"
@@ -95,20 +100,21 @@ if [ $quick = 0 ] && awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
     echo "bench/run.sh: warning: load average $load1; figures from a busy machine are not results" >&2
 fi
 
-need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
-need bench_cache && step cache "$build/bench/bench_cache" "${cache_args[@]}"
-if [ -x "$build/bench/bench_tokenizer" ]; then
-    step tokenizer "$build/bench/bench_tokenizer" "${tok_args[@]}"
-else
+want kernels && need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
+want cache && need bench_cache && step cache "$build/bench/bench_cache" "${cache_args[@]}"
+if ! [ -x "$build/bench/bench_tokenizer" ]; then
     echo "== tokenizer: skipped ($build/bench/bench_tokenizer not built)"
+elif want tokenizer; then
+    step tokenizer "$build/bench/bench_tokenizer" "${tok_args[@]}"
 fi
 
 if [[ ",$skip," != *,prefix,* || ",$skip," != *,serve,* ]]; then
     bash bench/model.sh "$model" "$preset" || note_failure model "bench/model.sh $model $preset"
 fi
-need bench_prefix && step prefix "$build/bench/bench_prefix" "$model" "${prefix_args[@]}" --json build/bench/prefix-results.jsonl
+want prefix && need bench_prefix &&
+    step prefix "$build/bench/bench_prefix" "$model" "${prefix_args[@]}" --json build/bench/prefix-results.jsonl
 # serve_bench has its own time limits per server and run, and its own JSON lines.
-limit=$serve_limit step serve bash bench/serve_bench.sh "${serve_args[@]}" --bin "$bin" --model "$model"
+want serve && limit=$serve_limit step serve bash bench/serve_bench.sh "${serve_args[@]}" --bin "$bin" --model "$model"
 
 echo
 echo "results: $results (one JSON line per step), build/bench/prefix-results.jsonl,"
