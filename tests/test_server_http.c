@@ -351,22 +351,25 @@ static void test_stream(void) {
            "completions stream without usage");
 }
 
+/* POST base + tail (the closing part of a JSON body) to /v1/chat/completions. */
+static void chat_with(reply *r, const char *base, const char *tail, const char *extra) {
+    char b[512];
+    snprintf(b, sizeof b, "%s%s", base, tail);
+    http(r, "POST", "/v1/chat/completions", b, extra);
+}
+
 static void test_think(void) {
     reply r;
     const char *think = "{\"messages\":[{\"role\":\"user\",\"content\":\"THINK\"}]";
-    char b[256];
-    snprintf(b, sizeof b, "%s}", think);
-    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    chat_with(&r, think, "}", NULL);
     TAP_OK(r.status == 200 && strstr(r.body, "\"content\":\"answer\"") &&
                strstr(r.body, "\"reasoning_content\":\"hmm\\n\""),
            "reasoning split into reasoning_content");
-    snprintf(b, sizeof b, "%s,\"stream\":true}", think);
-    http(&r, "POST", "/v1/chat/completions", b, "-N");
+    chat_with(&r, think, ",\"stream\":true}", "-N");
     TAP_OK(strstr(r.body, "\"reasoning_content\":\"h\"") && strstr(r.body, "\"content\":\"a\"") &&
                !strstr(r.body, "think>"),
            "streamed reasoning_content deltas, tags never sent");
-    snprintf(b, sizeof b, "%s,\"chat_template_kwargs\":{\"enable_thinking\":false}}", think);
-    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    chat_with(&r, think, ",\"chat_template_kwargs\":{\"enable_thinking\":false}}", NULL);
     TAP_OK(strstr(r.body, "<think>") && !strstr(r.body, "reasoning_content"),
            "enable_thinking false: no split");
 }
@@ -375,21 +378,17 @@ static void test_tools(void) {
     reply r;
     const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"TOOL\"}],\"tools\":[{"
                       "\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
-    char b[512];
-    snprintf(b, sizeof b, "%s}", req);
-    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    chat_with(&r, req, "}", NULL);
     TAP_OK(r.status == 200 && strstr(r.body, "\"content\":null") &&
                strstr(r.body, "\"tool_calls\":[{\"id\":\"call_") &&
                strstr(r.body, "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"") &&
                strstr(r.body, "\"finish_reason\":\"tool_calls\""),
            "tool call extracted into message.tool_calls, finish_reason tool_calls");
-    snprintf(b, sizeof b, "%s,\"stream\":true}", req);
-    http(&r, "POST", "/v1/chat/completions", b, "-N");
+    chat_with(&r, req, ",\"stream\":true}", "-N");
     TAP_OK(strstr(r.body, "\"delta\":{\"tool_calls\":[{") && strstr(r.body, "\"index\":0}") &&
                strstr(r.body, "\"finish_reason\":\"tool_calls\"") && !strstr(r.body, "<tool_call>"),
            "streamed tool_calls delta");
-    snprintf(b, sizeof b, "%s,\"tool_choice\":\"none\"}", req);
-    http(&r, "POST", "/v1/chat/completions", b, NULL);
+    chat_with(&r, req, ",\"tool_choice\":\"none\"}", NULL);
     TAP_OK(strstr(r.body, "<tool_call>") && !strstr(r.body, "\"tool_calls\""),
            "tool_choice none: text left as is");
 }
