@@ -74,12 +74,13 @@ int api_tpl_normalize_messages(cJSON *messages, rs_err *e);
  *   add_generation_prompt  bool (optional, default false)
  *   chat_template_kwargs   object (optional) merged into the template's variables, e.g.
  *                          {"enable_thinking": false}
- * The request is not modified (content arrays are normalised on a copy). Template variables:
- * messages, tools, add_generation_prompt, bos_token, eos_token, the other special tokens, then
- * chat_template_kwargs (which win). *out is a malloc'd NUL-terminated string (caller frees),
- * *out_len its length (out_len may be NULL). Errors: RS_EINVAL with the message (a bad request
- * field, raise_exception("...") in the template, an undefined variable used wrongly, a type
- * error, a resource limit hit), RS_ENOMEM. */
+ * The request is not modified (content arrays are normalised on a copy). Template variables,
+ * as transformers passes them: messages, tools (None when absent), documents (None),
+ * add_generation_prompt, the special tokens the config sets (bos_token, eos_token, pad_token,
+ * unk_token, ..., additional_special_tokens), then chat_template_kwargs (which win). *out is a
+ * malloc'd NUL-terminated string (caller frees), *out_len its length (out_len may be NULL). Errors:
+ * RS_EINVAL with the message (a bad request field, raise_exception("...") in the template, an
+ * undefined variable used wrongly, a type error, a resource limit hit), RS_ENOMEM. */
 int api_tpl_render(const api_tpl *t, const cJSON *request, char **out, size_t *out_len, rs_err *e);
 
 #endif
