@@ -99,8 +99,7 @@ trap 'echo "serve_bench.sh: interrupted" >&2; exit 130' INT TERM
 
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Wait until GET /health answers 200 (both servers answer 503 while loading). The URL comes from
-# $SERVER_URL, or (radixserve on port 0) from its "listening on" log line.
+# Wait until GET $SERVER_URL/health answers 200 (both servers answer 503 while loading).
 wait_healthy() { # name
     local t0=$SECONDS
     while [ $((SECONDS - t0)) -lt "$load_timeout" ]; do
@@ -110,9 +109,7 @@ wait_healthy() { # name
             SERVER_PID=
             return 1
         fi
-        [ -n "$SERVER_URL" ] || SERVER_URL=$(sed -n 's|.*listening on \(http://[^ ]*\).*|\1|p' "$SERVER_LOG" | head -1)
-        if [ -n "$SERVER_URL" ] &&
-            [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$SERVER_URL/health")" = 200 ]; then
+        if [ "$(curl -s -m 5 -o /dev/null -w '%{http_code}' "$SERVER_URL/health")" = 200 ]; then
             return 0
         fi
         sleep 0.2
@@ -123,21 +120,19 @@ wait_healthy() { # name
     return 1
 }
 
-start_radixserve() { # extra flags...
-    SERVER_LOG=$work/server.log SERVER_URL=
-    "$bin" serve --model "$model" --host 127.0.0.1 --port 0 "$@" >"$SERVER_LOG" 2>&1 &
-    SERVER_PID=$!
-    wait_healthy "radixserve${*:+ $*}"
-}
-
-start_llama() {
+# Start one server (radixserve | radixserve-nocache | llama) on a free port with its default flags.
+start_server() {
     local port
     port=$(free_port) || return 1
     SERVER_LOG=$work/server.log SERVER_URL=http://127.0.0.1:$port
-    "$llama_server" -m "$gguf" -t 2 --parallel 16 -c 32768 --host 127.0.0.1 --port "$port" \
-        >"$SERVER_LOG" 2>&1 &
+    local cmd=("$bin" serve --model "$model" --host 127.0.0.1 --port "$port")
+    case $1 in
+        radixserve-nocache) cmd+=(--no-prefix-cache) ;;
+        llama) cmd=("$llama_server" -m "$gguf" -t 2 --parallel 16 -c 32768 --host 127.0.0.1 --port "$port") ;;
+    esac
+    "${cmd[@]}" >"$SERVER_LOG" 2>&1 & # the server itself, so SERVER_PID is its pid
     SERVER_PID=$!
-    wait_healthy llama-server
+    wait_healthy "$1"
 }
 
 # ---------------------------------------------------------------- one measurement
@@ -148,11 +143,7 @@ failures=0
 measure() { # server(radixserve|radixserve-nocache|llama) workload concurrency
     local server=$1 w=$2 c=$3 res
     echo "== $server $w concurrency $c"
-    case $server in
-        radixserve) start_radixserve ;;
-        radixserve-nocache) start_radixserve --no-prefix-cache ;;
-        llama) start_llama ;;
-    esac || { failures=$((failures + 1)); return 1; }
+    start_server "$server" || { failures=$((failures + 1)); return 1; }
     # In the background and waited for, so a signal reaches the trap at once.
     timeout -k 10 "$run_timeout" node bench/loadgen.mjs --url "$SERVER_URL" --workload "$w" \
         --concurrency "$c" --requests "$requests" --max-tokens "$max_tokens" \
