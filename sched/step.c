@@ -292,6 +292,7 @@ static int64_t available_blocks(const sched *s) {
 static rt_node *pin_exact(sched *s, sched_seq *q, int m, rt_node *node) {
     rt_node *exact = NULL;
     rs_err e = {0};
+    if (m == 0) return NULL; /* a miss may still name a node it touched: nothing to protect */
     if (node && rt_insert(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, &exact, &e) == 0 &&
         exact)
         node = exact;
