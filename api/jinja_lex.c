@@ -105,6 +105,10 @@ static size_t block_end_len(const lexer *L, size_t p, const char *close) {
 }
 
 static int lex_comment(lexer *L, size_t p) {
+    if (p >= L->n) { /* "{#" as the last bytes: jinja2's lexer just stops there */
+        L->pos = L->n;
+        return 0;
+    }
     for (; p < L->n; p++) {
         size_t k = block_end_len(L, p, "#}");
         if (k) {
@@ -127,6 +131,10 @@ static size_t raw_open_end(const lexer *L, size_t p) {
 }
 
 static int lex_raw(lexer *L, size_t p) {
+    if (p >= L->n) { /* nothing after {% raw %}: jinja2's lexer just stops there */
+        L->pos = L->n;
+        return 0;
+    }
     for (size_t q = p; q + 1 < L->n; q++) {
         if (!at(L, q, "{%")) continue;
         size_t r = q + 2;

@@ -360,6 +360,8 @@ FEATURES = [
     "{{ '%s-%d|%5.2f|%-4s|%03d|%x|%r|%%' % ('a', 3, 3.14159, 'ab', 7, 255, 'q') }} {{ 'v=%s' % xs }}",
     "{% set a = 0 %}{% for i in xs %}{% if loop.first %}{% set a = 5 %}{% endif %}{{ a }}{% endfor %}{{ a }}|{% for i in xs %}{% if loop.first %}{% set b = 5 %}{% endif %}{{ b }}{% endfor %}|{{ b }}",
     "{% macro outer(n) %}{% if n > 0 %}({{ outer(n - 1) }}){% else %}{{ s }}{% endif %}{% endmacro %}{{ outer(3) }}",
+    "a{#-",
+    "text {% raw -%}  ",
     "  {% for x in xs %}\n    {% if x is odd %}\n      odd {{ x }}\n    {% else %}\n      even {{ x }}\n    {% endif %}\n  {% endfor %}\n",
 ]
 FEATURE_VARS = {"xs": [1, 2, 3, 4, 5], "s": "Hello World!", "d": {"a": 1, "b": "two", "c": [True, None]},
