@@ -18,7 +18,7 @@ permuted; both use the frequency theta^(-2j/head_dim).
 Also here: a reader of llama2.c's tok512.bin tokenizer and a byte-level BPE decoder for Qwen's
 vocab.json, so tests can turn ids into text without the engine's tokenizer.
 
-Run directly for a quick self-check: /usr/bin/python3 tests/refmodel.py models/stories260K
+Run directly, it prints its greedy decoding in `generate --top-logits` form (see _main).
 """
 
 import contextlib
@@ -543,20 +543,36 @@ def check_self_consistent(tap, label, gen):
            "entry (bad steps: %s)" % (label, bad or "none"))
 
 
-# ------------------------------------------------------------------ self-check
+# ------------------------------------------------------------------ command line
 
 
 def _main(argv):
-    root = argv[1] if len(argv) > 1 else "models/stories260K"
-    ref = load_llama2c(os.path.join(root, "stories260K.bin"))
-    hf = load_hf(root)
-    tok = Llama2cTokenizer(os.path.join(root, "tok512.bin"))
-    ids, logits, gaps = ref.greedy([1], 64)
-    print("llama2.c:", tok.decode(ids))
-    ids2, logits2, _ = hf.greedy([1], 64)
-    print("hf:      ", tok.decode(ids2))
-    print("same ids:", ids == ids2, "max |dlogits|:", float((logits - logits2).abs().max()))
-    print("min gap:", min(gaps))
+    """The reference's answer in `generate --top-logits K` form, for debugging the engine:
+    /usr/bin/python3 tests/refmodel.py --model DIR|FILE.bin --prompt-ids 1,2,3 [-n N]
+        [--top-logits K] [--kv-bf16] [--logits-out FILE]"""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=_main.__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="Hugging Face directory or llama2.c .bin")
+    ap.add_argument("--prompt-ids", required=True)
+    ap.add_argument("-n", type=int, default=16)
+    ap.add_argument("--top-logits", type=int, default=2)
+    ap.add_argument("--kv-bf16", action="store_true", help="round K/V to BF16 as a BF16 cache")
+    ap.add_argument("--logits-out", help="every step's logits, float32 little-endian")
+    args = ap.parse_args(argv[1:])
+    if os.path.isdir(args.model):
+        model, eos = load_hf(args.model), eos_ids(args.model)
+    else:
+        model, eos = load_llama2c(args.model), set()
+    model.kv_bf16 = args.kv_bf16
+    prompt = [int(x) for x in args.prompt_ids.split(",")]
+    ids, logits, _ = model.greedy(prompt, args.n, eos=eos)
+    for tok, row in zip(ids, logits):
+        vals, idx = torch.topk(row, args.top_logits)
+        top = [[int(i), float(v)] for i, v in zip(idx, vals)]
+        print(json.dumps({"id": tok, "top": top}))
+    if args.logits_out:
+        logits.numpy().astype("<f4").tofile(args.logits_out)
 
 
 if __name__ == "__main__":
