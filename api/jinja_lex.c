@@ -215,7 +215,27 @@ static int unescape(lexer *L, size_t start, size_t end, jv *out) {
     return 0;
 }
 
+/* 0x1F / 0o17 / 0b101 (integer_re's prefixed forms); 0 if p does not start one. */
+static int lex_prefixed_int(lexer *L, size_t p, size_t *end) {
+    char x = p + 2 < L->n && L->s[p] == '0' ? (char)(L->s[p + 1] | 0x20) : 0;
+    int base = x == 'x' ? 16 : x == 'o' ? 8 : x == 'b' ? 2 : 0;
+    if (!base) return 0;
+    int64_t v = 0;
+    size_t q = p + 2;
+    for (int d; q < L->n; q++) {
+        if (L->s[q] == '_') continue;
+        d = hexval(L->s[q]);
+        if (d < 0 || d >= base) break;
+        v = v * base + d;
+    }
+    if (q == p + 2) return 0;
+    *end = q;
+    return emit(L, JJ_TK_INT, p, q, jv_int(v)) ? -1 : 1;
+}
+
 static int lex_number(lexer *L, size_t p, size_t *end) {
+    int pre = lex_prefixed_int(L, p, end);
+    if (pre) return pre < 0 ? -1 : 0;
     size_t q = p;
     bool is_float = false;
     while (q < L->n && ((L->s[q] >= '0' && L->s[q] <= '9') || L->s[q] == '_')) q++;
