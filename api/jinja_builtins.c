@@ -1069,7 +1069,7 @@ static const char *const FILTERS[] = {
     "list",   "reverse",    "items",      "dictsort", "sort",  "unique",     "map",     "select",
     "reject", "selectattr", "rejectattr", "int",      "float", "abs",        "round",   "string",
     "safe",   "trim",       "upper",      "lower",    "title", "capitalize", "replace", "indent",
-    "e",      "escape",     "sum",        "min",      "max",   NULL};
+    "e",      "escape",     "sum",        "min",      "max",   "format",     NULL};
 
 bool jj_filter_exists(const char *name) {
     return in_list(FILTERS, name, strlen(name));
@@ -1105,6 +1105,14 @@ static int call_filter_named(jj_ctx *c, const char *name, jv v, const fargs *a, 
     if (!strcmp(name, "dictsort") || !strcmp(name, "sort"))
         return f_sort(c, v, a, name[0] == 'd', out);
     if (!strcmp(name, "unique")) return f_unique(c, v, a, out);
+    if (!strcmp(name, "format")) { /* "%s-%s"|format(a, b) is "%s-%s" % (a, b) */
+        jj_list *t = jj_list_new(c, a->n);
+        jv fmt;
+        if (!t || jv_tostr(c, v, &fmt)) return t ? -1 : oom(c);
+        t->tuple = true;
+        for (int i = 0; i < a->n; i++) t->v[t->n++] = a->v[i];
+        return jj_str_format(c, fmt, mklist(t), out);
+    }
     if (!strcmp(name, "min") || !strcmp(name, "max"))
         return f_extreme(c, v, a, name[1] == 'a', out);
     if (!strcmp(name, "map") || strstr(name, "select") || strstr(name, "reject"))

@@ -332,6 +332,7 @@ FEATURES = [
     "{{ xs|length }} {{ xs|first }} {{ xs|last }} {{ xs|join(', ') }} {{ xs|reverse|list }} {{ xs[1:] }} {{ xs[::-2] }} {{ xs[-1] }}",
     "{{ s.upper() }}|{{ s.lower() }}|{{ s.title() }}|{{ s.capitalize() }}|{{ s.replace('o', '0') }}|{{ s.startswith('He') }}|{{ s.endswith(('x', 'd!')) }}|{{ s.find('o') }}|{{ s.count('l') }}",
     "{{ s.split() }} {{ s.split('o', 1) }} {{ ' x '.lstrip() }}| {{ 'xxaxx'.strip('x') }} {{ '--a--'.rstrip('-') }} {{ ','.join(['a', 'b']) }}",
+    "{{ '%s-%s'|format('a', 2) }} {{ ['a', 'b']|map('replace', 'a', 'z')|list }} {{ users|selectattr('admin', 'sameas', true)|map(attribute='name')|list }} {{ users|map(attribute='zz', default='d')|list }} {{ users|join(', ', attribute='name') }} {{ xs|select('greaterthan', 1)|list }} {{ xs|reject('in', [1, 2])|list }} {{ xs|min }} {{ xs|max }} {{ d|dictsort(by='value', reverse=true) if false }}",
     "{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 2 * 3 ~ 4 }} {{ 1 in [1] == true }} {{ 'a' < 'b' < 'c' }} {{ [1] + [2] }} {{ (1,) + (2,) }}",
     "{{ 1 + 2 * 3 - 4 / 2 }} {{ 2 ** 3 ** 2 }} {{ 17 // 5 }} {{ 17 % 5 }} {{ -17 // 5 }} {{ 3.0 * 2 }} {{ 1e3 }} {{ 1_000 }} {{ 10 / 4 }}",
     "{{ 1 < 2 < 3 }} {{ 3 > 2 > 5 }} {{ 'a' < 'b' }} {{ 1 == 1.0 }} {{ none == none }} {{ [1, 2] == [1, 2] }} {{ 'b' not in 'abc' }} {{ not 0 }}",
