@@ -285,7 +285,9 @@ def generation_config(cfg, tokenizer_dir):
 
 
 def build_config(args):
-    cfg = dict(PRESETS[args.preset]) if args.preset else {}
+    # no preset and no --config: the tiny Qwen3 model (--set alone edits it)
+    base = args.preset or (None if args.config else "tiny-qwen3")
+    cfg = dict(PRESETS[base]) if base else {}
     if args.config:
         with open(args.config) as f:
             cfg.update(json.load(f))
@@ -294,8 +296,6 @@ def build_config(args):
         if not sep:
             sys.exit("make_model.py: --set wants key=value, got %r" % item)
         cfg[key] = parse_value(value)
-    if not cfg:
-        cfg = dict(PRESETS["tiny-qwen3"])
     missing = [k for k in ("model_type", "vocab_size", "hidden_size", "intermediate_size",
                            "num_hidden_layers", "num_attention_heads") if k not in cfg]
     if missing:
@@ -303,6 +303,8 @@ def build_config(args):
     if cfg["model_type"] not in ("qwen3", "qwen2", "llama"):
         sys.exit("make_model.py: model_type %r is not qwen3, qwen2 or llama" % cfg["model_type"])
     cfg.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+    if cfg["num_attention_heads"] % cfg["num_key_value_heads"]:
+        sys.exit("make_model.py: num_attention_heads must be a multiple of num_key_value_heads")
     for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
         # a small --set vocab_size keeps the tokenizer but drops its special ids: ids a model
         # cannot produce would only make its config invalid
