@@ -54,6 +54,7 @@ else
     kernels_args=() cache_args=() tok_args=() prefix_args=() serve_args=()
 fi
 
+trap 'echo "bench/run.sh: interrupted" >&2; exit 130' INT TERM
 failed=()
 note_failure() { failed+=("$1"); echo "bench/run.sh: step $1 failed ($2)" >&2; }
 
@@ -63,7 +64,9 @@ step() { # name command...
     local name=$1 log=$logs/$1-$stamp.txt t0=$SECONDS rc
     shift
     echo "== $name: $*"
-    timeout -k 10 "$limit" "$@" 2>&1 | tee "$log"
+    # --foreground: the step stays in this process group, so Ctrl-C reaches it (and
+    # serve_bench.sh's trap stops its servers); on a timeout the step gets SIGTERM.
+    timeout --foreground -k 10 "$limit" "$@" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     [ "$rc" = 124 ] && echo "bench/run.sh: $name timed out after ${limit}s" >&2
     node -e '

@@ -94,8 +94,17 @@ cleanup() {
     stop_server
     rm -rf "$work"
 }
+# On a signal: stop what was started, then die of the same signal, so a caller (bench/run.sh,
+# make) sees an interrupt rather than a failed step and stops too.
+interrupted() {
+    echo "serve_bench.sh: interrupted" >&2
+    cleanup
+    trap - EXIT "$1"
+    kill -"$1" $$
+}
 trap cleanup EXIT
-trap 'echo "serve_bench.sh: interrupted" >&2; exit 130' INT TERM
+trap 'interrupted INT' INT
+trap 'interrupted TERM' TERM
 
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
