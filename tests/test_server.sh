@@ -74,6 +74,11 @@ req2=$($PY -c 'import json,sys; print(json.dumps({"prompt":"Once upon a time"+sy
 cached=$(post /v1/completions "$req2" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
 ok $([ "${cached:-0}" -ge 32 ]; echo $?) "follow-up reports cached_tokens > 0 ($cached)"
 
+# cache_salt: a prefix cached under one salt is not visible under another.
+salted() { post /v1/completions "$($PY -c 'import json,sys; print(json.dumps({"prompt":"Once upon a time"+sys.argv[1],"max_tokens":2,"temperature":0,"cache_salt":sys.argv[2]}))' "$text" "$1")" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]'; }
+a1=$(salted tenant-a); a2=$(salted tenant-a); b1=$(salted tenant-b)
+ok $([ "$a1" = 0 ] && [ "${a2:-0}" -ge 32 ] && [ "$b1" = 0 ]; echo $?) "cache_salt separates caches (first $a1, repeat $a2, other salt $b1)"
+
 # Chat on a model without a template (plain rendering), stop strings, seeds, n=2.
 chat=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":20,"temperature":0}')
 ok $(echo "$chat" | json 'len(d["choices"][0]["message"]["content"])>0 and d["object"]=="chat.completion"' | grep -q True; echo $?) "chat returns text"
