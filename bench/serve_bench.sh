@@ -66,6 +66,9 @@ load_timeout=${LOAD_TIMEOUT:-600}
 llama_server=${LLAMA_SERVER:-/tmp/llama.cpp/build/bin/llama-server}
 llama_src=${LLAMA_SRC:-/tmp/llama.cpp}
 peers_tools=${PEERS_TOOLS:-/work/shared/peers}
+die() { echo "serve_bench.sh: $*" >&2; exit 1; }
+command -v node >/dev/null || die "node not found (loadgen.mjs needs Node 18+)"
+command -v curl >/dev/null || die "curl not found"
 work=build/bench/serve-$$
 mkdir -p "$work" "$(dirname "$out")" || exit 1
 run_log=$work/results.jsonl # this run's lines, for the table
@@ -73,9 +76,6 @@ run_log=$work/results.jsonl # this run's lines, for the table
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git status --porcelain 2>/dev/null | grep -qv '^??' && commit=$commit-dirty
 
-die() { echo "serve_bench.sh: $*" >&2; exit 1; }
-command -v node >/dev/null || die "node not found (loadgen.mjs needs Node 18+)"
-command -v curl >/dev/null || die "curl not found"
 
 # ---------------------------------------------------------------- servers
 
