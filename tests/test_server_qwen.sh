@@ -77,9 +77,16 @@ done
 # both are still in the scheduler: they are answered and the process exits 0.
 PORT2=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 U2=http://127.0.0.1:$PORT2
-"$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 >"$TMP/log2" 2>&1 &
+"$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 --no-prefix-cache >"$TMP/log2" 2>&1 &
 S2=$!
 for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
+rep='{"prompt":"one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty","max_tokens":1}'
+c1=$(curl -s "$U2/v1/completions" -H 'Content-Type: application/json' -d "$rep" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
+c2=$(curl -s "$U2/v1/completions" -H 'Content-Type: application/json' -d "$rep" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
+pc=$(curl -s "$U2/v1/cache" | json 'd["prefix_cache"]')
+post /v1/completions "$rep" >/dev/null
+on=$(post /v1/completions "$rep" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
+ok $([ "$c1" = 0 ] && [ "$c2" = 0 ] && [ "$pc" = False ] && [ "${on:-0}" -gt 0 ]; echo $?) "--no-prefix-cache: a repeat is not served from cache ($c1, $c2; with the cache: $on), /v1/cache says so ($pc)"
 bg=()
 for i in 1 2; do
     curl -s -m 20 -o "$TMP/bg$i" -w '%{http_code}' "$U2/v1/completions" -H 'Content-Type: application/json' \
