@@ -603,6 +603,68 @@ static void test_seeded(void) {
     sched_stop(s);
 }
 
+/* ---------------------------------------------------------------- stress */
+
+/* Random requests (n up to 3, shared prefixes, stop strings, sampling) on a tiny pool with a
+ * small queue, a third of them cancelled or dropped at random moments: every request ends with
+ * exactly one DONE or ERROR, full-queue refusals are RS_EFULL, and the accounting is clean. */
+static void test_stress(void) {
+    sched *s = start(16 * 20480, 4, 8, 32, 1);
+    if (!s) return;
+    enum { N = 60 };
+    sched_request *rq[N] = {0};
+    int ended = 0, refused = 0, bad = 0, dropped = 0;
+    for (int i = 0; i < N; i++) {
+        int32_t pr[120];
+        int n = make_prompt(pr, i % 3, rnd(2) ? 40 : 0, 1 + rnd(60));
+        sched_params p = greedy(1 + rnd(40));
+        p.n = 1 + rnd(3);
+        p.sampling.temperature = rnd(2) ? 0.8f : 0;
+        p.sampling.seed = (uint64_t)i;
+        p.top_logprobs = rnd(3);
+        if (rnd(3) == 0) p.stop[p.n_stop++] = "the";
+        rs_err e;
+        int rc = sched_submit(s, pr, n, &p, &rq[i], &e);
+        if (rc) {
+            refused += rc == RS_EFULL;
+            bad += rc != RS_EFULL;
+            continue;
+        }
+        if (rnd(6) == 0) sched_cancel(rq[i]);
+        if (rnd(10) == 0) {
+            sched_request_free(rq[i]); /* dropped unread */
+            rq[i] = NULL;
+            dropped++;
+        }
+        if (i % 8 == 7) /* let the queue drain a little now and then */
+            for (int j = 0; j <= i; j++) {
+                if (!rq[j]) continue;
+                result res;
+                int last = collect(rq[j], &res);
+                ended += last && (res.done || res.error);
+                bad += !last || (res.error && res.code != RS_ECANCELED);
+                sched_request_free(rq[j]);
+                rq[j] = NULL;
+            }
+    }
+    for (int j = 0; j < N; j++) {
+        if (!rq[j]) continue;
+        result res;
+        int last = collect(rq[j], &res);
+        ended += last && (res.done || res.error);
+        bad += !last || (res.error && res.code != RS_ECANCELED);
+        sched_request_free(rq[j]);
+    }
+    sched_stats st;
+    sched_get_stats(s, &st);
+    TAP_OK(bad == 0 && ended + refused + dropped == N,
+           "stress: %d ended, %d refused (queue full), %d dropped unread, %d unexpected, "
+           "%lld preemptions",
+           ended, refused, dropped, bad, (long long)st.preemptions);
+    check_idle(s, "after the stress run");
+    sched_stop(s);
+}
+
 int main(void) {
     const char *root = getenv("RADIXSERVE_ROOT");
     char dir[PATH_MAX];
@@ -620,6 +682,7 @@ int main(void) {
     test_admission_order();
     test_preemption();
     test_batched_equals_alone();
+    test_stress();
     tok_free(g_tok);
     eng_model_free(g_model);
     return tap_done();
