@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -372,6 +373,7 @@ class Tap:
 
     def __init__(self):
         self.n, self.failed = 0, 0
+        self.scratch = []  # directories to remove when every check passed
 
     def ok(self, cond, what):
         self.n += 1
@@ -389,6 +391,9 @@ class Tap:
 
     def done(self):
         print("1..%d" % self.n, flush=True)
+        if not self.failed:
+            for d in self.scratch:
+                shutil.rmtree(d, ignore_errors=True)
         sys.exit(1 if self.failed else 0)
 
 
@@ -403,11 +408,14 @@ def binary():
     return b if os.path.isabs(b) else os.path.join(repo_root(), b)
 
 
-def scratch(name):
-    """A fresh-enough scratch directory under RADIXSERVE_TMP for one test file."""
+def scratch(tap, name):
+    """A new scratch directory under RADIXSERVE_TMP for this process (parallel runs of one
+    test, e.g. release and asan, must not overwrite each other's models); tap removes it when
+    every check passed and keeps it for a look otherwise."""
     base = os.environ.get("RADIXSERVE_TMP") or os.path.join(repo_root(), "build", "test-tmp")
-    d = os.path.join(base, name)
+    d = os.path.join(base, "%s.%d" % (name, os.getpid()))
     os.makedirs(d, exist_ok=True)
+    tap.scratch.append(d)
     return d
 
 

@@ -11,7 +11,8 @@ set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT" || exit 1
 BIN=${BIN:-bin/radixserve}
-TMP=${RADIXSERVE_TMP:-$ROOT/build/test-tmp}/engine-errors
+# per process: parallel runs (release and asan) must not overwrite each other's files
+TMP=${RADIXSERVE_TMP:-$ROOT/build/test-tmp}/engine-errors.$$
 PY=/usr/bin/python3
 n=0 failed=0
 
@@ -26,7 +27,7 @@ if [ ! -x "$BIN" ]; then
     exit 1
 fi
 
-rm -rf "$TMP" && mkdir -p "$TMP"
+mkdir -p "$TMP"
 good=$TMP/good
 if ! $PY bench/make_model.py --out "$good" --preset tiny-qwen3 --dtype f32 --seed 5 \
     --set vocab_size=512 --tokenizer '' >/dev/null; then
@@ -142,4 +143,4 @@ expect config-missing-key "$TMP/config-missing-key" config.json hidden_size
 expect missing-directory "$TMP/no-such-model" "$TMP/no-such-model"
 
 echo "1..$n"
-[ "$failed" -eq 0 ]
+[ "$failed" -eq 0 ] && rm -rf "$TMP" # kept for a look when something failed

@@ -59,8 +59,8 @@ def main():
     n = refmodel.count_parameters(model_dir)
     tap.ok(n == N_PARAMS, "%s has %s parameters (want %s)"
            % (model_dir, format(n, ","), format(N_PARAMS, ",")))
-    gen = refmodel.generate(model_dir, PROMPT, N_STEPS, timeout=600,
-                            logits_path=os.path.join(refmodel.scratch("engine-real"), "logits"))
+    logits_path = os.path.join(refmodel.scratch(tap, "engine-real"), "logits")
+    gen = refmodel.generate(model_dir, PROMPT, N_STEPS, timeout=600, logits_path=logits_path)
     if not tap.ok(gen.rc == 0 and len(gen.ids) > 0,
                   "generate runs (rc %d, %d ids)" % (gen.rc, len(gen.ids))):
         tap.diag(gen.stderr[-1500:])

@@ -180,7 +180,7 @@ def check_model_writer(tap, tmp):
 
 def main():
     tap = refmodel.Tap()
-    tmp = refmodel.scratch("engine-reference")
+    tmp = refmodel.scratch(tap, "engine-reference")
     if not os.access(refmodel.binary(), os.X_OK):
         tap.ok(False, "binary %s exists (build it first)" % refmodel.binary())
         tap.done()

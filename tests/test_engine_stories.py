@@ -42,7 +42,7 @@ def main():
         tap.ok(False, "binary %s exists (build it first)" % refmodel.binary())
         tap.done()
     root = os.path.join(refmodel.repo_root(), "models", "stories260K")
-    tmp = refmodel.scratch("engine-stories")
+    tmp = refmodel.scratch(tap, "engine-stories")
     tok = refmodel.Llama2cTokenizer(os.path.join(root, "tok512.bin"))
     eos = refmodel.eos_ids(root)
     llama2c = refmodel.load_llama2c(os.path.join(root, "stories260K.bin"))
