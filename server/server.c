@@ -394,7 +394,8 @@ int srv_start(srv **out, const srv_config *c, rs_err *e) {
     s->daemon =
         MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
                          (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_TIMEOUT, 600u,
+                         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+                         (size_t)(128 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 600u,
                          MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {
         rs_errf(e, RS_EIO, "cannot listen on %s:%d (address in use or not allowed)", s->host,
