@@ -605,64 +605,86 @@ static void test_seeded(void) {
 
 /* ---------------------------------------------------------------- stress */
 
-/* Random requests (n up to 3, shared prefixes, stop strings, sampling) on a tiny pool with a
- * small queue, a third of them cancelled or dropped at random moments: every request ends with
- * exactly one DONE or ERROR, full-queue refusals are RS_EFULL, and the accounting is clean. */
+#define NSTRESS 60
+
+typedef struct stress_req {
+    int32_t prompt[120];
+    int n_prompt;
+    sched_params p;
+    sched_request *r; /* live handle, or NULL */
+    int cancelled;    /* cancelled or dropped: its output is not compared */
+    result res;       /* what came out */
+    int ended;        /* a DONE or ERROR arrived */
+} stress_req;
+
+static void stress_drain(stress_req *q, int *bad) {
+    if (!q->r) return;
+    q->ended = collect(q->r, &q->res);
+    *bad += !q->ended || (q->res.error && q->res.code != RS_ECANCELED) ||
+            (q->res.error && !q->cancelled);
+    sched_request_free(q->r);
+    q->r = NULL;
+}
+
+/* Random requests (n up to 3, shared prefixes, stop strings, sampling) on a 10-block pool with
+ * a small queue, some cancelled or dropped at random moments: every request ends with exactly
+ * one DONE or ERROR, the accounting is clean, and every request left alone produced exactly
+ * what it produces alone on an ample pool (through preemptions, forks and cache hits). */
 static void test_stress(void) {
-    sched *s = start(16 * 20480, 4, 8, 32, 1);
-    if (!s) return;
-    enum { N = 60 };
-    sched_request *rq[N] = {0};
-    int ended = 0, refused = 0, bad = 0, dropped = 0;
-    for (int i = 0; i < N; i++) {
-        int32_t pr[120];
-        int n = make_prompt(pr, i % 3, rnd(2) ? 40 : 0, 1 + rnd(60));
-        sched_params p = greedy(1 + rnd(40));
-        p.n = 1 + rnd(3);
-        p.sampling.temperature = rnd(2) ? 0.8f : 0;
-        p.sampling.seed = (uint64_t)i;
-        p.top_logprobs = rnd(3);
-        if (rnd(3) == 0) p.stop[p.n_stop++] = "the";
+    static stress_req q[NSTRESS];
+    sched *s = start(10 * 20480, 6, 8, 32, 1), *ref = start(8 << 20, 4, 8, 512, 0);
+    if (!s || !ref) return;
+    int refused = 0, bad = 0, ended = 0, same = 0, compared = 0;
+    for (int i = 0; i < NSTRESS; i++) {
+        stress_req *x = &q[i];
+        /* prompt + max_tokens < 160, the tiny pool's context: no "length" the reference lacks */
+        x->n_prompt = make_prompt(x->prompt, i % 3, rnd(2) ? 40 : 0, 1 + rnd(50));
+        x->p = greedy(1 + rnd(60));
+        x->p.n = 1 + rnd(2);
+        x->p.sampling.temperature = rnd(2) ? 0.8f : 0;
+        x->p.sampling.seed = (uint64_t)i;
+        x->p.top_logprobs = rnd(3);
+        if (rnd(3) == 0) x->p.stop[x->p.n_stop++] = "the";
         rs_err e;
-        int rc = sched_submit(s, pr, n, &p, &rq[i], &e);
+        int rc = sched_submit(s, x->prompt, x->n_prompt, &x->p, &x->r, &e);
         if (rc) {
             refused += rc == RS_EFULL;
             bad += rc != RS_EFULL;
+            x->cancelled = 1;
             continue;
         }
-        if (rnd(6) == 0) sched_cancel(rq[i]);
+        if (rnd(6) == 0) sched_cancel(x->r), x->cancelled = 1;
         if (rnd(10) == 0) {
-            sched_request_free(rq[i]); /* dropped unread */
-            rq[i] = NULL;
-            dropped++;
+            sched_request_free(x->r); /* dropped unread */
+            x->r = NULL;
+            x->cancelled = 1;
         }
-        if (i % 8 == 7) /* let the queue drain a little now and then */
-            for (int j = 0; j <= i; j++) {
-                if (!rq[j]) continue;
-                result res;
-                int last = collect(rq[j], &res);
-                ended += last && (res.done || res.error);
-                bad += !last || (res.error && res.code != RS_ECANCELED);
-                sched_request_free(rq[j]);
-                rq[j] = NULL;
-            }
+        if (i % 8 == 7) /* let the queue drain now and then */
+            for (int j = 0; j <= i; j++) stress_drain(&q[j], &bad);
     }
-    for (int j = 0; j < N; j++) {
-        if (!rq[j]) continue;
-        result res;
-        int last = collect(rq[j], &res);
-        ended += last && (res.done || res.error);
-        bad += !last || (res.error && res.code != RS_ECANCELED);
-        sched_request_free(rq[j]);
+    for (int j = 0; j < NSTRESS; j++) stress_drain(&q[j], &bad);
+    for (int j = 0; j < NSTRESS; j++) {
+        ended += q[j].ended;
+        if (q[j].cancelled) continue;
+        sched_request *r;
+        rs_err e;
+        result alone;
+        sched_submit(ref, q[j].prompt, q[j].n_prompt, &q[j].p, &r, &e);
+        collect(r, &alone);
+        sched_request_free(r);
+        compared++;
+        same += same_result(&alone, &q[j].res, q[j].p.n);
     }
     sched_stats st;
     sched_get_stats(s, &st);
-    TAP_OK(bad == 0 && ended + refused + dropped == N,
-           "stress: %d ended, %d refused (queue full), %d dropped unread, %d unexpected, "
-           "%lld preemptions",
-           ended, refused, dropped, bad, (long long)st.preemptions);
+    TAP_OK(bad == 0 && ended + refused >= compared && compared > NSTRESS / 2,
+           "stress: %d ended, %d refused (queue full), %d unexpected, %lld preemptions", ended,
+           refused, bad, (long long)st.preemptions);
+    TAP_OK(same == compared && st.preemptions > 0,
+           "stress: %d/%d uncancelled outputs identical to the same request alone", same, compared);
     check_idle(s, "after the stress run");
     sched_stop(s);
+    sched_stop(ref);
 }
 
 int main(void) {
