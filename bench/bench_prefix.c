@@ -23,12 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#include "engine/engine.h"
-
-#define DEFAULT_MODEL "build/bench/qwen3-0.6b"
+#include "bench/bench_util.h"
 
 typedef struct opts {
     const char *model; /* model directory */
@@ -69,50 +65,15 @@ typedef struct figures {
 
 /* ---------------------------------------------------------------- setup */
 
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-/* The default model is written once, as every issue's benchmark model (1.2 GB, under a minute). */
-static int ensure_model(const char *dir, rs_err *e) {
-    char cfg[4096];
-    if (rs_path_join(cfg, sizeof cfg, dir, "config.json", e)) return e->code;
-    if (file_exists(cfg)) return 0;
-    if (strcmp(dir, DEFAULT_MODEL))
-        return rs_errf(e, RS_ENOTFOUND, "%s has no config.json (a Hugging Face model directory?)",
-                       dir);
-    if (!file_exists("bench/model.sh"))
-        return rs_errf(e, RS_ENOTFOUND,
-                       "run from the repository root (bench/model.sh writes the default model %s)",
-                       dir);
-    if (system("bash bench/model.sh " DEFAULT_MODEL " qwen3-0.6b") != 0)
-        return rs_errf(e, RS_EIO, "bench/model.sh failed to write %s", dir);
-    return 0;
-}
-
-/* Deterministic ids spread over the whole vocabulary (a random model has no favourite text). */
-static void make_tokens(int32_t *t, int n, int vocab) {
-    uint64_t s = 0x9E3779B97F4A7C15ull;
-    for (int i = 0; i < n; i++) {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        t[i] = (int32_t)(s % (uint64_t)vocab);
-    }
-}
-
 static int bp_init(bp *b, const opts *o, rs_err *e) {
     memset(b, 0, sizeof *b);
     b->o = o;
     int rc;
-    if ((rc = ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e))) return rc;
+    if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e))) return rc;
     b->vocab = eng_model_config(b->m)->vocab_size;
     b->n_table = (o->prompt + o->block_size - 1) / o->block_size;
-    kv_pool_config kc = eng_kv_config(b->m, o->block_size, -1, 0);
     /* The cold table, the warm table's private tail (at most the whole table) and slack. */
-    kc.budget_bytes = kv_block_bytes(&kc) * (size_t)(2 * b->n_table + 2);
-    if ((rc = kv_pool_init(&b->pool, &kc, e))) return rc;
+    if ((rc = bu_pool(&b->pool, b->m, o->block_size, 2 * b->n_table + 2, e))) return rc;
     b->pool_ok = 1;
     if ((rc = rt_init(&b->tree, &b->pool, e)) ||
         (rc = eng_ctx_init(&b->ctx, b->m, o->chunk, o->threads, e)))
@@ -123,7 +84,7 @@ static int bp_init(bp *b, const opts *o, rs_err *e) {
     b->warm = malloc(sizeof *b->warm * (size_t)b->vocab);
     if (!b->tokens || !b->table || !b->cold || !b->warm)
         return rs_errf(e, RS_ENOMEM, "out of memory for a %d-token prompt", o->prompt);
-    make_tokens(b->tokens, o->prompt, b->vocab);
+    bu_tokens(b->tokens, o->prompt, b->vocab, 0);
     return 0;
 }
 
@@ -240,33 +201,21 @@ static int append_json(const bp *b, const figures *f, rs_err *e) {
     FILE *fp = fopen(b->o->json, "a");
     if (!fp) return rs_errf(e, RS_EIO, "cannot append to %s", b->o->json);
     const opts *o = b->o;
-    char when[32];
-    time_t now = time(NULL);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
-    const char *commit = getenv("RADIXSERVE_COMMIT");
+    bu_json_head(fp, "prefix");
     fprintf(fp,
-            "{\"bench\":\"prefix\",\"time\":\"%s\",\"commit\":\"%s\",\"model\":\"%s\","
-            "\"isa\":\"%s\",\"threads\":%d,\"chunk\":%d,\"block_size\":%d,\"reps\":%d,"
+            ",\"model\":\"%s\",\"threads\":%d,\"chunk\":%d,\"block_size\":%d,\"reps\":%d,"
             "\"prompt_tokens\":%d,\"shared_tokens\":%d,\"hit_tokens\":%d,\"cold_ms\":%.2f,"
             "\"warm_ms\":%.2f,\"ratio\":%.4f,\"goal_ratio\":0.10,\"logits_identical\":%s}\n",
-            when, commit ? commit : "", o->model, eng_isa_name(), o->threads, o->chunk,
-            o->block_size, o->reps, o->prompt, o->cached, f->hit, f->cold_s * 1e3, f->warm_s * 1e3,
-            f->warm_s / f->cold_s, f->identical ? "true" : "false");
+            o->model, o->threads, o->chunk, o->block_size, o->reps, o->prompt, o->cached, f->hit,
+            f->cold_s * 1e3, f->warm_s * 1e3, f->warm_s / f->cold_s,
+            f->identical ? "true" : "false");
     return fclose(fp) ? rs_errf(e, RS_EIO, "cannot write %s", o->json) : 0;
 }
 
 /* ---------------------------------------------------------------- main */
 
-static int int_arg(const char *v, int lo, int hi, int *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) return -1;
-    *out = (int)x;
-    return 0;
-}
-
 static int parse(opts *o, int argc, char **argv) {
-    *o = (opts){DEFAULT_MODEL, 2, 2000, 1900, 512, 16, 3, NULL};
+    *o = (opts){BU_DEFAULT_MODEL, 2, 2000, 1900, 512, 16, 3, NULL};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -279,17 +228,17 @@ static int parse(opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--json"))
             o->json = v;
         else if (!strcmp(a, "--threads"))
-            bad = int_arg(v, 1, 256, &o->threads);
+            bad = bu_int_arg(v, 1, 256, &o->threads);
         else if (!strcmp(a, "--prompt"))
-            bad = int_arg(v, 2, 1 << 20, &o->prompt);
+            bad = bu_int_arg(v, 2, 1 << 20, &o->prompt);
         else if (!strcmp(a, "--cached"))
-            bad = int_arg(v, 0, 1 << 20, &o->cached);
+            bad = bu_int_arg(v, 0, 1 << 20, &o->cached);
         else if (!strcmp(a, "--chunk"))
-            bad = int_arg(v, 1, 1 << 16, &o->chunk);
+            bad = bu_int_arg(v, 1, 1 << 16, &o->chunk);
         else if (!strcmp(a, "--block-size"))
-            bad = int_arg(v, 1, 4096, &o->block_size);
+            bad = bu_int_arg(v, 1, 4096, &o->block_size);
         else if (!strcmp(a, "--reps"))
-            bad = int_arg(v, 1, 1000, &o->reps);
+            bad = bu_int_arg(v, 1, 1000, &o->reps);
         else
             return -1;
         if (bad) return -1;
@@ -305,7 +254,7 @@ int main(int argc, char **argv) {
                 "usage: %s [MODEL_DIR (%s)] [--threads T (2)] [--prompt N (2000)] [--cached N "
                 "(1900, < prompt)] [--chunk N (512)] [--block-size N (16)] [--reps R (3)] "
                 "[--quick] [--json FILE]\n",
-                argv[0], DEFAULT_MODEL);
+                argv[0], BU_DEFAULT_MODEL);
         return 2;
     }
     bp b;

@@ -1,0 +1,253 @@
+/*
+ * bench_engine.c — the whole forward pass end to end (issue 9's engine figures, the ones
+ * llama-bench's pp512 / tg128 compare with): prefill tokens/s of one 512-token prompt in one
+ * eng_forward call, and decode tokens/s with 1 and 8 sequences generating 128 tokens each from
+ * an empty context, greedy, the next token fed back. Weights, attention, norms, the LM head and
+ * the argmax are all in the figure; no scheduler, tokenizer or HTTP.
+ *
+ * The decode figure is also given as GB/s of weights streamed (BF16 bytes of every matrix a
+ * token reads, the LM head included; the embedding row lookup is negligible), to set beside
+ * bench_kernels' streaming-read bandwidth: that ratio is issue 9's "% of the limit".
+ *
+ * Usage: bench_engine [MODEL_DIR] [--threads T] [--prompt N] [--gen N] [--batch LIST]
+ *                     [--reps R] [--quick] [--json FILE]
+ *   MODEL_DIR  default build/bench/qwen3-0.6b (written by bench/model.sh when absent; run from
+ *              the repository root)
+ *   --threads  workers (2, as llama-bench -t 2); --prompt: prefill tokens (512); --gen: decode
+ *              steps (128); --batch: decode batch sizes, comma-separated (1,8); --reps: prefill
+ *              repetitions, best reported (3; --quick: 1, and --gen 16)
+ *   --json     append one JSON line with every figure
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench/bench_util.h"
+
+#define BS        16 /* KV block size: serve's default */
+#define MAX_BATCH 64
+
+typedef struct opts {
+    const char *model; /* model directory */
+    int threads;       /* forward-pass workers */
+    int prompt;        /* prefill tokens */
+    int gen;           /* decode steps per sequence */
+    int batch[8];      /* decode batch sizes */
+    int n_batch;       /* entries in batch */
+    int reps;          /* prefill repetitions (best counts) */
+    const char *json;  /* JSON lines file, or NULL */
+} opts;
+
+typedef struct eb {
+    eng_model *m;    /* the model */
+    eng_ctx *ctx;    /* scratch and workers, for max(prompt, largest batch) tokens */
+    kv_pool pool;    /* blocks for the prompt or for every decoding sequence */
+    int pool_ok;     /* pool initialised */
+    int vocab;       /* logits per row */
+    int32_t *blocks; /* block ids: one table per sequence, each `per_seq` long */
+    int per_seq;     /* blocks in one table */
+    float *logits;   /* one row of logits per sequence */
+    int32_t *tokens; /* the prompt; also each sequence's current token in decode */
+} eb;
+
+typedef struct figures {
+    double prefill_s;    /* best prefill time */
+    double decode_s[8];  /* decode time per batch size */
+    double weight_bytes; /* bytes of weights one token streams */
+} figures;
+
+/* Bytes of weights read per token: every parameter once (tied embeddings: the LM head reads
+ * the whole table; untied: the embedding lookup's one row is negligible and not counted). */
+static double weight_bytes(const eng_model *m) {
+    const eng_config *c = eng_model_config(m);
+    double elem = c->dtype == ENG_F32 ? 4 : 2;
+    double params = (double)eng_model_n_params(m);
+    if (!c->tie_embeddings) params -= (double)c->vocab_size * c->hidden;
+    return params * elem;
+}
+
+static int eb_init(eb *b, const opts *o, rs_err *e) {
+    memset(b, 0, sizeof *b);
+    int rc, max_b = 1;
+    for (int i = 0; i < o->n_batch; i++)
+        if (o->batch[i] > max_b) max_b = o->batch[i];
+    if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e))) return rc;
+    b->vocab = eng_model_config(b->m)->vocab_size;
+    int longest = o->prompt > o->gen ? o->prompt : o->gen;
+    b->per_seq = (longest + BS - 1) / BS;
+    if ((rc = bu_pool(&b->pool, b->m, BS, b->per_seq * max_b, e))) return rc;
+    b->pool_ok = 1;
+    int max_tokens = o->prompt > max_b ? o->prompt : max_b;
+    if ((rc = eng_ctx_init(&b->ctx, b->m, max_tokens, o->threads, e))) return rc;
+    b->blocks = malloc(sizeof *b->blocks * (size_t)(b->per_seq * max_b));
+    b->logits = malloc(sizeof *b->logits * (size_t)b->vocab * (size_t)max_b);
+    b->tokens = malloc(sizeof *b->tokens * (size_t)max_tokens);
+    if (!b->blocks || !b->logits || !b->tokens) return rs_errf(e, RS_ENOMEM, "out of memory");
+    /* Every block is taken once and reused by each measurement (positions are rewritten). */
+    for (int i = 0; i < b->per_seq * max_b; i++) b->blocks[i] = kv_alloc(&b->pool);
+    return 0;
+}
+
+static void eb_free(eb *b) {
+    free(b->blocks);
+    free(b->logits);
+    free(b->tokens);
+    eng_ctx_free(b->ctx);
+    if (b->pool_ok) kv_pool_free(&b->pool);
+    eng_model_free(b->m);
+}
+
+/* The prompt in one forward call (as llama-bench's pp: one batch), best of reps. */
+static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
+    bu_tokens(b->tokens, o->prompt, b->vocab, 1);
+    eng_seq q = {b->tokens, o->prompt, 0, b->blocks, b->per_seq, b->logits};
+    /* One untimed token first: it faults the memory-mapped weights in, which is load time. */
+    eng_seq warm = {b->tokens, 1, 0, b->blocks, b->per_seq, NULL};
+    int rc = eng_forward(b->ctx, &b->pool, &warm, 1, e);
+    if (rc) return rc;
+    for (int r = 0; r < o->reps; r++) {
+        double t0 = rs_now();
+        if ((rc = eng_forward(b->ctx, &b->pool, &q, 1, e))) return rc;
+        double t = rs_now() - t0;
+        if (r == 0 || t < f->prefill_s) f->prefill_s = t;
+    }
+    return 0;
+}
+
+/* n sequences, each from position 0, o->gen steps of one token; the greedy next token of each
+ * row is fed back, so the work is what a real decode does. Returns seconds via *secs. */
+static int run_decode(eb *b, const opts *o, int n, double *secs, rs_err *e) {
+    eng_seq q[MAX_BATCH];
+    bu_tokens(b->tokens, n, b->vocab, 2 + (uint64_t)n);
+    for (int s = 0; s < n; s++)
+        q[s] = (eng_seq){b->tokens + s,
+                         1,
+                         0,
+                         b->blocks + (size_t)s * b->per_seq,
+                         b->per_seq,
+                         b->logits + (size_t)s * b->vocab};
+    double t0 = rs_now();
+    for (int step = 0; step < o->gen; step++) {
+        int rc = eng_forward(b->ctx, &b->pool, q, n, e);
+        if (rc) return rc;
+        for (int s = 0; s < n; s++) {
+            eng_top_k(q[s].logits, b->vocab, 1, b->tokens + s);
+            q[s].pos0 = step + 1;
+        }
+    }
+    *secs = rs_now() - t0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- report */
+
+static void print_table(const opts *o, const figures *f) {
+    printf("bench_engine: %s, isa %s, %d threads, %.3f GB of weights per token\n", o->model,
+           eng_isa_name(), o->threads, f->weight_bytes / 1e9);
+    printf("| %-34s | %10s | %12s | %14s |\n", "measure", "tokens/s", "ms per call",
+           "weights GB/s");
+    printf("|------------------------------------|------------|--------------|----------------|\n");
+    printf("| prefill, prompt %-18d | %10.1f | %12.1f | %14s |\n", o->prompt,
+           o->prompt / f->prefill_s, f->prefill_s * 1e3, "");
+    for (int i = 0; i < o->n_batch; i++) {
+        int n = o->batch[i];
+        double steps = o->gen / f->decode_s[i];
+        char what[64];
+        snprintf(what, sizeof what, "decode, batch %d, %d steps", n, o->gen);
+        printf("| %-34s | %10.1f | %12.1f | %14.2f |\n", what, n * steps, 1e3 / steps,
+               steps * f->weight_bytes / 1e9);
+    }
+}
+
+static int append_json(const opts *o, const figures *f, rs_err *e) {
+    FILE *fp = fopen(o->json, "a");
+    if (!fp) return rs_errf(e, RS_EIO, "cannot append to %s", o->json);
+    bu_json_head(fp, "engine");
+    fprintf(fp,
+            ",\"model\":\"%s\",\"threads\":%d,\"weight_bytes_per_token\":%.0f,"
+            "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_steps\":%d",
+            o->model, o->threads, f->weight_bytes, o->prompt, o->prompt / f->prefill_s, o->gen);
+    for (int i = 0; i < o->n_batch; i++) {
+        double steps = o->gen / f->decode_s[i];
+        fprintf(fp, ",\"decode_b%d_tok_s\":%.2f,\"decode_b%d_weights_gb_s\":%.3f", o->batch[i],
+                o->batch[i] * steps, o->batch[i], steps * f->weight_bytes / 1e9);
+    }
+    fprintf(fp, "}\n");
+    return fclose(fp) ? rs_errf(e, RS_EIO, "cannot write %s", o->json) : 0;
+}
+
+/* ---------------------------------------------------------------- main */
+
+static int parse_batches(opts *o, const char *v) {
+    o->n_batch = 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", v);
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        if (o->n_batch == 8 || bu_int_arg(t, 1, MAX_BATCH, &o->batch[o->n_batch++])) return -1;
+    return o->n_batch ? 0 : -1;
+}
+
+static int parse(opts *o, int argc, char **argv) {
+    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL};
+    int quick = 0, gen_set = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (!strcmp(a, "--quick")) {
+            quick = 1;
+            continue;
+        }
+        if (a[0] != '-') {
+            o->model = a;
+            continue;
+        }
+        if (!v) return -1;
+        i++;
+        if (!strcmp(a, "--json"))
+            o->json = v;
+        else if (!strcmp(a, "--threads"))
+            bad = bu_int_arg(v, 1, 256, &o->threads);
+        else if (!strcmp(a, "--prompt"))
+            bad = bu_int_arg(v, 1, 1 << 16, &o->prompt);
+        else if (!strcmp(a, "--gen") && (gen_set = 1))
+            bad = bu_int_arg(v, 1, 1 << 16, &o->gen);
+        else if (!strcmp(a, "--batch"))
+            bad = parse_batches(o, v);
+        else if (!strcmp(a, "--reps"))
+            bad = bu_int_arg(v, 1, 1000, &o->reps);
+        else
+            return -1;
+        if (bad) return -1;
+    }
+    if (quick) {
+        o->reps = 1;
+        if (!gen_set) o->gen = 16;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    opts o;
+    if (parse(&o, argc, argv)) {
+        fprintf(stderr,
+                "usage: %s [MODEL_DIR (%s)] [--threads T (2)] [--prompt N (512)] [--gen N (128)] "
+                "[--batch LIST (1,8; each <= %d)] [--reps R (3)] [--quick] [--json FILE]\n",
+                argv[0], BU_DEFAULT_MODEL, MAX_BATCH);
+        return 2;
+    }
+    eb b;
+    figures f = {0};
+    rs_err e = {0};
+    int rc = eb_init(&b, &o, &e);
+    if (!rc) {
+        f.weight_bytes = weight_bytes(b.m);
+        rc = run_prefill(&b, &o, &f, &e);
+    }
+    for (int i = 0; !rc && i < o.n_batch; i++)
+        rc = run_decode(&b, &o, o.batch[i], &f.decode_s[i], &e);
+    if (!rc) print_table(&o, &f);
+    if (!rc && o.json) rc = append_json(&o, &f, &e);
+    eb_free(&b);
+    if (rc) fprintf(stderr, "bench_engine: %s\n", e.msg[0] ? e.msg : "failed");
+    return rc != 0;
+}
