@@ -45,7 +45,7 @@ typedef struct srv_job {
 /* ---------------------------------------------------------------- prompt -> scheduler */
 
 static int check_model(srv *s, const api_gen *g, api_error *err) {
-    if (!g->model || !strcmp(g->model, s->model_name)) return 0;
+    if (!g->model || !g->model[0] || !strcmp(g->model, s->model_name)) return 0; /* "" = default */
     return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found",
                       "The model '%.200s' does not exist (this server serves '%.200s')", g->model,
                       s->model_name);
