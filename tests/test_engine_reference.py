@@ -23,9 +23,11 @@ with the portable kernels and the CPU's default ones, and the KV cache in F32 an
      the run's KV cache does (BF16 KV);
   4. the binary's --top-logits lines agree with its --logits-out file and name its argmax;
   5. chunked prefill on another thread count (--chunk 3 --threads 3) gives bit-identical logits;
-and that a model split into shards + model.safetensors.index.json gives the single file's bits.
+and that a model split into shards + model.safetensors.index.json gives the single file's bits,
+that generation stops right after an EOS id as the reference does (and --ignore-eos runs on).
 """
 
+import json
 import math
 import os
 import sys
@@ -157,6 +159,33 @@ def check_shards(tap, tmp):
         tap.diag(three.stderr[-1000:])
 
 
+def check_eos(tap, tmp):
+    """Generation stops right after an EOS id of generation_config.json, and the reference's
+    greedy decoding stops at the same place; --ignore-eos runs on."""
+    model_dir = refmodel.make_model(os.path.join(tmp, "eos"), "--preset", "tiny-llama", "--dtype",
+                                    "f32", "--seed", "9", "--set", "vocab_size=1000",
+                                    "--tokenizer", "")
+    prompt = prompt_for(9, 10, 1000)
+    free = refmodel.generate(model_dir, prompt, N_STEPS, vocab=1000)
+    # the first id that did not occur before it, past step 4: generation must stop right there
+    stop = next((i for i in range(5, len(free.ids)) if free.ids[i] not in free.ids[:i]), None)
+    if not tap.ok(free.rc == 0 and stop is not None, "eos: a run without EOS gives %d ids with a "
+                  "fresh id past step 4 (rc %d)" % (len(free.ids), free.rc)):
+        return
+    eos = free.ids[stop]
+    with open(os.path.join(model_dir, "generation_config.json"), "w") as f:
+        json.dump({"eos_token_id": [eos]}, f)
+    ref = refmodel.load_hf(model_dir)
+    ref_ids, _, _ = ref.greedy(prompt, N_STEPS, eos=refmodel.eos_ids(model_dir))
+    stopped = refmodel.generate(model_dir, prompt, N_STEPS, vocab=1000)
+    tap.ok(stopped.rc == 0 and stopped.ids == free.ids[: stop + 1] == ref_ids,
+           "eos: with eos_token_id %d generation stops after it, at step %d, as the reference "
+           "does (binary %d ids, reference %d)" % (eos, stop, len(stopped.ids), len(ref_ids)))
+    ignored = refmodel.generate(model_dir, prompt, N_STEPS, vocab=1000, extra=["--ignore-eos"])
+    tap.ok(ignored.rc == 0 and ignored.ids == free.ids,
+           "eos: --ignore-eos generates all %d tokens (%d)" % (N_STEPS, len(ignored.ids)))
+
+
 def check_model_writer(tap, tmp):
     """bench/make_model.py itself: the benchmark preset's parameter count, and BF16 storage is
     the round-to-nearest-even of the F32 values of the same seed (torch's own conversion)."""
@@ -187,6 +216,7 @@ def main():
     for index, case in enumerate(CASES):
         run_case(tap, tmp, index, case)
     check_shards(tap, tmp)
+    check_eos(tap, tmp)
     check_model_writer(tap, tmp)
     tap.done()
 
