@@ -6,21 +6,27 @@
 # Usage: bench/run.sh [BUILD] [--quick] [--skip LIST]
 #   BUILD    build directory holding bench/bench_* (default build/release; `make bench-bins`)
 #   --quick  smoke run (under two minutes): tiny sizes, a tiny random Qwen3, one repetition
-#   --skip   comma-separated steps to leave out: kernels,cache,tokenizer,prefix,serve
-# Environment: BIN (the radixserve binary, default bin/radixserve); serve_bench.sh's variables
+#   --skip   comma-separated steps to leave out: kernels,engine,peers,cache,tokenizer,prefix,serve
+# Environment: BIN (the radixserve binary, default bin/radixserve); LLAMA_GIT and IK_GIT (bare git
+# dirs of github:unslothai/llama.cpp and github:ikawrakow/ik_llama.cpp, from the search tool's
+# fetch) turn the peers step on; PEERS_WORK as bench/peers.sh has it; serve_bench.sh's variables
 # (LLAMA_SERVER, LLAMA_SRC, PEERS_TOOLS, GGUF, LOAD_TIMEOUT, RUN_TIMEOUT) pass through.
 #
-# Steps: bench_kernels (bandwidth, decode GEMV, prefill GEMM, attention), bench_cache (radix tree
-# throughput and memory, partial-block hit cost), bench_tokenizer (if built), bench_prefix (a
-# 2,000-token prompt cold vs 1,900 tokens cached) and bench/serve_bench.sh (issue 15's serving
-# workloads against llama-server). The full run's model is build/bench/qwen3-0.6b (BF16,
-# Qwen3-0.6B's exact shapes), written once by bench/model.sh (bench/make_model.py).
+# Steps (issue): kernels = bench_kernels, bandwidth, decode GEMV, prefill GEMM, attention (9);
+# engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9); peers =
+# bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
+# weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
+# bench_tokenizer, if built (10); prefix = bench_prefix, a 2,000-token prompt cold vs 1,900
+# tokens cached (11); serve = bench/serve_bench.sh against llama-server (15). The full run's
+# model is build/bench/qwen3-0.6b (BF16, Qwen3-0.6B's exact shapes), written once by
+# bench/model.sh (bench/make_model.py); every step uses that one file.
 #
 # Output: each step's own table on stdout; every step's output also in
 # build/bench/logs/STEP-TIME.txt and one JSON line per step in build/bench/results.jsonl
 # ({"bench", "time", "commit", "quick", "status", "seconds", "figures" (every "name number"
-# line), "lines"}); bench_prefix and serve_bench add their own JSON lines
-# (prefix-results.jsonl, serve-results.jsonl). A failing step is reported and the others still run; exit status 1 then.
+# line), "lines"}); bench_engine, bench_prefix and serve_bench add their own JSON lines
+# (engine-results.jsonl, prefix-results.jsonl, serve-results.jsonl). A failing step is reported
+# and the others still run; exit status 1 then.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,10 +54,10 @@ export RADIXSERVE_COMMIT # bench_prefix writes it into its JSON line
 
 if [ $quick = 1 ]; then
     model=build/bench/tiny-qwen3 preset=tiny-qwen3 limit=120 serve_limit=600
-    kernels_args=(--quick) cache_args=(100000) tok_args=(1) prefix_args=(--quick) serve_args=(--quick)
+    kernels_args=(--quick) cache_args=(100000) tok_args=(1) quick_args=(--quick)
 else
     model=build/bench/qwen3-0.6b preset=qwen3-0.6b limit=3600 serve_limit=21600
-    kernels_args=() cache_args=() tok_args=() prefix_args=() serve_args=()
+    kernels_args=() cache_args=() tok_args=() quick_args=()
 fi
 
 trap 'echo "bench/run.sh: interrupted" >&2; exit 130' INT TERM
@@ -103,25 +109,49 @@ if [ $quick = 0 ] && awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
     echo "bench/run.sh: warning: load average $load1; figures from a busy machine are not results" >&2
 fi
 
+# The peers' llama-server and GGUF serve serve_bench too, unless it was given its own.
+use_peers_server() {
+    local pw=${PEERS_WORK:-/tmp/radixserve-peers} g
+    g=${PEERS_WORK:-/tmp/radixserve-peers}/$(basename "$model").gguf
+    [ -z "${LLAMA_SERVER:-}" ] && [ ! -x /tmp/llama.cpp/build/bin/llama-server ] &&
+        [ -x "$pw/llama.cpp/build/bin/llama-server" ] &&
+        export LLAMA_SERVER=$pw/llama.cpp/build/bin/llama-server LLAMA_SRC=$pw/llama.cpp
+    [ -z "${GGUF:-}" ] && [ -f "$g" ] && export GGUF=$g
+    return 0
+}
+
+for st in engine prefix serve; do
+    [[ ",$skip," == *",$st,"* ]] && continue
+    bash bench/model.sh "$model" "$preset" || note_failure model "bench/model.sh $model $preset"
+    break
+done
 want kernels && need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
+want engine && need bench_engine &&
+    step engine "$build/bench/bench_engine" "$model" "${quick_args[@]}" --json build/bench/engine-results.jsonl
+if ! want peers; then
+    :
+elif [ $quick = 1 ]; then
+    echo "== peers: skipped (--quick; it builds llama.cpp and ik_llama.cpp)"
+elif [ -z "${LLAMA_GIT:-}" ] || [ -z "${IK_GIT:-}" ]; then
+    echo "== peers: skipped (set LLAMA_GIT and IK_GIT to the bare git dirs of github:unslothai/llama.cpp and github:ikawrakow/ik_llama.cpp)"
+else
+    limit=$((limit * 3)) step peers bash bench/peers.sh "$LLAMA_GIT" "$IK_GIT" "$ROOT/$model"
+fi
+use_peers_server
 want cache && need bench_cache && step cache "$build/bench/bench_cache" "${cache_args[@]}"
 if ! [ -x "$build/bench/bench_tokenizer" ]; then
     echo "== tokenizer: skipped ($build/bench/bench_tokenizer not built)"
 elif want tokenizer; then
     step tokenizer "$build/bench/bench_tokenizer" "${tok_args[@]}"
 fi
-
-if [[ ",$skip," != *,prefix,* || ",$skip," != *,serve,* ]]; then
-    bash bench/model.sh "$model" "$preset" || note_failure model "bench/model.sh $model $preset"
-fi
 want prefix && need bench_prefix &&
-    step prefix "$build/bench/bench_prefix" "$model" "${prefix_args[@]}" --json build/bench/prefix-results.jsonl
+    step prefix "$build/bench/bench_prefix" "$model" "${quick_args[@]}" --json build/bench/prefix-results.jsonl
 # serve_bench has its own time limits per server and run, and its own JSON lines.
-want serve && limit=$serve_limit step serve bash bench/serve_bench.sh "${serve_args[@]}" --bin "$bin" --model "$model"
+want serve && limit=$serve_limit step serve bash bench/serve_bench.sh "${quick_args[@]}" --bin "$bin" --model "$model"
 
 echo
-echo "results: $results (one JSON line per step), build/bench/prefix-results.jsonl,"
-echo "build/bench/serve-results.jsonl; logs in $logs"
+echo "results: $results (one JSON line per step); build/bench/engine-results.jsonl,"
+echo "prefix-results.jsonl, serve-results.jsonl; logs in $logs"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "bench/run.sh: failed: ${failed[*]}" >&2
     exit 1
