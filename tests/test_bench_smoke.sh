@@ -3,8 +3,9 @@
 # (issue 15) on a tiny random Qwen3, few-shot only, with the cache on (concurrency 16, 4, 1) and
 # off; its JSON lines say every request generated exactly max_tokens (ignore_eos honoured), the
 # cache served the shared prompt when on and nothing when off, and no server it started is left
-# running; a server that cannot start is a clear failure, not a hang. bench_prefix (issue 11), when
-# built (make bench-bins), gives bit-identical logits from the cache on a short prompt.
+# running; a server that cannot start is a clear failure, not a hang. When built (make bench-bins):
+# bench_prefix (issue 11) gives bit-identical logits from the cache on a short prompt, and
+# bench_engine (issue 9) runs and counts the weight bytes a token streams.
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT" || exit 1
@@ -64,6 +65,17 @@ if [ -x "$BUILD/bench/bench_prefix" ]; then
         "bench_prefix: 240 of 250 shared tokens hit (whole blocks), warm logits == cold (status $rc)"
 else
     ok 0 "# SKIP $BUILD/bench/bench_prefix not built (make bench-bins)"
+fi
+if [ -x "$BUILD/bench/bench_engine" ]; then
+    timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 64 --gen 4 --batch 1,3 --reps 1 \
+        --json "$TMP/engine.jsonl" >"$TMP/log4" 2>&1
+    rc=$?
+    # tiny-qwen3 has 9,847,232 BF16 parameters (tied embeddings): 2 bytes each per token.
+    ok "$([ $rc = 0 ] && grep -q '"weight_bytes_per_token":19694464,' "$TMP/engine.jsonl" &&
+        grep -q '"decode_b3_tok_s":[0-9]' "$TMP/engine.jsonl"; echo $?)" \
+        "bench_engine: prefill and decode at batch 1 and 3 run; 19,694,464 weight bytes per token (status $rc)"
+else
+    ok 0 "# SKIP $BUILD/bench/bench_engine not built (make bench-bins)"
 fi
 echo "1..$n"
 [ $fails = 0 ]
