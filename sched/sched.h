@@ -58,7 +58,10 @@ typedef struct sched_params {
 
 typedef enum sched_event_type {
     SCHED_EV_TOKEN = 1,  /* one generated token of choice `index` (text may be empty while a
-                            UTF-8 character or a possible stop string is pending) */
+                            UTF-8 character or a possible stop string is pending). An EOS token
+                            that ends the choice sends no TOKEN (it has no text) but counts in
+                            completion_tokens. Logprobs are of the raw model distribution
+                            (log-softmax of the logits before penalties, bias, temperature). */
     SCHED_EV_FINISH = 2, /* choice `index` finished; finish_reason set; text = held-back tail */
     SCHED_EV_DONE = 3,   /* the whole request is finished; usage set; last event */
     SCHED_EV_ERROR = 4,  /* the request failed; message set; last event */
