@@ -103,7 +103,10 @@ int sched_start(sched **out, eng_model *model, const tok_tokenizer *tok, const s
 void sched_stop(sched *s);
 
 /* Submit a prompt. RS_EFULL: the waiting queue is full (answer 503 + Retry-After);
- * RS_ETOOBIG: the request could never fit (prompt >= ctx_size, or more KV than the whole pool). */
+ * RS_ETOOBIG: the request could never fit (prompt >= ctx_size, which is never more than the
+ * pool holds, or n > max_batch); RS_EINVAL: an empty prompt, an id or logit_bias token outside
+ * the vocabulary, n < 1, max_tokens < 1, too many stop strings or top_logprobs;
+ * RS_ECANCELED: the scheduler is stopping. */
 int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
                  sched_request **out, rs_err *e);
 
