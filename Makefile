@@ -79,7 +79,7 @@ $(BUILD)/bench/%: bench/%.c $(LIB) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
 
-tests: $(BIN) $(TEST_BINS)
+tests: $(BIN) $(TEST_BINS) $(BENCH_BINS)
 bench-bins: $(BIN) $(BENCH_BINS)
 
 test: deps-test
@@ -106,4 +106,4 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d $(TEST_BINS:=.d) $(BENCH_BINS:=.d)
