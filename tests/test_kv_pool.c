@@ -7,8 +7,8 @@
 int main(void) {
     rs_err e = {0};
     kv_pool p;
-    kv_pool_config c = {.n_layers = 2, .n_kv_heads = 3, .head_dim = 4, .block_size = 16,
-                        .dtype = KV_F32};
+    kv_pool_config c = {
+        .n_layers = 2, .n_kv_heads = 3, .head_dim = 4, .block_size = 16, .dtype = KV_F32};
     c.budget_bytes = kv_block_bytes(&c) * 5 + 7;
     TAP_OK(kv_block_bytes(&c) == 2 * 2 * 3 * 16 * 4 * 4, "block bytes = layers*2*heads*bs*dim*4");
     TAP_OK(kv_pool_init(&p, &c, &e) == 0, "init: %s", e.msg);
@@ -31,7 +31,8 @@ int main(void) {
     memset(kv_tile(&p, 4, 1, 1, 2), 0xab, p.tile_bytes); /* writable to the very end */
     kv_pool_free(&p);
     c.budget_bytes = 10;
-    TAP_OK(kv_pool_init(&p, &c, &e) == RS_EINVAL, "a budget below one block is an error: %s", e.msg);
+    TAP_OK(kv_pool_init(&p, &c, &e) == RS_EINVAL, "a budget below one block is an error: %s",
+           e.msg);
     c.block_size = 0;
     c.budget_bytes = 1 << 20;
     TAP_OK(kv_pool_init(&p, &c, &e) == RS_EINVAL, "a zero block size is an error: %s", e.msg);

@@ -14,18 +14,19 @@
 
 enum {
     RS_OK = 0,
-    RS_EINVAL = -1,   /* bad input: malformed file, wrong type, out of range */
-    RS_ENOMEM = -2,   /* allocation failed */
-    RS_EIO = -3,      /* a file could not be opened or read */
-    RS_EFULL = -4,    /* a bounded resource is full (queue, KV pool); retry later */
-    RS_ENOTFOUND = -5,/* a named thing (model, tensor, file) does not exist */
-    RS_ETOOBIG = -6,  /* can never fit (prompt longer than the context, request larger than the pool) */
-    RS_ECANCELED = -7,/* the request was cancelled */
+    RS_EINVAL = -1,    /* bad input: malformed file, wrong type, out of range */
+    RS_ENOMEM = -2,    /* allocation failed */
+    RS_EIO = -3,       /* a file could not be opened or read */
+    RS_EFULL = -4,     /* a bounded resource is full (queue, KV pool); retry later */
+    RS_ENOTFOUND = -5, /* a named thing (model, tensor, file) does not exist */
+    RS_ETOOBIG =
+        -6, /* can never fit (prompt longer than the context, request larger than the pool) */
+    RS_ECANCELED = -7, /* the request was cancelled */
 };
 
 typedef struct rs_err {
-    int code;       /* the RS_E* code of the last failure, 0 if none */
-    char msg[512];  /* human-readable message of the last failure */
+    int code;      /* the RS_E* code of the last failure, 0 if none */
+    char msg[512]; /* human-readable message of the last failure */
 } rs_err;
 
 /* Fill e (which may be NULL) with code and a printf-style message; returns code. */
@@ -38,7 +39,7 @@ typedef struct rs_ivec {
     int cap;    /* allocated capacity */
 } rs_ivec;
 
-int rs_ivec_push(rs_ivec *a, int32_t x);                  /* RS_ENOMEM on failure */
+int rs_ivec_push(rs_ivec *a, int32_t x);                 /* RS_ENOMEM on failure */
 int rs_ivec_append(rs_ivec *a, const int32_t *x, int n); /* RS_ENOMEM on failure */
 int rs_ivec_reserve(rs_ivec *a, int cap);
 void rs_ivec_free(rs_ivec *a);
