@@ -323,16 +323,15 @@ static void bench_prefill_attend(const eng_kernels *k, const kv_pool *p, const i
         for (int r = 0; r < ROWS; r++)
             k->attend(out + r * 128, q + r * 128, p, blocks, 0, rep % 8, n_pos[r], 0.088f);
         double t1 = rs_now();
-        if (strcmp(k->name, "portable") != 0)
-            eng_attend_rows_avx2(out, 128, q, 128, n_pos, ROWS, p, blocks, 0, rep % 8, 0.088f);
+        if (k->attend_rows)
+            k->attend_rows(out, 128, q, 128, n_pos, ROWS, p, blocks, 0, rep % 8, 0.088f);
         double t2 = rs_now();
         if (rep > 0 && t1 - t0 < alone) alone = t1 - t0;
         if (rep > 0 && t2 - t1 < shared) shared = t2 - t1;
     }
     printf("  512-token prefill attention (16 heads x 28 layers, one thread): row by row %.2f s",
            alone * scale);
-    if (strcmp(k->name, "portable") != 0)
-        printf(", %d rows per block walk (eng_attend_rows_avx2) %.2f s", 32, shared * scale);
+    if (k->attend_rows) printf(", rows per block walk (attend_rows) %.2f s", shared * scale);
     printf("\n");
     free(q);
     free(out);

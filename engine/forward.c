@@ -3,7 +3,7 @@
  *
  * All rows of the batch go through each weight product together (one pass over the weights per
  * step); everything else is per row, so a row's numbers depend only on its own inputs. The pool
- * splits weight products over output columns and attention over (token, head) pairs; neither
+ * splits weight products over output columns and attention over (rows, KV head) items; neither
  * split reaches inside an element's arithmetic.
  */
 #include "engine/internal.h"
@@ -11,6 +11,22 @@
 
 #include <math.h>
 #include <stdlib.h>
+
+/*
+ * Attention work is cut into items of up to ATT_ROWS consecutive rows of one sequence for one
+ * KV head (all the query heads that share it): an item walks its KV blocks once per query head
+ * for all its rows (the table's attend_rows), instead of once per (row, head). Items are dealt
+ * to threads by estimated cost (positions attended), not by count, since a causal prefill's late
+ * rows cost far more than its early ones and a batch mixes prefills with decode rows.
+ */
+enum { ATT_ROWS = 32 };
+
+/* Rows [r0, r0 + n) of one sequence, one KV head. */
+typedef struct att_item {
+    int r0, n;   /* batch rows (all of one sequence) */
+    int kv_head; /* the KV head; its query heads are kv_head * group .. + group - 1 */
+    int64_t end; /* cumulative cost of the items up to and including this one */
+} att_item;
 
 struct eng_ctx {
     const eng_model *m;   /* the model (not owned) */
@@ -26,6 +42,9 @@ struct eng_ctx {
     float *cos, *sin;     /* [T][head_dim / 2] rotary factors of each row's position */
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row */
+    int *row_npos;        /* [T] positions each row attends to (its position + 1) */
+    att_item *att_items;  /* attention work of one step (see att_items_make) */
+    int n_att_items;      /* items in att_items */
     float *head_rows;     /* [S][hidden] final-normed rows that need logits (grown on demand) */
     float *logit_rows;    /* [S][vocab] their logits */
     int head_cap;         /* rows head_rows / logit_rows hold */
@@ -61,8 +80,11 @@ int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_thread
     c->sin = malloc(T * (size_t)(g->head_dim / 2) * sizeof(float));
     c->row_seq = malloc(T * sizeof(int));
     c->row_pos = malloc(T * sizeof(int));
+    c->row_npos = malloc(T * sizeof(int));
+    /* each sequence contributes ceil(rows / ATT_ROWS) <= rows / ATT_ROWS + 1 row ranges */
+    c->att_items = malloc((T + T / ATT_ROWS + 1) * (size_t)g->n_kv_heads * sizeof *c->att_items);
     if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->kx || !c->vx || !c->gate || !c->up ||
-        !c->cos || !c->sin || !c->row_seq || !c->row_pos) {
+        !c->cos || !c->sin || !c->row_seq || !c->row_pos || !c->row_npos || !c->att_items) {
         eng_ctx_free(c);
         return rs_errf(e, RS_ENOMEM, "out of memory for scratch of %d tokens", max_tokens);
     }
@@ -78,6 +100,8 @@ void eng_ctx_free(eng_ctx *c) {
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
     free(c->row_seq);
     free(c->row_pos);
+    free(c->row_npos);
+    free(c->att_items);
     free(c);
 }
 
@@ -123,25 +147,64 @@ static void matmul(eng_ctx *c, float *y, const float *x, int M, eng_mat W, int K
     matmul_parts(c, x, M, K, &p, 1);
 }
 
-/* Attention of every (row, head) pair of one layer. */
+/* Attention of one layer over a list of items. */
 typedef struct attend_job {
     eng_ctx *c;
     const kv_pool *kv;
     const eng_seq *seqs;
     int layer;
     float scale;
+    int n_threads; /* the items are split into this many cost-balanced ranges */
 } attend_job;
 
-static void attend_piece(void *a, int i0, int i1) {
+/* Items of one layer (the same for every layer) into c->att_items; returns how many. */
+static int att_items_make(eng_ctx *c, int T) {
+    const eng_config *g = &c->m->cfg;
+    int n = 0;
+    int64_t cost = 0;
+    for (int r0 = 0; r0 < T;) {
+        int r1 = r0 + 1;
+        while (r1 < T && r1 - r0 < ATT_ROWS && c->row_seq[r1] == c->row_seq[r0]) r1++;
+        int64_t rows_cost = 0;
+        for (int r = r0; r < r1; r++) rows_cost += c->row_npos[r];
+        for (int h = 0; h < g->n_kv_heads; h++) {
+            cost += rows_cost;
+            c->att_items[n++] = (att_item){r0, r1 - r0, h, cost};
+        }
+        r0 = r1;
+    }
+    return n;
+}
+
+/* Item `it` with per-row attend (tables without attend_rows) or one walk per query head. */
+static void attend_item(const attend_job *j, const att_item *it) {
+    eng_ctx *c = j->c;
+    const eng_config *g = &c->m->cfg;
+    int group = g->n_heads / g->n_kv_heads, d = g->head_dim, qd = g->n_heads * d;
+    const int32_t *blocks = j->seqs[c->row_seq[it->r0]].blocks;
+    for (int h = it->kv_head * group; h < (it->kv_head + 1) * group; h++) {
+        size_t off = (size_t)it->r0 * (size_t)qd + (size_t)h * (size_t)d;
+        if (c->k->attend_rows) {
+            c->k->attend_rows(c->att + off, qd, c->q + off, qd, c->row_npos + it->r0, it->n, j->kv,
+                              blocks, j->layer, it->kv_head, j->scale);
+            continue;
+        }
+        for (int r = 0; r < it->n; r++)
+            c->k->attend(c->att + off + (size_t)r * qd, c->q + off + (size_t)r * qd, j->kv, blocks,
+                         j->layer, it->kv_head, c->row_npos[it->r0 + r], j->scale);
+    }
+}
+
+/* Pieces are threads: thread t takes the items whose cost midpoint falls in its share. */
+static void attend_piece(void *a, int t0, int t1) {
     attend_job *j = a;
-    const eng_config *g = &j->c->m->cfg;
-    int group = g->n_heads / g->n_kv_heads;
-    size_t qd = (size_t)g->n_heads * (size_t)g->head_dim;
-    for (int i = i0; i < i1; i++) {
-        int r = i / g->n_heads, h = i % g->n_heads;
-        size_t off = (size_t)r * qd + (size_t)h * (size_t)g->head_dim;
-        j->c->k->attend(j->c->att + off, j->c->q + off, j->kv, j->seqs[j->c->row_seq[r]].blocks,
-                        j->layer, h / group, j->c->row_pos[r] + 1, j->scale);
+    const att_item *items = j->c->att_items;
+    int n = j->c->n_att_items;
+    int64_t total = items[n - 1].end;
+    for (int i = 0; i < n; i++) {
+        int64_t start = i ? items[i - 1].end : 0, mid2 = start + items[i].end;
+        int t = (int)(mid2 * j->n_threads / (2 * total + 1));
+        if (t >= t0 && t < t1) attend_item(j, &items[i]);
     }
 }
 
@@ -233,8 +296,8 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
         heads_norm_rope(c->kx + (size_t)r * kvd, g->n_kv_heads, L->k_norm, g, cs, sn);
     }
     write_kv(c, kv, seqs, l, T);
-    attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d)};
-    eng_pool_run(c->pool, T * g->n_heads, attend_piece, &aj);
+    attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d), eng_pool_threads(c->pool)};
+    eng_pool_run(c->pool, aj.n_threads, attend_piece, &aj);
     matmul(c, c->tmp, c->att, T, L->o, qd, H);
     for (size_t i = 0; i < (size_t)T * H; i++) c->x[i] += c->tmp[i];
 }
@@ -329,6 +392,7 @@ static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
         for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
             c->row_seq[r] = s;
             c->row_pos[r] = seqs[s].pos0 + t;
+            c->row_npos[r] = c->row_pos[r] + 1;
             size_t base = (size_t)seqs[s].tokens[t] * (size_t)g->hidden;
             for (int i = 0; i < g->hidden; i++)
                 c->x[(size_t)r * g->hidden + i] =
@@ -346,6 +410,7 @@ int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err
     for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
     if ((rc = grow_head(c, want, e))) return rc;
     int T = embed_rows(c, seqs, n_seqs);
+    c->n_att_items = att_items_make(c, T);
     for (int l = 0; l < c->m->cfg.n_layers; l++) {
         attention_block(c, kv, seqs, l, T);
         mlp_block(c, l, T);

@@ -343,4 +343,5 @@ const eng_kernels eng_kernels_avx2 = {
     .name = "avx2",
     .matmul = avx2_matmul,
     .attend = eng_attend_avx2,
+    .attend_rows = eng_attend_rows_avx2,
 };

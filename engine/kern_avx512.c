@@ -138,4 +138,5 @@ const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",
     .matmul = avx512_matmul,
     .attend = eng_attend_avx2,
+    .attend_rows = eng_attend_rows_avx2,
 };

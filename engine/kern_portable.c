@@ -139,4 +139,5 @@ const eng_kernels eng_kernels_portable = {
     .name = "portable",
     .matmul = port_matmul,
     .attend = port_attend,
+    .attend_rows = NULL, /* the forward pass loops over rows */
 };

@@ -91,8 +91,8 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
  * Prefill-friendly attention of R query rows of one (layer, KV head): row r (q + r * ldq, out +
  * r * ldo) attends over positions [0, n_pos[r]). Rows are taken in groups that walk the KV
  * blocks once, so K/V are read once per group instead of once per row; every row's result is
- * bit for bit what eng_attend_avx2 gives it alone. (Not yet in the kernel table: see
- * docs/performance.md.)
+ * bit for bit what eng_attend_avx2 gives it alone. The attend_rows of the AVX2 and AVX-512
+ * tables.
  */
 void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
                           const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,

@@ -38,8 +38,18 @@ typedef struct eng_kernels {
      * row calls it with its own n_pos) and decode, so a row's result never depends on how many
      * other rows there are.
      */
-    void (*attend)(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
-                   int layer, int kv_head, int n_pos, float scale);
+    void (*attend)(float *out, const float *q, const kv_pool *kv, const int32_t *blocks, int layer,
+                   int kv_head, int n_pos, float scale);
+
+    /*
+     * Optional (NULL: the forward pass calls `attend` per row). Attention of R query rows of one
+     * (layer, KV head) in one walk over the blocks, for prefill: row r reads q + r * ldq, writes
+     * out + r * ldo and attends over [0, n_pos[r]). Each row's result is bit for bit what
+     * `attend` gives it alone, so using it never changes a number, only how often K/V are read.
+     */
+    void (*attend_rows)(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
+                        const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
+                        float scale);
 } eng_kernels;
 
 extern const eng_kernels eng_kernels_portable;

@@ -373,9 +373,9 @@ static void test_attend(const eng_kernels *k) {
     test_attend_geometry(k, KV_BF16, 36, 80); /* a block longer than one score chunk */
 }
 
-/* The prefill variant (many rows per walk over the blocks) gives each row the bits of
- * attending alone, for rows of mixed lengths and more rows than one group. */
-static void test_attend_rows(kv_dtype dt, int head_dim, int bs) {
+/* A table's attend_rows (many rows per walk over the blocks) gives each row the bits of the
+ * table's attend alone, for rows of mixed lengths and more rows than one group. */
+static void test_attend_rows(const eng_kernels *k, kv_dtype dt, int head_dim, int bs) {
     kv_pool_config c = {
         .n_layers = 1, .n_kv_heads = 2, .head_dim = head_dim, .block_size = bs, .dtype = dt};
     c.budget_bytes = kv_block_bytes(&c) * 40;
@@ -394,14 +394,14 @@ static void test_attend_rows(kv_dtype dt, int head_dim, int bs) {
     float *q = rnd_vec((size_t)ROWS * (size_t)head_dim, 11u);
     float *many = malloc((size_t)ROWS * (size_t)(head_dim + 1) * sizeof *many);
     float *one = malloc((size_t)head_dim * sizeof *one);
-    eng_attend_rows_avx2(many, head_dim + 1, q, head_dim, n_pos, ROWS, &p, table, 0, 1, 0.2f);
+    k->attend_rows(many, head_dim + 1, q, head_dim, n_pos, ROWS, &p, table, 0, 1, 0.2f);
     int same = 1;
     for (int r = 0; r < ROWS; r++) {
-        eng_attend_avx2(one, q + (size_t)r * head_dim, &p, table, 0, 1, n_pos[r], 0.2f);
+        k->attend(one, q + (size_t)r * head_dim, &p, table, 0, 1, n_pos[r], 0.2f);
         same &= !memcmp(one, many + (size_t)r * (head_dim + 1), (size_t)head_dim * sizeof *one);
     }
-    TAP_OK(same, "avx2 attend_rows kv=%s d=%d bs=%d: %d rows of mixed n_pos == each row alone",
-           dt == KV_F32 ? "f32" : "bf16", head_dim, bs, ROWS);
+    TAP_OK(same, "%s attend_rows kv=%s d=%d bs=%d: %d rows of mixed n_pos == each row alone",
+           k->name, dt == KV_F32 ? "f32" : "bf16", head_dim, bs, ROWS);
     free(q);
     free(many);
     free(one);
@@ -425,13 +425,11 @@ int main(void) {
         test_attend(k);
         if (!strcmp(k->name, "avx2"))
             for (int t = 0; t < 3; t++) test_avx2_spec(k, (eng_dtype)t);
-    }
-    if (cpu_runs("avx2")) {
-        test_attend_rows(KV_BF16, 128, 16);
-        test_attend_rows(KV_BF16, 20, 7);
-        test_attend_rows(KV_F32, 36, 80);
-    } else {
-        tap_skip("avx2 attend_rows: this CPU lacks AVX2");
+        if (k->attend_rows) {
+            test_attend_rows(k, KV_BF16, 128, 16);
+            test_attend_rows(k, KV_BF16, 20, 7);
+            test_attend_rows(k, KV_F32, 36, 80);
+        }
     }
     unsetenv("RADIXSERVE_ISA");
     return tap_done();
