@@ -238,27 +238,27 @@ static void basename_of(const char *dir, char *out, size_t n) {
     snprintf(out, n, "%.*s", (int)(len - start), dir + start);
 }
 
-/* The context: the model's maximum, lowered to what the pool holds for one sequence. */
-static int pick_ctx(const serve_opts *o, const eng_model *m) {
-    const eng_config *cfg = eng_model_config(m);
-    size_t budget = (size_t)o->kv_cache_mb << 20;
-    kv_pool_config kc = eng_kv_config(m, o->block_size, -1, budget);
-    long pool_tokens = (long)(budget / kv_block_bytes(&kc)) * o->block_size;
-    long ctx = o->ctx_size ? o->ctx_size : cfg->max_pos;
-    if (ctx > pool_tokens) {
+/* A non-negative integer from the environment (test knobs), 0 when unset or malformed. */
+static int env_ms(const char *name) {
+    const char *v = getenv(name);
+    int x = v ? atoi(v) : 0;
+    return x > 0 ? x : 0;
+}
+
+/* Say when the context in force (the scheduler's: the model's maximum, lowered to what the KV
+ * pool holds for one sequence) is not what was asked for. */
+static void report_ctx(const serve_opts *o, const eng_model *m, int in_force) {
+    long asked = o->ctx_size ? o->ctx_size : eng_model_config(m)->max_pos;
+    if (in_force < asked)
         fprintf(stderr,
-                "radixserve: context lowered from %ld to %ld tokens (what %d MB of KV "
-                "cache holds for one sequence)\n",
-                ctx, pool_tokens, o->kv_cache_mb);
-        ctx = pool_tokens;
-    }
-    return (int)ctx;
+                "radixserve: context lowered from %ld to %d tokens (the model's maximum and what "
+                "%d MB of KV cache holds for one sequence)\n",
+                asked, in_force, o->kv_cache_mb);
 }
 
 static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     double t0 = rs_now();
-    const char *delay = getenv("RADIXSERVE_TEST_LOAD_DELAY_MS"); /* tests: /health while loading */
-    if (delay) usleep((useconds_t)atoi(delay) * 1000u);
+    usleep((useconds_t)env_ms("RADIXSERVE_TEST_LOAD_DELAY_MS") * 1000u); /* /health loading */
     step("tokenizer", t0, 0);
     if (tok_load(&sv->tok, o->model, e)) return -1;
     step("tokenizer", t0, 1);
@@ -276,11 +276,14 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .max_batch = o->max_batch,
         .max_queue = o->max_queue,
         .token_budget = o->token_budget,
-        .ctx_size = pick_ctx(o, sv->model),
+        .ctx_size = o->ctx_size,
         .prefix_cache = !o->no_prefix_cache,
+        .step_delay_ms = env_ms("RADIXSERVE_TEST_STEP_DELAY_MS"), /* tests: slow steps */
     };
     if (sc.n_threads < 1) sc.n_threads = 1;
     if (sched_start(&sv->sched, sv->model, sv->tok, &sc, e)) return -1;
+    sched_get_config(sv->sched, &sc); /* what is in force: ctx_size fitted to the pool */
+    report_ctx(o, sv->model, sc.ctx_size);
     sv->bctx.s = sv->sched;
     sv->bctx.tok = sv->tok;
     srv_backend be;

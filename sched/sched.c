@@ -2,6 +2,7 @@
  * that runs steps (step.c) until stopped. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sched/sched_int.h"
 
@@ -153,12 +154,22 @@ static void serve_snapshot(sched *s) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* The test-only pause after a step that ran the model (sched_config.step_delay_ms). */
+static void step_delay(const sched *s, int64_t steps_before) {
+    if (s->cfg.step_delay_ms <= 0 || s->steps == steps_before) return;
+    struct timespec ts = {s->cfg.step_delay_ms / 1000,
+                          (long)(s->cfg.step_delay_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 static void *sched_main(void *arg) {
     sched *s = arg;
     while (!take_inbox(s)) {
         serve_snapshot(s);
+        int64_t steps = s->steps;
         sched_step(s);
         sched_publish_stats(s);
+        step_delay(s, steps);
     }
     /* Stopping: no submission gets in any more (submit checks `stopping` under mu). */
     take_inbox(s);

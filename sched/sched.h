@@ -33,6 +33,9 @@ typedef struct sched_config {
     int prefix_cache;      /* 1: radix-tree prefix cache on; 0: off (every prompt computed) */
     double max_wait_s;     /* age bound of cache-aware admission: a request waiting longer is
                               admitted before any better cache hit (<= 0: 2 s) */
+    int step_delay_ms;     /* tests only (<= 0: none): sleep this long after every step that ran
+                              the model, so a prefill or decode surely outlasts a client's
+                              disconnect (serve reads RADIXSERVE_TEST_STEP_DELAY_MS) */
 } sched_config;
 
 /* Zero or negative fields of a sched_config get defaults at sched_start: n_threads 1,

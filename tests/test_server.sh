@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # test_server.sh — the real server on a free loopback port with models/stories260K, driven by
 # curl: /health while loading, the known greedy story, streamed == non-streamed, cached_tokens on
-# a repeat, stop strings, seeds, n=2, every error status but 503 (test_server_qwen.sh has it:
-# it needs requests slower than this model's), the malformed-JSON corpus, fuzzed bodies, CORS, a
-# disconnect mid-decode freeing its sequence and blocks within a second, and SIGTERM -> exit 0.
+# a repeat, stop strings, seeds, n=2, every error status but 503 (test_server_qwen.sh has it),
+# the malformed-JSON corpus, fuzzed bodies, CORS, a disconnect mid-decode freeing its sequence
+# and blocks within a second (on a second server whose steps are slowed), and SIGTERM -> exit 0.
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT"
@@ -179,13 +179,23 @@ PYEOF
 ok $([ "$(echo "$fuzz" | head -1)" = 0 ] && [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")" = 200 ]; echo $?) "300 fuzzed bodies: no 5xx or hang, healthy after (${fuzz%%$'\n'*} bad)"
 [ "$(echo "$fuzz" | head -1)" = 0 ] || echo "# $fuzz"
 
-# Disconnects mid-decode (streaming and not): the sequence leaves and nothing stays pinned.
+# Disconnects mid-decode (streaming and not): the sequence leaves and nothing stays pinned. A
+# second server pauses 20 ms after every scheduler step (RADIXSERVE_TEST_STEP_DELAY_MS), so the
+# 510 decode steps of these requests (16 choices up to the 512-token context) take over 10 s and
+# the client surely leaves mid-decode, however fast the model is.
 # The release bound is the spec's one second; sanitizer builds run the model several times slower.
 limit=1000
 case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
-metric() { curl -s -m 5 -H "Authorization: Bearer $KEY" "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+PORT2=$(free_port)
+U2=http://127.0.0.1:$PORT2
+RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model models/stories260K --port "$PORT2" \
+    --kv-cache-mb 16 --threads 1 >"$TMP/server2.log" 2>&1 &
+S2=$!
+pids+=("$S2")
+for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
+metric() { curl -s -m 5 "$U2/metrics" | awk -v k="$1" '$1==k {print $2}'; }
 for mode in true false; do
-    curl -sN -m 0.3 "${A[@]}" "$U/v1/completions" -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"n\":16,\"stream\":$mode}" >/dev/null 2>&1
+    curl -sN -m 0.5 "$U2/v1/completions" -H 'Content-Type: application/json' -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"n\":16,\"stream\":$mode}" >/dev/null 2>&1
     t0=$(date +%s%N); running=x; pinned=x; ms=0
     while [ $ms -lt $limit ]; do
         running=$(metric radixserve_running_sequences); pinned=$(metric 'radixserve_kv_blocks{state="pinned"}')
@@ -194,8 +204,12 @@ for mode in true false; do
     done
     ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le $limit ]; echo $?) "disconnect mid-decode (stream=$mode): running=$running pinned=$pinned after ${ms} ms"
 done
+steps=$(metric radixserve_steps_total); first=$(metric radixserve_time_to_first_token_seconds_count)
+ok $([ "$first" = 2 ] && [ "${steps:-0}" -ge 4 ] && [ "$steps" -lt 510 ]; echo $?) "... seen mid-decode: both sent tokens ($first first tokens), $steps steps ran of the 510 either needs"
 for _ in $(seq 20); do c499=$(metric 'radixserve_requests_total{status="499"}'); [ "${c499:-0}" -ge 2 ] && break; sleep 0.05; done
-ok $([ "${c499:-0}" -ge 2 ]; echo $?) "/metrics counts the disconnects as 499 ($c499)"
+ok $([ "${c499:-0}" = 2 ]; echo $?) "/metrics counts the disconnects as 499 ($c499)"
+kill -TERM "$S2"; wait "$S2"; rc2=$?
+ok $([ $rc2 = 0 ]; echo $?) "second server: SIGTERM exit 0 (got $rc2)"
 
 kill -TERM "$SERVER"
 wait "$SERVER"; rc=$?

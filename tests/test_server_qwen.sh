@@ -3,7 +3,9 @@
 # bench/make_model.py): the real chat template through /tokenize (enable_thinking, tools, text
 # parts), reasoning split into reasoning_content (the <think> token forced with logit_bias, since
 # a random model never chooses it), a config file whose keys flags override, and disconnects in
-# the middle of a 4000-token prefill (seconds on one thread) freeing everything within a second.
+# the middle of a 4000-token prefill freeing everything within a second. Both servers run with
+# RADIXSERVE_TEST_STEP_DELAY_MS (a pause after every scheduler step), so the prefill surely
+# outlasts the client and the queue-full requests surely still run: no timing luck.
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT"
@@ -27,7 +29,8 @@ U=http://127.0.0.1:$PORT
 cat >"$TMP/cfg.json" <<EOF
 {"served-model-name": "qwen-tiny", "ctx-size": 8192, "port": 1, "kv-cache-mb": 16, "threads": 1, "token-budget": 256}
 EOF
-"$BIN" serve --model "$TMP/tiny-qwen3" --config "$TMP/cfg.json" --port "$PORT" >"$TMP/log" 2>&1 &
+# 100 ms per step: the 16 prefill steps of a 4000-token prompt (budget 256) take >= 1.6 s.
+RADIXSERVE_TEST_STEP_DELAY_MS=100 "$BIN" serve --model "$TMP/tiny-qwen3" --config "$TMP/cfg.json" --port "$PORT" >"$TMP/log" 2>&1 &
 SERVER=$!
 for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")" = 200 ] && break; sleep 0.1; done
 post() { curl -s -m 20 "$U$1" -H 'Content-Type: application/json' -d "$2"; }
@@ -62,6 +65,8 @@ metric() { curl -s -m 5 "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
 for mode in true false; do
     word=$([ $mode = true ] && echo "hello world" || echo "good night")
     $PY -c "import json,sys; print(json.dumps({'prompt': (sys.argv[1] + ' ') * 2000, 'max_tokens': 1, 'stream': sys.argv[2] == 'true'}))" "$word" $mode >"$TMP/long.json"
+    n_prompt=$(post /tokenize @"$TMP/long.json" | json 'd["count"]')
+    steps0=$(metric radixserve_steps_total); gen0=$(metric radixserve_completion_tokens_total)
     curl -sN -m 0.8 "$U/v1/completions" -H 'Content-Type: application/json' -d @"$TMP/long.json" >"$TMP/out" 2>/dev/null
     t0=$(date +%s%N)
     ms=0
@@ -70,14 +75,17 @@ for mode in true false; do
         ms=$(( ($(date +%s%N) - t0) / 1000000 ))
         [ "$running" = 0 ] && [ "$pinned" = 0 ] && break; sleep 0.02
     done
+    steps=$(( $(metric radixserve_steps_total) - steps0 )); gen=$(( $(metric radixserve_completion_tokens_total) - gen0 ))
     ok $([ "$running" = 0 ] && [ "$pinned" = 0 ] && [ $ms -le $limit ] && ! grep -q '"text"' "$TMP/out"; echo $?) "disconnect mid-prefill (stream=$mode): no token sent, running=$running pinned=$pinned after ${ms} ms"
+    ok $([ "${n_prompt:-0}" -gt 3000 ] && [ $steps -ge 1 ] && [ $steps -lt $(( (n_prompt + 255) / 256 )) ] && [ $gen = 0 ]; echo $?) "... seen mid-prefill: $steps of $(( (n_prompt + 255) / 256 )) prefill steps ran ($n_prompt tokens), $gen tokens generated"
 done
 
 # A full queue (one running, one waiting: the third gets 503 + Retry-After), then SIGTERM while
 # both are still in the scheduler: they are answered and the process exits 0.
 PORT2=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 U2=http://127.0.0.1:$PORT2
-"$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 --no-prefix-cache >"$TMP/log2" 2>&1 &
+# 20 ms per step: the two 4000-token generations below run for over a minute unless cancelled.
+RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 --no-prefix-cache >"$TMP/log2" 2>&1 &
 S2=$!
 for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
 rep='{"prompt":"one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty","max_tokens":1}'

@@ -29,7 +29,10 @@ const freePort = () => new Promise((res) => {
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const server = spawn(bin, ['serve', '--model', path.join(root, 'models/stories260K'), '--port',
-    String(port), '--kv-cache-mb', '16', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    String(port), '--kv-cache-mb', '16', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'],
+    // 5 ms after every scheduler step: the aborted request's 510 decode steps then take over
+    // 2.5 s, so the abort surely lands mid-decode however fast the model is.
+    env: { ...process.env, RADIXSERVE_TEST_STEP_DELAY_MS: '5' } });
 let log = '';
 server.stderr.on('data', (d) => { log += d; });
 const stop = () => { try { server.kill('SIGTERM'); } catch { /* already gone */ } };
@@ -139,6 +142,7 @@ async function main() {
     ok(st2 === g.text && u.outputTokens === 30, `AI SDK streamText (${JSON.stringify(u.outputTokens)})`);
 
     // A client that aborts mid-stream frees its sequence and blocks within a second.
+    const steps0 = await metric('radixserve_steps_total');
     const ac = new AbortController();
     try {
         const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000, n: 16,
@@ -155,6 +159,8 @@ async function main() {
         await new Promise((r) => setTimeout(r, 50));
     }
     const left = await metric('radixserve_requests_total{status="499"}');
+    const steps = (await metric('radixserve_steps_total')) - steps0;
+    ok(steps >= 1 && steps < 510, `abort seen mid-decode: ${steps} of the 510 steps it needs ran`);
     ok(running === 0 && pinned === 0 && left === 1,
         `abort mid-stream: running=${running} pinned=${pinned} after ${Date.now() - t0} ms, 499s=${left}`);
 }
