@@ -265,14 +265,22 @@ static int cand_cmp(const void *x, const void *y) {
     return a->order - b->order;
 }
 
-/* Rank the head of the waiting queue once per step (one tree match each). */
+/* The length match_len would give, without refreshing last-access times or counting a lookup:
+ * ranking looks at up to ADMIT_WINDOW waiting sequences every step, and only an admission is a
+ * use of the cache. */
+static int peek_len(const sched *s, const sched_seq *q) {
+    if (!s->cfg.prefix_cache) return 0;
+    int m = rt_peek(s->tree, q->req->ns, q->toks.v, q->toks.n - 1);
+    return m > 0 ? m : 0;
+}
+
+/* Rank the head of the waiting queue once per step (one read-only tree walk each). */
 static int rank(sched *s, cand *c) {
     double now = rs_now();
     int n = s->waiting.n < ADMIT_WINDOW ? s->waiting.n : ADMIT_WINDOW;
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->waiting.v[i];
-        rt_node *node;
-        c[i] = (cand){.q = q, .matched = match_len(s, q, &node), .order = i};
+        c[i] = (cand){.q = q, .matched = peek_len(s, q), .order = i};
         c[i].first = i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s);
     }
     qsort(c, (size_t)n, sizeof *c, cand_cmp);
