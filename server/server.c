@@ -121,8 +121,8 @@ static enum MHD_Result route_metrics(srv_conn *c, struct MHD_Connection *conn) {
                      "text/plain; version=0.0.4");
 }
 
-static enum MHD_Result route_cache(srv_conn *c, struct MHD_Connection *conn) {
-    srv *s = c->s;
+/* The cache's counters (the scheduler's statistics snapshot). */
+static cJSON *cache_summary(srv *s) {
     sched_stats st;
     s->be.get_stats(s->be.ctx, &st);
     cJSON *o = cJSON_CreateObject(), *b = cJSON_AddObjectToObject(o, "blocks");
@@ -142,6 +142,77 @@ static enum MHD_Result route_cache(srv_conn *c, struct MHD_Connection *conn) {
     cJSON_AddNumberToObject(o, "evicted_blocks", (double)st.cache_evicted_blocks);
     cJSON_AddNumberToObject(o, "running", st.running);
     cJSON_AddNumberToObject(o, "waiting", st.waiting);
+    return o;
+}
+
+#define CACHE_TOKENS_DEFAULT 16   /* tokens shown per edge unless ?tokens=N says otherwise */
+#define CACHE_TOKENS_MAX     4096 /* a debug view, not a dump of every prompt */
+
+/* ?tokens=N: how many tokens of each edge to show; -1 when malformed or out of range. */
+static int cache_tokens_arg(struct MHD_Connection *conn) {
+    const char *v = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "tokens");
+    if (!v) return CACHE_TOKENS_DEFAULT;
+    char *end;
+    long x = strtol(v, &end, 10);
+    return *v && !*end && x >= 0 && x <= CACHE_TOKENS_MAX ? (int)x : -1;
+}
+
+/* Each node's shown tokens as text too: the view is read by people. */
+static void add_node_text(srv *s, cJSON *nodes) {
+    cJSON *n, *t;
+    cJSON_ArrayForEach(n, nodes) {
+        cJSON *toks = cJSON_GetObjectItemCaseSensitive(n, "tokens");
+        int k = 0, len = cJSON_GetArraySize(toks);
+        int32_t *ids = len ? malloc((size_t)len * sizeof *ids) : NULL;
+        if (!ids) continue;
+        cJSON_ArrayForEach(t, toks) ids[k++] = (int32_t)t->valuedouble;
+        char *text = NULL;
+        rs_err e;
+        if (s->be.decode(s->be.ctx, ids, k, 0, &text, &e) == 0)
+            cJSON_AddStringToObject(n, "text", text);
+        free(text);
+        free(ids);
+    }
+}
+
+/* The radix tree as the scheduler sees it between two steps (NULL with *err set on failure). */
+static cJSON *cache_tree(srv *s, int max_tokens, api_error *err) {
+    char *json = NULL;
+    rs_err e = {0};
+    int rc = s->be.cache_json(s->be.ctx, max_tokens, &json, &e);
+    if (rc) {
+        if (rc == RS_ECANCELED)
+            api_errorf(err, 503, "server_error", NULL, "shutting_down", "%s", e.msg);
+        else
+            api_errorf(err, 500, "server_error", NULL, NULL, "%s", e.msg);
+        return NULL;
+    }
+    cJSON *tree = cJSON_Parse(json);
+    free(json);
+    if (!tree) {
+        api_errorf(err, 500, "server_error", NULL, NULL, "the cache snapshot is not valid JSON");
+        return NULL;
+    }
+    add_node_text(s, cJSON_GetObjectItemCaseSensitive(tree, "nodes"));
+    return tree;
+}
+
+/* GET /v1/cache[?tokens=N]: the counters, and the tree itself (nodes in pre-order with their
+ * token counts, pins, last access and first N tokens) when the backend has one. */
+static enum MHD_Result route_cache(srv_conn *c, struct MHD_Connection *conn) {
+    srv *s = c->s;
+    api_error err;
+    int max_tokens = cache_tokens_arg(conn);
+    if (max_tokens < 0) {
+        api_errorf(&err, 400, "invalid_request_error", "tokens", "invalid_value",
+                   "tokens must be an integer from 0 to %d", CACHE_TOKENS_MAX);
+        return srv_reply_error(c, conn, &err);
+    }
+    cJSON *tree = NULL;
+    if (s->be.cache_json && !(tree = cache_tree(s, max_tokens, &err)))
+        return srv_reply_error(c, conn, &err);
+    cJSON *o = cache_summary(s);
+    if (tree) cJSON_AddItemToObject(o, "tree", tree);
     return reply_json(c, conn, o);
 }
 

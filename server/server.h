@@ -53,6 +53,9 @@ typedef struct srv_backend {
     /* tok_encode / tok_decode of the served model's tokenizer */
     int (*encode)(void *ctx, const char *text, size_t len, int flags, rs_ivec *out, rs_err *e);
     int (*decode)(void *ctx, const int32_t *ids, int n, int skip_special, char **out, rs_err *e);
+    /* sched_cache_json: the radix tree as JSON (*out malloc'd) for GET /v1/cache; NULL: the
+     * backend has no tree to show (the answer then carries the summary only) */
+    int (*cache_json)(void *ctx, int max_tokens, char **out, rs_err *e);
 } srv_backend;
 
 /* What the server knows of the served model. */

@@ -21,6 +21,10 @@ static int b_decode(void *ctx, const int32_t *ids, int n, int skip_special, char
     return tok_decode(((srv_sched_ctx *)ctx)->tok, ids, n, skip_special, out, e);
 }
 
+static int b_cache_json(void *ctx, int max_tokens, char **out, rs_err *e) {
+    return sched_cache_json(((srv_sched_ctx *)ctx)->s, max_tokens, out, e);
+}
+
 void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
     be->ctx = ctx;
     be->submit = b_submit;
@@ -31,4 +35,5 @@ void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
     be->get_stats = b_stats;
     be->encode = b_encode;
     be->decode = b_decode;
+    be->cache_json = b_cache_json;
 }

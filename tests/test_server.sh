@@ -128,7 +128,17 @@ ok $([ $bad = 0 ]; echo $?) "malformed-JSON corpus: every body is a 400 with an 
 code=$(curl -s -m 5 -o /dev/null -D "$TMP/h" -w '%{http_code}' -X OPTIONS "$U/v1/chat/completions" \
     -H 'Origin: http://localhost:3000' -H 'Access-Control-Request-Method: POST' -H 'Access-Control-Request-Headers: authorization,content-type')
 ok $([ "$code" = 204 ] && grep -qi 'access-control-allow-origin: \*' "$TMP/h" && grep -qi 'access-control-allow-headers: authorization,content-type' "$TMP/h"; echo $?) "CORS preflight (no key needed)"
-code=$(status "${A[@]}" "$U/v1/cache"); ok $([ "$code" = 200 ] && grep -q '"blocks"' "$TMP/body"; echo $?) "/v1/cache"
+# /v1/cache: the summary and the radix tree. A prompt sent twice is served from a node whose
+# edge shows its first tokens (as ids and text), with its token count, pins and last access.
+rq='{"prompt":"Tom had a red ball and a blue kite. He played in the garden with his dog Max every day.","max_tokens":2,"temperature":0}'
+post /v1/completions "$rq" >/dev/null
+hit=$(post /v1/completions "$rq" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
+code=$(status "${A[@]}" "$U/v1/cache?tokens=64")
+tree=$(json '" ".join(str(x) for x in [d["blocks"]["total"] > 0, d["nodes"] == d["tree"]["stats"]["nodes"],
+    all(n["n_tokens"] == 16 * n["n_blocks"] and n["pin"] == 0 and n["last_access"] <= d["tree"]["clock"] for n in d["tree"]["nodes"]),
+    any(n["depth"] >= 1 and n["n_tokens"] >= 16 and "Tom had a red ball" in n.get("text", "") for n in d["tree"]["nodes"])])' <"$TMP/body")
+ok $([ "$code" = 200 ] && [ "${hit:-0}" -ge 16 ] && [ "$tree" = "True True True True" ]; echo $?) "/v1/cache: tree nodes with token counts, pins, last access; the repeated prompt's node ($code, cached $hit, checks: $tree)"
+code=$(status "${A[@]}" "$U/v1/cache?tokens=x"); ok $([ "$code" = 400 ]; echo $?) "/v1/cache?tokens=x: 400"
 tok=$(post /tokenize '{"prompt":"Once upon a time"}' | json 'd["tokens"]')
 detok=$(post /detokenize "{\"tokens\":$tok}" | json 'd["prompt"]')
 ok $(case "$detok" in *"Once upon a time") echo 0 ;; *) echo 1 ;; esac) "/tokenize then /detokenize round-trips ($tok -> '$detok')"

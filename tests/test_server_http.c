@@ -41,6 +41,7 @@ typedef struct fake {
     atomic_int running;   /* requests whose thread has not finished */
     atomic_int cancelled; /* requests that ended by cancellation */
     atomic_int submitted;
+    atomic_int cache_max; /* max_tokens of the last cache_json call */
 } fake;
 
 static fake F;
@@ -193,6 +194,18 @@ static void fake_stats(void *ctx, sched_stats *st) {
     st->block_size = 16;
 }
 
+/* A two-node tree: the namespace node and one edge whose first tokens spell "Hi". */
+static int fake_cache_json(void *ctx, int max_tokens, char **out, rs_err *e) {
+    (void)ctx, (void)e;
+    atomic_store(&F.cache_max, max_tokens);
+    *out = strdup("{\"clock\":7,\"stats\":{\"nodes\":1},\"nodes\":["
+                  "{\"id\":1,\"parent\":0,\"ns\":\"0\",\"depth\":0,\"n_tokens\":0,\"n_blocks\":0,"
+                  "\"pin\":0,\"last_access\":7,\"tokens\":[],\"blocks\":[]},"
+                  "{\"id\":2,\"parent\":1,\"ns\":\"0\",\"depth\":1,\"n_tokens\":16,\"n_blocks\":1,"
+                  "\"pin\":1,\"last_access\":7,\"tokens\":[72,105],\"blocks\":[3]}]}");
+    return 0;
+}
+
 static int fake_encode(void *ctx, const char *text, size_t len, int flags, rs_ivec *out,
                        rs_err *e) {
     (void)ctx, (void)flags, (void)e;
@@ -320,8 +333,14 @@ static void test_basic(void) {
     http(&r, "POST", "/detokenize", "{\"tokens\":[104,105]}", NULL);
     TAP_OK(r.status == 200 && strstr(r.body, "\"prompt\":\"hi\""), "/detokenize");
     http(&r, "GET", "/v1/cache", NULL, NULL);
-    TAP_OK(r.status == 200 && strstr(r.body, "\"blocks\":{") && strstr(r.body, "\"total\":64"),
-           "/v1/cache summary");
+    TAP_OK(r.status == 200 && strstr(r.body, "\"blocks\":{") && strstr(r.body, "\"total\":64") &&
+               strstr(r.body, "\"tree\":{\"clock\":7") && strstr(r.body, "\"n_tokens\":16") &&
+               strstr(r.body, "\"text\":\"Hi\"") && atomic_load(&F.cache_max) == 16,
+           "/v1/cache: summary and the tree (16 tokens per edge, shown as text too)");
+    http(&r, "GET", "/v1/cache?tokens=3", NULL, NULL);
+    TAP_OK(r.status == 200 && atomic_load(&F.cache_max) == 3, "/v1/cache?tokens=3 asks for 3");
+    http(&r, "GET", "/v1/cache?tokens=-1", NULL, NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"tokens\""), "/v1/cache?tokens=-1: 400");
     http(&r, "GET", "/metrics", NULL, NULL);
     TAP_OK(r.status == 200 && strstr(r.body, "radixserve_requests_total{status=\"200\"}") &&
                strstr(r.body, "radixserve_time_to_first_token_seconds_bucket") &&
@@ -515,8 +534,9 @@ int main(void) {
     test_loading(s);
     api_tpl tpl;
     api_tpl_init_string(&tpl, NULL, "", "", &e);
-    srv_backend be = {NULL,       fake_submit, fake_next,  fake_cancel, fake_free, fake_event_free,
-                      fake_stats, fake_encode, fake_decode};
+    srv_backend be = {NULL,        fake_submit,     fake_next,  fake_cancel,
+                      fake_free,   fake_event_free, fake_stats, fake_encode,
+                      fake_decode, fake_cache_json};
     srv_model m = {
         .tpl = &tpl, .ctx_size = 256, .vocab_size = 256, .thinking = 1, .prefix_cache = 1};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
