@@ -199,11 +199,14 @@ case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
 PORT2=$(free_port)
 U2=http://127.0.0.1:$PORT2
 RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model models/stories260K --port "$PORT2" \
-    --kv-cache-mb 16 --threads 1 >"$TMP/server2.log" 2>&1 &
+    --kv-cache-mb 16 --threads 1 --ctx-size 100000 >"$TMP/server2.log" 2>&1 &
 S2=$!
 pids+=("$S2")
 for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
 metric() { curl -s -m 5 "$U2/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+# --ctx-size above the model's 512 positions: the context in force (the scheduler's) is reported.
+mml=$(curl -s "$U2/v1/models" | json 'd["data"][0]["max_model_len"]')
+ok $([ "$mml" = 512 ] && grep -q 'context lowered from 100000 to 512' "$TMP/server2.log"; echo $?) "--ctx-size 100000 on a 512-position model: context 512 said at start-up and by /v1/models ($mml)"
 for mode in true false; do
     curl -sN -m 0.5 "$U2/v1/completions" -H 'Content-Type: application/json' -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"n\":16,\"stream\":$mode}" >/dev/null 2>&1
     t0=$(date +%s%N); running=x; pinned=x; ms=0

@@ -110,6 +110,24 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 wait "${bg[@]}"
 ok $([ $rc2 = 0 ] && grep -q shutting_down "$TMP/bg1" && [ "$(cat "$TMP/bgc1")" = 503 ]; echo $?) "SIGTERM with requests running: they get 503 shutting_down, exit 0 in ${ms} ms (rc $rc2, codes $(cat "$TMP"/bgc* | tr '\n' ' '))"
 
+# The context in force is the scheduler's: 1 MB of KV holds 64 blocks of 16 tokens for this
+# model (2 layers, 2 KV heads of 32 f32), so 40960 is lowered to 1024, said at start-up, reported
+# by /v1/models and enforced: a 1024-token prompt is a 400 naming the limit, 1023 tokens run and
+# stop at the context after one token.
+PORT3=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+U3=http://127.0.0.1:$PORT3
+"$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT3" --kv-cache-mb 1 --threads 1 >"$TMP/log3" 2>&1 &
+S3=$!
+for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U3/health")" = 200 ] && break; sleep 0.1; done
+mml=$(curl -s "$U3/v1/models" | json 'd["data"][0]["max_model_len"]')
+ok $([ "$mml" = 1024 ] && grep -q 'context lowered from 40960 to 1024 tokens' "$TMP/log3" && grep -q 'context 1024 tokens' "$TMP/log3"; echo $?) "--kv-cache-mb 1: context 1024 said at start-up and by /v1/models ($mml)"
+ids() { $PY -c "import json,sys; print(json.dumps({'prompt': [100] * int(sys.argv[1]), 'max_tokens': 5}))" "$1"; }
+code=$(curl -s -m 20 -o "$TMP/body3" -w '%{http_code}' "$U3/v1/completions" -H 'Content-Type: application/json' -d "$(ids 1024)")
+ok $([ "$code" = 400 ] && grep -q context_length_exceeded "$TMP/body3" && grep -q 1024 "$TMP/body3"; echo $?) "a 1024-token prompt: 400 context_length_exceeded naming 1024 ($code)"
+r=$(curl -s -m 20 "$U3/v1/completions" -H 'Content-Type: application/json' -d "$(ids 1023)")
+ok $(echo "$r" | json 'd["choices"][0]["finish_reason"]=="length" and d["usage"]["completion_tokens"]==1' | grep -q True; echo $?) "a 1023-token prompt runs and stops at the context after one token"
+kill -TERM "$S3"; wait "$S3"
+
 kill -TERM "$SERVER"; wait "$SERVER"; rc=$?; SERVER=
 ok $([ $rc = 0 ]; echo $?) "SIGTERM: exit 0"
 echo "1..$n"
