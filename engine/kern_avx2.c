@@ -114,7 +114,149 @@ AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, in
  * Column blocks of 1 MB of weights: on Zen 3 (512 KB L2) this beat 256 and 512 KB by 5-15% of
  * CPU time for 512 x 3072 x 1024 and 512 x 1024 x 3072, since it re-reads the activations fewer
  * times. */
-ENG_DEFINE_MATMUL(avx2_matmul, 8, 6, 4, 3, 1024 * 1024)
+ENG_DEFINE_MATMUL(avx2_direct, 8, 6, 4, 3, 1024 * 1024)
+
+/* ---------------------------------------------------------------- packed GEMM (prefill) */
+
+/*
+ * With many activation rows, widening BF16/F16 in registers costs a shuffle and a shift per
+ * weight vector, on the same ports as the FMAs, again for every 4-row tile. The packed path
+ * widens a column block of weight rows once into a per-call F32 buffer laid out in the order
+ * the tile reads it (panels of PACK_NR rows: step s of 8 elements, then row j), and runs every
+ * row tile over it. Each element still accumulates fma(x[k..k+8), w[k..k+8), acc) in k order
+ * from zero, the K tail zero-padded on both sides, then hsum8: the direct path's sequence, so
+ * the two paths give the same bits (the kernel test checks M = 1 against M = 512).
+ */
+enum {
+    PACK_NR = 3,             /* weight rows per panel and per tile */
+    PACK_MIN_M = 16,         /* fewer rows: the direct path (widening once per row tile is cheap) */
+    PACK_BYTES = 256 * 1024, /* F32 panel bytes per column block, kept in L2 */
+};
+
+/* Steps of 8 elements covering K (the last one zero-padded). */
+AVX2_INLINE int steps_of(int K) {
+    return (K + AVX2_LANES - 1) / AVX2_LANES;
+}
+
+/* Widen weight rows [n, n + nr) into one panel: dst[(s * nr + j) * 8 + l] = W[n + j][8s + l]. */
+static void pack_panel(float *dst, const void *W, eng_dtype t, int K, int n, int nr) {
+    size_t rb = (size_t)K * elem_size(t);
+    int S = steps_of(K), full = K / AVX2_LANES;
+    for (int j = 0; j < nr; j++) {
+        const char *row = (const char *)W + (size_t)(n + j) * rb;
+        float *d = dst + (size_t)j * AVX2_LANES;
+        for (int s = 0; s < full; s++)
+            _mm256_store_ps(d + (size_t)s * nr * AVX2_LANES, load8(row, t, s * AVX2_LANES));
+        if (full < S)
+            _mm256_store_ps(d + (size_t)full * nr * AVX2_LANES,
+                            load_tail(row, t, full * AVX2_LANES, K - full * AVX2_LANES));
+    }
+}
+
+/* Step s of a packed tile: acc[i][j] += x row i . panel row j over 8 elements (n < 8: the
+ * zero-padded tail; the panel is zero-padded already). */
+AVX2_INLINE void packed_step(__m256 acc[ENG_TILE_MR][PACK_NR], const float *x, int K,
+                             const float *panel, int s, int n, int MR, int NR) {
+    __m256 w[PACK_NR];
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++) w[j] = _mm256_load_ps(panel + (size_t)(s * NR + j) * AVX2_LANES);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        const float *xi = x + (size_t)i * (size_t)K;
+        __m256 xv = n == AVX2_LANES ? _mm256_loadu_ps(xi + s * AVX2_LANES)
+                                    : load_tail(xi, ENG_F32, s * AVX2_LANES, n);
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_fmadd_ps(xv, w[j], acc[i][j]);
+    }
+}
+
+/* The tile of MR activation rows (x, rows K apart) by the NR weight rows of a packed panel that
+ * start at column n, into y. MR, NR constants at every call. */
+AVX2_INLINE void packed_tile(float *y, int ldy, const float *x, int K, const float *panel, int n,
+                             int MR, int NR) {
+    __m256 acc[ENG_TILE_MR][PACK_NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+    int full = K / AVX2_LANES, s = 0;
+#pragma GCC unroll 4
+    for (; s < full; s++) packed_step(acc, x, K, panel, s, AVX2_LANES, MR, NR);
+    if (s * AVX2_LANES < K) packed_step(acc, x, K, panel, s, K - s * AVX2_LANES, MR, NR);
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++)
+            y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum8(acc[i][j]);
+}
+
+/* The tile for mr rows (1..4) and NR weight rows, with constant shapes. */
+AVX2_INLINE void packed_rows(float *y, int ldy, const float *x, int K, const float *panel, int n,
+                             int mr, int NR) {
+    switch (mr) {
+    case 1:
+        packed_tile(y, ldy, x, K, panel, n, 1, NR);
+        break;
+    case 2:
+        packed_tile(y, ldy, x, K, panel, n, 2, NR);
+        break;
+    case 3:
+        packed_tile(y, ldy, x, K, panel, n, 3, NR);
+        break;
+    default:
+        packed_tile(y, ldy, x, K, panel, n, 4, NR);
+        break;
+    }
+}
+
+/* One tile of mr activation rows against the panel of nr weight rows starting at column n. */
+static void packed_dispatch(float *y, int ldy, const float *x, int K, const float *panel, int n,
+                            int mr, int nr) {
+    if (nr == 3)
+        packed_rows(y, ldy, x, K, panel, n, mr, 3);
+    else if (nr == 2)
+        packed_rows(y, ldy, x, K, panel, n, mr, 2);
+    else
+        packed_rows(y, ldy, x, K, panel, n, mr, 1);
+}
+
+/* Columns [n0, n1) in blocks of nc rows: pack the block, then every row tile passes over it
+ * (the tile's activations stay in L1 for K up to ~1024, the block's panels in L2). */
+static void packed_matmul(float *buf, int nc, float *y, int ldy, const float *x, int M,
+                          const void *W, eng_dtype wdt, int K, int n0, int n1) {
+    size_t panel_floats = (size_t)PACK_NR * (size_t)steps_of(K) * AVX2_LANES;
+    for (int c0 = n0; c0 < n1; c0 += nc) {
+        int c1 = n1 - c0 < nc ? n1 : c0 + nc;
+        for (int n = c0; n < c1; n += PACK_NR)
+            pack_panel(buf + (size_t)(n - c0) / PACK_NR * panel_floats, W, wdt, K, n,
+                       c1 - n < PACK_NR ? c1 - n : PACK_NR);
+        for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
+            int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
+            for (int n = c0; n < c1; n += PACK_NR)
+                packed_dispatch(y + (size_t)m0 * (size_t)ldy, ldy, x + (size_t)m0 * (size_t)K, K,
+                                buf + (size_t)(n - c0) / PACK_NR * panel_floats, n, mr,
+                                c1 - n < PACK_NR ? c1 - n : PACK_NR);
+        }
+    }
+}
+
+/* The table's matmul: packed for prefill-sized M (if the buffer can be had), else direct. */
+static void avx2_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                        int K, int n0, int n1) {
+    size_t panel_bytes = (size_t)PACK_NR * (size_t)steps_of(K) * AVX2_LANES * sizeof(float);
+    int nc = (int)(PACK_BYTES / panel_bytes) * PACK_NR;
+    if (nc < PACK_NR) nc = PACK_NR;
+    if (nc > n1 - n0) nc = n1 - n0;
+    float *buf = NULL;
+    if (M >= PACK_MIN_M && n1 > n0)
+        buf = aligned_alloc(32, (size_t)(nc + PACK_NR - 1) / PACK_NR * panel_bytes);
+    if (!buf) {
+        avx2_direct(y, ldy, x, M, W, wdt, K, n0, n1);
+        return;
+    }
+    packed_matmul(buf, nc, y, ldy, x, M, W, wdt, K, n0, n1);
+    free(buf);
+}
 
 /* ---------------------------------------------------------------- attention */
 

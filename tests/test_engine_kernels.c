@@ -222,11 +222,12 @@ static float avx2_spec_dot(const float *x, const float *w, int K) {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt) {
-    enum { M = 7, K = 203, N = 13 };
+/* M = 7 takes the AVX2 table's direct path, M = 19 its packed (prefill) path. */
+static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
+    enum { K = 203, N = 13 };
     weights w;
     weights_make(&w, wdt, N, K, 4242u);
-    float *x = rnd_vec((size_t)M * K, 99u), y[M * N];
+    float *x = rnd_vec((size_t)M * K, 99u), *y = malloc(sizeof *y * (size_t)M * N);
     k->matmul(y, N, x, M, w.stored, wdt, K, 0, N);
     int same = 1;
     for (int m = 0; m < M; m++)
@@ -235,10 +236,11 @@ static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt) {
             same &= !memcmp(&ref, &y[m * N + n], sizeof ref);
         }
     TAP_OK(same,
-           "avx2 %s matmul equals its scalar specification (8 FMA lanes, fixed tree) bit "
+           "avx2 %s M=%d matmul equals its scalar specification (8 FMA lanes, fixed tree) bit "
            "for bit",
-           dtype_name(wdt));
+           dtype_name(wdt), M);
     free(x);
+    free(y);
     weights_free(&w);
 }
 
@@ -250,6 +252,9 @@ static void test_matmul(const eng_kernels *k) {
         test_matmul_shape(k, types[t], 6, 33, 13);    /* K just past one AVX-512 BF16 step */
     }
     test_matmul_shape(k, ENG_BF16, 64, 1024, 48); /* a real hidden size */
+    /* prefill-sized M with a long K: several column blocks of the AVX2 packed path, short
+     * panels and row tiles at their ends */
+    for (int t = 0; t < 3; t++) test_matmul_shape(k, types[t], 21, 3001, 50);
 }
 
 /* ---------------------------------------------------------------- attention */
@@ -424,7 +429,10 @@ int main(void) {
         test_matmul(k);
         test_attend(k);
         if (!strcmp(k->name, "avx2"))
-            for (int t = 0; t < 3; t++) test_avx2_spec(k, (eng_dtype)t);
+            for (int t = 0; t < 3; t++) {
+                test_avx2_spec(k, (eng_dtype)t, 7);
+                test_avx2_spec(k, (eng_dtype)t, 19);
+            }
         if (k->attend_rows) {
             test_attend_rows(k, KV_BF16, 128, 16);
             test_attend_rows(k, KV_BF16, 20, 7);
