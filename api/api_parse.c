@@ -43,31 +43,39 @@ static int out_of_range(api_error *err, const char *name, double v, double lo, d
                       "'%s' must be between %g and %g (got %g)", name, lo, hi, v);
 }
 
-static int get_num(const cJSON *obj, const char *name, double lo, double hi, float *out,
-                   api_error *err) {
-    const cJSON *f = field(obj, name);
-    if (!f) return 0;
-    if (!cJSON_IsNumber(f)) return bad_type(err, name, "a number");
-    if (!(f->valuedouble >= lo && f->valuedouble <= hi))
-        return out_of_range(err, name, f->valuedouble, lo, hi);
-    *out = (float)f->valuedouble;
-    return 0;
-}
-
 static int is_integer(const cJSON *f) {
     return cJSON_IsNumber(f) && f->valuedouble == floor(f->valuedouble) &&
            fabs(f->valuedouble) < 9.2e18;
 }
 
+/* The number `name` if present, checked to be within [lo, hi] (and whole when `integer`).
+ * Returns the field, or NULL when it is absent or wrong (then *rc says which). */
+static const cJSON *ranged(const cJSON *obj, const char *name, double lo, double hi, int integer,
+                           int *rc, api_error *err) {
+    const cJSON *f = field(obj, name);
+    *rc = 0;
+    if (!f) return NULL;
+    if (integer ? !is_integer(f) : !cJSON_IsNumber(f))
+        *rc = bad_type(err, name, integer ? "an integer" : "a number");
+    else if (!(f->valuedouble >= lo && f->valuedouble <= hi))
+        *rc = out_of_range(err, name, f->valuedouble, lo, hi);
+    return *rc ? NULL : f;
+}
+
+static int get_num(const cJSON *obj, const char *name, double lo, double hi, float *out,
+                   api_error *err) {
+    int rc;
+    const cJSON *f = ranged(obj, name, lo, hi, 0, &rc, err);
+    if (f) *out = (float)f->valuedouble;
+    return rc;
+}
+
 static int get_int(const cJSON *obj, const char *name, double lo, double hi, int *out,
                    api_error *err) {
-    const cJSON *f = field(obj, name);
-    if (!f) return 0;
-    if (!is_integer(f)) return bad_type(err, name, "an integer");
-    if (!(f->valuedouble >= lo && f->valuedouble <= hi))
-        return out_of_range(err, name, f->valuedouble, lo, hi);
-    *out = (int)f->valuedouble;
-    return 0;
+    int rc;
+    const cJSON *f = ranged(obj, name, lo, hi, 1, &rc, err);
+    if (f) *out = (int)f->valuedouble;
+    return rc;
 }
 
 static int get_bool(const cJSON *obj, const char *name, int *out, api_error *err) {
