@@ -392,7 +392,7 @@ static void test_step_delay(void) {
     sched *s = NULL;
     rs_err e = {0};
     if (!TAP_OK(sched_start(&s, g_model, g_tok, &c, &e) == 0, "start with step_delay_ms")) return;
-    int32_t prompt[20];
+    int32_t prompt[24]; /* BOS and 20 tokens */
     int n = make_prompt(prompt, 73, 0, 20);
     sched_params p = greedy(5);
     p.ignore_eos = 1;
