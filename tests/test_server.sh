@@ -5,14 +5,7 @@
 # the malformed-JSON corpus, fuzzed bodies, CORS, a disconnect mid-decode freeing its sequence
 # and blocks within a second (on a second server whose steps are slowed), and SIGTERM -> exit 0.
 set -u
-ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-cd "$ROOT"
-BIN=${BIN:-bin/radixserve}
-TMP=${RADIXSERVE_TMP:-/tmp}/test_server.$$
-mkdir -p "$TMP"
-PY=/usr/bin/python3
-n=0 fails=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi; }
+. "$(dirname "$0")/server_lib.sh" test_server
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
@@ -21,8 +14,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 if [ ! -x "$BIN" ] || ! "$BIN" serve --help >/dev/null 2>&1; then
     echo "ok 1 - # SKIP $BIN serve not built"; exit 0
@@ -202,7 +193,7 @@ RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model models/stories260K --port 
     --kv-cache-mb 16 --threads 1 --ctx-size 100000 >"$TMP/server2.log" 2>&1 &
 S2=$!
 pids+=("$S2")
-for _ in $(seq 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
+wait_ready "$U2"
 metric() { curl -s -m 5 "$U2/metrics" | awk -v k="$1" '$1==k {print $2}'; }
 # --ctx-size above the model's 512 positions: the context in force (the scheduler's) is reported.
 mml=$(curl -s "$U2/v1/models" | json 'd["data"][0]["max_model_len"]')

@@ -7,24 +7,16 @@
 # RADIXSERVE_TEST_STEP_DELAY_MS (a pause after every scheduler step), so the prefill surely
 # outlasts the client and the queue-full requests surely still run: no timing luck.
 set -u
-ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
-cd "$ROOT"
-BIN=${BIN:-bin/radixserve}
-TMP=${RADIXSERVE_TMP:-/tmp}/test_server_qwen.$$
-mkdir -p "$TMP"
-PY=/usr/bin/python3
-n=0 fails=0
-ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; fails=$((fails + 1)); fi; }
+. "$(dirname "$0")/server_lib.sh" test_server_qwen
 SERVER=
 cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; rm -rf "$TMP"; }
 trap cleanup EXIT
-json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 if [ ! -x "$BIN" ] || ! "$BIN" serve --help >/dev/null 2>&1; then echo "ok 1 - # SKIP $BIN serve not built"; exit 0; fi
 if ! $PY bench/make_model.py --out "$TMP/tiny-qwen3" --preset tiny-qwen3 --dtype f32 --seed 1 >/dev/null 2>&1; then
     echo "ok 1 - # SKIP bench/make_model.py could not write the tiny Qwen3 model"; exit 0
 fi
-PORT=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 U=http://127.0.0.1:$PORT
 cat >"$TMP/cfg.json" <<EOF
 {"served-model-name": "qwen-tiny", "ctx-size": 8192, "port": 1, "kv-cache-mb": 16, "threads": 1, "token-budget": 256}
@@ -32,7 +24,7 @@ EOF
 # 100 ms per step: the 16 prefill steps of a 4000-token prompt (budget 256) take >= 1.6 s.
 RADIXSERVE_TEST_STEP_DELAY_MS=100 "$BIN" serve --model "$TMP/tiny-qwen3" --config "$TMP/cfg.json" --port "$PORT" >"$TMP/log" 2>&1 &
 SERVER=$!
-for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U/health")" = 200 ] && break; sleep 0.1; done
+wait_ready "$U"
 post() { curl -s -m 20 "$U$1" -H 'Content-Type: application/json' -d "$2"; }
 
 models=$(curl -s "$U/v1/models")
@@ -82,12 +74,12 @@ done
 
 # A full queue (one running, one waiting: the third gets 503 + Retry-After), then SIGTERM while
 # both are still in the scheduler: they are answered and the process exits 0.
-PORT2=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT2=$(free_port)
 U2=http://127.0.0.1:$PORT2
 # 20 ms per step: the two 4000-token generations below run for over a minute unless cancelled.
 RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT2" --kv-cache-mb 16 --threads 1 --max-batch 1 --max-queue 1 --no-prefix-cache >"$TMP/log2" 2>&1 &
 S2=$!
-for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U2/health")" = 200 ] && break; sleep 0.1; done
+wait_ready "$U2"
 rep='{"prompt":"one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty","max_tokens":1}'
 c1=$(curl -s "$U2/v1/completions" -H 'Content-Type: application/json' -d "$rep" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
 c2=$(curl -s "$U2/v1/completions" -H 'Content-Type: application/json' -d "$rep" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]')
@@ -114,11 +106,11 @@ ok $([ $rc2 = 0 ] && grep -q shutting_down "$TMP/bg1" && [ "$(cat "$TMP/bgc1")" 
 # model (2 layers, 2 KV heads of 32 f32), so 40960 is lowered to 1024, said at start-up, reported
 # by /v1/models and enforced: a 1024-token prompt is a 400 naming the limit, 1023 tokens run and
 # stop at the context after one token.
-PORT3=$($PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT3=$(free_port)
 U3=http://127.0.0.1:$PORT3
 "$BIN" serve --model "$TMP/tiny-qwen3" --port "$PORT3" --kv-cache-mb 1 --threads 1 >"$TMP/log3" 2>&1 &
 S3=$!
-for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$U3/health")" = 200 ] && break; sleep 0.1; done
+wait_ready "$U3"
 mml=$(curl -s "$U3/v1/models" | json 'd["data"][0]["max_model_len"]')
 ok $([ "$mml" = 1024 ] && grep -q 'context lowered from 40960 to 1024 tokens' "$TMP/log3" && grep -q 'context 1024 tokens' "$TMP/log3"; echo $?) "--kv-cache-mb 1: context 1024 said at start-up and by /v1/models ($mml)"
 ids() { $PY -c "import json,sys; print(json.dumps({'prompt': [100] * int(sys.argv[1]), 'max_tokens': 5}))" "$1"; }
