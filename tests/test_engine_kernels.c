@@ -244,6 +244,33 @@ static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
     weights_free(&w);
 }
 
+/* The portable table's documented arithmetic: lane k % 8 accumulates x[k] * w[k] (a product
+ * and a sum, each rounded; this file is ISO C, so no contraction) in k order, then
+ * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Its vectorised loops must keep these bits. */
+static void test_portable_spec(const eng_kernels *k, eng_dtype wdt, int M) {
+    enum { K = 1043, N = 11 }; /* K past two widening chunks, with a tail */
+    weights w;
+    weights_make(&w, wdt, N, K, 4343u);
+    float *x = rnd_vec((size_t)M * K, 98u), *y = malloc(sizeof *y * (size_t)M * N);
+    k->matmul(y, N, x, M, w.stored, wdt, K, 0, N);
+    int same = 1;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float l[8] = {0};
+            for (int i = 0; i < K; i++) {
+                float p = x[(size_t)m * K + i] * w.widened[(size_t)n * K + i];
+                l[i % 8] = l[i % 8] + p;
+            }
+            float ref = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+            same &= !memcmp(&ref, &y[m * N + n], sizeof ref);
+        }
+    TAP_OK(same, "portable %s M=%d matmul equals its scalar specification bit for bit",
+           dtype_name(wdt), M);
+    free(x);
+    free(y);
+    weights_free(&w);
+}
+
 static void test_matmul(const eng_kernels *k) {
     const eng_dtype types[] = {ENG_F32, ENG_BF16, ENG_F16};
     for (int t = 0; t < 3; t++) {
@@ -432,6 +459,11 @@ int main(void) {
             for (int t = 0; t < 3; t++) {
                 test_avx2_spec(k, (eng_dtype)t, 7);
                 test_avx2_spec(k, (eng_dtype)t, 19);
+            }
+        if (!strcmp(k->name, "portable"))
+            for (int t = 0; t < 3; t++) {
+                test_portable_spec(k, (eng_dtype)t, 1);
+                test_portable_spec(k, (eng_dtype)t, 23);
             }
         if (k->attend_rows) {
             test_attend_rows(k, KV_BF16, 128, 16);
