@@ -14,5 +14,7 @@ ok() { n=$((n + 1)); if [ "$1" = 0 ]; then echo "ok $n - $2"; else echo "not ok 
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # json EXPR: evaluate a Python expression over the JSON document on stdin (as d).
 json() { $PY -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# metric_at URL NAME: the value of a /metrics sample (NAME with its labels, e.g. 'a{b="c"}').
+metric_at() { curl -s -m 5 "$1/metrics" | awk -v k="$2" '$1==k {print $2}'; }
 # wait_ready URL: until URL/health answers 200 (15 s at most; the checks that follow say if not).
 wait_ready() { for _ in $(seq 150); do [ "$(curl -s -o /dev/null -w '%{http_code}' "$1/health")" = 200 ] && return 0; sleep 0.1; done; return 1; }

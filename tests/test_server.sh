@@ -194,7 +194,7 @@ RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model models/stories260K --port 
 S2=$!
 pids+=("$S2")
 wait_ready "$U2"
-metric() { curl -s -m 5 "$U2/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+metric() { metric_at "$U2" "$1"; }
 # --ctx-size above the model's 512 positions: the context in force (the scheduler's) is reported.
 mml=$(curl -s "$U2/v1/models" | json 'd["data"][0]["max_model_len"]')
 ok $([ "$mml" = 512 ] && grep -q 'context lowered from 100000 to 512' "$TMP/server2.log"; echo $?) "--ctx-size 100000 on a 512-position model: context 512 said at start-up and by /v1/models ($mml)"

@@ -53,7 +53,7 @@ ok $(echo "$r" | json 'd["usage"]["prompt_tokens"]' | grep -qx "$withtools"; ech
 # The release bound is the spec's one second; sanitizer builds run the model several times slower.
 limit=1000
 case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
-metric() { curl -s -m 5 "$U/metrics" | awk -v k="$1" '$1==k {print $2}'; }
+metric() { metric_at "$U" "$1"; }
 for mode in true false; do
     word=$([ $mode = true ] && echo "hello world" || echo "good night")
     $PY -c "import json,sys; print(json.dumps({'prompt': (sys.argv[1] + ' ') * 2000, 'max_tokens': 1, 'stream': sys.argv[2] == 'true'}))" "$word" $mode >"$TMP/long.json"
@@ -92,10 +92,14 @@ for i in 1 2; do
     curl -s -m 20 -o "$TMP/bg$i" -w '%{http_code}' "$U2/v1/completions" -H 'Content-Type: application/json' \
         -d '{"prompt":"Hi","max_tokens":4000,"ignore_eos":true}' >"$TMP/bgc$i" &
     bg+=($!)
-    sleep 0.3
+    # Wait until the scheduler holds it (1: running; 2: also one waiting), not a fixed time.
+    for _ in $(seq 250); do
+        held=$(( $(metric_at "$U2" radixserve_running_sequences) + $(metric_at "$U2" radixserve_queue_depth) ))
+        [ $held -ge $i ] && break; sleep 0.02
+    done
 done
 code=$(curl -s -m 5 -o "$TMP/body" -D "$TMP/h" -w '%{http_code}' "$U2/v1/completions" -H 'Content-Type: application/json' -d '{"prompt":"Hi","max_tokens":2}')
-ok $([ "$code" = 503 ] && grep -qi '^retry-after: 1' "$TMP/h" && grep -q '"code":"queue_full"' "$TMP/body"; echo $?) "503 + Retry-After when the queue is full ($code)"
+ok $([ "$code" = 503 ] && grep -qi '^retry-after: 1' "$TMP/h" && grep -q '"code":"queue_full"' "$TMP/body"; echo $?) "503 + Retry-After when the queue is full ($code; one running and one waiting: $held held)"
 t0=$(date +%s%N)
 kill -TERM "$S2"; wait "$S2"; rc2=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
