@@ -19,13 +19,12 @@
 #define AVX2_INLINE static inline __attribute__((always_inline))
 
 enum {
-    AVX2_LANES = 8,      /* floats per register */
-    AVX2_MAX_NR = 8,     /* widest tile in weight rows */
-    AVX2_PF_BYTES = 512, /* how far ahead of the FMAs weight rows are prefetched */
-    AVX2_SCHUNK = 64,    /* attention scores computed before one softmax rescale */
-    AVX2_SGROUP = 8,     /* attention scores computed side by side */
-    AVX2_VGROUP = 4,     /* groups of 8 output columns accumulated side by side */
-    AVX2_ROWS = 32,      /* query rows sharing one walk over the KV blocks */
+    AVX2_LANES = 8,   /* floats per register */
+    AVX2_MAX_NR = 8,  /* widest tile in weight rows */
+    AVX2_SCHUNK = 64, /* attention scores computed before one softmax rescale */
+    AVX2_SGROUP = 8,  /* attention scores computed side by side */
+    AVX2_VGROUP = 4,  /* groups of 8 output columns accumulated side by side */
+    AVX2_ROWS = 32,   /* query rows sharing one walk over the KV blocks */
 };
 
 AVX2_INLINE size_t elem_size(eng_dtype t) {
@@ -75,8 +74,12 @@ AVX2_INLINE void tile_step(__m256 acc[ENG_TILE_MR][AVX2_MAX_NR], const float *x,
 
 /*
  * A tile of MR activation rows by NR weight rows; MR and NR are constants at every call. The k
- * loop walks one cache line of each weight row per iteration so that a streamed row is
- * prefetched once per line; the steps inside are the same 8-element steps in the same order.
+ * loop walks one cache line of each weight row per iteration. When weights stream (decode), it
+ * prefetches the same line of the next tile's rows, one whole tile ahead: on Zen 3 this read
+ * the LM head at ~80% of a plain streaming read per thread, against ~60% when each row was
+ * prefetched 512 bytes ahead (the rows are short, 2 KB, so a per-row stream never got going).
+ * Prefetches past the matrix's end are harmless (they never fault). The steps inside are the
+ * same 8-element steps in the same order whatever is prefetched.
  */
 AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, int NR) {
     float *y = a->y;
@@ -94,8 +97,7 @@ AVX2_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, in
         if (a->stream)
 #pragma GCC unroll 8
             for (int j = 0; j < NR; j++)
-                _mm_prefetch(w0 + (size_t)j * rb + (size_t)k * elem_size(t) + AVX2_PF_BYTES,
-                             _MM_HINT_T0);
+                _mm_prefetch(w0 + (size_t)(j + NR) * rb + (size_t)k * elem_size(t), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int s = 0; s < line; s += AVX2_LANES)
             tile_step(acc, x, K, w0, rb, t, k + s, AVX2_LANES, MR, NR);

@@ -16,8 +16,7 @@
 #define AVX512_INLINE static inline __attribute__((always_inline))
 
 enum {
-    AVX512_MAX_NR = 8,     /* widest tile in weight rows */
-    AVX512_PF_BYTES = 512, /* how far ahead of the products weight rows are prefetched */
+    AVX512_MAX_NR = 8, /* widest tile in weight rows */
 };
 
 AVX512_INLINE size_t elem_size(eng_dtype t) {
@@ -95,7 +94,8 @@ AVX512_INLINE void tile_step(__m512 acc[ENG_TILE_MR][AVX512_MAX_NR], const float
 #pragma GCC unroll 8
     for (int j = 0; j < NR; j++) {
         const char *r = w0 + (size_t)j * rb;
-        if (full && pf) _mm_prefetch(r + (size_t)k * elem_size(t) + AVX512_PF_BYTES, _MM_HINT_T0);
+        /* the same line of the next tile's row: see tile_gen in kern_avx2.c */
+        if (full && pf) _mm_prefetch(r + (size_t)NR * rb + (size_t)k * elem_size(t), _MM_HINT_T0);
         w[j] = load_w(r, t, k, n, full);
     }
 #pragma GCC unroll 4
