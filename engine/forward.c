@@ -277,14 +277,65 @@ static void write_kv(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int layer, in
     }
 }
 
+/* ---------------------------------------------------------------- per-row work on the pool */
+
+/* Element-wise and per-row steps between the weight products, split over rows (each row's
+ * arithmetic is its own, so the split never changes a number). In a prefill they are a few
+ * percent of the work, but left on one thread they would idle the others. */
+typedef struct rows_job {
+    eng_ctx *c;
+    const float *norm_w; /* residual_norm: xn = RMSNorm(x) with these weights; NULL: none */
+    int add_tmp;         /* residual_norm: x += tmp first */
+} rows_job;
+
+static void residual_norm_piece(void *a, int r0, int r1) {
+    const rows_job *j = a;
+    const eng_config *g = &j->c->m->cfg;
+    size_t H = (size_t)g->hidden;
+    for (size_t r = (size_t)r0; r < (size_t)r1; r++) {
+        float *x = j->c->x + r * H;
+        if (j->add_tmp)
+            for (size_t i = 0; i < H; i++) x[i] += j->c->tmp[r * H + i];
+        if (j->norm_w) rmsnorm(j->c->xn + r * H, x, j->norm_w, (int)H, g->rms_eps);
+    }
+}
+
+/* Below this many elements a row step stays on the calling thread: a hand-off (~1-15 us)
+ * would cost about what it saves. (Low enough that the forward test's 150-row prefills of its
+ * small model take the pool path, and are compared with one-row decode steps, which never do.) */
+enum { ROWS_PARALLEL_MIN = 4096 };
+
+/* fn over rows [0, T) of `width` elements each, on the pool if that pays. */
+static void rows_run(eng_ctx *c, int T, size_t width, eng_task_fn fn, rows_job *j) {
+    if ((size_t)T * width < ROWS_PARALLEL_MIN)
+        fn(j, 0, T);
+    else
+        eng_pool_run(c->pool, T, fn, j);
+}
+
+/* rows [0, T): x += tmp if add_tmp, then xn = RMSNorm(x) if norm_w. */
+static void residual_norm(eng_ctx *c, int T, int add_tmp, const float *norm_w) {
+    rows_job j = {c, norm_w, add_tmp};
+    rows_run(c, T, (size_t)c->m->cfg.hidden, residual_norm_piece, &j);
+}
+
+/* gate = SiLU(gate) * up, row by row. */
+static void swiglu_piece(void *a, int r0, int r1) {
+    const rows_job *j = a;
+    size_t F = (size_t)j->c->m->cfg.intermediate;
+    for (size_t i = (size_t)r0 * F; i < (size_t)r1 * F; i++) {
+        float g = j->c->gate[i];
+        j->c->gate[i] = g / (1.0f + expf(-g)) * j->c->up[i];
+    }
+}
+
 /* ---------------------------------------------------------------- the pass */
 
 static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l, int T) {
     const eng_config *g = &c->m->cfg;
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
-    for (int r = 0; r < T; r++)
-        rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->attn_norm, H, g->rms_eps);
+    residual_norm(c, T, 0, L->attn_norm);
     mm_part qkv[3] = {{c->q, L->q, qd}, {c->kx, L->k, kvd}, {c->vx, L->v, kvd}};
     matmul_parts(c, c->xn, T, H, qkv, 3);
     add_bias(c->q, L->q_bias, T, qd);
@@ -298,24 +349,20 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     write_kv(c, kv, seqs, l, T);
     attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d), eng_pool_threads(c->pool)};
     eng_pool_run(c->pool, aj.n_threads, attend_piece, &aj);
-    matmul(c, c->tmp, c->att, T, L->o, qd, H);
-    for (size_t i = 0; i < (size_t)T * H; i++) c->x[i] += c->tmp[i];
+    matmul(c, c->tmp, c->att, T, L->o, qd, H); /* added to x by mlp_block */
 }
 
 static void mlp_block(eng_ctx *c, int l, int T) {
     const eng_config *g = &c->m->cfg;
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, F = g->intermediate;
-    for (int r = 0; r < T; r++)
-        rmsnorm(c->xn + (size_t)r * H, c->x + (size_t)r * H, L->mlp_norm, H, g->rms_eps);
+    residual_norm(c, T, 1, L->mlp_norm); /* the attention output joins the residual first */
     mm_part gu[2] = {{c->gate, L->gate, F}, {c->up, L->up, F}};
     matmul_parts(c, c->xn, T, H, gu, 2);
-    for (size_t i = 0; i < (size_t)T * F; i++) {
-        float a = c->gate[i];
-        c->gate[i] = a / (1.0f + expf(-a)) * c->up[i];
-    }
+    rows_job sj = {c, NULL, 0};
+    rows_run(c, T, (size_t)F, swiglu_piece, &sj);
     matmul(c, c->tmp, c->gate, T, L->down, F, H);
-    for (size_t i = 0; i < (size_t)T * H; i++) c->x[i] += c->tmp[i];
+    residual_norm(c, T, 1, NULL);
 }
 
 static int grow_head(eng_ctx *c, int rows, rs_err *e) {
