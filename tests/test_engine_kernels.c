@@ -222,53 +222,51 @@ static float avx2_spec_dot(const float *x, const float *w, int K) {
     return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
-/* M = 7 takes the AVX2 table's direct path, M = 19 its packed (prefill) path. */
-static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
-    enum { K = 203, N = 13 };
+/* Whether k's matmul of an M x K by N x K product equals `spec` (one element's scalar
+ * arithmetic) bit for bit in every element. */
+static int matches_spec(const eng_kernels *k, eng_dtype wdt, int M, int K, int N, uint64_t seed,
+                        float (*spec)(const float *x, const float *w, int K)) {
     weights w;
-    weights_make(&w, wdt, N, K, 4242u);
-    float *x = rnd_vec((size_t)M * K, 99u), *y = malloc(sizeof *y * (size_t)M * N);
+    weights_make(&w, wdt, N, K, seed);
+    float *x = rnd_vec((size_t)M * K, seed + 1), *y = malloc(sizeof *y * (size_t)M * N);
     k->matmul(y, N, x, M, w.stored, wdt, K, 0, N);
     int same = 1;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
-            float ref = avx2_spec_dot(x + (size_t)m * K, w.widened + (size_t)n * K, K);
+            float ref = spec(x + (size_t)m * K, w.widened + (size_t)n * K, K);
             same &= !memcmp(&ref, &y[m * N + n], sizeof ref);
         }
-    TAP_OK(same,
-           "avx2 %s M=%d matmul equals its scalar specification (8 FMA lanes, fixed tree) bit "
-           "for bit",
-           dtype_name(wdt), M);
     free(x);
     free(y);
     weights_free(&w);
+    return same;
+}
+
+/* M = 7 takes the AVX2 table's direct path, M = 19 its packed (prefill) path. */
+static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
+    TAP_OK(matches_spec(k, wdt, M, 203, 13, 4242u, avx2_spec_dot),
+           "avx2 %s M=%d matmul equals its scalar specification (8 FMA lanes, fixed tree) bit "
+           "for bit",
+           dtype_name(wdt), M);
 }
 
 /* The portable table's documented arithmetic: lane k % 8 accumulates x[k] * w[k] (a product
  * and a sum, each rounded; this file is ISO C, so no contraction) in k order, then
  * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Its vectorised loops must keep these bits. */
+static float portable_spec_dot(const float *x, const float *w, int K) {
+    float l[8] = {0};
+    for (int i = 0; i < K; i++) {
+        float p = x[i] * w[i];
+        l[i % 8] = l[i % 8] + p;
+    }
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+/* K = 1043: past two of the portable table's widening chunks, with a tail. */
 static void test_portable_spec(const eng_kernels *k, eng_dtype wdt, int M) {
-    enum { K = 1043, N = 11 }; /* K past two widening chunks, with a tail */
-    weights w;
-    weights_make(&w, wdt, N, K, 4343u);
-    float *x = rnd_vec((size_t)M * K, 98u), *y = malloc(sizeof *y * (size_t)M * N);
-    k->matmul(y, N, x, M, w.stored, wdt, K, 0, N);
-    int same = 1;
-    for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            float l[8] = {0};
-            for (int i = 0; i < K; i++) {
-                float p = x[(size_t)m * K + i] * w.widened[(size_t)n * K + i];
-                l[i % 8] = l[i % 8] + p;
-            }
-            float ref = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-            same &= !memcmp(&ref, &y[m * N + n], sizeof ref);
-        }
-    TAP_OK(same, "portable %s M=%d matmul equals its scalar specification bit for bit",
-           dtype_name(wdt), M);
-    free(x);
-    free(y);
-    weights_free(&w);
+    TAP_OK(matches_spec(k, wdt, M, 1043, 11, 4343u, portable_spec_dot),
+           "portable %s M=%d matmul equals its scalar specification bit for bit", dtype_name(wdt),
+           M);
 }
 
 static void test_matmul(const eng_kernels *k) {
