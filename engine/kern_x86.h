@@ -19,7 +19,7 @@ typedef struct eng_tile_args {
     int K;          /* reduction length */
     const void *W;  /* all N weight rows */
     eng_dtype wdt;  /* their type */
-    int stream;     /* weight rows are read once (decode): prefetching them pays off */
+    int stream;     /* few activation rows (decode): prefetching weight rows pays off */
 } eng_tile_args;
 
 /*
