@@ -429,7 +429,10 @@ static void row_chunk(att_row *r, const att_chunk *c, int p0, int d, float scale
 /* n rows of d BF16 values from row slot0 of a tile, widened (exactly) to F32. */
 static void widen_rows(float *dst, const void *tile, int slot0, int n, int d) {
     const uint16_t *src = (const uint16_t *)tile + (size_t)slot0 * (size_t)d;
-    for (size_t i = 0; i < (size_t)n * (size_t)d; i++) {
+    size_t total = (size_t)n * (size_t)d, i = 0;
+    for (; i + AVX2_LANES <= total; i += AVX2_LANES)
+        _mm256_storeu_ps(dst + i, load8(src, ENG_BF16, (int)i));
+    for (; i < total; i++) {
         uint32_t u = (uint32_t)src[i] << 16;
         memcpy(dst + i, &u, sizeof u);
     }
