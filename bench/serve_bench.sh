@@ -12,6 +12,7 @@
 #                shapes, written by bench/model.sh when absent)
 #   --bin        the radixserve binary (default $BIN, else bin/radixserve)
 #   --out        JSON lines are appended here (default build/bench/serve-results.jsonl)
+#   --concurrency LIST  radixserve's (cache on) concurrencies, comma-separated (default 16,4,1)
 # Environment:
 #   LLAMA_SERVER   llama-server binary (default /tmp/llama.cpp/build/bin/llama-server; absent:
 #                  the peer is skipped with a message)
@@ -33,7 +34,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT" || exit 1
 PY=/usr/bin/python3 # Debian's, with numpy (hf_to_gguf.py)
 
-quick=0 only='' workloads=few-shot,multi-turn,unique model='' bin=${BIN:-bin/radixserve}
+quick=0 only='' workloads=few-shot,multi-turn,unique concurrency=16,4,1 model='' bin=${BIN:-bin/radixserve}
 out=build/bench/serve-results.jsonl
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" >&2
@@ -44,6 +45,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --only) only=${2:-}; shift ;;
         --workloads) workloads=${2:-}; shift ;;
+        --concurrency) concurrency=${2:-}; shift ;;
         --model) model=${2:-}; shift ;;
         --bin) bin=${2:-}; shift ;;
         --out) out=${2:-}; shift ;;
@@ -238,7 +240,7 @@ ensure_model
 if [ "$only" != llama ]; then
     [ -x "$bin" ] || die "$bin not built (make, or --bin PATH)"
     for w in ${workloads//,/ }; do
-        for c in 16 4 1; do measure radixserve "$w" "$c"; done
+        for c in ${concurrency//,/ }; do measure radixserve "$w" "$c"; done
         measure radixserve-nocache "$w" 16
     done
 fi
