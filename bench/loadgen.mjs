@@ -17,6 +17,8 @@
 //            [--timeout 1800] [--json] [--dump]
 // Prints one human-readable summary and (with --json) one JSON line with every figure.
 
+import http from 'node:http';
+
 const args = Object.fromEntries(
     process.argv.slice(2).reduce((acc, a, i, all) => {
         if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : 'true']);
@@ -82,6 +84,19 @@ function fewShotSystem() {
     return parts.join('\n');
 }
 
+// POST a JSON body; resolves with the response stream once headers arrive (no idle time-outs
+// but the overall --timeout).
+function post(target, payload) {
+    return new Promise((resolve, reject) => {
+        const req = http.request(target, {
+            method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        }, resolve);
+        req.setTimeout(timeoutS * 1000, () => req.destroy(new Error(`no answer within ${timeoutS} s`)));
+        req.on('error', reject);
+        req.end(payload);
+    });
+}
+
 // ---------------------------------------------------------------- one streamed request
 async function chat(messages, seedForModel) {
     const body = {
@@ -90,15 +105,18 @@ async function chat(messages, seedForModel) {
     };
     if (args.model) body.model = args.model;
     const t0 = performance.now();
-    const res = await fetch(url + '/v1/chat/completions', {
-        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutS * 1000),
-    });
-    if (!res.ok) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+    // node:http rather than fetch: fetch gives up when response headers take over 300 s, and a
+    // server re-prefilling a long prompt for 16 clients (llama-server's slots) can take longer.
+    const res = await post(url + '/v1/chat/completions', JSON.stringify(body));
+    if (res.statusCode !== 200) {
+        let t = '';
+        for await (const piece of res) t += piece;
+        throw new Error(`HTTP ${res.statusCode}: ${t}`);
+    }
     const dec = new TextDecoder();
     let buf = '', ttft = null, last = null, content = '', chunks = 0, usage = null;
     const gaps = [];
-    for await (const piece of res.body) {
+    for await (const piece of res) {
         buf += dec.decode(piece, { stream: true });
         let i;
         while ((i = buf.indexOf('\n\n')) >= 0) {
