@@ -89,7 +89,8 @@ function fewShotSystem() {
 function post(target, payload) {
     return new Promise((resolve, reject) => {
         const req = http.request(target, {
-            method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+            method: 'POST', agent: false, // a fresh connection per request: no keep-alive reuse races
+            headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
         }, resolve);
         req.setTimeout(timeoutS * 1000, () => req.destroy(new Error(`no answer within ${timeoutS} s`)));
         req.on('error', reject);
