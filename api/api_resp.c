@@ -11,14 +11,7 @@
 /* ---------------------------------------------------------------- api_buf */
 
 int api_buf_append(api_buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->s, cap);
-        if (!p) return RS_ENOMEM;
-        b->s = p;
-        b->cap = cap;
-    }
+    if (rs_grow_bytes(&b->s, &b->cap, b->n + n + 1)) return RS_ENOMEM;
     memcpy(b->s + b->n, s, n);
     b->n += n;
     b->s[b->n] = 0;

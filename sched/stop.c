@@ -51,13 +51,7 @@ static size_t held_tail(const sched_stopper *m) {
 int sched_stopper_feed(sched_stopper *m, const char *piece, int final, char **emit) {
     *emit = NULL;
     size_t pl = strlen(piece);
-    if (m->len + pl + 1 > m->cap) {
-        size_t cap = (m->len + pl + 1) * 2;
-        char *p = realloc(m->pending, cap);
-        if (!p) return RS_ENOMEM;
-        m->pending = p;
-        m->cap = cap;
-    }
+    if (rs_grow_bytes(&m->pending, &m->cap, m->len + pl + 1)) return RS_ENOMEM;
     memcpy(m->pending + m->len, piece, pl);
     m->len += pl;
     m->pending[m->len] = 0;

@@ -6,15 +6,7 @@
 #include "tokenizer/tok_internal.h"
 
 int tb_reserve(tok_bytes *b, size_t n) {
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q) return RS_ENOMEM;
-        b->p = q;
-        b->cap = cap;
-    }
-    return 0;
+    return rs_grow_bytes(&b->p, &b->cap, b->n + n + 1);
 }
 
 int tb_put(tok_bytes *b, const void *p, size_t n) {

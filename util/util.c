@@ -50,6 +50,17 @@ void rs_ivec_free(rs_ivec *a) {
     a->n = a->cap = 0;
 }
 
+int rs_grow_bytes(char **p, size_t *cap, size_t need) {
+    if (need <= *cap) return 0;
+    size_t ncap = *cap ? *cap : 64;
+    while (ncap < need) ncap *= 2;
+    char *q = realloc(*p, ncap);
+    if (!q) return RS_ENOMEM;
+    *p = q;
+    *cap = ncap;
+    return 0;
+}
+
 double rs_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -44,6 +44,11 @@ int rs_ivec_append(rs_ivec *a, const int32_t *x, int n); /* RS_ENOMEM on failure
 int rs_ivec_reserve(rs_ivec *a, int cap);
 void rs_ivec_free(rs_ivec *a);
 
+/* Grow a byte buffer *p (capacity *cap) to hold at least `need` bytes, doubling from 64; the
+ * one growth rule behind every text buffer (api_buf, tok_bytes, the stop-string hold-back).
+ * RS_ENOMEM leaves *p and *cap unchanged. */
+int rs_grow_bytes(char **p, size_t *cap, size_t need);
+
 /* Monotonic time in seconds. */
 double rs_now(void);
 
