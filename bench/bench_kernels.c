@@ -316,15 +316,18 @@ static void bench_prefill_attend(const eng_kernels *k, const kv_pool *p, const i
     float *q = malloc(sizeof *q * ROWS * 128), *out = malloc(sizeof *out * ROWS * 128);
     int *n_pos = malloc(sizeof *n_pos * ROWS);
     for (int i = 0; i < ROWS * 128; i++) q[i] = (float)((i * 13) % 29) / 29.0f - 0.5f;
-    for (int r = 0; r < ROWS; r++) n_pos[r] = r + 1;
+    eng_att_row rows[ROWS];
+    for (int r = 0; r < ROWS; r++) {
+        n_pos[r] = r + 1;
+        rows[r] = (eng_att_row){out + r * 128, q + r * 128, blocks, n_pos[r]};
+    }
     double alone = 1e30, shared = 1e30, scale = 16.0 * QWEN_LAYERS;
     for (int rep = 0; rep < o->reps + 1; rep++) {
         double t0 = rs_now();
         for (int r = 0; r < ROWS; r++)
             k->attend(out + r * 128, q + r * 128, p, blocks, 0, rep % 8, n_pos[r], 0.088f);
         double t1 = rs_now();
-        if (k->attend_rows)
-            k->attend_rows(out, 128, q, 128, n_pos, ROWS, p, blocks, 0, rep % 8, 0.088f);
+        if (k->attend_rows) k->attend_rows(rows, ROWS, p, 0, rep % 8, 0.088f);
         double t2 = rs_now();
         if (rep > 0 && t1 - t0 < alone) alone = t1 - t0;
         if (rep > 0 && t2 - t1 < shared) shared = t2 - t1;

@@ -32,6 +32,7 @@ typedef struct serve_opts {
     int no_prefix_cache;     /* --no-prefix-cache */
     int block_size;          /* --block-size: tokens per KV block */
     int token_budget;        /* --token-budget: new tokens per scheduler step */
+    int mixed_prefill;       /* --mixed-prefill: prefill tokens per step beside decoding rows */
     int max_body_mb;         /* --max-body-mb: request bodies above this get 413 */
 } serve_opts;
 
@@ -63,6 +64,8 @@ static const struct opt {
     {"block-size", OPT_INT, offsetof(serve_opts, block_size), "N  tokens per KV block (16)"},
     {"token-budget", OPT_INT, offsetof(serve_opts, token_budget),
      "N  new tokens per scheduler step (512)"},
+    {"mixed-prefill", OPT_INT, offsetof(serve_opts, mixed_prefill),
+     "N  prefill tokens per step while streams decode (128)"},
     {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit (16)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -158,6 +161,7 @@ static void opts_defaults(serve_opts *o) {
     o->cors_origin = strdup("*");
     o->block_size = 16;
     o->token_budget = 512;
+    o->mixed_prefill = 128;
     o->max_body_mb = 16;
 }
 
@@ -276,6 +280,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .max_batch = o->max_batch,
         .max_queue = o->max_queue,
         .token_budget = o->token_budget,
+        .mixed_prefill = o->mixed_prefill,
         .ctx_size = o->ctx_size,
         .prefix_cache = !o->no_prefix_cache,
         .step_delay_ms = env_ms("RADIXSERVE_TEST_STEP_DELAY_MS"), /* tests: slow steps */

@@ -13,17 +13,20 @@
 #include <stdlib.h>
 
 /*
- * Attention work is cut into items of up to ATT_ROWS consecutive rows of one sequence for one
- * KV head (all the query heads that share it): an item walks its KV blocks once per query head
- * for all its rows (the table's attend_rows), instead of once per (row, head). Items are dealt
- * to threads by estimated cost (positions attended), not by count, since a causal prefill's late
+ * Attention work is cut into items of up to ATT_ROWS rows for one KV head (all the query heads
+ * that share it): an item walks positions once per query head for all its rows (the table's
+ * attend_rows), instead of once per (row, head). An item's rows are a prefill's consecutive rows,
+ * or the rows of several sequences that start with the same block: sequences are sorted by block
+ * table first, so requests sharing a cached prefix (a system prompt, few-shot examples) sit side
+ * by side and read the prefix's KV once per step instead of once each. Items are dealt to
+ * threads by estimated cost (positions attended), not by count, since a causal prefill's late
  * rows cost far more than its early ones and a batch mixes prefills with decode rows.
  */
 enum { ATT_ROWS = 32 };
 
-/* Rows [r0, r0 + n) of one sequence, one KV head. */
+/* Rows att_order[i0 .. i0 + n), one KV head. */
 typedef struct att_item {
-    int r0, n;   /* batch rows (all of one sequence) */
+    int i0, n;   /* its rows: a range of att_order */
     int kv_head; /* the KV head; its query heads are kv_head * group .. + group - 1 */
     int64_t end; /* cumulative cost of the items up to and including this one */
 } att_item;
@@ -43,6 +46,9 @@ struct eng_ctx {
     int *row_seq;         /* [T] sequence of each row */
     int *row_pos;         /* [T] position of each row */
     int *row_npos;        /* [T] positions each row attends to (its position + 1) */
+    int *seq_row0;        /* [T] first batch row of each sequence */
+    int *seq_order;       /* [T] sequences sorted by block table (see att_items_make) */
+    int *att_order;       /* [T] batch rows in attention-item order */
     att_item *att_items;  /* attention work of one step (see att_items_make) */
     int n_att_items;      /* items in att_items */
     float *head_rows;     /* [S][hidden] final-normed rows that need logits (grown on demand) */
@@ -81,10 +87,14 @@ int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_thread
     c->row_seq = malloc(T * sizeof(int));
     c->row_pos = malloc(T * sizeof(int));
     c->row_npos = malloc(T * sizeof(int));
+    c->seq_row0 = malloc(T * sizeof(int));
+    c->seq_order = malloc(T * sizeof(int));
+    c->att_order = malloc(T * sizeof(int));
     /* each sequence contributes ceil(rows / ATT_ROWS) <= rows / ATT_ROWS + 1 row ranges */
     c->att_items = malloc((T + T / ATT_ROWS + 1) * (size_t)g->n_kv_heads * sizeof *c->att_items);
     if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->kx || !c->vx || !c->gate || !c->up ||
-        !c->cos || !c->sin || !c->row_seq || !c->row_pos || !c->row_npos || !c->att_items) {
+        !c->cos || !c->sin || !c->row_seq || !c->row_pos || !c->row_npos || !c->seq_row0 ||
+        !c->seq_order || !c->att_order || !c->att_items) {
         eng_ctx_free(c);
         return rs_errf(e, RS_ENOMEM, "out of memory for scratch of %d tokens", max_tokens);
     }
@@ -101,6 +111,9 @@ void eng_ctx_free(eng_ctx *c) {
     free(c->row_seq);
     free(c->row_pos);
     free(c->row_npos);
+    free(c->seq_row0);
+    free(c->seq_order);
+    free(c->att_order);
     free(c->att_items);
     free(c);
 }
@@ -157,41 +170,80 @@ typedef struct attend_job {
     int n_threads; /* the items are split into this many cost-balanced ranges */
 } attend_job;
 
-/* Items of one layer (the same for every layer) into c->att_items; returns how many. */
-static int att_items_make(eng_ctx *c, int T) {
-    const eng_config *g = &c->m->cfg;
-    int n = 0;
-    int64_t cost = 0;
-    for (int r0 = 0; r0 < T;) {
-        int r1 = r0 + 1;
-        while (r1 < T && r1 - r0 < ATT_ROWS && c->row_seq[r1] == c->row_seq[r0]) r1++;
-        int64_t rows_cost = 0;
-        for (int r = r0; r < r1; r++) rows_cost += c->row_npos[r];
-        for (int h = 0; h < g->n_kv_heads; h++) {
-            cost += rows_cost;
-            c->att_items[n++] = (att_item){r0, r1 - r0, h, cost};
-        }
-        r0 = r1;
+/* Block tables compared as far as each sequence's rows reach: sequences sharing a prefix of
+ * blocks compare close. */
+static int table_cmp(const eng_seq *a, const eng_seq *b, int bs) {
+    int na = (a->pos0 + a->n_tokens + bs - 1) / bs, nb = (b->pos0 + b->n_tokens + bs - 1) / bs;
+    for (int i = 0; i < na && i < nb; i++)
+        if (a->blocks[i] != b->blocks[i]) return a->blocks[i] < b->blocks[i] ? -1 : 1;
+    return (na > nb) - (na < nb);
+}
+
+/* c->seq_order = sequences sorted by table_cmp, stable (insertion sort: a step has at most
+ * max_batch sequences, usually in the order the last step left them). */
+static void sort_seqs(eng_ctx *c, const eng_seq *seqs, int n_seqs, int bs) {
+    for (int i = 0; i < n_seqs; i++) {
+        int j = i;
+        for (; j > 0 && table_cmp(&seqs[c->seq_order[j - 1]], &seqs[i], bs) > 0; j--)
+            c->seq_order[j] = c->seq_order[j - 1];
+        c->seq_order[j] = i;
+    }
+}
+
+/* Close the group att_order[g0, m): one item per KV head. */
+static int close_group(eng_ctx *c, int n, int g0, int m, int64_t *cost) {
+    int64_t rows_cost = 0;
+    for (int i = g0; i < m; i++) rows_cost += c->row_npos[c->att_order[i]];
+    for (int h = 0; h < c->m->cfg.n_kv_heads; h++) {
+        *cost += rows_cost;
+        c->att_items[n++] = (att_item){g0, m - g0, h, *cost};
     }
     return n;
 }
 
-/* Item `it` with per-row attend (tables without attend_rows) or one walk per query head. */
+/* Items of one layer (the same for every layer) into c->att_items; returns how many. Rows go
+ * in sorted-sequence order; a group closes at ATT_ROWS rows or at a sequence whose first block
+ * differs from the group's. */
+static int att_items_make(eng_ctx *c, const eng_seq *seqs, int n_seqs, int bs) {
+    sort_seqs(c, seqs, n_seqs, bs);
+    int n = 0, m = 0, g0 = 0;
+    int32_t first = -1;
+    int64_t cost = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        int s = c->seq_order[i];
+        for (int t = 0; t < seqs[s].n_tokens; t++) {
+            if (m > g0 && (m - g0 == ATT_ROWS || seqs[s].blocks[0] != first)) {
+                n = close_group(c, n, g0, m, &cost);
+                g0 = m;
+            }
+            first = seqs[s].blocks[0];
+            c->att_order[m++] = c->seq_row0[s] + t;
+        }
+    }
+    if (m > g0) n = close_group(c, n, g0, m, &cost);
+    return n;
+}
+
+/* Item `it`: one walk per query head (attend_rows), or per-row attend for tables without it. */
 static void attend_item(const attend_job *j, const att_item *it) {
     eng_ctx *c = j->c;
     const eng_config *g = &c->m->cfg;
     int group = g->n_heads / g->n_kv_heads, d = g->head_dim, qd = g->n_heads * d;
-    const int32_t *blocks = j->seqs[c->row_seq[it->r0]].blocks;
+    eng_att_row rows[ATT_ROWS];
     for (int h = it->kv_head * group; h < (it->kv_head + 1) * group; h++) {
-        size_t off = (size_t)it->r0 * (size_t)qd + (size_t)h * (size_t)d;
+        for (int i = 0; i < it->n; i++) {
+            int r = c->att_order[it->i0 + i];
+            size_t off = (size_t)r * (size_t)qd + (size_t)h * (size_t)d;
+            rows[i] = (eng_att_row){c->att + off, c->q + off, j->seqs[c->row_seq[r]].blocks,
+                                    c->row_npos[r]};
+        }
         if (c->k->attend_rows) {
-            c->k->attend_rows(c->att + off, qd, c->q + off, qd, c->row_npos + it->r0, it->n, j->kv,
-                              blocks, j->layer, it->kv_head, j->scale);
+            c->k->attend_rows(rows, it->n, j->kv, j->layer, it->kv_head, j->scale);
             continue;
         }
-        for (int r = 0; r < it->n; r++)
-            c->k->attend(c->att + off + (size_t)r * qd, c->q + off + (size_t)r * qd, j->kv, blocks,
-                         j->layer, it->kv_head, c->row_npos[it->r0 + r], j->scale);
+        for (int i = 0; i < it->n; i++)
+            c->k->attend(rows[i].out, rows[i].q, j->kv, rows[i].blocks, j->layer, it->kv_head,
+                         rows[i].n_pos, j->scale);
     }
 }
 
@@ -435,7 +487,8 @@ static int check_batch(const eng_ctx *c, const kv_pool *kv, const eng_seq *seqs,
 static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
     const eng_config *g = &c->m->cfg;
     int r = 0, half = g->head_dim / 2;
-    for (int s = 0; s < n_seqs; s++)
+    for (int s = 0; s < n_seqs; s++) {
+        c->seq_row0[s] = r;
         for (int t = 0; t < seqs[s].n_tokens; t++, r++) {
             c->row_seq[r] = s;
             c->row_pos[r] = seqs[s].pos0 + t;
@@ -447,6 +500,7 @@ static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
             rope_factors(c->cos + (size_t)r * half, c->sin + (size_t)r * half, c->row_pos[r],
                          g->head_dim, g->rope_theta);
         }
+    }
     return r;
 }
 
@@ -457,7 +511,7 @@ int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err
     for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
     if ((rc = grow_head(c, want, e))) return rc;
     int T = embed_rows(c, seqs, n_seqs);
-    c->n_att_items = att_items_make(c, T);
+    c->n_att_items = att_items_make(c, seqs, n_seqs, kv->block_size);
     for (int l = 0; l < c->m->cfg.n_layers; l++) {
         attention_block(c, kv, seqs, l, T);
         mlp_block(c, l, T);

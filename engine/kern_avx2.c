@@ -396,10 +396,11 @@ AVX2_INLINE void attend_chunk(float *out, float *mx, float *l, const float *q, c
 
 /* One query row's online-softmax state. */
 typedef struct att_row {
-    float *out;     /* head_dim floats: the running weighted sum of V, then the result */
-    const float *q; /* head_dim floats */
-    int n_pos;      /* positions this row attends to */
-    float mx, l;    /* running max score and running sum of exp(score - mx) */
+    float *out;            /* head_dim floats: the running weighted sum of V, then the result */
+    const float *q;        /* head_dim floats */
+    const int32_t *blocks; /* its block table */
+    int n_pos;             /* positions this row attends to */
+    float mx, l;           /* running max score and running sum of exp(score - mx) */
 } att_row;
 
 /* Positions in the chunk that starts at p0: up to the block's end, at most AVX2_SCHUNK. Chunk
@@ -438,52 +439,81 @@ static void widen_rows(float *dst, const void *tile, int slot0, int n, int d) {
     }
 }
 
-/*
- * Rows [0, R) in groups: each group walks the blocks once in position order, and every chunk
- * is folded into each row that reaches it while its K/V are in L1. With several rows and BF16
- * pages, each chunk is widened to F32 once for the whole group (exact, so the rows see the same
- * values as when they widen in registers). A row's arithmetic is that of attending alone.
- */
-void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
-                          const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
-                          float scale) {
-    int d = kv->head_dim, bs = kv->block_size;
+/* The n positions of block blk from position p0, as stored, or widened into `wide` (K, then V
+ * AVX2_SCHUNK rows later) when it is given: exact, so rows see the same values either way. */
+static att_chunk chunk_at(const kv_pool *kv, int32_t blk, int layer, int kv_head, int p0, int n,
+                          float *wide) {
+    int d = kv->head_dim;
+    att_chunk c = {kv_tile(kv, blk, layer, 0, kv_head), kv_tile(kv, blk, layer, 1, kv_head),
+                   kv->dtype == KV_BF16 ? ENG_BF16 : ENG_F32, p0 % kv->block_size, n};
+    if (!wide) return c;
+    float *wv = wide + (size_t)AVX2_SCHUNK * (size_t)d;
+    widen_rows(wide, c.kt, c.slot0, n, d);
+    widen_rows(wv, c.vt, c.slot0, n, d);
+    return (att_chunk){wide, wv, ENG_F32, 0, n};
+}
+
+/* Does a row after r that still attends at p0 read block blk there too? */
+static int read_again(const att_row *rows, int r, int nr, int p0, int bs, int32_t blk) {
+    for (int i = r + 1; i < nr; i++)
+        if (p0 < rows[i].n_pos && rows[i].blocks[p0 / bs] == blk) return 1;
+    return 0;
+}
+
+/* Rows [0, nr) walk positions together: each chunk is folded into every row that reaches it
+ * while its K/V are in L1, taken from the rows' own blocks. A BF16 chunk more than one row reads
+ * is widened to F32 once (`wide`, NULL for F32 pages); one read by a single row widens in
+ * registers. Either way a row's arithmetic is that of attending alone. */
+static void attend_group(att_row *rows, int nr, const kv_pool *kv, int layer, int kv_head,
+                         float scale, float *wide) {
+    int d = kv->head_dim, bs = kv->block_size, reach = 0;
+    for (int r = 0; r < nr; r++) {
+        for (int i = 0; i < d; i++) rows[r].out[i] = 0.0f;
+        if (rows[r].n_pos > reach) reach = rows[r].n_pos;
+    }
+    for (int p0 = 0; p0 < reach; p0 += chunk_len(p0, bs)) {
+        int n = chunk_len(p0, bs) < reach - p0 ? chunk_len(p0, bs) : reach - p0;
+        int32_t cur = -1;
+        att_chunk c = {0};
+        for (int r = 0; r < nr; r++) {
+            if (p0 >= rows[r].n_pos) continue;
+            int32_t blk = rows[r].blocks[p0 / bs];
+            if (blk != cur) {
+                int again = wide && read_again(rows, r, nr, p0, bs, blk);
+                c = chunk_at(kv, blk, layer, kv_head, p0, n, again ? wide : NULL);
+                cur = blk;
+            }
+            row_chunk(&rows[r], &c, p0, d, scale);
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        if (!(rows[r].l > 0.0f)) continue;
+        float inv = 1.0f / rows[r].l;
+        for (int i = 0; i < d; i++) rows[r].out[i] *= inv;
+    }
+}
+
+void eng_attend_rows_avx2(const eng_att_row *in, int R, const kv_pool *kv, int layer,
+                          int kv_head, float scale) {
     float *wide = NULL; /* K then V of one chunk in F32; NULL: widen in registers */
-    if (R > 1 && kv->dtype == KV_BF16) wide = malloc(sizeof *wide * 2 * AVX2_SCHUNK * (size_t)d);
+    if (R > 1 && kv->dtype == KV_BF16)
+        wide = malloc(sizeof *wide * 2 * AVX2_SCHUNK * (size_t)kv->head_dim);
     for (int g0 = 0; g0 < R; g0 += AVX2_ROWS) {
         att_row rows[AVX2_ROWS];
-        int nr = R - g0 < AVX2_ROWS ? R - g0 : AVX2_ROWS, reach = 0;
+        int nr = R - g0 < AVX2_ROWS ? R - g0 : AVX2_ROWS;
         for (int r = 0; r < nr; r++) {
-            rows[r] = (att_row){out + (size_t)(g0 + r) * (size_t)ldo,
-                                q + (size_t)(g0 + r) * (size_t)ldq, n_pos[g0 + r], -INFINITY, 0};
-            for (int i = 0; i < d; i++) rows[r].out[i] = 0.0f;
-            if (rows[r].n_pos > reach) reach = rows[r].n_pos;
+            const eng_att_row *a = &in[g0 + r];
+            rows[r] = (att_row){a->out, a->q, a->blocks, a->n_pos, -INFINITY, 0};
         }
-        for (int p0 = 0; p0 < reach; p0 += chunk_len(p0, bs)) {
-            att_chunk c = {kv_tile(kv, blocks[p0 / bs], layer, 0, kv_head),
-                           kv_tile(kv, blocks[p0 / bs], layer, 1, kv_head),
-                           kv->dtype == KV_BF16 ? ENG_BF16 : ENG_F32, p0 % bs, chunk_len(p0, bs)};
-            if (c.n > reach - p0) c.n = reach - p0;
-            if (wide) {
-                widen_rows(wide, c.kt, c.slot0, c.n, d);
-                widen_rows(wide + (size_t)AVX2_SCHUNK * (size_t)d, c.vt, c.slot0, c.n, d);
-                c = (att_chunk){wide, wide + (size_t)AVX2_SCHUNK * (size_t)d, ENG_F32, 0, c.n};
-            }
-            for (int r = 0; r < nr; r++)
-                if (p0 < rows[r].n_pos) row_chunk(&rows[r], &c, p0, d, scale);
-        }
-        for (int r = 0; r < nr; r++) {
-            if (!(rows[r].l > 0.0f)) continue;
-            float inv = 1.0f / rows[r].l;
-            for (int i = 0; i < d; i++) rows[r].out[i] *= inv;
-        }
+        attend_group(rows, nr, kv, layer, kv_head, scale, wide);
     }
     free(wide);
 }
 
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
                      int layer, int kv_head, int n_pos, float scale) {
-    eng_attend_rows_avx2(out, 0, q, 0, &n_pos, 1, kv, blocks, layer, kv_head, scale);
+    eng_att_row row = {out, q, blocks, n_pos};
+    eng_attend_rows_avx2(&row, 1, kv, layer, kv_head, scale);
 }
 
 const eng_kernels eng_kernels_avx2 = {

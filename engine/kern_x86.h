@@ -88,14 +88,12 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
                      int layer, int kv_head, int n_pos, float scale);
 
 /*
- * Prefill-friendly attention of R query rows of one (layer, KV head): row r (q + r * ldq, out +
- * r * ldo) attends over positions [0, n_pos[r]). Rows are taken in groups that walk the KV
- * blocks once, so K/V are read once per group instead of once per row; every row's result is
- * bit for bit what eng_attend_avx2 gives it alone. The attend_rows of the AVX2 and AVX-512
- * tables.
+ * attend_rows of the AVX2 and AVX-512 tables (the contract is in kernels.h): rows are taken in
+ * groups that walk positions together, so a block shared by several rows of a group (all of a
+ * prefill's, a common prefix's) is read and widened once for the group; every row's result is
+ * bit for bit what eng_attend_avx2 gives it alone.
  */
-void eng_attend_rows_avx2(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
-                          const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
-                          float scale);
+void eng_attend_rows_avx2(const eng_att_row *rows, int R, const kv_pool *kv, int layer,
+                          int kv_head, float scale);
 
 #endif

@@ -16,6 +16,14 @@
 #include "cache/cache.h"
 #include "engine/engine.h"
 
+/* One query row of attend_rows. */
+typedef struct eng_att_row {
+    float *out;            /* head_dim floats: the result */
+    const float *q;        /* head_dim floats: the query */
+    const int32_t *blocks; /* the row's sequence's block table */
+    int n_pos;             /* positions attended: [0, n_pos) */
+} eng_att_row;
+
 typedef struct eng_kernels {
     const char *name; /* "portable", "avx2", "avx512" */
 
@@ -43,12 +51,14 @@ typedef struct eng_kernels {
 
     /*
      * Optional (NULL: the forward pass calls `attend` per row). Attention of R query rows of one
-     * (layer, KV head) in one walk over the blocks, for prefill: row r reads q + r * ldq, writes
-     * out + r * ldo and attends over [0, n_pos[r]). Each row's result is bit for bit what
-     * `attend` gives it alone, so using it never changes a number, only how often K/V are read.
+     * (layer, KV head) in one walk over positions: rows[r] attends over [0, rows[r].n_pos) of
+     * its own block table. Rows may come from different sequences; where their tables hold the
+     * same block at a position, its K/V are read once for all of them (a prefill's rows share
+     * every block, decode rows of requests with a common cached prefix share the prefix's).
+     * Each row's result is bit for bit what `attend` gives it alone, so using it never changes
+     * a number, only how often K/V are read. Rows sharing blocks should be adjacent (speed only).
      */
-    void (*attend_rows)(float *out, int ldo, const float *q, int ldq, const int *n_pos, int R,
-                        const kv_pool *kv, const int32_t *blocks, int layer, int kv_head,
+    void (*attend_rows)(const eng_att_row *rows, int R, const kv_pool *kv, int layer, int kv_head,
                         float scale);
 } eng_kernels;
 

@@ -14,6 +14,8 @@ static void fill_defaults(sched_config *c, const eng_config *mc) {
     if (c->max_queue <= 0) c->max_queue = 256;
     if (c->token_budget <= 0) c->token_budget = 512;
     if (c->token_budget < c->max_batch) c->token_budget = c->max_batch;
+    if (c->mixed_prefill <= 0) c->mixed_prefill = 128;
+    if (c->mixed_prefill > c->token_budget) c->mixed_prefill = c->token_budget;
     if (c->ctx_size <= 0 || c->ctx_size > mc->max_pos) c->ctx_size = mc->max_pos;
     if (c->max_wait_s <= 0) c->max_wait_s = 2.0;
 }

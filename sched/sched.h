@@ -29,6 +29,9 @@ typedef struct sched_config {
     int max_batch;         /* running sequences at most (--max-batch) */
     int max_queue;         /* waiting requests at most (--max-queue); beyond: RS_EFULL */
     int token_budget;      /* new tokens per step (decode rows + prefill chunks) */
+    int mixed_prefill;     /* prefill tokens per step while some sequence decodes: a step's
+                              time is its inter-token latency, so long prompts prefill in
+                              smaller chunks beside running streams (--mixed-prefill) */
     int ctx_size;          /* context length per sequence (prompt + generated) */
     int prefix_cache;      /* 1: radix-tree prefix cache on; 0: off (every prompt computed) */
     double max_wait_s;     /* age bound of cache-aware admission: a request waiting longer is
@@ -40,7 +43,7 @@ typedef struct sched_config {
 
 /* Zero or negative fields of a sched_config get defaults at sched_start: n_threads 1,
  * kv_cache_bytes 64 MiB, block_size 16, max_batch 16, max_queue 256, token_budget 512 (raised
- * to max_batch), ctx_size the model's max_position_embeddings lowered to what the pool holds
+ * to max_batch), mixed_prefill 128 (at most token_budget), ctx_size the model's max_position_embeddings lowered to what the pool holds
  * for one sequence. prefix_cache is taken as given (0 = off); kv_dtype < 0 = the model's. */
 
 #define SCHED_MAX_STOP         4

@@ -407,22 +407,30 @@ static int budget_left(const sched *s) {
 }
 
 /* Decode rows first (one token each: running streams never stall), then prefill chunks from
- * the rest of the token budget, oldest admission first. Sets q->chunk; allocates KV. A
- * preemption victim is always the newest (the last of `running`), so it is q itself or a
- * sequence after q; a victim already planned gives its budget back. */
+ * the rest of the token budget, oldest admission first; while any row decodes, prefill takes
+ * at most mixed_prefill tokens, so the step (every stream's inter-token gap) stays short. Sets
+ * q->chunk; allocates KV. A preemption victim is always the newest (the last of `running`), so
+ * it is q itself or a sequence after q; a victim already planned gives its budget back. */
 static void plan(sched *s) {
     for (int i = 0; i < s->running.n; i++) s->running.v[i]->chunk = 0;
+    int decoding = 0, prefill = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < s->running.n;) {
             sched_seq *q = s->running.v[i];
             int rem = q->toks.n - q->n_kv, budget = budget_left(s);
+            if (pass == 1 && decoding && budget > s->cfg.mixed_prefill - prefill)
+                budget = s->cfg.mixed_prefill - prefill;
             if (budget <= 0) return;
             if ((pass == 0) != (rem == 1) || q->chunk) {
                 i++;
                 continue;
             }
             int chunk = rem < budget ? rem : budget;
-            if (ensure_blocks(s, q, q->n_kv + chunk) == 0) q->chunk = chunk;
+            if (ensure_blocks(s, q, q->n_kv + chunk) == 0) {
+                q->chunk = chunk;
+                decoding += pass == 0;
+                prefill += pass == 1 ? chunk : 0;
+            }
             if (find(&s->running, q) >= 0) i++; /* else preempted: v[i] is the next one */
         }
     }

@@ -181,6 +181,61 @@ static void check_batch(eng_model *m, int kvdt, const char *what) {
     runner_free(&b);
 }
 
+/*
+ * Four sequences whose tables start with the same cached blocks (requests sharing a system
+ * prompt) and one that shares nothing, placed between them: a prefill chunk each, then decode
+ * steps, batched (the shared rows are grouped to read the prefix once) == each alone.
+ */
+static void check_shared_prefix(eng_model *m, int kvdt, const char *what) {
+    enum { NS = 5, P = 5 * BS, NEW = 3, STEPS = 3, NB = 10, LONE = 2 };
+    runner r[2];
+    if (runner_init(&r[0], m, kvdt, 2, 64)) return;
+    if (runner_init(&r[1], m, kvdt, 1, 64)) {
+        runner_free(&r[0]);
+        return;
+    }
+    int32_t pre[P], lone[P], tok[NS][NEW + STEPS];
+    make_tokens(pre, P, r[0].vocab, 21);
+    make_tokens(lone, P, r[0].vocab, 22);
+    for (int i = 0; i < NS; i++) make_tokens(tok[i], NEW + STEPS, r[0].vocab, 30 + (uint32_t)i);
+    size_t vb = (size_t)r[0].vocab * sizeof(float);
+    float *l[2][NS];
+    tseq s[2][NS];
+    int rc = 0;
+    for (int k = 0; k < 2; k++) { /* the same calls in both pools: the same block ids */
+        for (int i = 0; i < NS; i++) {
+            l[k][i] = malloc(vb);
+            s[k][i].n_blocks = NB;
+            for (int b = 0; b < NB; b++)
+                s[k][i].blocks[b] = i == LONE || i == 0 || b >= P / BS ? kv_alloc(&r[k].kv)
+                                                                       : s[k][0].blocks[b];
+        }
+        rc |= run1(&r[k], &s[k][0], pre, P, 0, NULL);
+        rc |= run1(&r[k], &s[k][LONE], lone, P, 0, NULL);
+    }
+    int same = 1;
+    for (int step = 0; step <= STEPS && !rc; step++) {
+        int n = step ? 1 : NEW, pos = step ? P + NEW + step - 1 : P;
+        eng_seq q[NS];
+        for (int i = 0; i < NS; i++)
+            q[i] = (eng_seq){tok[i] + pos - P, n, pos, s[0][i].blocks, NB, l[0][i]};
+        rs_err e = {0};
+        rc |= eng_forward(r[0].c, &r[0].kv, q, NS, &e);
+        for (int i = 0; i < NS; i++) {
+            rc |= run1(&r[1], &s[1][i], tok[i] + pos - P, n, pos, l[1][i]);
+            same &= !memcmp(l[0][i], l[1][i], vb);
+        }
+    }
+    TAP_OK(!rc && same, "%s: 4 rows sharing a cached prefix + 1 not, batched == alone: logits",
+           what);
+    TAP_OK(!rc && same_pages(&r[0].kv, &r[1].kv, r[0].kv.n_blocks),
+           "%s: shared prefix batched == alone: KV bytes", what);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < NS; i++) free(l[k][i]);
+        runner_free(&r[k]);
+    }
+}
+
 static void check_model(eng_model *m, const char *name) {
     const char *kvn[2] = {"f32", "bf16"};
     for (int kvdt = 0; kvdt < 2; kvdt++) {
@@ -190,6 +245,7 @@ static void check_model(eng_model *m, const char *name) {
         check_decode(m, kvdt, what, 128, 150);
         check_chunked(m, kvdt, what);
         check_batch(m, kvdt, what);
+        check_shared_prefix(m, kvdt, what);
     }
 }
 

@@ -418,19 +418,33 @@ static void test_attend_rows(const eng_kernels *k, kv_dtype dt, int head_dim, in
     enum { ROWS = 75, MAX_POS = 150 };
     int32_t table[40];
     for (int i = 0; i < 40; i++) table[i] = (int32_t)((i * 11 + 5) % 40);
-    fill_kv(&p, table, MAX_POS, 3u, NAN);
+    fill_kv(&p, table, 40 * bs, 3u, NAN); /* every block: the other tables read them all */
     int n_pos[ROWS];
     for (int r = 0; r < ROWS; r++) n_pos[r] = r < 60 ? 91 + r : 1 + (r * 37) % MAX_POS;
     float *q = rnd_vec((size_t)ROWS * (size_t)head_dim, 11u);
     float *many = malloc((size_t)ROWS * (size_t)(head_dim + 1) * sizeof *many);
     float *one = malloc((size_t)head_dim * sizeof *one);
-    k->attend_rows(many, head_dim + 1, q, head_dim, n_pos, ROWS, &p, table, 0, 1, 0.2f);
+    /* rows 60.. read tables that share the first `shared` blocks of `table`, then diverge
+     * (their own blocks, interleaved with rows of other tables), as decode rows of requests
+     * with a common cached prefix do */
+    enum { NT = 3 };
+    int32_t other[NT][40];
+    int shared = (MAX_POS / bs) / 2;
+    for (int t = 0; t < NT; t++)
+        for (int i = 0; i < 40; i++) other[t][i] = i < shared ? table[i] : (int32_t)((i * 7 + t) % 40);
+    eng_att_row rows[ROWS];
+    for (int r = 0; r < ROWS; r++)
+        rows[r] = (eng_att_row){many + (size_t)r * (head_dim + 1), q + (size_t)r * head_dim,
+                                r < 60 ? table : other[r % NT], n_pos[r]};
+    k->attend_rows(rows, ROWS, &p, 0, 1, 0.2f);
     int same = 1;
     for (int r = 0; r < ROWS; r++) {
-        k->attend(one, q + (size_t)r * head_dim, &p, table, 0, 1, n_pos[r], 0.2f);
-        same &= !memcmp(one, many + (size_t)r * (head_dim + 1), (size_t)head_dim * sizeof *one);
+        k->attend(one, rows[r].q, &p, rows[r].blocks, 0, 1, n_pos[r], 0.2f);
+        same &= !memcmp(one, rows[r].out, (size_t)head_dim * sizeof *one);
     }
-    TAP_OK(same, "%s attend_rows kv=%s d=%d bs=%d: %d rows of mixed n_pos == each row alone",
+    TAP_OK(same,
+           "%s attend_rows kv=%s d=%d bs=%d: %d rows of mixed n_pos and partly shared block "
+           "tables == each row alone",
            k->name, dt == KV_F32 ? "f32" : "bf16", head_dim, bs, ROWS);
     free(q);
     free(many);

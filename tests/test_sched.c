@@ -410,6 +410,47 @@ static void test_step_delay(void) {
     sched_stop(s);
 }
 
+/* While a stream decodes, a 400-token prompt prefills in mixed_prefill-sized chunks beside it
+ * (steps are slowed to 15 ms so that submitting between two steps is exact): at 64, at least
+ * 7 steps pass before its first token; at 512 (= the token budget), one or two. The stream
+ * never stalls: one token per step throughout. */
+static void test_mixed_prefill(void) {
+    const int mixed[2] = {64, 512};
+    for (int k = 0; k < 2; k++) {
+        sched_config c = {.n_threads = g_threads, .max_batch = 4, .token_budget = 512,
+                          .mixed_prefill = mixed[k], .prefix_cache = 1, .step_delay_ms = 15};
+        sched *s = NULL;
+        rs_err e = {0};
+        if (!TAP_OK(sched_start(&s, g_model, g_tok, &c, &e) == 0, "start: %s", e.msg)) return;
+        int32_t a[24], b[420];
+        int na = make_prompt(a, 80, 0, 20), nb = make_prompt(b, 81, 0, 400);
+        sched_params pa = greedy(20), pb = greedy(2);
+        pa.ignore_eos = pb.ignore_eos = 1;
+        sched_request *ra, *rb;
+        sched_event ev;
+        sched_submit(s, a, na, &pa, &ra, &e);
+        int got = sched_next_event(ra, &ev, TIMEOUT_MS);
+        int64_t a_first = got == 1 ? ev.step : -1;
+        if (got == 1) sched_event_free(&ev);
+        sched_submit(s, b, nb, &pb, &rb, &e);
+        result x, y;
+        collect(rb, &y);
+        collect(ra, &x);
+        int64_t wait = y.first_step - a_first;
+        int ok = x.done && y.done && x.n[0] == 19 && x.last_step - x.first_step == 18;
+        ok &= k == 0 ? wait >= 7 : wait <= 2;
+        TAP_OK(ok,
+               "mixed_prefill %d: 400-token prompt's first token %lld steps after the stream's "
+               "(%s); the stream kept one token per step (%d tokens over steps %lld..%lld)",
+               mixed[k], (long long)wait, k == 0 ? ">= 7" : "<= 2", x.n[0],
+               (long long)x.first_step, (long long)x.last_step);
+        sched_request_free(ra);
+        sched_request_free(rb);
+        check_idle(s, "mixed prefill");
+        sched_stop(s);
+    }
+}
+
 /* ---------------------------------------------------------------- preemption */
 
 static void test_preemption(void) {
@@ -748,6 +789,7 @@ int main(void) {
     test_seeded();
     test_admission_order();
     test_step_delay();
+    test_mixed_prefill();
     test_preemption();
     test_batched_equals_alone();
     test_stress();
