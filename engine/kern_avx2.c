@@ -493,8 +493,8 @@ static void attend_group(att_row *rows, int nr, const kv_pool *kv, int layer, in
     }
 }
 
-void eng_attend_rows_avx2(const eng_att_row *in, int R, const kv_pool *kv, int layer,
-                          int kv_head, float scale) {
+void eng_attend_rows_avx2(const eng_att_row *in, int R, const kv_pool *kv, int layer, int kv_head,
+                          float scale) {
     float *wide = NULL; /* K then V of one chunk in F32; NULL: widen in registers */
     if (R > 1 && kv->dtype == KV_BF16)
         wide = malloc(sizeof *wide * 2 * AVX2_SCHUNK * (size_t)kv->head_dim);

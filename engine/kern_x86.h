@@ -93,7 +93,7 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
  * prefill's, a common prefix's) is read and widened once for the group; every row's result is
  * bit for bit what eng_attend_avx2 gives it alone.
  */
-void eng_attend_rows_avx2(const eng_att_row *rows, int R, const kv_pool *kv, int layer,
-                          int kv_head, float scale);
+void eng_attend_rows_avx2(const eng_att_row *rows, int R, const kv_pool *kv, int layer, int kv_head,
+                          float scale);
 
 #endif

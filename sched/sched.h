@@ -43,8 +43,9 @@ typedef struct sched_config {
 
 /* Zero or negative fields of a sched_config get defaults at sched_start: n_threads 1,
  * kv_cache_bytes 64 MiB, block_size 16, max_batch 16, max_queue 256, token_budget 512 (raised
- * to max_batch), mixed_prefill 128 (at most token_budget), ctx_size the model's max_position_embeddings lowered to what the pool holds
- * for one sequence. prefix_cache is taken as given (0 = off); kv_dtype < 0 = the model's. */
+ * to max_batch), mixed_prefill 128 (at most token_budget), ctx_size the model's
+ * max_position_embeddings lowered to what the pool holds for one sequence. prefix_cache is taken as
+ * given (0 = off); kv_dtype < 0 = the model's. */
 
 #define SCHED_MAX_STOP         4
 #define SCHED_MAX_TOP_LOGPROBS 20

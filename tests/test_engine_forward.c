@@ -207,8 +207,8 @@ static void check_shared_prefix(eng_model *m, int kvdt, const char *what) {
             l[k][i] = malloc(vb);
             s[k][i].n_blocks = NB;
             for (int b = 0; b < NB; b++)
-                s[k][i].blocks[b] = i == LONE || i == 0 || b >= P / BS ? kv_alloc(&r[k].kv)
-                                                                       : s[k][0].blocks[b];
+                s[k][i].blocks[b] =
+                    i == LONE || i == 0 || b >= P / BS ? kv_alloc(&r[k].kv) : s[k][0].blocks[b];
         }
         rc |= run1(&r[k], &s[k][0], pre, P, 0, NULL);
         rc |= run1(&r[k], &s[k][LONE], lone, P, 0, NULL);

@@ -431,7 +431,8 @@ static void test_attend_rows(const eng_kernels *k, kv_dtype dt, int head_dim, in
     int32_t other[NT][40];
     int shared = (MAX_POS / bs) / 2;
     for (int t = 0; t < NT; t++)
-        for (int i = 0; i < 40; i++) other[t][i] = i < shared ? table[i] : (int32_t)((i * 7 + t) % 40);
+        for (int i = 0; i < 40; i++)
+            other[t][i] = i < shared ? table[i] : (int32_t)((i * 7 + t) % 40);
     eng_att_row rows[ROWS];
     for (int r = 0; r < ROWS; r++)
         rows[r] = (eng_att_row){many + (size_t)r * (head_dim + 1), q + (size_t)r * head_dim,

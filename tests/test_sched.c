@@ -417,8 +417,12 @@ static void test_step_delay(void) {
 static void test_mixed_prefill(void) {
     const int mixed[2] = {64, 512};
     for (int k = 0; k < 2; k++) {
-        sched_config c = {.n_threads = g_threads, .max_batch = 4, .token_budget = 512,
-                          .mixed_prefill = mixed[k], .prefix_cache = 1, .step_delay_ms = 15};
+        sched_config c = {.n_threads = g_threads,
+                          .max_batch = 4,
+                          .token_budget = 512,
+                          .mixed_prefill = mixed[k],
+                          .prefix_cache = 1,
+                          .step_delay_ms = 15};
         sched *s = NULL;
         rs_err e = {0};
         if (!TAP_OK(sched_start(&s, g_model, g_tok, &c, &e) == 0, "start: %s", e.msg)) return;
@@ -442,8 +446,8 @@ static void test_mixed_prefill(void) {
         TAP_OK(ok,
                "mixed_prefill %d: 400-token prompt's first token %lld steps after the stream's "
                "(%s); the stream kept one token per step (%d tokens over steps %lld..%lld)",
-               mixed[k], (long long)wait, k == 0 ? ">= 7" : "<= 2", x.n[0],
-               (long long)x.first_step, (long long)x.last_step);
+               mixed[k], (long long)wait, k == 0 ? ">= 7" : "<= 2", x.n[0], (long long)x.first_step,
+               (long long)x.last_step);
         sched_request_free(ra);
         sched_request_free(rb);
         check_idle(s, "mixed prefill");
