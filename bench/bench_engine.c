@@ -9,8 +9,14 @@
  * token reads, the LM head included; the embedding row lookup is negligible), to set beside
  * bench_kernels' streaming-read bandwidth: that ratio is issue 9's "% of the limit".
  *
+ * With --context C, the prompt and the decode steps come after C positions already in the KV
+ * pages (filled with a constant: their values do not change the work), as in a server where a
+ * chunk of a long prompt or a reply to a long conversation attends over everything before it;
+ * --shared gives every decoding sequence the same first C positions (the same blocks, as
+ * requests behind one cached system prompt have), whose KV the engine reads once per step.
+ *
  * Usage: bench_engine [MODEL_DIR] [--threads T] [--prompt N] [--gen N] [--batch LIST]
- *                     [--reps R] [--quick] [--json FILE]
+ *                     [--context C] [--shared] [--reps R] [--quick] [--json FILE]
  *   MODEL_DIR  default build/bench/qwen3-0.6b (written by bench/model.sh when absent; run from
  *              the repository root)
  *   --threads  workers (2, as llama-bench -t 2); --prompt: prefill tokens (512); --gen: decode
@@ -36,6 +42,8 @@ typedef struct opts {
     int n_batch;       /* entries in batch */
     int reps;          /* prefill repetitions (best counts) */
     const char *json;  /* JSON lines file, or NULL */
+    int context;       /* positions already cached before the prompt / the decode steps */
+    int shared;        /* 1: decoding sequences share the context's blocks */
 } opts;
 
 typedef struct eb {
@@ -73,7 +81,7 @@ static int eb_init(eb *b, const opts *o, rs_err *e) {
         if (o->batch[i] > max_b) max_b = o->batch[i];
     if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e))) return rc;
     b->vocab = eng_model_config(b->m)->vocab_size;
-    int longest = o->prompt > o->gen ? o->prompt : o->gen;
+    int longest = o->context + (o->prompt > o->gen ? o->prompt : o->gen);
     b->per_seq = (longest + BS - 1) / BS;
     if ((rc = bu_pool(&b->pool, b->m, BS, b->per_seq * max_b, e))) return rc;
     b->pool_ok = 1;
@@ -85,6 +93,15 @@ static int eb_init(eb *b, const opts *o, rs_err *e) {
     if (!b->blocks || !b->logits || !b->tokens) return rs_errf(e, RS_ENOMEM, "out of memory");
     /* Every block is taken once and reused by each measurement (positions are rewritten). */
     for (int i = 0; i < b->per_seq * max_b; i++) b->blocks[i] = kv_alloc(&b->pool);
+    /* The context's KV: written once (an untouched page would read as the one shared zero page,
+     * from L1), and with --shared one prefix's blocks in every table. */
+    for (int s = 0; s < max_b; s++)
+        for (int i = 0; i < b->per_seq; i++) {
+            int32_t *id = &b->blocks[(size_t)s * b->per_seq + i];
+            if (o->shared && s > 0 && (i + 1) * BS <= o->context) *id = b->blocks[i];
+            if (i * BS < o->context)
+                memset(b->pool.mem + (size_t)*id * b->pool.block_bytes, 0x3c, b->pool.block_bytes);
+        }
     return 0;
 }
 
@@ -100,9 +117,9 @@ static void eb_free(eb *b) {
 /* The prompt in one forward call (as llama-bench's pp: one batch), best of reps. */
 static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
     bu_tokens(b->tokens, o->prompt, b->vocab, 1);
-    eng_seq q = {b->tokens, o->prompt, 0, b->blocks, b->per_seq, b->logits};
+    eng_seq q = {b->tokens, o->prompt, o->context, b->blocks, b->per_seq, b->logits};
     /* One untimed token first: it faults the memory-mapped weights in, which is load time. */
-    eng_seq warm = {b->tokens, 1, 0, b->blocks, b->per_seq, NULL};
+    eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL};
     int rc = eng_forward(b->ctx, &b->pool, &warm, 1, e);
     if (rc) return rc;
     for (int r = 0; r < o->reps; r++) {
@@ -120,19 +137,16 @@ static int run_decode(eb *b, const opts *o, int n, double *secs, rs_err *e) {
     eng_seq q[MAX_BATCH];
     bu_tokens(b->tokens, n, b->vocab, 2 + (uint64_t)n);
     for (int s = 0; s < n; s++)
-        q[s] = (eng_seq){b->tokens + s,
-                         1,
-                         0,
-                         b->blocks + (size_t)s * b->per_seq,
-                         b->per_seq,
-                         b->logits + (size_t)s * b->vocab};
+        q[s] = (eng_seq){b->tokens + s, 1,
+                         o->context,    b->blocks + (size_t)s * b->per_seq,
+                         b->per_seq,    b->logits + (size_t)s * b->vocab};
     double t0 = rs_now();
     for (int step = 0; step < o->gen; step++) {
         int rc = eng_forward(b->ctx, &b->pool, q, n, e);
         if (rc) return rc;
         for (int s = 0; s < n; s++) {
             eng_top_k(q[s].logits, b->vocab, 1, b->tokens + s);
-            q[s].pos0 = step + 1;
+            q[s].pos0 = o->context + step + 1;
         }
     }
     *secs = rs_now() - t0;
@@ -147,6 +161,9 @@ static void print_table(const opts *o, const figures *f) {
     printf("| %-34s | %10s | %12s | %14s |\n", "measure", "tokens/s", "ms per call",
            "weights GB/s");
     printf("|------------------------------------|------------|--------------|----------------|\n");
+    if (o->context)
+        printf("after %d cached positions (%s)\n", o->context,
+               o->shared ? "decode: one shared prefix" : "decode: a prefix per sequence");
     printf("| prefill, prompt %-18d | %10.1f | %12.1f | %14s |\n", o->prompt,
            o->prompt / f->prefill_s, f->prefill_s * 1e3, "");
     for (int i = 0; i < o->n_batch; i++) {
@@ -165,8 +182,10 @@ static int append_json(const opts *o, const figures *f, rs_err *e) {
     bu_json_head(fp, "engine");
     fprintf(fp,
             ",\"model\":\"%s\",\"threads\":%d,\"weight_bytes_per_token\":%.0f,"
-            "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_steps\":%d",
-            o->model, o->threads, f->weight_bytes, o->prompt, o->prompt / f->prefill_s, o->gen);
+            "\"prefill_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_steps\":%d,\"context\":%d,"
+            "\"shared\":%d",
+            o->model, o->threads, f->weight_bytes, o->prompt, o->prompt / f->prefill_s, o->gen,
+            o->context, o->shared);
     for (int i = 0; i < o->n_batch; i++) {
         double steps = o->gen / f->decode_s[i];
         fprintf(fp, ",\"decode_b%d_tok_s\":%.2f,\"decode_b%d_weights_gb_s\":%.3f", o->batch[i],
@@ -188,13 +207,17 @@ static int parse_batches(opts *o, const char *v) {
 }
 
 static int parse(opts *o, int argc, char **argv) {
-    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL};
+    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL, 0, 0};
     int quick = 0, gen_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
         if (!strcmp(a, "--quick")) {
             quick = 1;
+            continue;
+        }
+        if (!strcmp(a, "--shared")) {
+            o->shared = 1;
             continue;
         }
         if (a[0] != '-') {
@@ -213,6 +236,8 @@ static int parse(opts *o, int argc, char **argv) {
             bad = bu_int_arg(v, 1, 1 << 16, &o->gen);
         else if (!strcmp(a, "--batch"))
             bad = parse_batches(o, v);
+        else if (!strcmp(a, "--context"))
+            bad = bu_int_arg(v, 0, 1 << 16, &o->context);
         else if (!strcmp(a, "--reps"))
             bad = bu_int_arg(v, 1, 1000, &o->reps);
         else
@@ -231,7 +256,8 @@ int main(int argc, char **argv) {
     if (parse(&o, argc, argv)) {
         fprintf(stderr,
                 "usage: %s [MODEL_DIR (%s)] [--threads T (2)] [--prompt N (512)] [--gen N (128)] "
-                "[--batch LIST (1,8; each <= %d)] [--reps R (3)] [--quick] [--json FILE]\n",
+                "[--batch LIST (1,8; each <= %d)] [--context C (0)] [--shared] [--reps R (3)] "
+                "[--quick] [--json FILE]\n",
                 argv[0], BU_DEFAULT_MODEL, MAX_BATCH);
         return 2;
     }

@@ -224,24 +224,31 @@ static int att_items_make(eng_ctx *c, const eng_seq *seqs, int n_seqs, int bs) {
     return n;
 }
 
-/* Item `it`: one walk per query head (attend_rows), or per-row attend for tables without it. */
+/* Item `it`: its rows times the query heads of its KV head (all read the same K/V), HEADS_MAX
+ * heads per attend_rows call; per-row attend for tables without attend_rows. A row's heads are
+ * adjacent, since they read the same blocks. */
+enum { HEADS_MAX = 4 };
 static void attend_item(const attend_job *j, const att_item *it) {
     eng_ctx *c = j->c;
     const eng_config *g = &c->m->cfg;
     int group = g->n_heads / g->n_kv_heads, d = g->head_dim, qd = g->n_heads * d;
-    eng_att_row rows[ATT_ROWS];
-    for (int h = it->kv_head * group; h < (it->kv_head + 1) * group; h++) {
+    eng_att_row rows[ATT_ROWS * HEADS_MAX];
+    for (int h0 = it->kv_head * group; h0 < (it->kv_head + 1) * group; h0 += HEADS_MAX) {
+        int nh = (it->kv_head + 1) * group - h0, R = 0;
+        if (nh > HEADS_MAX) nh = HEADS_MAX;
         for (int i = 0; i < it->n; i++) {
             int r = c->att_order[it->i0 + i];
-            size_t off = (size_t)r * (size_t)qd + (size_t)h * (size_t)d;
-            rows[i] = (eng_att_row){c->att + off, c->q + off, j->seqs[c->row_seq[r]].blocks,
-                                    c->row_npos[r]};
+            for (int h = h0; h < h0 + nh; h++) {
+                size_t off = (size_t)r * (size_t)qd + (size_t)h * (size_t)d;
+                rows[R++] = (eng_att_row){c->att + off, c->q + off, j->seqs[c->row_seq[r]].blocks,
+                                          c->row_npos[r]};
+            }
         }
         if (c->k->attend_rows) {
-            c->k->attend_rows(rows, it->n, j->kv, j->layer, it->kv_head, j->scale);
+            c->k->attend_rows(rows, R, j->kv, j->layer, it->kv_head, j->scale);
             continue;
         }
-        for (int i = 0; i < it->n; i++)
+        for (int i = 0; i < R; i++)
             c->k->attend(rows[i].out, rows[i].q, j->kv, rows[i].blocks, j->layer, it->kv_head,
                          rows[i].n_pos, j->scale);
     }
