@@ -13,7 +13,8 @@
 # (LLAMA_SERVER, LLAMA_SRC, PEERS_TOOLS, GGUF, LOAD_TIMEOUT, RUN_TIMEOUT) pass through.
 #
 # Steps (issue): kernels = bench_kernels, bandwidth, decode GEMV, prefill GEMM, attention (9);
-# engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9); peers =
+# engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9), then the
+# same after cached context (engine-context, engine-shared: issue 15's shapes); peers =
 # bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
 # weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
 # bench_tokenizer, if built (10); prefix = bench_prefix, a 2,000-token prompt cold vs 1,900
@@ -128,6 +129,17 @@ done
 want kernels && need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
 want engine && need bench_engine &&
     step engine "$build/bench/bench_engine" "$model" "${quick_args[@]}" --json build/bench/engine-results.jsonl
+# The shapes a server runs: a 512-token chunk of a long prompt and 16 decode rows after 1,024
+# cached positions each; 16 decode rows behind one 1,792-token shared prompt, beside a
+# 128-token chunk (serve's --mixed-prefill).
+ctx=1024 shared_ctx=1792
+[ $quick = 1 ] && ctx=64 shared_ctx=64
+want engine && need bench_engine &&
+    step engine-context "$build/bench/bench_engine" "$model" "${quick_args[@]}" --context $ctx \
+        --batch 16 --gen 16 --reps 1 --json build/bench/engine-results.jsonl
+want engine && need bench_engine &&
+    step engine-shared "$build/bench/bench_engine" "$model" "${quick_args[@]}" --context $shared_ctx \
+        --shared --prompt 128 --batch 16 --gen 16 --reps 1 --json build/bench/engine-results.jsonl
 if ! want peers; then
     :
 elif [ $quick = 1 ]; then

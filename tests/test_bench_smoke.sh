@@ -74,6 +74,11 @@ if [ -x "$BUILD/bench/bench_engine" ]; then
     ok "$([ $rc = 0 ] && grep -q '"weight_bytes_per_token":19694464,' "$TMP/engine.jsonl" &&
         grep -q '"decode_b3_tok_s":[0-9]' "$TMP/engine.jsonl"; echo $?)" \
         "bench_engine: prefill and decode at batch 1 and 3 run; 19,694,464 weight bytes per token (status $rc)"
+    timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 16 --gen 4 --batch 4 --reps 1 \
+        --context 40 --shared --json "$TMP/engine.jsonl" >"$TMP/log5" 2>&1
+    rc=$?
+    ok "$([ $rc = 0 ] && grep -q '"context":40,"shared":1,"decode_b4_tok_s":[0-9]' "$TMP/engine.jsonl"; echo $?)" \
+        "bench_engine --context 40 --shared: prefill and decode behind a shared cached prefix run (status $rc)"
 else
     ok 0 "# SKIP $BUILD/bench/bench_engine not built (make bench-bins)"
 fi
