@@ -453,17 +453,6 @@ static att_chunk chunk_at(const kv_pool *kv, int32_t blk, int layer, int kv_head
     return (att_chunk){wide, wv, ENG_F32, 0, n};
 }
 
-/* Ask for the K and V of one block ahead of use: blocks sit anywhere in the pool, so the
- * hardware prefetcher cannot run ahead across them, and a decode row's walk over a long context
- * would wait on memory at every block. */
-static void prefetch_block(const kv_pool *kv, int32_t blk, int layer, int kv_head) {
-    const char *k = kv_tile(kv, blk, layer, 0, kv_head), *v = kv_tile(kv, blk, layer, 1, kv_head);
-    for (size_t o = 0; o < kv->tile_bytes; o += 64) {
-        _mm_prefetch(k + o, _MM_HINT_T0);
-        _mm_prefetch(v + o, _MM_HINT_T0);
-    }
-}
-
 /* Does a row after r that still attends at p0 read block blk there too? */
 static int read_again(const att_row *rows, int r, int nr, int p0, int bs, int32_t blk) {
     for (int i = r + 1; i < nr; i++)
@@ -490,9 +479,6 @@ static void attend_group(att_row *rows, int nr, const kv_pool *kv, int layer, in
             if (p0 >= rows[r].n_pos) continue;
             int32_t blk = rows[r].blocks[p0 / bs];
             if (blk != cur) {
-                int next = p0 / bs + 1;
-                if (p0 % bs == 0 && next * bs < rows[r].n_pos)
-                    prefetch_block(kv, rows[r].blocks[next], layer, kv_head);
                 int again = wide && read_again(rows, r, nr, p0, bs, blk);
                 c = chunk_at(kv, blk, layer, kv_head, p0, n, again ? wide : NULL);
                 cur = blk;
