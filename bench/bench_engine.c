@@ -98,8 +98,9 @@ static int eb_init(eb *b, const opts *o, rs_err *e) {
     for (int s = 0; s < max_b; s++)
         for (int i = 0; i < b->per_seq; i++) {
             int32_t *id = &b->blocks[(size_t)s * b->per_seq + i];
-            if (o->shared && s > 0 && (i + 1) * BS <= o->context) *id = b->blocks[i];
-            if (i * BS < o->context)
+            if (o->shared && s > 0 && (i + 1) * BS <= o->context)
+                *id = b->blocks[i]; /* sequence 0's, written already */
+            else if (i * BS < o->context)
                 memset(b->pool.mem + (size_t)*id * b->pool.block_bytes, 0x3c, b->pool.block_bytes);
         }
     return 0;

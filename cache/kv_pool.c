@@ -41,13 +41,11 @@ int kv_pool_init(kv_pool *p, const kv_pool_config *c, rs_err *e) {
         *p = (kv_pool){0};
         return rs_errf(e, RS_ENOMEM, "kv pool: cannot map %zu bytes", nb * bb);
     }
-#ifdef MADV_HUGEPAGE
     /* A block's tiles for one (layer, head) are 4 KB apart from the next block's by a whole
      * block (~1.8 MB for Qwen3-0.6B), so a walk over a sequence's KV touches a new 4 KB page at
      * every tile: 2 MB pages turn most of those TLB misses into hits. Advice only: refused
      * (THP off) it changes nothing. */
     madvise(m, p->mem_bytes, MADV_HUGEPAGE);
-#endif
     p->mem = m;
     p->ref = calloc(nb, sizeof *p->ref);
     p->free_stack = malloc(nb * sizeof *p->free_stack);

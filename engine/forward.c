@@ -14,11 +14,11 @@
 
 /*
  * Attention work is cut into items of up to ATT_ROWS rows for one KV head (all the query heads
- * that share it): an item walks positions once per query head for all its rows (the table's
- * attend_rows), instead of once per (row, head). An item's rows are a prefill's consecutive rows,
- * or the rows of several sequences that start with the same block: sequences are sorted by block
- * table first, so requests sharing a cached prefix (a system prompt, few-shot examples) sit side
- * by side and read the prefix's KV once per step instead of once each. Items are dealt to
+ * that share it): an item walks positions once for all its rows and their query heads (the
+ * table's attend_rows), instead of once per (row, head). An item's rows are a prefill's consecutive
+ * rows, or the rows of several sequences that start with the same block: sequences are sorted by
+ * block table first, so requests sharing a cached prefix (a system prompt, few-shot examples) sit
+ * side by side and read the prefix's KV once per step instead of once each. Items are dealt to
  * threads by estimated cost (positions attended), not by count, since a causal prefill's late
  * rows cost far more than its early ones and a batch mixes prefills with decode rows.
  */

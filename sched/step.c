@@ -406,6 +406,22 @@ static int budget_left(const sched *s) {
     return b;
 }
 
+/* Prefill tokens the step may still take: the budget left, and while a planned row decodes,
+ * no more than mixed_prefill in all. Read from the plan itself, so a preempted sequence's
+ * chunk stops counting. */
+static int prefill_left(const sched *s) {
+    int b = budget_left(s), decoding = 0, prefill = 0;
+    for (int i = 0; i < s->running.n; i++) {
+        const sched_seq *q = s->running.v[i];
+        if (!q->chunk) continue;
+        if (q->toks.n - q->n_kv == 1)
+            decoding = 1;
+        else
+            prefill += q->chunk;
+    }
+    return decoding && b > s->cfg.mixed_prefill - prefill ? s->cfg.mixed_prefill - prefill : b;
+}
+
 /* Decode rows first (one token each: running streams never stall), then prefill chunks from
  * the rest of the token budget, oldest admission first; while any row decodes, prefill takes
  * at most mixed_prefill tokens, so the step (every stream's inter-token gap) stays short. Sets
@@ -413,24 +429,17 @@ static int budget_left(const sched *s) {
  * it is q itself or a sequence after q; a victim already planned gives its budget back. */
 static void plan(sched *s) {
     for (int i = 0; i < s->running.n; i++) s->running.v[i]->chunk = 0;
-    int decoding = 0, prefill = 0;
     for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < s->running.n;) {
             sched_seq *q = s->running.v[i];
-            int rem = q->toks.n - q->n_kv, budget = budget_left(s);
-            if (pass == 1 && decoding && budget > s->cfg.mixed_prefill - prefill)
-                budget = s->cfg.mixed_prefill - prefill;
+            int rem = q->toks.n - q->n_kv, budget = pass ? prefill_left(s) : budget_left(s);
             if (budget <= 0) return;
             if ((pass == 0) != (rem == 1) || q->chunk) {
                 i++;
                 continue;
             }
             int chunk = rem < budget ? rem : budget;
-            if (ensure_blocks(s, q, q->n_kv + chunk) == 0) {
-                q->chunk = chunk;
-                decoding += pass == 0;
-                prefill += pass == 1 ? chunk : 0;
-            }
+            if (ensure_blocks(s, q, q->n_kv + chunk) == 0) q->chunk = chunk;
             if (find(&s->running, q) >= 0) i++; /* else preempted: v[i] is the next one */
         }
     }
