@@ -27,7 +27,17 @@
 
 /* ---------------------------------------------------------------- model */
 
-typedef enum eng_dtype { ENG_F32 = 0, ENG_BF16 = 1, ENG_F16 = 2 } eng_dtype;
+/* Weight storage types. The block-quantized ones (layouts in engine/quant.h) are whole blocks
+ * per row: a row of K elements takes K / 32 (Q8_0, Q4_0) or K / 256 (Q4_K, Q6_K) blocks. */
+typedef enum eng_dtype {
+    ENG_F32 = 0,
+    ENG_BF16 = 1,
+    ENG_F16 = 2,
+    ENG_Q8_0 = 3,
+    ENG_Q4_0 = 4,
+    ENG_Q4_K = 5,
+    ENG_Q6_K = 6,
+} eng_dtype;
 
 #define ENG_MAX_EOS 8
 
