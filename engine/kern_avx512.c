@@ -10,6 +10,7 @@
  * the AVX2 table, tile shapes never change an element's instruction sequence.
  */
 #include <immintrin.h>
+#include <stdlib.h>
 
 #include "engine/kern_x86.h"
 
@@ -130,9 +131,149 @@ AVX512_INLINE void tile_gen(const eng_tile_args *a, eng_dtype t, int n, int MR, 
 }
 
 /* Weight rows per tile for 1..4 activation rows: 8 to 16 of the 32 registers accumulate.
- * 1 MB weight column blocks as in the AVX2 table, where they measured best (not yet measured on
- * an AVX-512 machine). */
-ENG_DEFINE_MATMUL(avx512_matmul, 8, 8, 6, 4, 1024 * 1024)
+ * 1 MB weight column blocks as in the AVX2 table (decode streams each row once, so the block
+ * size matters only for the F32/F16 prefill, which takes this path). */
+ENG_DEFINE_MATMUL(avx512_direct, 8, 8, 6, 4, 1024 * 1024)
+
+/* ---------------------------------------------------------------- BF16 GEMM (prefill) */
+
+/*
+ * With many activation rows the direct tiles spend as much on the activations as on the
+ * products: every tile re-reads and re-rounds its rows to BF16 (two loads and a conversion per
+ * 32 elements), and four rows by four weight rows leave half the registers idle. The GEMM
+ * path rounds each activation row to BF16 once per call into a buffer (the same rounding of
+ * the same values, so the same pairs reach _mm512_dpbf16_ps), then runs tiles of GEMM_MR rows
+ * by GEMM_NR weight rows (24 accumulators) over column blocks of weights kept in L2. An element
+ * still takes, from zero, one dpbf16 per 32 elements in k order (the tail zero-masked on the
+ * weight side and zero in the padded buffer on the activation side, as load_w/load_x give the
+ * direct tile), then hsum16: the direct path's sequence, so M = 1 and M = 512 agree bit for bit
+ * (tests/test_engine_kernels.c checks). Measured on a 2-vCPU Xeon (Emerald Rapids, AVX512-BF16,
+ * one thread, 512 x 3072 x 1024): 8 x 3 tiles ~61 GFLOPS, 4 x 6 ~44, 4 x 4 ~44, against a
+ * register-only dpbf16 loop's 60 on the same core: the product units are the limit.
+ */
+enum {
+    GEMM_MR = 8,          /* activation rows per tile */
+    GEMM_NR = 3,          /* weight rows per tile */
+    GEMM_MIN_M = 16,      /* fewer rows: the direct tiles */
+    GEMM_L2 = 512 * 1024, /* weight bytes per column block (half of Zen 4's L2) */
+};
+
+/* Activation row x (K floats) rounded to BF16 pairs into dst (kp = K rounded up to 32; the
+ * pad is zero), as load_x rounds it step by step. */
+static void round_row(uint16_t *dst, const float *x, int K, int kp) {
+    for (int k = 0; k < kp; k += 32) {
+        int n = K - k < 32 ? K - k : 32;
+        _mm512_storeu_ps(dst + k, load_x(x, ENG_BF16, k, n, n == 32));
+    }
+}
+
+/* One GEMM tile: y[i][n + j] for i < MR, j < NR from the rounded rows xb (kp apart). */
+AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, const uint16_t *W,
+                             int K, int n, int MR, int NR) {
+    __m512 acc[GEMM_MR][GEMM_NR];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    const uint16_t *w0 = W + (size_t)n * (size_t)K;
+    for (int k = 0; k < K; k += 32) {
+        int full = K - k >= 32;
+        __m512 w[GEMM_NR];
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++)
+            w[j] = load_w(w0 + (size_t)j * (size_t)K, ENG_BF16, k, full ? 32 : K - k, full);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++) {
+            __m512 xv = _mm512_loadu_ps(xb + (size_t)i * (size_t)kp + k);
+#pragma GCC unroll 3
+            for (int j = 0; j < NR; j++) acc[i][j] = step(acc[i][j], xv, w[j], ENG_BF16);
+        }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++)
+            y[(size_t)i * (size_t)ldy + (size_t)(n + j)] = hsum16(acc[i][j]);
+}
+
+/* The tile for mr (1..8) rows and NR weight rows, with constant shapes. */
+#define GEMM_ROWS(NR)                                                                              \
+    AVX512_INLINE void gemm_rows_##NR(float *y, int ldy, const uint16_t *xb, int kp,               \
+                                      const uint16_t *W, int K, int n, int mr) {                   \
+        switch (mr) {                                                                              \
+        case 1:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 1, NR);                                             \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 2, NR);                                             \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 3, NR);                                             \
+            break;                                                                                 \
+        case 4:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 4, NR);                                             \
+            break;                                                                                 \
+        case 5:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 5, NR);                                             \
+            break;                                                                                 \
+        case 6:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 6, NR);                                             \
+            break;                                                                                 \
+        case 7:                                                                                    \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 7, NR);                                             \
+            break;                                                                                 \
+        default:                                                                                   \
+            gemm_tile(y, ldy, xb, kp, W, K, n, 8, NR);                                             \
+            break;                                                                                 \
+        }                                                                                          \
+    }
+GEMM_ROWS(1)
+GEMM_ROWS(2)
+GEMM_ROWS(3)
+
+/*
+ * Columns [n0, n1) of y = x W^T from the rounded rows xb: weight column blocks of GEMM_L2
+ * bytes stay in L2 while every row tile passes over them. K is not cut into chunks: for
+ * down_proj (K = 3072, 8 rounded rows = 48 KB, all of a Golden Cove's L1) chunks of 1,024 with
+ * the accumulators parked in memory between them measured no faster on the Xeon (one thread,
+ * three interleaved pairs: 65-69 vs 66-76 GFLOPS), its L2 feeding the tiles fast enough.
+ */
+static void gemm_blocks(float *y, int ldy, const uint16_t *xb, int kp, int M, const uint16_t *W,
+                        int K, int n0, int n1) {
+    int nc = (int)(GEMM_L2 / ((size_t)K * 2)) / GEMM_NR * GEMM_NR;
+    if (nc < GEMM_NR) nc = GEMM_NR;
+    for (int c0 = n0; c0 < n1; c0 += nc) {
+        int c1 = n1 - c0 < nc ? n1 : c0 + nc;
+        for (int m0 = 0; m0 < M; m0 += GEMM_MR) {
+            int mr = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
+            float *ym = y + (size_t)m0 * (size_t)ldy;
+            const uint16_t *xm = xb + (size_t)m0 * (size_t)kp;
+            int n = c0;
+            for (; n + GEMM_NR <= c1; n += GEMM_NR) gemm_rows_3(ym, ldy, xm, kp, W, K, n, mr);
+            if (c1 - n == 2) gemm_rows_2(ym, ldy, xm, kp, W, K, n, mr);
+            if (c1 - n == 1) gemm_rows_1(ym, ldy, xm, kp, W, K, n, mr);
+        }
+    }
+}
+
+/* The table's matmul: the BF16 GEMM for prefill-sized M (if its buffer can be had), else the
+ * direct tiles. The buffer is per call (a few hundred KB to a few MB; malloc is noise beside
+ * M x N x K products). */
+static void avx512_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                          int K, int n0, int n1) {
+    int kp = (K + 31) / 32 * 32;
+    uint16_t *xb = NULL;
+    if (wdt == ENG_BF16 && M >= GEMM_MIN_M && n1 > n0)
+        xb = aligned_alloc(64, (size_t)M * (size_t)kp * sizeof *xb);
+    if (!xb) {
+        avx512_direct(y, ldy, x, M, W, wdt, K, n0, n1);
+        return;
+    }
+    for (int m = 0; m < M; m++)
+        round_row(xb + (size_t)m * (size_t)kp, x + (size_t)m * (size_t)K, K, kp);
+    gemm_blocks(y, ldy, xb, kp, M, (const uint16_t *)W, K, n0, n1);
+    free(xb);
+}
 
 const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",
