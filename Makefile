@@ -44,7 +44,7 @@ BIN      ?= bin/radixserve$(if $(filter release,$(MODE)),,-$(MODE))
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard bench/bench_*.c)
-BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%) $(BUILD)/bench/bench_engine_profile
 
 .PHONY: all deps deps-test run test test-asan test-tsan bench format clean tests bench-bins
 
@@ -74,6 +74,17 @@ $(BIN): $(BUILD)/obj/main.o $(LIB)
 $(BUILD)/tests/%: tests/%.c $(LIB) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
+# bench_engine with per-phase timers (engine/profile.h): forward.c compiled again with
+# -DENG_PROFILE and linked ahead of the library, whose own forward.o is then never pulled in.
+PROFILE_OBJ := $(BUILD)/obj-profile/engine/forward.o
+$(PROFILE_OBJ): engine/forward.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DENG_PROFILE -c $< -o $@
+
+$(BUILD)/bench/bench_engine_profile: bench/bench_engine.c $(PROFILE_OBJ) $(LIB) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DENG_PROFILE $(ALL_LDFLAGS) -o $@ $< $(PROFILE_OBJ) $(LIB) $(LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(LIB) | deps
 	@mkdir -p $(dir $@)
@@ -106,4 +117,4 @@ format:
 clean:
 	rm -rf build bin
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d $(TEST_BINS:=.d) $(BENCH_BINS:=.d)
+-include $(LIB_OBJS:.o=.d) $(PROFILE_OBJ:.o=.d) $(BUILD)/obj/main.d $(TEST_BINS:=.d) $(BENCH_BINS:=.d)

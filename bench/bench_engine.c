@@ -29,6 +29,10 @@
 #include <string.h>
 
 #include "bench/bench_util.h"
+#ifdef ENG_PROFILE
+#include "engine/internal.h"
+#include "engine/profile.h"
+#endif
 
 #define BS        16 /* KV block size: serve's default */
 #define MAX_BATCH 64
@@ -62,6 +66,10 @@ typedef struct figures {
     double prefill_s;    /* best prefill time */
     double decode_s[8];  /* decode time per batch size */
     double weight_bytes; /* bytes of weights one token streams */
+#ifdef ENG_PROFILE
+    double phase_s[8][ENG_PH_N]; /* per decode batch: seconds in each phase (all steps) */
+    double sample_s[8];          /* per decode batch: seconds in the greedy pick (all steps) */
+#endif
 } figures;
 
 /* Bytes of weights read per token: every parameter once (tied embeddings: the LM head reads
@@ -134,23 +142,35 @@ static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
 
 /* n sequences, each from position 0, o->gen steps of one token; the greedy next token of each
  * row is fed back, so the work is what a real decode does. Returns seconds via *secs. */
-static int run_decode(eb *b, const opts *o, int n, double *secs, rs_err *e) {
+static int run_decode(eb *b, const opts *o, int n, double *secs, double *phase_s, double *sample_s,
+                      rs_err *e) {
     eng_seq q[MAX_BATCH];
     bu_tokens(b->tokens, n, b->vocab, 2 + (uint64_t)n);
     for (int s = 0; s < n; s++)
         q[s] = (eng_seq){b->tokens + s, 1,
                          o->context,    b->blocks + (size_t)s * b->per_seq,
                          b->per_seq,    b->logits + (size_t)s * b->vocab};
-    double t0 = rs_now();
+#ifdef ENG_PROFILE
+    memset(&eng_prof, 0, sizeof eng_prof);
+#endif
+    double t0 = rs_now(), picking = 0;
     for (int step = 0; step < o->gen; step++) {
         int rc = eng_forward(b->ctx, &b->pool, q, n, e);
         if (rc) return rc;
+        double t1 = rs_now();
         for (int s = 0; s < n; s++) {
             eng_top_k(q[s].logits, b->vocab, 1, b->tokens + s);
             q[s].pos0 = o->context + step + 1;
         }
+        picking += rs_now() - t1;
     }
     *secs = rs_now() - t0;
+#ifdef ENG_PROFILE
+    memcpy(phase_s, eng_prof.sec, sizeof eng_prof.sec);
+#else
+    (void)phase_s;
+#endif
+    *sample_s = picking;
     return 0;
 }
 
@@ -176,6 +196,69 @@ static void print_table(const opts *o, const figures *f) {
                steps * f->weight_bytes / 1e9);
     }
 }
+
+#ifdef ENG_PROFILE
+/* A no-op job on a pool like the engine's: what one hand-off costs when the work is nil. */
+static void nop_piece(void *arg, int i0, int i1) {
+    (void)arg;
+    (void)i0;
+    (void)i1;
+}
+
+static double handoff_us(int threads) {
+    eng_pool *p;
+    rs_err e = {0};
+    if (eng_pool_init(&p, threads, &e)) return -1;
+    enum { N = 20000 };
+    for (int i = 0; i < N / 10; i++) eng_pool_run(p, threads, nop_piece, NULL); /* warm */
+    double t0 = rs_now();
+    for (int i = 0; i < N; i++) eng_pool_run(p, threads, nop_piece, NULL);
+    double us = (rs_now() - t0) / N * 1e6;
+    eng_pool_free(p);
+    return us;
+}
+
+static const char *const phase_names[ENG_PH_N] = {
+    "embedding, positions",
+    "residual adds + RMSNorm",
+    "q/k/v projections",
+    "biases, q/k norm, RoPE",
+    "K/V into the pages",
+    "attention",
+    "o_proj",
+    "gate/up projections",
+    "SiLU * up",
+    "down_proj",
+    "final norm + LM head",
+};
+
+/* Where a decode step's time went, per batch size: the forward pass's phases (each pool job's
+ * wait for its slowest worker included), the greedy pick, and what hand-offs alone cost. */
+static void print_profile(const opts *o, const eng_model *m, const figures *f) {
+    int L = eng_model_config(m)->n_layers;
+    int handoffs = 5 * L + 1; /* q/k/v, attention, o, gate/up, down per layer; the LM head */
+    double hus = handoff_us(o->threads);
+    for (int i = 0; i < o->n_batch; i++) {
+        double step = f->decode_s[i] / o->gen * 1e3, sum = 0;
+        printf("decode profile, batch %d: %.2f ms per step (calling thread's wall time)\n",
+               o->batch[i], step);
+        printf("| %-28s | %9s | %6s |\n", "phase", "ms/step", "%");
+        printf("|------------------------------|-----------|--------|\n");
+        for (int p = 0; p < ENG_PH_N; p++) {
+            double ms = f->phase_s[i][p] / o->gen * 1e3;
+            sum += ms;
+            printf("| %-28s | %9.3f | %6.1f |\n", phase_names[p], ms, 100 * ms / step);
+        }
+        double pick = f->sample_s[i] / o->gen * 1e3;
+        printf("| %-28s | %9.3f | %6.1f |\n", "greedy pick (argmax)", pick, 100 * pick / step);
+        double rest = step - sum - pick;
+        printf("| %-28s | %9.3f | %6.1f |\n", "rest (bench loop)", rest, 100 * rest / step);
+        printf("pool: %d hand-offs per step at %.2f us each when empty = %.3f ms (%.1f%%), inside "
+               "the pooled phases above\n",
+               handoffs, hus, handoffs * hus / 1e3, 100 * handoffs * hus / 1e3 / step);
+    }
+}
+#endif
 
 static int append_json(const opts *o, const figures *f, rs_err *e) {
     FILE *fp = fopen(o->json, "a");
@@ -271,8 +354,18 @@ int main(int argc, char **argv) {
         rc = run_prefill(&b, &o, &f, &e);
     }
     for (int i = 0; !rc && i < o.n_batch; i++)
-        rc = run_decode(&b, &o, o.batch[i], &f.decode_s[i], &e);
+#ifdef ENG_PROFILE
+        rc = run_decode(&b, &o, o.batch[i], &f.decode_s[i], f.phase_s[i], &f.sample_s[i], &e);
+#else
+    {
+        double sample_s;
+        rc = run_decode(&b, &o, o.batch[i], &f.decode_s[i], NULL, &sample_s, &e);
+    }
+#endif
     if (!rc) print_table(&o, &f);
+#ifdef ENG_PROFILE
+    if (!rc) print_profile(&o, b.m, &f);
+#endif
     if (!rc && o.json) rc = append_json(&o, &f, &e);
     eb_free(&b);
     if (rc) fprintf(stderr, "bench_engine: %s\n", e.msg[0] ? e.msg : "failed");

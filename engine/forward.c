@@ -8,9 +8,14 @@
  */
 #include "engine/internal.h"
 #include "engine/kernels.h"
+#include "engine/profile.h"
 
 #include <math.h>
 #include <stdlib.h>
+
+#ifdef ENG_PROFILE
+eng_profile eng_prof;
+#endif
 
 /*
  * Attention work is cut into items of up to ATT_ROWS rows for one KV head (all the query heads
@@ -395,8 +400,10 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
     residual_norm(c, T, 0, L->attn_norm);
+    ENG_PROF_MARK(ENG_PH_NORM);
     mm_part qkv[3] = {{c->q, L->q, qd}, {c->kx, L->k, kvd}, {c->vx, L->v, kvd}};
     matmul_parts(c, c->xn, T, H, qkv, 3);
+    ENG_PROF_MARK(ENG_PH_QKV);
     add_bias(c->q, L->q_bias, T, qd);
     add_bias(c->kx, L->k_bias, T, kvd);
     add_bias(c->vx, L->v_bias, T, kvd);
@@ -405,10 +412,14 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
         heads_norm_rope(c->q + (size_t)r * qd, g->n_heads, L->q_norm, g, cs, sn);
         heads_norm_rope(c->kx + (size_t)r * kvd, g->n_kv_heads, L->k_norm, g, cs, sn);
     }
+    ENG_PROF_MARK(ENG_PH_ROPE);
     write_kv(c, kv, seqs, l, T);
+    ENG_PROF_MARK(ENG_PH_KV_WRITE);
     attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d), eng_pool_threads(c->pool)};
     eng_pool_run(c->pool, aj.n_threads, attend_piece, &aj);
+    ENG_PROF_MARK(ENG_PH_ATTEND);
     matmul(c, c->tmp, c->att, T, L->o, qd, H); /* added to x by mlp_block */
+    ENG_PROF_MARK(ENG_PH_O);
 }
 
 static void mlp_block(eng_ctx *c, int l, int T) {
@@ -416,12 +427,17 @@ static void mlp_block(eng_ctx *c, int l, int T) {
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, F = g->intermediate;
     residual_norm(c, T, 1, L->mlp_norm); /* the attention output joins the residual first */
+    ENG_PROF_MARK(ENG_PH_NORM);
     mm_part gu[2] = {{c->gate, L->gate, F}, {c->up, L->up, F}};
     matmul_parts(c, c->xn, T, H, gu, 2);
+    ENG_PROF_MARK(ENG_PH_GATE_UP);
     rows_job sj = {c, NULL, 0};
     rows_run(c, T, (size_t)F, swiglu_piece, &sj);
+    ENG_PROF_MARK(ENG_PH_SWIGLU);
     matmul(c, c->tmp, c->gate, T, L->down, F, H);
+    ENG_PROF_MARK(ENG_PH_DOWN);
     residual_norm(c, T, 1, NULL);
+    ENG_PROF_MARK(ENG_PH_NORM);
 }
 
 static int grow_head(eng_ctx *c, int rows, rs_err *e) {
@@ -517,12 +533,15 @@ int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err
     int want = 0;
     for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
     if ((rc = grow_head(c, want, e))) return rc;
+    ENG_PROF_START();
     int T = embed_rows(c, seqs, n_seqs);
     c->n_att_items = att_items_make(c, seqs, n_seqs, kv->block_size);
+    ENG_PROF_MARK(ENG_PH_EMBED);
     for (int l = 0; l < c->m->cfg.n_layers; l++) {
         attention_block(c, kv, seqs, l, T);
         mlp_block(c, l, T);
     }
     lm_head(c, seqs, n_seqs);
+    ENG_PROF_MARK(ENG_PH_LM_HEAD);
     return 0;
 }

@@ -169,7 +169,7 @@ static void round_row(uint16_t *dst, const float *x, int K, int kp) {
 
 /* One GEMM tile: y[i][n + j] for i < MR, j < NR from the rounded rows xb (kp apart). */
 AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, const uint16_t *W,
-                             int K, int n, int MR, int NR) {
+                             int K, int n, int pf, int MR, int NR) {
     __m512 acc[GEMM_MR][GEMM_NR];
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
@@ -180,8 +180,11 @@ AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, cons
         int full = K - k >= 32;
         __m512 w[GEMM_NR];
 #pragma GCC unroll 3
-        for (int j = 0; j < NR; j++)
-            w[j] = load_w(w0 + (size_t)j * (size_t)K, ENG_BF16, k, full ? 32 : K - k, full);
+        for (int j = 0; j < NR; j++) {
+            const uint16_t *r = w0 + (size_t)j * (size_t)K;
+            if (pf) _mm_prefetch((const char *)(r + (size_t)NR * (size_t)K + k), _MM_HINT_T0);
+            w[j] = load_w(r, ENG_BF16, k, full ? 32 : K - k, full);
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
             __m512 xv = _mm512_loadu_ps(xb + (size_t)i * (size_t)kp + k);
@@ -199,31 +202,31 @@ AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, cons
 /* The tile for mr (1..8) rows and NR weight rows, with constant shapes. */
 #define GEMM_ROWS(NR)                                                                              \
     AVX512_INLINE void gemm_rows_##NR(float *y, int ldy, const uint16_t *xb, int kp,               \
-                                      const uint16_t *W, int K, int n, int mr) {                   \
+                                      const uint16_t *W, int K, int n, int pf, int mr) {           \
         switch (mr) {                                                                              \
         case 1:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 1, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 1, NR);                                         \
             break;                                                                                 \
         case 2:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 2, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 2, NR);                                         \
             break;                                                                                 \
         case 3:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 3, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 3, NR);                                         \
             break;                                                                                 \
         case 4:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 4, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 4, NR);                                         \
             break;                                                                                 \
         case 5:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 5, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 5, NR);                                         \
             break;                                                                                 \
         case 6:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 6, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 6, NR);                                         \
             break;                                                                                 \
         case 7:                                                                                    \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 7, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 7, NR);                                         \
             break;                                                                                 \
         default:                                                                                   \
-            gemm_tile(y, ldy, xb, kp, W, K, n, 8, NR);                                             \
+            gemm_tile(y, ldy, xb, kp, W, K, n, pf, 8, NR);                                         \
             break;                                                                                 \
         }                                                                                          \
     }
@@ -248,10 +251,10 @@ static void gemm_blocks(float *y, int ldy, const uint16_t *xb, int kp, int M, co
             int mr = M - m0 < GEMM_MR ? M - m0 : GEMM_MR;
             float *ym = y + (size_t)m0 * (size_t)ldy;
             const uint16_t *xm = xb + (size_t)m0 * (size_t)kp;
-            int n = c0;
-            for (; n + GEMM_NR <= c1; n += GEMM_NR) gemm_rows_3(ym, ldy, xm, kp, W, K, n, mr);
-            if (c1 - n == 2) gemm_rows_2(ym, ldy, xm, kp, W, K, n, mr);
-            if (c1 - n == 1) gemm_rows_1(ym, ldy, xm, kp, W, K, n, mr);
+            int n = c0, pf = m0 == 0; /* the first row tile reads the block from memory */
+            for (; n + GEMM_NR <= c1; n += GEMM_NR) gemm_rows_3(ym, ldy, xm, kp, W, K, n, pf, mr);
+            if (c1 - n == 2) gemm_rows_2(ym, ldy, xm, kp, W, K, n, pf, mr);
+            if (c1 - n == 1) gemm_rows_1(ym, ldy, xm, kp, W, K, n, pf, mr);
         }
     }
 }
