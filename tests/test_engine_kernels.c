@@ -11,6 +11,7 @@
  */
 #include <cblas.h>
 #include <math.h>
+#include <immintrin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,68 @@ static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
            dtype_name(wdt), M);
 }
 
+/* x rounded to BF16 (nearest even) and widened back: what the AVX-512 BF16 product reads. */
+static float bf16_round(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/*
+ * The AVX-512 table's documented arithmetic for BF16 weights, in scalar C: activations rounded
+ * to BF16; lane j (0..15) takes the pair (k, k + 1) with k % 32 = 2j, in k order, the K tail
+ * zero-padded to a whole step of 32; VDPBF16PS adds the pair's odd product, then its even
+ * one, each a single rounding (a BF16 x BF16 product is exact in F32); then hsum16's tree:
+ * lanes i + i+8, then i + i+4, i + i+2, 0 + 1. Every tile (direct GEMV, prefill GEMM) must give
+ * exactly this. (The test's values are normal, so the instruction's flush of denormals never
+ * acts.)
+ */
+static int dpbf16_odd_first = 1; /* set by probe_dpbf16_order before the spec test runs */
+
+/* Which product of a pair VDPBF16PS adds first: Intel's manual says the odd one; the probe asks
+ * the CPU (1 + 2^-24 - 1 is 2^-24 odd first, 0 even first), so the spec is this CPU's. */
+__attribute__((target("avx512f,avx512bf16"))) static int probe_dpbf16_order(void) {
+    /* pair 0: even = 2^-12 * 2^-12, odd = 1 * -1; BF16 bit patterns */
+    __m512i x = _mm512_set1_epi32((int)(0x3f800000u | 0x3980u)),
+            w = _mm512_set1_epi32((int)(0xbf800000u | 0x3980u));
+    __m512 acc = _mm512_dpbf16_ps(_mm512_set1_ps(1.0f), (__m512bh)x, (__m512bh)w);
+    float r[16];
+    _mm512_storeu_ps(r, acc);
+    return r[0] != 0.0f;
+}
+
+static float avx512_bf16_spec_dot(const float *x, const float *w, int K) {
+    float l[16] = {0};
+    int padded = (K + 31) / 32 * 32;
+    for (int k = 0; k < padded; k += 2) {
+        int j = (k % 32) / 2;
+        float xo = k + 1 < K ? bf16_round(x[k + 1]) : 0, wo = k + 1 < K ? w[k + 1] : 0;
+        float xe = k < K ? bf16_round(x[k]) : 0, we = k < K ? w[k] : 0;
+        if (dpbf16_odd_first) {
+            l[j] = l[j] + xo * wo;
+            l[j] = l[j] + xe * we;
+        } else {
+            l[j] = l[j] + xe * we;
+            l[j] = l[j] + xo * wo;
+        }
+    }
+    float s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+/* M = 7 takes the direct tiles, M = 19 and 64 the BF16 GEMM (tails of its 8-row tiles). */
+static void test_avx512_spec(const eng_kernels *k, int M) {
+    TAP_OK(matches_spec(k, ENG_BF16, M, 203, 13, 4545u, avx512_bf16_spec_dot),
+           "avx512 bf16 M=%d matmul equals its scalar specification (16 pair lanes, the CPU's "
+           "pair order, fixed tree) bit for bit",
+           M);
+}
+
 /* The portable table's documented arithmetic: lane k % 8 accumulates x[k] * w[k] (a product
  * and a sum, each rounded; this file is ISO C, so no contraction) in k order, then
  * ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)). Its vectorised loops must keep these bits. */
@@ -473,6 +536,14 @@ int main(void) {
                 test_avx2_spec(k, (eng_dtype)t, 7);
                 test_avx2_spec(k, (eng_dtype)t, 19);
             }
+        if (!strcmp(k->name, "avx512")) {
+            dpbf16_odd_first = probe_dpbf16_order();
+            printf("# VDPBF16PS on this CPU adds a pair's %s product first\n",
+                   dpbf16_odd_first ? "odd" : "even");
+            test_avx512_spec(k, 7);
+            test_avx512_spec(k, 19);
+            test_avx512_spec(k, 64);
+        }
         if (!strcmp(k->name, "portable"))
             for (int t = 0; t < 3; t++) {
                 test_portable_spec(k, (eng_dtype)t, 1);
