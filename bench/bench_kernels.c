@@ -14,6 +14,7 @@
  * The kernel table is the one the engine would pick (RADIXSERVE_ISA forces one).
  */
 #include <cblas.h>
+#include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,35 +114,113 @@ typedef struct stream_job {
     v4u sink[MAX_THREADS]; /* per-thread sums, so the reads are not optimised away */
 } stream_job;
 
+/* Variant 0: one sequential stream per thread, four vector sums (what the compiler makes of
+ * plain C). */
+static void stream_plain(const v4u *p, size_t a, size_t b, v4u *sink) {
+    v4u s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    for (size_t k = a; k + 4 <= b; k += 4) {
+        s0 += p[k];
+        s1 += p[k + 1];
+        s2 += p[k + 2];
+        s3 += p[k + 3];
+    }
+    *sink = s0 + s1 + s2 + s3;
+}
+
+/* Variant 1: as 0 with a software prefetch `ahead` bytes on (hint T0, or NTA when nta). */
+static void stream_prefetch(const v4u *p, size_t a, size_t b, v4u *sink, size_t ahead, int nta) {
+    v4u s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    const char *c = (const char *)p;
+    for (size_t k = a; k + 4 <= b; k += 4) { /* 4 x 32 bytes: two lines */
+        const char *f = c + k * sizeof(v4u) + ahead;
+        if (nta) {
+            __builtin_prefetch(f, 0, 0);
+            __builtin_prefetch(f + 64, 0, 0);
+        } else {
+            __builtin_prefetch(f, 0, 3);
+            __builtin_prefetch(f + 64, 0, 3);
+        }
+        s0 += p[k];
+        s1 += p[k + 1];
+        s2 += p[k + 2];
+        s3 += p[k + 3];
+    }
+    *sink = s0 + s1 + s2 + s3;
+}
+
+/* Variant 2: `ns` interleaved streams per thread (the thread's share cut into ns parts walked
+ * side by side, like a GEMV tile's weight rows), each prefetched one line ahead of use. */
+static void stream_multi(const v4u *p, size_t a, size_t b, v4u *sink, int ns) {
+    v4u s[16] = {{0}};
+    size_t len = (b - a) / (size_t)ns / 2 * 2;
+    for (size_t k = 0; k + 2 <= len; k += 2)
+        for (int q = 0; q < ns; q++) {
+            const v4u *r = p + a + (size_t)q * len + k;
+            __builtin_prefetch((const char *)r + 512, 0, 3);
+            s[q] += r[0] + r[1];
+        }
+    v4u t = {0};
+    for (int q = 0; q < ns; q++) t += s[q];
+    *sink = t;
+}
+
+static int stream_variant; /* which loop stream_part runs (set before each measurement) */
+
 static void stream_part(int i, int n, void *arg) {
     stream_job *j = arg;
     size_t a = j->n * (size_t)i / (size_t)n, b = j->n * (size_t)(i + 1) / (size_t)n;
-    v4u s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
-    for (size_t k = a; k + 4 <= b; k += 4) {
-        s0 += j->buf[k];
-        s1 += j->buf[k + 1];
-        s2 += j->buf[k + 2];
-        s3 += j->buf[k + 3];
+    switch (stream_variant) {
+    case 0:
+        stream_plain(j->buf, a, b, &j->sink[i]);
+        break;
+    case 1:
+        stream_prefetch(j->buf, a, b, &j->sink[i], 1024, 0);
+        break;
+    case 2:
+        stream_prefetch(j->buf, a, b, &j->sink[i], 4096, 0);
+        break;
+    case 3:
+        stream_prefetch(j->buf, a, b, &j->sink[i], 1024, 1);
+        break;
+    case 4:
+        stream_multi(j->buf, a, b, &j->sink[i], 4);
+        break;
+    default:
+        stream_multi(j->buf, a, b, &j->sink[i], 8);
+        break;
     }
-    j->sink[i] = s0 + s1 + s2 + s3;
 }
 
-static double bench_stream(team *t, const opts *o) {
+enum { STREAM_VARIANTS = 6 };
+static const char *const stream_names[STREAM_VARIANTS] = {
+    "plain", "prefetch 1 KB", "prefetch 4 KB", "prefetch NTA", "4 streams", "8 streams"};
+
+/* GB/s of the fastest read loop (its name in *which): every variant measured reps times,
+ * interleaved, best of each, since the limit is what the best loop reaches. */
+static double bench_stream(team *t, const opts *o, const char **which) {
     size_t bytes = (size_t)1 << 30;
     stream_job j = {.n = bytes / sizeof(v4u)};
     v4u *buf = aligned_alloc(64, bytes);
     if (!buf) return 0;
     memset(buf, 1, bytes);
     j.buf = buf;
-    double best = 1e30;
-    for (int r = 0; r < o->reps + 1; r++) { /* +1: first pass warms page tables */
-        double t0 = rs_now();
-        team_run(t, stream_part, &j);
-        double dt = rs_now() - t0;
-        if (r > 0 && dt < best) best = dt;
-    }
+    double best[STREAM_VARIANTS];
+    for (int v = 0; v < STREAM_VARIANTS; v++) best[v] = 1e30;
+    team_run(t, stream_part, &j); /* warms page tables */
+    for (int r = 0; r < o->reps; r++)
+        for (int v = 0; v < STREAM_VARIANTS; v++) {
+            stream_variant = v;
+            double t0 = rs_now();
+            team_run(t, stream_part, &j);
+            double dt = rs_now() - t0;
+            if (dt < best[v]) best[v] = dt;
+        }
     free(buf);
-    return (double)bytes / best / 1e9;
+    int b = 0;
+    for (int v = 1; v < STREAM_VARIANTS; v++)
+        if (best[v] < best[b]) b = v;
+    *which = stream_names[b];
+    return (double)bytes / best[b] / 1e9;
 }
 
 /* ---------------------------------------------------------------- decode (GEMV) */
@@ -290,6 +369,133 @@ static void bench_gemm_shape(team *t, const eng_kernels *k, const opts *o, int M
     free(y);
 }
 
+/* ---------------------------------------------------------------- AVX512-BF16 limits */
+
+/*
+ * Two figures that set the AVX-512 table's prefill GEMM beside what the machine allows:
+ *   - the product units' limit: a register-only loop of independent _mm512_dpbf16_ps chains
+ *     (64 FLOPs each), per thread;
+ *   - a GEMM free of batch invariance (bench only, never in the engine): weights packed once
+ *     into panels of 16 columns x K/2 pairs, each output a single lane that accumulates every
+ *     pair in k order, activation pairs broadcast: no horizontal sums, no per-tile rounding.
+ *     Its summation order differs from the table's GEMV, so a row's bits would depend on M if
+ *     the engine used it for prefill only; its speed is what invariance may cost.
+ * Both need AVX512-BF16 and are skipped without it.
+ */
+#define BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+typedef struct peak_job {
+    long iters; /* loop trips per thread */
+    float sink[MAX_THREADS];
+} peak_job;
+
+BF16_TARGET static void peak_part(int i, int n, void *arg) {
+    (void)n;
+    peak_job *j = arg;
+    __m512 a[24];
+    for (int c = 0; c < 24; c++) a[c] = _mm512_set1_ps((float)c);
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f803f80), w = x;
+    for (long it = 0; it < j->iters; it++) {
+#pragma GCC unroll 24
+        for (int c = 0; c < 24; c++) a[c] = _mm512_dpbf16_ps(a[c], x, w);
+        __asm__ volatile("" : "+v"(x), "+v"(w));
+    }
+    float s = 0;
+    for (int c = 0; c < 24; c++) s += _mm512_reduce_add_ps(a[c]);
+    j->sink[i] = s;
+}
+
+/* GFLOPS of the register-only dpbf16 loop on t's threads. */
+static double bench_dpbf16_peak(team *t, const opts *o) {
+    peak_job j = {.iters = 20 * 1000 * 1000};
+    double best = 1e30;
+    for (int r = 0; r < o->reps + 1; r++) {
+        double t0 = rs_now();
+        team_run(t, peak_part, &j);
+        double dt = rs_now() - t0;
+        if (dt < best) best = dt;
+    }
+    return (double)j.iters * 24 * 64 * t->n / best / 1e9;
+}
+
+typedef struct freegemm_job {
+    const uint32_t *wp; /* packed weights: [N / 16][K / 2][16] BF16 pairs */
+    const uint32_t *xb; /* activations rounded to BF16, row-major pairs: [M][K / 2] */
+    float *y;           /* [M][N] */
+    int M, N, K;
+} freegemm_job;
+
+/* One 8-row x 48-column tile of the invariance-free GEMM. */
+BF16_TARGET static void freegemm_tile(const freegemm_job *j, int m0, int g) {
+    int P = j->K / 2;
+    __m512 acc[8][3];
+    for (int i = 0; i < 8; i++)
+        for (int v = 0; v < 3; v++) acc[i][v] = _mm512_setzero_ps();
+    for (int p = 0; p < P; p++) {
+        __m512i w[3];
+        for (int v = 0; v < 3; v++)
+            w[v] = _mm512_load_si512(j->wp + ((size_t)(g + v) * (size_t)P + (size_t)p) * 16);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) {
+            __m512i xv = _mm512_set1_epi32((int)j->xb[(size_t)(m0 + i) * (size_t)P + (size_t)p]);
+#pragma GCC unroll 3
+            for (int v = 0; v < 3; v++)
+                acc[i][v] = _mm512_dpbf16_ps(acc[i][v], (__m512bh)xv, (__m512bh)w[v]);
+        }
+    }
+    for (int i = 0; i < 8; i++)
+        for (int v = 0; v < 3; v++)
+            _mm512_storeu_ps(j->y + (size_t)(m0 + i) * (size_t)j->N + (size_t)(g + v) * 16,
+                             acc[i][v]);
+}
+
+/* Thread i's share of the 16-column groups, in blocks of 3 groups kept in L2 over all rows. */
+static void freegemm_part(int i, int n, void *arg) {
+    const freegemm_job *j = arg;
+    int groups = j->N / 16 / 3, g0 = groups * i / n, g1 = groups * (i + 1) / n;
+    for (int g = g0; g < g1; g++)
+        for (int m0 = 0; m0 + 8 <= j->M; m0 += 8) freegemm_tile(j, m0, 3 * g);
+}
+
+/* GFLOPS of the invariance-free GEMM, M x N x K (M % 8 == 0, N % 48 == 0, K even). */
+static double bench_freegemm(team *t, const opts *o, int M, int N, int K) {
+    freegemm_job j = {.M = M, .N = N, .K = K};
+    uint32_t *wp = aligned_alloc(64, (size_t)N * (size_t)K * 2);
+    uint32_t *xb = aligned_alloc(64, (size_t)M * (size_t)K * 2);
+    float *y = aligned_alloc(64, (size_t)M * (size_t)N * 4);
+    if (!wp || !xb || !y) return 0;
+    for (size_t i = 0; i < (size_t)N * (size_t)K / 2; i++) wp[i] = 0x3f803f80u + (uint32_t)(i % 13);
+    for (size_t i = 0; i < (size_t)M * (size_t)K / 2; i++) xb[i] = 0x3f003f00u + (uint32_t)(i % 7);
+    j.wp = wp;
+    j.xb = xb;
+    j.y = y;
+    double best = 1e30;
+    for (int r = 0; r < o->reps + 1; r++) {
+        double t0 = rs_now();
+        team_run(t, freegemm_part, &j);
+        double dt = rs_now() - t0;
+        if (r > 0 && dt < best) best = dt;
+    }
+    free(wp);
+    free(xb);
+    free(y);
+    return 2.0 * M * N * K / best / 1e9;
+}
+
+static void bench_bf16_limits(team *one, team *all, const opts *o) {
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        printf("AVX512-BF16 limits: skipped (this CPU has no AVX512-BF16)\n");
+        return;
+    }
+    printf("AVX512-BF16 limits:\n");
+    printf("  dpbf16 register-only loop: %.1f GFLOPS (1 thread), %.1f GFLOPS (%d threads)\n",
+           bench_dpbf16_peak(one, o), bench_dpbf16_peak(all, o), all->n);
+    printf("  invariance-free GEMM 512 x 3072 x 1024 (packed panels, no horizontal sums): %.1f "
+           "GFLOPS (1 thread), %.1f GFLOPS (%d threads)\n",
+           bench_freegemm(one, o, 512, 3072, 1024), bench_freegemm(all, o, 512, 3072, 1024),
+           all->n);
+}
+
 /* ---------------------------------------------------------------- attention */
 
 /* Microseconds per (query, head) attending over n_pos positions of BF16 KV, head_dim 128. */
@@ -408,13 +614,17 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_kernels: cannot start threads\n");
         return 1;
     }
-    double bw1 = bench_stream(&one, &o), bw = bench_stream(&all, &o);
-    printf("streaming read: %.1f GB/s (1 thread), %.1f GB/s (%d threads)\n", bw1, bw, o.threads);
+    const char *w1, *wn;
+    double bw1 = bench_stream(&one, &o, &w1), bw = bench_stream(&all, &o, &wn);
+    printf("streaming read (best of %d loops): %.1f GB/s (1 thread, %s), %.1f GB/s (%d threads, "
+           "%s)\n",
+           STREAM_VARIANTS, bw1, w1, bw, o.threads, wn);
     bench_decode(&all, k, &o, bw);
     printf("prefill GEMM (BF16 weights):\n");
     bench_gemm_shape(&one, k, &o, 512, 3072, 1024);
     bench_gemm_shape(&all, k, &o, 512, 3072, 1024);
     bench_gemm_shape(&all, k, &o, 512, 1024, 3072);
+    bench_bf16_limits(&one, &all, &o);
     bench_attend(k, &o);
     team_free(&one);
     team_free(&all);

@@ -13,7 +13,8 @@
 # (LLAMA_SERVER, LLAMA_SRC, PEERS_TOOLS, GGUF, LOAD_TIMEOUT, RUN_TIMEOUT) pass through.
 #
 # Steps (issue): kernels = bench_kernels, bandwidth, decode GEMV, prefill GEMM, attention (9);
-# engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9), then the
+# engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9), its per-phase
+# decode profile at batch 1 and 16 (bench_engine_profile, 27), then the
 # same after cached context (engine-context, engine-shared: issue 15's shapes); peers =
 # bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
 # weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
@@ -129,6 +130,11 @@ done
 want kernels && need bench_kernels && step kernels "$build/bench/bench_kernels" "${kernels_args[@]}"
 want engine && need bench_engine &&
     step engine "$build/bench/bench_engine" "$model" "${quick_args[@]}" --json build/bench/engine-results.jsonl
+# Where a decode step's time goes, batch 1 and 16 (issue 27): bench_engine built with the
+# per-phase marks of engine/profile.h.
+want engine && need bench_engine_profile &&
+    step engine-profile "$build/bench/bench_engine_profile" "$model" "${quick_args[@]}" --prompt 64 \
+        --batch 1,16 --gen 32 --reps 1
 # The shapes a server runs: a 512-token chunk of a long prompt and 16 decode rows after 1,024
 # cached positions each; 16 decode rows behind one 1,792-token shared prompt, beside a
 # 128-token chunk (serve's --mixed-prefill).
