@@ -167,6 +167,25 @@ static void round_row(uint16_t *dst, const float *x, int K, int kp) {
     }
 }
 
+/* One step of 32 elements from k (n < 32: the zero-masked tail) of a GEMM tile; pf prefetches
+ * the same line of the next tile's weight rows. */
+AVX512_INLINE void gemm_step(__m512 acc[GEMM_MR][GEMM_NR], const uint16_t *xb, int kp,
+                             const uint16_t *w0, int K, int k, int n, int pf, int MR, int NR) {
+    __m512 w[GEMM_NR];
+#pragma GCC unroll 3
+    for (int j = 0; j < NR; j++) {
+        const uint16_t *r = w0 + (size_t)j * (size_t)K;
+        if (pf) _mm_prefetch((const char *)(r + (size_t)NR * (size_t)K + k), _MM_HINT_T0);
+        w[j] = load_w(r, ENG_BF16, k, n, n == 32);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        __m512 xv = _mm512_loadu_ps(xb + (size_t)i * (size_t)kp + k);
+#pragma GCC unroll 3
+        for (int j = 0; j < NR; j++) acc[i][j] = step(acc[i][j], xv, w[j], ENG_BF16);
+    }
+}
+
 /* One GEMM tile: y[i][n + j] for i < MR, j < NR from the rounded rows xb (kp apart). */
 AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, const uint16_t *W,
                              int K, int n, int pf, int MR, int NR) {
@@ -176,22 +195,12 @@ AVX512_INLINE void gemm_tile(float *y, int ldy, const uint16_t *xb, int kp, cons
 #pragma GCC unroll 3
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
     const uint16_t *w0 = W + (size_t)n * (size_t)K;
-    for (int k = 0; k < K; k += 32) {
-        int full = K - k >= 32;
-        __m512 w[GEMM_NR];
-#pragma GCC unroll 3
-        for (int j = 0; j < NR; j++) {
-            const uint16_t *r = w0 + (size_t)j * (size_t)K;
-            if (pf) _mm_prefetch((const char *)(r + (size_t)NR * (size_t)K + k), _MM_HINT_T0);
-            w[j] = load_w(r, ENG_BF16, k, full ? 32 : K - k, full);
-        }
-#pragma GCC unroll 8
-        for (int i = 0; i < MR; i++) {
-            __m512 xv = _mm512_loadu_ps(xb + (size_t)i * (size_t)kp + k);
-#pragma GCC unroll 3
-            for (int j = 0; j < NR; j++) acc[i][j] = step(acc[i][j], xv, w[j], ENG_BF16);
-        }
-    }
+    int k = 0;
+    if (pf)
+        for (; k + 32 <= K; k += 32) gemm_step(acc, xb, kp, w0, K, k, 32, 1, MR, NR);
+    else
+        for (; k + 32 <= K; k += 32) gemm_step(acc, xb, kp, w0, K, k, 32, 0, MR, NR);
+    if (k < K) gemm_step(acc, xb, kp, w0, K, k, K - k, 0, MR, NR);
 #pragma GCC unroll 8
     for (int i = 0; i < MR; i++)
 #pragma GCC unroll 3
