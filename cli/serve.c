@@ -220,7 +220,7 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
 /* Everything loaded, owned here and freed in reverse order. */
 typedef struct served {
     tok_tokenizer *tok;
-    api_tpl tpl;
+    chat_tpl tpl;
     int tpl_ok;
     eng_model *model;
     sched *sched;
@@ -266,7 +266,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     step("tokenizer", t0, 0);
     if (tok_load(&sv->tok, o->model, e)) return -1;
     step("tokenizer", t0, 1);
-    if (api_tpl_load(&sv->tpl, o->model, e)) return -1;
+    if (chat_tpl_load(&sv->tpl, o->model, e)) return -1;
     sv->tpl_ok = 1;
     t0 = rs_now();
     step("weights", t0, 0);
@@ -311,7 +311,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
 static void unload(served *sv) {
     if (sv->sched) sched_stop(sv->sched);
     if (sv->model) eng_model_free(sv->model);
-    if (sv->tpl_ok) api_tpl_free(&sv->tpl);
+    if (sv->tpl_ok) chat_tpl_free(&sv->tpl);
     if (sv->tok) tok_free(sv->tok);
 }
 

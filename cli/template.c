@@ -16,7 +16,7 @@
 #include <cjson/cJSON.h>
 #include <utf8proc.h>
 
-#include "api/template.h"
+#include "chat/chat.h"
 #include "cli/cli.h"
 
 static void usage(FILE *f) {
@@ -52,7 +52,7 @@ static void print_json_string(const char *key, const char *s) {
 }
 
 /* One request line: 0 ok (prompt printed), 1 failed (error printed). */
-static int render_line(const api_tpl *t, const char *line, size_t n) {
+static int render_line(const chat_tpl *t, const char *line, size_t n) {
     rs_err e = {0};
     if (!valid_utf8(line, n)) {
         print_json_string("error", "input line is not valid UTF-8");
@@ -64,7 +64,7 @@ static int render_line(const api_tpl *t, const char *line, size_t n) {
         return 1;
     }
     char *out = NULL;
-    int rc = api_tpl_render(t, req, &out, NULL, &e);
+    int rc = chat_tpl_render(t, req, &out, NULL, &e);
     cJSON_Delete(req);
     print_json_string(rc ? "error" : NULL, rc ? e.msg : out);
     free(out);
@@ -88,9 +88,9 @@ int cli_template(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    api_tpl t;
+    chat_tpl t;
     rs_err e = {0};
-    if (api_tpl_load(&t, model, &e)) {
+    if (chat_tpl_load(&t, model, &e)) {
         fprintf(stderr, "radixserve template: %s\n", e.msg);
         return 1;
     }
@@ -105,6 +105,6 @@ int cli_template(int argc, char **argv) {
         fflush(stdout);
     }
     free(line);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
     return failed ? 1 : 0;
 }

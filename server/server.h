@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "chat/chat.h"
 #include "sched/sched.h"
 
 typedef struct srv_config {
@@ -60,7 +61,7 @@ typedef struct srv_backend {
 
 /* What the server knows of the served model. */
 typedef struct srv_model {
-    const api_tpl *tpl;        /* chat template (plain rendering when it has none) */
+    const chat_tpl *tpl;       /* chat template (plain rendering when it has none) */
     eng_gen_defaults defaults; /* sampling defaults from generation_config.json */
     int ctx_size;              /* context per sequence: prompts of this many tokens are 400s */
     int vocab_size;            /* ids are 0 .. vocab_size - 1 */

@@ -24,14 +24,14 @@ typedef struct srv_job {
     int chat;         /* 1: chat.completion shapes, 0: text_completion */
     int stream, include_usage, logprobs, n;
     api_meta meta;
-    api_think think[API_MAX_N]; /* chat: <think> splitter per choice */
-    int use_tools;              /* chat offered tools: extract <tool_call> blocks */
-    api_tools tools[API_MAX_N]; /* chat: tool-call extractor per choice */
-    size_t sent[API_MAX_N];     /* completions stream: text bytes sent per choice (offsets) */
-    api_choice ch[API_MAX_N];   /* non-streamed: accumulated choices */
-    int finished;               /* DONE or ERROR seen: no more events */
-    int failed;                 /* ERROR seen: err says why */
-    int cancelled;              /* we asked the scheduler to cancel */
+    chat_think think[API_MAX_N]; /* chat: <think> splitter per choice */
+    int use_tools;               /* chat offered tools: extract <tool_call> blocks */
+    chat_tools tools[API_MAX_N]; /* chat: tool-call extractor per choice */
+    size_t sent[API_MAX_N];      /* completions stream: text bytes sent per choice (offsets) */
+    api_choice ch[API_MAX_N];    /* non-streamed: accumulated choices */
+    int finished;                /* DONE or ERROR seen: no more events */
+    int failed;                  /* ERROR seen: err says why */
+    int cancelled;               /* we asked the scheduler to cancel */
     api_error err;
     api_usage usage;
     int seen_tokens; /* tokens of choice 0 so far (for TTFT / ITL) */
@@ -159,8 +159,8 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, cons
     for (int i = 0; i < API_MAX_N; i++) {
         char base[64];
         snprintf(base, sizeof base, "%s_%d", strchr(j->meta.id, '-') + 1, i);
-        api_think_init(&j->think[i], 0, 0);
-        api_tools_init(&j->tools[i], base);
+        chat_think_init(&j->think[i], 0, 0);
+        chat_tools_init(&j->tools[i], base);
     }
     j->t_out = rs_now();
     return j;
@@ -173,8 +173,8 @@ static void job_free(srv_job *j) {
         atomic_fetch_sub(&j->s->active, 1);
     }
     for (int i = 0; i < API_MAX_N; i++) {
-        api_think_free(&j->think[i]);
-        api_tools_free(&j->tools[i]);
+        chat_think_free(&j->think[i]);
+        chat_tools_free(&j->tools[i]);
         api_choice_free(&j->ch[i]);
     }
     api_buf_free(&j->out);
@@ -229,11 +229,11 @@ static void make_lp(srv *s, const sched_event *ev, api_lp *lp) {
 static void chat_parts(srv_job *j, int idx, const char *text, int final, api_buf *r, api_buf *c,
                        cJSON *calls) {
     api_buf raw = {0};
-    api_think_feed(&j->think[idx], text, r, &raw);
-    if (final) api_think_flush(&j->think[idx], r, &raw);
+    chat_think_feed(&j->think[idx], text, r, &raw);
+    if (final) chat_think_flush(&j->think[idx], r, &raw);
     if (j->use_tools) {
-        api_tools_feed(&j->tools[idx], api_buf_str(&raw), c, calls);
-        if (final) api_tools_flush(&j->tools[idx], c);
+        chat_tools_feed(&j->tools[idx], api_buf_str(&raw), c, calls);
+        if (final) chat_tools_flush(&j->tools[idx], c);
     } else {
         api_buf_append(c, api_buf_str(&raw), raw.n);
     }
@@ -494,7 +494,7 @@ enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
         return srv_reply_error(c, conn, &err);
     }
     srv_job *j = job_new(c, conn, 1, &req.gen);
-    int rc = j ? api_tpl_render(s->model.tpl, req.tpl, &text, NULL, &e) : RS_ENOMEM;
+    int rc = j ? chat_tpl_render(s->model.tpl, req.tpl, &text, NULL, &e) : RS_ENOMEM;
     if (!rc) rc = s->be.encode(s->be.ctx, text, strlen(text), 0, &ids, &e);
     if (rc) {
         api_errorf(&err, rc == RS_ENOMEM ? 500 : 400, "invalid_request_error", "messages", NULL,
@@ -507,7 +507,8 @@ enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
     const cJSON *tc = cJSON_GetObjectItemCaseSensitive(req.tpl, "tool_choice");
     j->use_tools = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(req.tpl, "tools")) > 0 &&
                    !(cJSON_IsString(tc) && !strcmp(tc->valuestring, "none"));
-    for (int i = 0; i < j->n; i++) api_think_init(&j->think[i], thinking, prompt_opens_think(text));
+    for (int i = 0; i < j->n; i++)
+        chat_think_init(&j->think[i], thinking, prompt_opens_think(text));
     free(text);
     enum MHD_Result ret = run(j, conn, &req.gen, &ids, "messages");
     rs_ivec_free(&ids);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "chat/chat.h"
 #include "tests/tap.h"
 
 static int chat(const char *body, api_chat_request *r, api_error *err) {
@@ -212,18 +213,18 @@ static void test_tokenize(void) {
 /* Feed `text` to the splitter cut at position `cut` and check the two outputs. */
 static int split_ok(const char *text, size_t cut, int inside, const char *want_r,
                     const char *want_c) {
-    api_think t;
+    chat_think t;
     api_buf r = {0}, c = {0};
     char a[256];
-    api_think_init(&t, 1, inside);
+    chat_think_init(&t, 1, inside);
     snprintf(a, sizeof a, "%.*s", (int)cut, text);
-    api_think_feed(&t, a, &r, &c);
-    api_think_feed(&t, text + cut, &r, &c);
-    api_think_flush(&t, &r, &c);
+    chat_think_feed(&t, a, &r, &c);
+    chat_think_feed(&t, text + cut, &r, &c);
+    chat_think_flush(&t, &r, &c);
     int ok = !strcmp(api_buf_str(&r), want_r) && !strcmp(api_buf_str(&c), want_c);
     if (!ok)
         TAP_DIAG("cut %zu: reasoning '%s' content '%s'", cut, api_buf_str(&r), api_buf_str(&c));
-    api_think_free(&t);
+    chat_think_free(&t);
     api_buf_free(&r);
     api_buf_free(&c);
     return ok;
@@ -250,15 +251,15 @@ static void test_think(void) {
 /* Feed `text` to a tool-call extractor cut at `cut`; return the content, count the calls. */
 static int tools_ok(const char *text, size_t cut, const char *want_content, int want_calls,
                     const char *want_args) {
-    api_tools t;
+    chat_tools t;
     api_buf c = {0};
     cJSON *calls = cJSON_CreateArray();
     char a[512];
-    api_tools_init(&t, "x");
+    chat_tools_init(&t, "x");
     snprintf(a, sizeof a, "%.*s", (int)cut, text);
-    api_tools_feed(&t, a, &c, calls);
-    api_tools_feed(&t, text + cut, &c, calls);
-    api_tools_flush(&t, &c);
+    chat_tools_feed(&t, a, &c, calls);
+    chat_tools_feed(&t, text + cut, &c, calls);
+    chat_tools_flush(&t, &c);
     int ok = !strcmp(api_buf_str(&c), want_content) && cJSON_GetArraySize(calls) == want_calls;
     if (ok && want_args) {
         const cJSON *fn = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
@@ -272,7 +273,7 @@ static int tools_ok(const char *text, size_t cut, const char *want_content, int 
                  cJSON_GetArraySize(calls));
     cJSON_Delete(calls);
     api_buf_free(&c);
-    api_tools_free(&t);
+    chat_tools_free(&t);
     return ok;
 }
 

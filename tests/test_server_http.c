@@ -532,8 +532,8 @@ int main(void) {
     if (!TAP_OK(srv_start(&s, &c, &e) == 0, "server starts on a free port")) return tap_done();
     g_port = srv_port(s);
     test_loading(s);
-    api_tpl tpl;
-    api_tpl_init_string(&tpl, NULL, "", "", &e);
+    chat_tpl tpl;
+    chat_tpl_init_string(&tpl, NULL, "", "", &e);
     srv_backend be = {NULL,        fake_submit,     fake_next,  fake_cancel,
                       fake_free,   fake_event_free, fake_stats, fake_encode,
                       fake_decode, fake_cache_json};
@@ -564,7 +564,7 @@ int main(void) {
            "/metrics counts the five disconnects as 499");
     srv_shutdown(s);
     srv_stop(s);
-    api_tpl_free(&tpl);
+    chat_tpl_free(&tpl);
     TAP_OK(atomic_load(&F.running) == 0, "nothing running after stop");
     return tap_done();
 }

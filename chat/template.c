@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/jinja.h"
-#include "api/template.h"
+#include "chat/jinja.h"
+#include "chat/chat.h"
 
 static char *dup_str(const char *s) {
     size_t n = strlen(s);
@@ -26,9 +26,9 @@ static const char *token_text(const cJSON *v) {
     return NULL;
 }
 
-void api_tpl_free(api_tpl *t) {
+void chat_tpl_free(chat_tpl *t) {
     if (!t) return;
-    api_jinja_free(t->jinja);
+    chat_jinja_free(t->jinja);
     free(t->source);
     free(t->bos_token);
     free(t->eos_token);
@@ -36,25 +36,25 @@ void api_tpl_free(api_tpl *t) {
     memset(t, 0, sizeof *t);
 }
 
-bool api_tpl_has_template(const api_tpl *t) {
+bool chat_tpl_has_template(const chat_tpl *t) {
     return t->jinja != NULL;
 }
 
-int api_tpl_init_string(api_tpl *t, const char *source, const char *bos, const char *eos,
-                        rs_err *e) {
+int chat_tpl_init_string(chat_tpl *t, const char *source, const char *bos, const char *eos,
+                         rs_err *e) {
     memset(t, 0, sizeof *t);
     t->bos_token = dup_str(bos ? bos : "");
     t->eos_token = dup_str(eos ? eos : "");
     t->special_tokens = cJSON_CreateObject();
     if (!t->bos_token || !t->eos_token || !t->special_tokens ||
         (source && !(t->source = dup_str(source)))) {
-        api_tpl_free(t);
+        chat_tpl_free(t);
         return rs_errf(e, RS_ENOMEM, "out of memory loading the chat template");
     }
     if (source) {
-        int rc = api_jinja_compile(source, strlen(source), &t->jinja, e);
+        int rc = chat_jinja_compile(source, strlen(source), &t->jinja, e);
         if (rc) {
-            api_tpl_free(t);
+            chat_tpl_free(t);
             return rc;
         }
     }
@@ -86,14 +86,15 @@ static int pick_template(const cJSON *ct, const char **src, rs_err *e) {
                    "tokenizer_config.json: chat_template list has no \"default\" template");
 }
 
-int api_tpl_init_config(api_tpl *t, const cJSON *cfg, rs_err *e) {
+int chat_tpl_init_config(chat_tpl *t, const cJSON *cfg, rs_err *e) {
     memset(t, 0, sizeof *t);
     if (!cJSON_IsObject(cfg))
         return rs_errf(e, RS_EINVAL, "tokenizer_config.json is not an object");
     const char *src;
     int rc = pick_template(cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), &src, e);
     if (rc) return rc;
-    rc = api_tpl_init_string(t, src, token_text(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token")),
+    rc =
+        chat_tpl_init_string(t, src, token_text(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token")),
                              token_text(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token")), e);
     if (rc) return rc;
     /* the other special tokens, as transformers passes special_tokens_map to the template */
@@ -102,7 +103,7 @@ int api_tpl_init_config(api_tpl *t, const cJSON *cfg, rs_err *e) {
     for (int i = 0; names[i]; i++) {
         const char *s = token_text(cJSON_GetObjectItemCaseSensitive(cfg, names[i]));
         if (s && !cJSON_AddStringToObject(t->special_tokens, names[i], s)) {
-            api_tpl_free(t);
+            chat_tpl_free(t);
             return rs_errf(e, RS_ENOMEM, "out of memory loading the chat template");
         }
     }
@@ -110,7 +111,7 @@ int api_tpl_init_config(api_tpl *t, const cJSON *cfg, rs_err *e) {
     if (cJSON_IsArray(extra)) {
         cJSON *copy = cJSON_Duplicate(extra, true);
         if (!copy) {
-            api_tpl_free(t);
+            chat_tpl_free(t);
             return rs_errf(e, RS_ENOMEM, "out of memory loading the chat template");
         }
         cJSON_AddItemToObject(t->special_tokens, "additional_special_tokens", copy);
@@ -135,7 +136,7 @@ static int override_from_jinja_file(cJSON *cfg, const char *model_dir, char *pat
     return 1;
 }
 
-int api_tpl_load(api_tpl *t, const char *model_dir, rs_err *e) {
+int chat_tpl_load(chat_tpl *t, const char *model_dir, rs_err *e) {
     char path[4096];
     char *text = NULL;
     size_t len = 0;
@@ -147,7 +148,7 @@ int api_tpl_load(api_tpl *t, const char *model_dir, rs_err *e) {
     if (!cfg) return rs_errf(e, RS_EINVAL, "%s: not valid JSON", path);
     rc = override_from_jinja_file(cfg, model_dir, path, sizeof path, e);
     if (rc == 0) rs_path_join(path, sizeof path, model_dir, "tokenizer_config.json", NULL);
-    rc = rc < 0 ? rc : api_tpl_init_config(t, cfg, e);
+    rc = rc < 0 ? rc : chat_tpl_init_config(t, cfg, e);
     cJSON_Delete(cfg);
     if (rc && e) {
         char msg[sizeof e->msg];
@@ -159,7 +160,7 @@ int api_tpl_load(api_tpl *t, const char *model_dir, rs_err *e) {
 
 /* ---------------- requests ---------------- */
 
-int api_tpl_normalize_messages(cJSON *messages, rs_err *e) {
+int chat_tpl_normalize_messages(cJSON *messages, rs_err *e) {
     if (!cJSON_IsArray(messages)) return rs_errf(e, RS_EINVAL, "'messages' must be an array");
     int idx = 0;
     for (cJSON *m = messages->child; m; m = m->next, idx++) {
@@ -222,7 +223,7 @@ static int check_request(const cJSON *req, rs_err *e) {
     return 0;
 }
 
-static int render_plain(const api_tpl *t, const cJSON *msgs, char **out, size_t *out_len,
+static int render_plain(const chat_tpl *t, const cJSON *msgs, char **out, size_t *out_len,
                         rs_err *e) {
     size_t total = strlen(t->bos_token) + 1;
     const cJSON *m;
@@ -253,7 +254,7 @@ static int render_plain(const api_tpl *t, const cJSON *msgs, char **out, size_t 
 }
 
 /* The template's variables: messages, tools, add_generation_prompt, special tokens, kwargs. */
-static cJSON *build_vars(const api_tpl *t, const cJSON *req, cJSON *msgs) {
+static cJSON *build_vars(const chat_tpl *t, const cJSON *req, cJSON *msgs) {
     cJSON *vars = cJSON_Duplicate(t->special_tokens, true);
     if (!vars) return NULL;
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(req, "tools");
@@ -290,18 +291,18 @@ static cJSON *build_vars(const api_tpl *t, const cJSON *req, cJSON *msgs) {
     return vars;
 }
 
-int api_tpl_render(const api_tpl *t, const cJSON *req, char **out, size_t *out_len, rs_err *e) {
+int chat_tpl_render(const chat_tpl *t, const cJSON *req, char **out, size_t *out_len, rs_err *e) {
     *out = NULL;
     int rc = check_request(req, e);
     if (rc) return rc;
     cJSON *msgs = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(req, "messages"), true);
     if (!msgs) return rs_errf(e, RS_ENOMEM, "out of memory rendering the prompt");
-    rc = api_tpl_normalize_messages(msgs, e);
+    rc = chat_tpl_normalize_messages(msgs, e);
     if (!rc && !t->jinja)
         rc = render_plain(t, msgs, out, out_len, e);
     else if (!rc) {
         cJSON *vars = build_vars(t, req, msgs);
-        rc = vars ? api_jinja_render(t->jinja, vars, out, out_len, e)
+        rc = vars ? chat_jinja_render(t->jinja, vars, out, out_len, e)
                   : rs_errf(e, RS_ENOMEM, "out of memory rendering the prompt");
         cJSON_Delete(vars);
     }

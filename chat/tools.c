@@ -1,21 +1,21 @@
 /*
- * api_tools.c — Hermes / Qwen "<tool_call>{json}</tool_call>" blocks out of generated text into
+ * chat_tools.c — Hermes / Qwen "<tool_call>{json}</tool_call>" blocks out of generated text into
  * OpenAI tool calls, fed delta by delta (a tag or a block cut across deltas is held back).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api.h"
+#include "chat/chat.h"
 
 static const char OPEN[] = "<tool_call>", CLOSE[] = "</tool_call>";
 
-void api_tools_init(api_tools *t, const char *id_base) {
+void chat_tools_init(chat_tools *t, const char *id_base) {
     memset(t, 0, sizeof *t);
     snprintf(t->id_base, sizeof t->id_base, "%s", id_base ? id_base : "0");
 }
 
-void api_tools_free(api_tools *t) {
+void chat_tools_free(chat_tools *t) {
     api_buf_free(&t->held);
 }
 
@@ -27,7 +27,7 @@ static size_t partial(const char *s, size_t n, const char *tag) {
 }
 
 /* One block body -> a call object, or NULL when it is not {"name": string, "arguments": ...}. */
-static cJSON *make_call(api_tools *t, const char *body, size_t n) {
+static cJSON *make_call(chat_tools *t, const char *body, size_t n) {
     cJSON *j = cJSON_ParseWithLength(body, n);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(j, "name");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(j, "arguments");
@@ -54,7 +54,7 @@ static cJSON *make_call(api_tools *t, const char *body, size_t n) {
 }
 
 /* Decide as much of the held text as possible; returns how many bytes were consumed. */
-static size_t run(api_tools *t, api_buf *content, cJSON *calls, int *rc) {
+static size_t run(chat_tools *t, api_buf *content, cJSON *calls, int *rc) {
     const char *s = api_buf_str(&t->held);
     size_t n = t->held.n, done = 0;
     while (done < n && !*rc) {
@@ -85,7 +85,7 @@ static size_t run(api_tools *t, api_buf *content, cJSON *calls, int *rc) {
     return done;
 }
 
-int api_tools_feed(api_tools *t, const char *delta, api_buf *content, cJSON *calls) {
+int chat_tools_feed(chat_tools *t, const char *delta, api_buf *content, cJSON *calls) {
     int rc = api_buf_puts(&t->held, delta);
     if (rc) return rc;
     size_t done = run(t, content, calls, &rc);
@@ -94,7 +94,7 @@ int api_tools_feed(api_tools *t, const char *delta, api_buf *content, cJSON *cal
     return rc;
 }
 
-int api_tools_flush(api_tools *t, api_buf *content) {
+int chat_tools_flush(chat_tools *t, api_buf *content) {
     int rc = 0;
     if (t->inside) rc = api_buf_puts(content, OPEN);
     if (!rc && t->held.n) rc = api_buf_append(content, t->held.s, t->held.n);
