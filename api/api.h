@@ -96,11 +96,11 @@ typedef struct api_gen {
 
 /* A parsed /v1/chat/completions request. */
 typedef struct api_chat_request {
-    api_gen gen;         /* sampling and output options */
-    cJSON *tpl;          /* owned: the template's input object: "messages" (text parts joined
-                            into strings), "tools", "tool_choice", "add_generation_prompt",
-                            "chat_template_kwargs" — exactly what chat/chat.h renders */
-    int enable_thinking; /* chat_template_kwargs.enable_thinking: 1, 0, or -1 when absent */
+    api_gen gen; /* sampling and output options */
+    cJSON *tpl;  /* owned: the template's input object: "messages" (text parts joined into
+                    strings), "tools", "tool_choice", "parallel_tool_calls",
+                    "add_generation_prompt", "chat_template_kwargs" (enable_thinking checked
+                    to be a boolean) — exactly what chat/chat.h renders and reads back */
 } api_chat_request;
 
 /* A parsed /v1/completions request: the prompt is text or token ids (exactly one is set). */
@@ -118,6 +118,13 @@ int api_parse_chat(const char *body, size_t len, api_chat_request *out, api_erro
 void api_chat_request_free(api_chat_request *r);
 int api_parse_completion(const char *body, size_t len, api_completion_request *out, api_error *err);
 void api_completion_request_free(api_completion_request *r);
+
+/* OpenAI content parts, in place: every message whose content is an array of
+ * {"type":"text","text":...} parts gets the texts joined by "\n" as its content (vLLM's rule; the
+ * one place parts are joined: api_parse_chat and api_parse_tokenize apply it, and so does
+ * `radixserve template`). Another part type is a 400 naming messages[i].content and the type;
+ * contents that are not arrays are left as they are. */
+int api_join_content(cJSON *messages, api_error *err);
 
 /* POST /tokenize: {"prompt": text, "add_special_tokens": bool} or {"messages": [...]} (chat,
  * rendered through the template by the server). */
@@ -191,10 +198,12 @@ char *api_completion_response(const api_meta *m, const api_choice *choices, int 
 char *api_chat_chunk(const api_meta *m, int index, const char *role, const char *content,
                      const char *reasoning, const api_lp *lps, int n_lps, const char *finish,
                      int with_usage_null);
-/* A chat chunk carrying tool calls (calls: array of OpenAI tool calls, not consumed; first_index:
- * the position of calls[0] among the choice's calls). */
-char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
-                          int with_usage_null);
+/* A chat chunk carrying one fragment of a tool call, as OpenAI streams them: first 1 gives
+ * {"index": call_index, "id", "type": "function", "function": {"name", "arguments": ""}}, first 0
+ * gives {"index": call_index, "function": {"arguments": the call's arguments}} (call: an OpenAI
+ * tool call object, not consumed). */
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *call, int call_index,
+                          int first, int with_usage_null);
 /* offset: where this chunk's text starts in the choice's whole text (for text_offset). */
 char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
                            int n_lps, size_t offset, const char *finish, int with_usage_null);

@@ -236,22 +236,35 @@ char *api_chat_chunk(const api_meta *m, int index, const char *role, const char 
     return api_print(o);
 }
 
-char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
-                          int with_usage_null) {
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *call, int call_index,
+                          int first, int with_usage_null) {
     cJSON *arr, *o = chunk_envelope(m, "chat.completion.chunk", &arr, with_usage_null);
     cJSON *ch = cJSON_CreateObject(), *delta = cJSON_AddObjectToObject(ch, "delta");
-    cJSON *tc = cJSON_AddArrayToObject(delta, "tool_calls");
-    const cJSON *call;
-    int k = first_index;
+    cJSON *tc = cJSON_AddArrayToObject(delta, "tool_calls"), *d = cJSON_CreateObject();
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(call, "id");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
     cJSON_AddNumberToObject(ch, "index", index);
-    cJSON_ArrayForEach(call, calls) {
-        cJSON *d = cJSON_Duplicate(call, 1);
-        cJSON_AddNumberToObject(d, "index", k++);
-        cJSON_AddItemToArray(tc, d);
+    cJSON_AddNumberToObject(d, "index", call_index);
+    if (first) {
+        cJSON_AddStringToObject(d, "id", cJSON_IsString(id) ? id->valuestring : "");
+        cJSON_AddStringToObject(d, "type", "function");
     }
+    cJSON *dfn = cJSON_AddObjectToObject(d, "function");
+    if (first) cJSON_AddStringToObject(dfn, "name", cJSON_IsString(name) ? name->valuestring : "");
+    cJSON_AddStringToObject(dfn, "arguments",
+                            !first && cJSON_IsString(args) ? args->valuestring : "");
+    cJSON_AddItemToArray(tc, d);
     cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(arr, ch);
+    /* all or nothing: a chunk missing a part is not sent */
+    if (!dfn || !cJSON_GetObjectItemCaseSensitive(dfn, "arguments") || !tc ||
+        !cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return api_print(o);
 }
 

@@ -8,7 +8,7 @@
 
 #include "chat/chat.h"
 
-static const char OPEN[] = "<think>", CLOSE[] = "</think>";
+static const char OPEN[] = CHAT_THINK_OPEN, CLOSE[] = CHAT_THINK_CLOSE;
 
 void chat_think_init(chat_think *t, int enabled, int inside) {
     memset(t, 0, sizeof *t);

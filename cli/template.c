@@ -1,7 +1,8 @@
 /*
  * template.c — `radixserve template --model DIR`: render chat requests with the model's chat
  * template, one per line, reading only DIR/tokenizer_config.json and DIR/chat_template.jinja if
- * present (no weights needed).
+ * present (no weights needed). Content parts are joined as the server joins them
+ * (api_join_content), then the request is rendered (chat_tpl_render).
  *
  * stdin: one JSON object per line {messages, tools, add_generation_prompt, chat_template_kwargs};
  * blank lines are skipped. stdout: for each request, the rendered prompt as one JSON string line;
@@ -64,7 +65,12 @@ static int render_line(const chat_tpl *t, const char *line, size_t n) {
         return 1;
     }
     char *out = NULL;
-    int rc = chat_tpl_render(t, req, &out, NULL, &e);
+    api_error err = {0};
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
+    /* OpenAI content parts are joined as the server joins them (api/) */
+    int rc = cJSON_IsArray(msgs) && api_join_content(msgs, &err)
+                 ? rs_errf(&e, RS_EINVAL, "%s", err.message)
+                 : chat_tpl_render(t, req, &out, NULL, &e);
     cJSON_Delete(req);
     print_json_string(rc ? "error" : NULL, rc ? e.msg : out);
     free(out);

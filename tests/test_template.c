@@ -29,7 +29,12 @@ static char *render_json(const chat_tpl *t, const char *json, rs_err *e) {
         rs_errf(e, RS_EINVAL, "test JSON does not parse");
         return NULL;
     }
-    if (chat_tpl_render(t, req, &out, NULL, e)) out = NULL;
+    api_error err = {0};
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
+    if (cJSON_IsArray(msgs) && api_join_content(msgs, &err))
+        rs_errf(e, RS_EINVAL, "%s", err.message);
+    else if (chat_tpl_render(t, req, &out, NULL, e))
+        out = NULL;
     cJSON_Delete(req);
     return out;
 }
