@@ -344,6 +344,13 @@ static void test_reader_cases(const chat_format *f) {
     read_free(&o);
 }
 
+/* choices[0].delta.tool_calls[0] of a chunk. */
+static const cJSON *fragment(const cJSON *chunk) {
+    const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(chunk, "choices"), 0);
+    return cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "tool_calls"),
+                              0);
+}
+
 /* Streamed fragments of one call: the first has index, id, type and name with arguments "",
  * the second only index and the arguments; appended together they give the call. */
 static void test_tool_chunks(void) {
@@ -353,16 +360,7 @@ static void test_tool_chunks(void) {
     char *s1 = api_chat_tool_chunk(&m, 0, call, 3, 1, 0);
     char *s2 = api_chat_tool_chunk(&m, 0, call, 3, 0, 0);
     cJSON *c1 = cJSON_Parse(s1), *c2 = cJSON_Parse(s2);
-    const cJSON *d1 = cJSON_GetArrayItem(
-        cJSON_GetObjectItem(
-            cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c1, "choices"), 0), "delta"),
-            "tool_calls"),
-        0);
-    const cJSON *d2 = cJSON_GetArrayItem(
-        cJSON_GetObjectItem(
-            cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(c2, "choices"), 0), "delta"),
-            "tool_calls"),
-        0);
+    const cJSON *d1 = fragment(c1), *d2 = fragment(c2);
     const cJSON *f1 = cJSON_GetObjectItem(d1, "function"),
                 *f2 = cJSON_GetObjectItem(d2, "function");
     TAP_OK(cJSON_GetObjectItem(d1, "index")->valueint == 3 &&
