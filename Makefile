@@ -9,7 +9,7 @@
 #   make deps       install missing system packages and test-side npm packages (idempotent)
 #   make format     clang-format every C file
 #
-# Every room (cache/ engine/ tokenizer/ api/ sched/ server/ util/ cli/) is compiled from a
+# Every room (cache/ engine/ tokenizer/ api/ chat/ sched/ server/ util/ cli/) is compiled from a
 # wildcard, so a new .c file needs no Makefile edit. Files named *_avx2.c / *_avx512.c get
 # their ISA flags here and nowhere else: the rest of the code runs on any x86-64 and the
 # engine picks a kernel set at run time (engine/kernels.h).
@@ -36,7 +36,7 @@ ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
 
-ROOMS    ?= util cache tokenizer engine api sched server cli
+ROOMS    ?= util cache tokenizer engine api chat sched server cli
 LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libradixserve.a

@@ -4,8 +4,8 @@
  * turn results into OpenAI's response, chunk and error shapes. Everything here is a pure function
  * over its arguments (no I/O, no threads, no global state), so it is unit-tested without a server.
  *
- * The chat template itself (a Jinja subset rendering tokenizer_config.json's chat_template, with
- * a plain fallback for models without one) lives in api/template.h, included below.
+ * The chat template, and reading the model's chat output back (reasoning, tool calls), live in
+ * the chat room (chat/chat.h), which builds on this one.
  *
  * Conventions of parsing:
  *   - JSON null means "absent" for every optional field (SDKs send nulls).
@@ -22,7 +22,6 @@
 
 #include <cjson/cJSON.h>
 
-#include "api/template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
@@ -97,11 +96,11 @@ typedef struct api_gen {
 
 /* A parsed /v1/chat/completions request. */
 typedef struct api_chat_request {
-    api_gen gen;         /* sampling and output options */
-    cJSON *tpl;          /* owned: the template's input object: "messages" (text parts joined
-                            into strings), "tools", "tool_choice", "add_generation_prompt",
-                            "chat_template_kwargs" — exactly what api/template.h renders */
-    int enable_thinking; /* chat_template_kwargs.enable_thinking: 1, 0, or -1 when absent */
+    api_gen gen; /* sampling and output options */
+    cJSON *tpl;  /* owned: the template's input object: "messages" (text parts joined into
+                    strings), "tools", "tool_choice", "parallel_tool_calls",
+                    "add_generation_prompt", "chat_template_kwargs" (enable_thinking checked
+                    to be a boolean) — exactly what chat/chat.h renders and reads back */
 } api_chat_request;
 
 /* A parsed /v1/completions request: the prompt is text or token ids (exactly one is set). */
@@ -120,6 +119,13 @@ void api_chat_request_free(api_chat_request *r);
 int api_parse_completion(const char *body, size_t len, api_completion_request *out, api_error *err);
 void api_completion_request_free(api_completion_request *r);
 
+/* OpenAI content parts, in place: every message whose content is an array of
+ * {"type":"text","text":...} parts gets the texts joined by "\n" as its content (vLLM's rule; the
+ * one place parts are joined: api_parse_chat and api_parse_tokenize apply it, and so does
+ * `radixserve template`). Another part type is a 400 naming messages[i].content and the type;
+ * contents that are not arrays are left as they are. */
+int api_join_content(cJSON *messages, api_error *err);
+
 /* POST /tokenize: {"prompt": text, "add_special_tokens": bool} or {"messages": [...]} (chat,
  * rendered through the template by the server). */
 typedef struct api_tokenize_request {
@@ -133,51 +139,6 @@ void api_tokenize_request_free(api_tokenize_request *r);
 
 /* POST /detokenize: {"tokens": [ids]}. *ids is malloc'd (caller frees). */
 int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, api_error *err);
-
-/* ---------------------------------------------------------------- reasoning split */
-
-/*
- * Qwen3-style thinking: the model writes "<think>\n...\n</think>\n\n" before its answer. The
- * splitter routes text between the tags to reasoning_content and the rest to content, fed in
- * arbitrary deltas (a tag cut across deltas is held back until it is decided). Leading
- * whitespace after each tag is dropped, as the template itself strips it from history.
- */
-typedef struct api_think {
-    int state;     /* 0: not yet known, 1: inside <think>, 2: answer (content) */
-    api_buf held;  /* text that may be the start of a tag */
-    int trim_next; /* drop whitespace at the start of the next part */
-} api_think;
-
-/* enabled 0: everything is content. inside 1: the prompt already opened <think>. */
-void api_think_init(api_think *t, int enabled, int inside);
-int api_think_feed(api_think *t, const char *delta, api_buf *reasoning, api_buf *content);
-int api_think_flush(api_think *t, api_buf *reasoning, api_buf *content);
-void api_think_free(api_think *t);
-
-/* ---------------------------------------------------------------- tool calls */
-
-/*
- * Tool calls in the Hermes / Qwen format: the model writes
- * "<tool_call>\n{\"name\": ..., \"arguments\": {...}}\n</tool_call>" blocks in its answer. When a
- * request offered tools, the extractor takes those blocks out of the content (held back while a
- * block is open or a tag is cut across deltas) and turns each into an OpenAI tool call
- * {"id", "type": "function", "function": {"name", "arguments": JSON string}}. A block whose body
- * is not a JSON object with a string "name" stays in the content as written.
- */
-typedef struct api_tools {
-    int inside;       /* 1: between <tool_call> and </tool_call> */
-    api_buf held;     /* text not yet decided (a partial tag, or an open block's body) */
-    int n_calls;      /* calls extracted so far (numbers the ids) */
-    char id_base[48]; /* call ids are "call_<id_base>_<n>" */
-} api_tools;
-
-void api_tools_init(api_tools *t, const char *id_base);
-/* Feed a delta: plain text is appended to content; each completed call is appended to calls (a
- * cJSON array the caller owns). */
-int api_tools_feed(api_tools *t, const char *delta, api_buf *content, cJSON *calls);
-/* End of output: an unterminated block is returned to the content as written. */
-int api_tools_flush(api_tools *t, api_buf *content);
-void api_tools_free(api_tools *t);
 
 /* ---------------------------------------------------------------- responses */
 
@@ -237,10 +198,12 @@ char *api_completion_response(const api_meta *m, const api_choice *choices, int 
 char *api_chat_chunk(const api_meta *m, int index, const char *role, const char *content,
                      const char *reasoning, const api_lp *lps, int n_lps, const char *finish,
                      int with_usage_null);
-/* A chat chunk carrying tool calls (calls: array of OpenAI tool calls, not consumed; first_index:
- * the position of calls[0] among the choice's calls). */
-char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
-                          int with_usage_null);
+/* A chat chunk carrying one fragment of a tool call, as OpenAI streams them: first 1 gives
+ * {"index": call_index, "id", "type": "function", "function": {"name", "arguments": ""}}, first 0
+ * gives {"index": call_index, "function": {"arguments": the call's arguments}} (call: an OpenAI
+ * tool call object, not consumed). */
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *call, int call_index,
+                          int first, int with_usage_null);
 /* offset: where this chunk's text starts in the choice's whole text (for text_offset). */
 char *api_completion_chunk(const api_meta *m, int index, const char *text, const api_lp *lps,
                            int n_lps, size_t offset, const char *finish, int with_usage_null);

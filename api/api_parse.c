@@ -239,13 +239,10 @@ static void gen_free(api_gen *g) {
 
 /* ---------------------------------------------------------------- messages and template input */
 
-/* Content as a string: a string as is, an array of {"type":"text","text":...} parts joined by
- * "\n". Other part types (images, audio) are rejected: this server reads text only. */
-static int content_string(const cJSON *c, int i, api_buf *out, api_error *err) {
-    char name[48];
+/* Content as a string (c is an array): an array of {"type":"text","text":...} parts joined by "\n".
+ * Other part types (images, audio) are rejected: this server reads text only. */
+static int content_string(const cJSON *c, const char *name, api_buf *out, api_error *err) {
     const cJSON *part;
-    snprintf(name, sizeof name, "messages[%d].content", i);
-    if (!cJSON_IsArray(c)) return bad_type(err, name, "a string or an array of text parts");
     int first = 1;
     cJSON_ArrayForEach(part, c) {
         const cJSON *type = cJSON_IsObject(part) ? field(part, "type") : NULL;
@@ -253,10 +250,39 @@ static int content_string(const cJSON *c, int i, api_buf *out, api_error *err) {
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 ||
             !cJSON_IsString(text))
             return api_errorf(err, 400, INVALID, name, "invalid_value",
-                              "'%s' parts must be {\"type\": \"text\", \"text\": string}", name);
+                              "'%s' parts must be {\"type\": \"text\", \"text\": string}%s%.40s%s",
+                              name, cJSON_IsString(type) ? " (got \"" : "",
+                              cJSON_IsString(type) ? type->valuestring : "",
+                              cJSON_IsString(type) ? "\")" : "");
         if ((!first && api_buf_puts(out, "\n")) || api_buf_puts(out, text->valuestring))
             return oom(err);
         first = 0;
+    }
+    return 0;
+}
+
+/* Message i's content, when an array of parts, replaced by the joined string. */
+static int join_content(cJSON *m, int i, api_error *err) {
+    char name[48];
+    const cJSON *content = field(m, "content");
+    if (!cJSON_IsArray(content)) return 0;
+    snprintf(name, sizeof name, "messages[%d].content", i);
+    api_buf joined = {0};
+    int rc = content_string(content, name, &joined, err);
+    if (!rc && !cJSON_ReplaceItemInObjectCaseSensitive(m, "content",
+                                                       cJSON_CreateString(api_buf_str(&joined))))
+        rc = oom(err);
+    api_buf_free(&joined);
+    return rc;
+}
+
+int api_join_content(cJSON *messages, api_error *err) {
+    int i = 0;
+    cJSON *m;
+    if (!cJSON_IsArray(messages)) return bad_type(err, "messages", "an array");
+    cJSON_ArrayForEach(m, messages) {
+        if (cJSON_IsObject(m) && join_content(m, i, err)) return RS_EINVAL;
+        i++;
     }
     return 0;
 }
@@ -281,20 +307,15 @@ static int normalize_message(const cJSON *m, int i, cJSON **out, api_error *err)
                           "'%s' must be system, developer, user, assistant or tool (got "
                           "'%.32s')",
                           name, role->valuestring);
+    const cJSON *content = field(m, "content");
+    snprintf(name, sizeof name, "messages[%d].content", i);
+    if (content && !cJSON_IsString(content) && !cJSON_IsArray(content))
+        return bad_type(err, name, "a string or an array of text parts");
     cJSON *copy = cJSON_Duplicate(m, 1);
     if (!copy) return oom(err);
-    const cJSON *content = field(m, "content");
-    if (content && !cJSON_IsString(content)) {
-        api_buf joined = {0};
-        int rc = content_string(content, i, &joined, err);
-        if (!rc && !cJSON_ReplaceItemInObjectCaseSensitive(
-                       copy, "content", cJSON_CreateString(api_buf_str(&joined))))
-            rc = oom(err);
-        api_buf_free(&joined);
-        if (rc) {
-            cJSON_Delete(copy);
-            return rc;
-        }
+    if (join_content(copy, i, err)) {
+        cJSON_Delete(copy);
+        return RS_EINVAL;
     }
     *out = copy;
     return 0;
@@ -320,13 +341,16 @@ static int is_array(const cJSON *f) {
 static int is_object(const cJSON *f) {
     return cJSON_IsObject(f);
 }
+static int is_bool(const cJSON *f) {
+    return cJSON_IsBool(f);
+}
 static int is_choice(const cJSON *f) {
     return cJSON_IsString(f) || cJSON_IsObject(f);
 }
 
-/* Build the template input {messages, tools, tool_choice, add_generation_prompt,
- * chat_template_kwargs} from a request holding "messages". */
-static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_error *err) {
+/* Build the template input {messages, tools, tool_choice, parallel_tool_calls,
+ * add_generation_prompt, chat_template_kwargs} from a request holding "messages". */
+static int build_tpl(const cJSON *root, cJSON **out, api_error *err) {
     const cJSON *msgs = field(root, "messages"), *m;
     if (!msgs)
         return api_errorf(err, 400, INVALID, "messages", "missing_field", "'messages' is required");
@@ -347,11 +371,12 @@ static int build_tpl(const cJSON *root, cJSON **out, int *enable_thinking, api_e
     if (!cJSON_AddBoolToObject(tpl, "add_generation_prompt", add_gen)) goto nomem;
     if ((rc = copy_typed(root, tpl, "tools", is_array, "an array", err)) ||
         (rc = copy_typed(root, tpl, "tool_choice", is_choice, "a string or an object", err)) ||
+        (rc = copy_typed(root, tpl, "parallel_tool_calls", is_bool, "a boolean", err)) ||
         (rc = copy_typed(root, tpl, "chat_template_kwargs", is_object, "an object", err)))
         goto fail;
-    *enable_thinking = -1;
+    int thinking;
     const cJSON *kw = field(tpl, "chat_template_kwargs");
-    if (kw && (rc = get_bool(kw, "enable_thinking", enable_thinking, err))) {
+    if (kw && (rc = get_bool(kw, "enable_thinking", &thinking, err))) {
         snprintf(err->param, sizeof err->param, "chat_template_kwargs.enable_thinking");
         goto fail;
     }
@@ -396,7 +421,7 @@ int api_parse_chat(const char *body, size_t len, api_chat_request *out, api_erro
     memset(out, 0, sizeof *out);
     if (parse_root(body, len, &root, err)) return RS_EINVAL;
     int rc = parse_gen(root, &out->gen, 1, err);
-    if (!rc) rc = build_tpl(root, &out->tpl, &out->enable_thinking, err);
+    if (!rc) rc = build_tpl(root, &out->tpl, err);
     cJSON_Delete(root);
     if (rc) api_chat_request_free(out);
     return rc ? RS_EINVAL : 0;
@@ -470,11 +495,11 @@ void api_completion_request_free(api_completion_request *r) {
 
 int api_parse_tokenize(const char *body, size_t len, api_tokenize_request *out, api_error *err) {
     cJSON *root;
-    int rc = 0, dummy;
+    int rc = 0;
     memset(out, 0, sizeof *out);
     if (parse_root(body, len, &root, err)) return RS_EINVAL;
     if (field(root, "messages")) {
-        rc = build_tpl(root, &out->tpl, &dummy, err);
+        rc = build_tpl(root, &out->tpl, err);
         out->add_special = 0;
     } else if (field(root, "prompt")) {
         rc = get_str(root, "prompt", &out->prompt, err);

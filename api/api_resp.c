@@ -1,6 +1,5 @@
 /*
- * api_resp.c — OpenAI response, chunk and error shapes, built with cJSON; the growable string;
- * the <think> splitter that turns Qwen3 output into reasoning_content + content.
+ * api_resp.c — OpenAI response, chunk and error shapes, built with cJSON; the growable string.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -54,92 +53,6 @@ char *api_error_json(const api_error *err) {
     cJSON_AddItemToObject(e, "param", str_or_null(err->param));
     cJSON_AddItemToObject(e, "code", str_or_null(err->code));
     return api_print(root);
-}
-
-/* ---------------------------------------------------------------- <think> splitter */
-
-static const char OPEN[] = "<think>", CLOSE[] = "</think>";
-
-void api_think_init(api_think *t, int enabled, int inside) {
-    memset(t, 0, sizeof *t);
-    t->state = !enabled ? 2 : inside ? 1 : 0;
-    t->trim_next = inside;
-}
-
-/* Append text to dst, dropping leading whitespace while trim_next is set. */
-static int emit(api_think *t, api_buf *dst, const char *s, size_t n) {
-    if (t->trim_next) {
-        while (n && isspace((unsigned char)*s)) s++, n--;
-        if (!n) return 0;
-        t->trim_next = 0;
-    }
-    return n ? api_buf_append(dst, s, n) : 0;
-}
-
-/* Length of the longest suffix of s[0,n) that is a proper prefix of tag. */
-static size_t partial_tag(const char *s, size_t n, const char *tag) {
-    size_t tl = strlen(tag);
-    for (size_t k = tl - 1; k > 0; k--)
-        if (k <= n && !memcmp(s + n - k, tag, k)) return k;
-    return 0;
-}
-
-/* Process the held text as far as it can be decided. */
-static int think_run(api_think *t, api_buf *reasoning, api_buf *content, int final) {
-    const char *s = api_buf_str(&t->held);
-    size_t n = t->held.n, done = 0;
-    int rc = 0;
-    while (done < n && !rc) {
-        const char *p = s + done;
-        size_t left = n - done;
-        if (t->state == 0) {
-            /* Before anything: the answer opens with <think> (after whitespace) or not at all. */
-            size_t ws = 0;
-            while (ws < left && isspace((unsigned char)p[ws])) ws++;
-            size_t rest = left - ws, cmp = rest < sizeof OPEN - 1 ? rest : sizeof OPEN - 1;
-            if (!final && memcmp(p + ws, OPEN, cmp) == 0 && rest < sizeof OPEN - 1) break;
-            if (rest >= sizeof OPEN - 1 && !memcmp(p + ws, OPEN, sizeof OPEN - 1)) {
-                t->state = 1, t->trim_next = 1;
-                done += ws + sizeof OPEN - 1;
-            } else {
-                t->state = 2;
-            }
-        } else if (t->state == 1) {
-            const char *close = memmem(p, left, CLOSE, sizeof CLOSE - 1);
-            if (close) {
-                rc = emit(t, reasoning, p, (size_t)(close - p));
-                t->state = 2, t->trim_next = 1;
-                done += (size_t)(close - p) + sizeof CLOSE - 1;
-            } else {
-                size_t keep = final ? 0 : partial_tag(p, left, CLOSE);
-                rc = emit(t, reasoning, p, left - keep);
-                done += left - keep;
-                if (keep) break;
-            }
-        } else {
-            rc = emit(t, content, p, left);
-            done = n;
-        }
-    }
-    if (!rc && done) {
-        memmove(t->held.s, t->held.s + done, n - done + 1);
-        t->held.n = n - done;
-    }
-    return rc;
-}
-
-int api_think_feed(api_think *t, const char *delta, api_buf *reasoning, api_buf *content) {
-    if (t->state == 2 && !t->held.n) return emit(t, content, delta, strlen(delta));
-    if (api_buf_puts(&t->held, delta)) return RS_ENOMEM;
-    return think_run(t, reasoning, content, 0);
-}
-
-int api_think_flush(api_think *t, api_buf *reasoning, api_buf *content) {
-    return t->held.n ? think_run(t, reasoning, content, 1) : 0;
-}
-
-void api_think_free(api_think *t) {
-    api_buf_free(&t->held);
 }
 
 /* ---------------------------------------------------------------- logprobs */
@@ -323,22 +236,35 @@ char *api_chat_chunk(const api_meta *m, int index, const char *role, const char 
     return api_print(o);
 }
 
-char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *calls, int first_index,
-                          int with_usage_null) {
+char *api_chat_tool_chunk(const api_meta *m, int index, const cJSON *call, int call_index,
+                          int first, int with_usage_null) {
     cJSON *arr, *o = chunk_envelope(m, "chat.completion.chunk", &arr, with_usage_null);
     cJSON *ch = cJSON_CreateObject(), *delta = cJSON_AddObjectToObject(ch, "delta");
-    cJSON *tc = cJSON_AddArrayToObject(delta, "tool_calls");
-    const cJSON *call;
-    int k = first_index;
+    cJSON *tc = cJSON_AddArrayToObject(delta, "tool_calls"), *d = cJSON_CreateObject();
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(call, "function");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(call, "id");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
     cJSON_AddNumberToObject(ch, "index", index);
-    cJSON_ArrayForEach(call, calls) {
-        cJSON *d = cJSON_Duplicate(call, 1);
-        cJSON_AddNumberToObject(d, "index", k++);
-        cJSON_AddItemToArray(tc, d);
+    cJSON_AddNumberToObject(d, "index", call_index);
+    if (first) {
+        cJSON_AddStringToObject(d, "id", cJSON_IsString(id) ? id->valuestring : "");
+        cJSON_AddStringToObject(d, "type", "function");
     }
+    cJSON *dfn = cJSON_AddObjectToObject(d, "function");
+    if (first) cJSON_AddStringToObject(dfn, "name", cJSON_IsString(name) ? name->valuestring : "");
+    cJSON_AddStringToObject(dfn, "arguments",
+                            !first && cJSON_IsString(args) ? args->valuestring : "");
+    cJSON_AddItemToArray(tc, d);
     cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(arr, ch);
+    /* all or nothing: a chunk missing a part is not sent */
+    if (!dfn || !cJSON_GetObjectItemCaseSensitive(dfn, "arguments") || !tc ||
+        !cJSON_GetObjectItemCaseSensitive(ch, "finish_reason")) {
+        cJSON_Delete(o);
+        return NULL;
+    }
     return api_print(o);
 }
 

@@ -1,6 +1,6 @@
 /*
  * serve.c — `radixserve serve`: settings from configs/FILE.json and flags (flags win), the HTTP
- * server started first (so /health answers "loading"), then the tokenizer, template, model and
+ * server started first (so /health answers "loading"), then the tokenizer, chat format, model and
  * scheduler, then serving until SIGINT/SIGTERM, then a graceful stop (exit 0).
  */
 #include <cjson/cJSON.h>
@@ -220,8 +220,8 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
 /* Everything loaded, owned here and freed in reverse order. */
 typedef struct served {
     tok_tokenizer *tok;
-    api_tpl tpl;
-    int tpl_ok;
+    chat_format chat;
+    int chat_ok;
     eng_model *model;
     sched *sched;
     srv_sched_ctx bctx;
@@ -266,8 +266,8 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     step("tokenizer", t0, 0);
     if (tok_load(&sv->tok, o->model, e)) return -1;
     step("tokenizer", t0, 1);
-    if (api_tpl_load(&sv->tpl, o->model, e)) return -1;
-    sv->tpl_ok = 1;
+    if (chat_format_init(&sv->chat, tok_get_config(sv->tok), sv->tok, e)) return -1;
+    sv->chat_ok = 1;
     t0 = rs_now();
     step("weights", t0, 0);
     if (eng_model_load(&sv->model, o->model, e)) return -1;
@@ -294,11 +294,10 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     srv_backend be;
     srv_backend_sched(&be, &sv->bctx);
     srv_model sm = {
-        .tpl = &sv->tpl,
+        .chat = &sv->chat,
         .defaults = *eng_model_gen_defaults(sv->model),
         .ctx_size = sc.ctx_size,
         .vocab_size = eng_model_config(sv->model)->vocab_size,
-        .thinking = sv->tpl.source && strstr(sv->tpl.source, "<think>") != NULL,
         .prefix_cache = sc.prefix_cache,
     };
     srv_set_ready(server, &be, &sm);
@@ -311,7 +310,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
 static void unload(served *sv) {
     if (sv->sched) sched_stop(sv->sched);
     if (sv->model) eng_model_free(sv->model);
-    if (sv->tpl_ok) api_tpl_free(&sv->tpl);
+    if (sv->chat_ok) chat_format_free(&sv->chat);
     if (sv->tok) tok_free(sv->tok);
 }
 

@@ -1,7 +1,8 @@
 /*
  * template.c — `radixserve template --model DIR`: render chat requests with the model's chat
  * template, one per line, reading only DIR/tokenizer_config.json and DIR/chat_template.jinja if
- * present (no weights needed).
+ * present (no weights needed). Content parts are joined as the server joins them
+ * (api_join_content), then the request is rendered (chat_tpl_render).
  *
  * stdin: one JSON object per line {messages, tools, add_generation_prompt, chat_template_kwargs};
  * blank lines are skipped. stdout: for each request, the rendered prompt as one JSON string line;
@@ -16,7 +17,7 @@
 #include <cjson/cJSON.h>
 #include <utf8proc.h>
 
-#include "api/template.h"
+#include "chat/chat.h"
 #include "cli/cli.h"
 
 static void usage(FILE *f) {
@@ -52,7 +53,7 @@ static void print_json_string(const char *key, const char *s) {
 }
 
 /* One request line: 0 ok (prompt printed), 1 failed (error printed). */
-static int render_line(const api_tpl *t, const char *line, size_t n) {
+static int render_line(const chat_tpl *t, const char *line, size_t n) {
     rs_err e = {0};
     if (!valid_utf8(line, n)) {
         print_json_string("error", "input line is not valid UTF-8");
@@ -64,7 +65,12 @@ static int render_line(const api_tpl *t, const char *line, size_t n) {
         return 1;
     }
     char *out = NULL;
-    int rc = api_tpl_render(t, req, &out, NULL, &e);
+    api_error err = {0};
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
+    /* OpenAI content parts are joined as the server joins them (api/) */
+    int rc = cJSON_IsArray(msgs) && api_join_content(msgs, &err)
+                 ? rs_errf(&e, RS_EINVAL, "%s", err.message)
+                 : chat_tpl_render(t, req, &out, NULL, &e);
     cJSON_Delete(req);
     print_json_string(rc ? "error" : NULL, rc ? e.msg : out);
     free(out);
@@ -88,9 +94,9 @@ int cli_template(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    api_tpl t;
+    chat_tpl t;
     rs_err e = {0};
-    if (api_tpl_load(&t, model, &e)) {
+    if (chat_tpl_load(&t, model, &e)) {
         fprintf(stderr, "radixserve template: %s\n", e.msg);
         return 1;
     }
@@ -105,6 +111,6 @@ int cli_template(int argc, char **argv) {
         fflush(stdout);
     }
     free(line);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
     return failed ? 1 : 0;
 }

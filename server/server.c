@@ -226,7 +226,7 @@ static enum MHD_Result route_tokenize(srv_conn *c, struct MHD_Connection *conn) 
     if (api_parse_tokenize(api_buf_str(&c->body), c->body.n, &t, &err))
         return srv_reply_error(c, conn, &err);
     const char *param = t.tpl ? "messages" : "prompt";
-    int rc = t.tpl ? api_tpl_render(s->model.tpl, t.tpl, &text, NULL, &e) : 0;
+    int rc = t.tpl ? chat_format_render(s->model.chat, t.tpl, &text, NULL, &e) : 0;
     const char *src = t.tpl ? text : t.prompt;
     if (!rc)
         rc = s->be.encode(s->be.ctx, src, strlen(src), t.add_special ? TOK_ADD_SPECIAL : 0, &ids,

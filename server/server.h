@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "chat/chat.h"
 #include "sched/sched.h"
 
 typedef struct srv_config {
@@ -60,11 +61,11 @@ typedef struct srv_backend {
 
 /* What the server knows of the served model. */
 typedef struct srv_model {
-    const api_tpl *tpl;        /* chat template (plain rendering when it has none) */
+    const chat_format *chat;   /* chat format: template (plain rendering when it has none),
+                                  think and tool-call markers, built at model load */
     eng_gen_defaults defaults; /* sampling defaults from generation_config.json */
     int ctx_size;              /* context per sequence: prompts of this many tokens are 400s */
     int vocab_size;            /* ids are 0 .. vocab_size - 1 */
-    int thinking;              /* 1: the template knows <think> (Qwen3): split reasoning out */
     int prefix_cache;          /* reported by /v1/cache */
 } srv_model;
 

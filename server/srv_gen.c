@@ -24,14 +24,12 @@ typedef struct srv_job {
     int chat;         /* 1: chat.completion shapes, 0: text_completion */
     int stream, include_usage, logprobs, n;
     api_meta meta;
-    api_think think[API_MAX_N]; /* chat: <think> splitter per choice */
-    int use_tools;              /* chat offered tools: extract <tool_call> blocks */
-    api_tools tools[API_MAX_N]; /* chat: tool-call extractor per choice */
-    size_t sent[API_MAX_N];     /* completions stream: text bytes sent per choice (offsets) */
-    api_choice ch[API_MAX_N];   /* non-streamed: accumulated choices */
-    int finished;               /* DONE or ERROR seen: no more events */
-    int failed;                 /* ERROR seen: err says why */
-    int cancelled;              /* we asked the scheduler to cancel */
+    chat_reader rd[API_MAX_N]; /* chat: reasoning / content / tool calls per choice */
+    size_t sent[API_MAX_N];    /* completions stream: text bytes sent per choice (offsets) */
+    api_choice ch[API_MAX_N];  /* non-streamed: accumulated choices */
+    int finished;              /* DONE or ERROR seen: no more events */
+    int failed;                /* ERROR seen: err says why */
+    int cancelled;             /* we asked the scheduler to cancel */
     api_error err;
     api_usage usage;
     int seen_tokens; /* tokens of choice 0 so far (for TTFT / ITL) */
@@ -156,12 +154,6 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, cons
     j->meta.model = s->model_name;
     j->meta.created = (long long)time(NULL);
     j->meta.fingerprint = s->fingerprint;
-    for (int i = 0; i < API_MAX_N; i++) {
-        char base[64];
-        snprintf(base, sizeof base, "%s_%d", strchr(j->meta.id, '-') + 1, i);
-        api_think_init(&j->think[i], 0, 0);
-        api_tools_init(&j->tools[i], base);
-    }
     j->t_out = rs_now();
     return j;
 }
@@ -173,8 +165,7 @@ static void job_free(srv_job *j) {
         atomic_fetch_sub(&j->s->active, 1);
     }
     for (int i = 0; i < API_MAX_N; i++) {
-        api_think_free(&j->think[i]);
-        api_tools_free(&j->tools[i]);
+        chat_reader_free(&j->rd[i]);
         api_choice_free(&j->ch[i]);
     }
     api_buf_free(&j->out);
@@ -225,21 +216,6 @@ static void make_lp(srv *s, const sched_event *ev, api_lp *lp) {
     }
 }
 
-/* Chat text of choice idx split into reasoning r, content c and completed tool calls. */
-static void chat_parts(srv_job *j, int idx, const char *text, int final, api_buf *r, api_buf *c,
-                       cJSON *calls) {
-    api_buf raw = {0};
-    api_think_feed(&j->think[idx], text, r, &raw);
-    if (final) api_think_flush(&j->think[idx], r, &raw);
-    if (j->use_tools) {
-        api_tools_feed(&j->tools[idx], api_buf_str(&raw), c, calls);
-        if (final) api_tools_flush(&j->tools[idx], c);
-    } else {
-        api_buf_append(c, api_buf_str(&raw), raw.n);
-    }
-    api_buf_free(&raw);
-}
-
 /* Non-streamed: keep the choice's new pieces. */
 static void keep(api_choice *ch, const api_buf *r, const api_buf *c, cJSON *calls, api_lp *lp) {
     api_buf_append(&ch->reasoning, api_buf_str(r), r->n);
@@ -250,17 +226,30 @@ static void keep(api_choice *ch, const api_buf *r, const api_buf *c, cJSON *call
     while (calls->child) cJSON_AddItemToArray(ch->tool_calls, cJSON_DetachItemFromArray(calls, 0));
 }
 
+/* Each completed call as OpenAI streams one: a first fragment with its index, id, type and
+ * name (arguments ""), then its arguments appended in a second. */
+static void stream_calls(srv_job *j, int idx, const cJSON *calls, int first_index) {
+    const cJSON *call;
+    int k = first_index;
+    cJSON_ArrayForEach(call, calls) {
+        sse(j, api_chat_tool_chunk(&j->meta, idx, call, k, 1, j->include_usage));
+        sse(j, api_chat_tool_chunk(&j->meta, idx, call, k, 0, j->include_usage));
+        k++;
+    }
+}
+
 /* New text (and maybe a token's logprobs, maybe the end) of choice idx. */
 static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const char *finish) {
     api_choice *ch = &j->ch[idx];
     api_buf r = {0}, c = {0};
     cJSON *calls = cJSON_CreateArray();
     if (j->chat)
-        chat_parts(j, idx, text, finish != NULL, &r, &c, calls);
+        chat_reader_feed(&j->rd[idx], text, finish != NULL, &r, &c, calls);
     else
         api_buf_puts(&c, text);
     /* A turn that ends after calling tools ends for them (OpenAI's "tool_calls"). */
-    if (finish && j->tools[idx].n_calls && !strcmp(finish, "stop")) finish = "tool_calls";
+    if (finish && j->chat && chat_reader_n_calls(&j->rd[idx]) && !strcmp(finish, "stop"))
+        finish = "tool_calls";
     int n_calls = cJSON_GetArraySize(calls);
     if (!j->stream) {
         keep(ch, &r, &c, calls, lp);
@@ -270,9 +259,7 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
         if (j->chat && (r.n || c.n || n_lp))
             sse(j, api_chat_chunk(&j->meta, idx, NULL, c.n || !r.n ? api_buf_str(&c) : NULL,
                                   r.n ? api_buf_str(&r) : NULL, lp, n_lp, NULL, j->include_usage));
-        if (n_calls)
-            sse(j, api_chat_tool_chunk(&j->meta, idx, calls, j->tools[idx].n_calls - n_calls,
-                                       j->include_usage));
+        if (n_calls) stream_calls(j, idx, calls, chat_reader_n_calls(&j->rd[idx]) - n_calls);
         if (!j->chat && (c.n || n_lp))
             sse(j, api_completion_chunk(&j->meta, idx, api_buf_str(&c), lp, n_lp, j->sent[idx],
                                         NULL, j->include_usage));
@@ -474,13 +461,6 @@ static enum MHD_Result fail(srv_conn *c, struct MHD_Connection *conn, const api_
     return srv_reply_error(c, conn, err);
 }
 
-/* The rendered prompt ends inside an opened <think> (templates that start the reasoning). */
-static int prompt_opens_think(const char *p) {
-    size_t n = strlen(p);
-    while (n && strchr(" \t\r\n", p[n - 1])) n--;
-    return n >= 7 && !memcmp(p + n - 7, "<think>", 7);
-}
-
 enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
     srv *s = c->s;
     api_chat_request req;
@@ -494,7 +474,7 @@ enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
         return srv_reply_error(c, conn, &err);
     }
     srv_job *j = job_new(c, conn, 1, &req.gen);
-    int rc = j ? api_tpl_render(s->model.tpl, req.tpl, &text, NULL, &e) : RS_ENOMEM;
+    int rc = j ? chat_format_render(s->model.chat, req.tpl, &text, NULL, &e) : RS_ENOMEM;
     if (!rc) rc = s->be.encode(s->be.ctx, text, strlen(text), 0, &ids, &e);
     if (rc) {
         api_errorf(&err, rc == RS_ENOMEM ? 500 : 400, "invalid_request_error", "messages", NULL,
@@ -503,11 +483,11 @@ enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
         api_chat_request_free(&req);
         return fail(c, conn, &err, j, &ids);
     }
-    int thinking = s->model.thinking && req.enable_thinking != 0;
-    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(req.tpl, "tool_choice");
-    j->use_tools = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(req.tpl, "tools")) > 0 &&
-                   !(cJSON_IsString(tc) && !strcmp(tc->valuestring, "none"));
-    for (int i = 0; i < j->n; i++) api_think_init(&j->think[i], thinking, prompt_opens_think(text));
+    for (int i = 0; i < j->n; i++) {
+        char base[64];
+        snprintf(base, sizeof base, "%s_%d", strchr(j->meta.id, '-') + 1, i);
+        chat_reader_init(&j->rd[i], s->model.chat, req.tpl, text, base);
+    }
     free(text);
     enum MHD_Result ret = run(j, conn, &req.gen, &ids, "messages");
     rs_ivec_free(&ids);

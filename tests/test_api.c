@@ -38,7 +38,7 @@ static void test_chat_fields(void) {
         "\"stream_options\":{\"include_usage\":true},\"ignore_eos\":true,\"cache_salt\":\"c\","
         "\"user\":\"u\",\"unknown_field\":{\"x\":1},\"response_format\":{\"type\":\"text\"},"
         "\"chat_template_kwargs\":{\"enable_thinking\":false},\"tools\":[],"
-        "\"tool_choice\":\"auto\"}";
+        "\"tool_choice\":\"auto\",\"parallel_tool_calls\":false}";
     int rc = chat(body, &r, &err);
     TAP_OK(rc == 0, "full chat request parses (%s)", err.message);
     if (rc) return;
@@ -57,7 +57,10 @@ static void test_chat_fields(void) {
            "logit_bias");
     TAP_OK(g->stream && g->include_usage && g->ignore_eos && !strcmp(g->cache_salt, "c"),
            "stream, include_usage, ignore_eos, cache_salt");
-    TAP_OK(r.enable_thinking == 0, "enable_thinking false");
+    const cJSON *kw = cJSON_GetObjectItem(r.tpl, "chat_template_kwargs");
+    TAP_OK(cJSON_IsFalse(cJSON_GetObjectItem(kw, "enable_thinking")) &&
+               cJSON_IsFalse(cJSON_GetObjectItem(r.tpl, "parallel_tool_calls")),
+           "enable_thinking false and parallel_tool_calls false reach the template input");
     const cJSON *msgs = cJSON_GetObjectItem(r.tpl, "messages");
     const cJSON *c1 = cJSON_GetObjectItem(cJSON_GetArrayItem(msgs, 1), "content");
     TAP_OK(cJSON_IsString(c1) && !strcmp(c1->valuestring, "a\nb"), "text parts joined by \\n");
@@ -70,7 +73,8 @@ static void test_chat_fields(void) {
               "\"stop\":\"end\",\"seed\":null}",
               &r, &err);
     TAP_OK(rc == 0 && isnan(r.gen.temperature) && r.gen.max_tokens == -1 && r.gen.n == 1 &&
-               r.gen.n_stop == 1 && !r.gen.has_seed && r.enable_thinking == -1,
+               r.gen.n_stop == 1 && !r.gen.has_seed &&
+               !cJSON_GetObjectItem(r.tpl, "chat_template_kwargs"),
            "nulls are absent, defaults are sentinels, stop as a string");
     if (!rc) api_chat_request_free(&r);
 }
@@ -103,6 +107,7 @@ static void test_chat_rejects(void) {
     REJ("\"chat_template_kwargs\":{\"enable_thinking\":\"no\"}",
         "chat_template_kwargs.enable_thinking");
     REJ("\"tools\":{}", "tools");
+    REJ("\"parallel_tool_calls\":1", "parallel_tool_calls");
     REJ("\"model\":5", "model");
     REJ("\"user\":5", "user");
 #undef REJ
@@ -209,88 +214,6 @@ static void test_tokenize(void) {
            "detokenize rejects a string");
 }
 
-/* Feed `text` to the splitter cut at position `cut` and check the two outputs. */
-static int split_ok(const char *text, size_t cut, int inside, const char *want_r,
-                    const char *want_c) {
-    api_think t;
-    api_buf r = {0}, c = {0};
-    char a[256];
-    api_think_init(&t, 1, inside);
-    snprintf(a, sizeof a, "%.*s", (int)cut, text);
-    api_think_feed(&t, a, &r, &c);
-    api_think_feed(&t, text + cut, &r, &c);
-    api_think_flush(&t, &r, &c);
-    int ok = !strcmp(api_buf_str(&r), want_r) && !strcmp(api_buf_str(&c), want_c);
-    if (!ok)
-        TAP_DIAG("cut %zu: reasoning '%s' content '%s'", cut, api_buf_str(&r), api_buf_str(&c));
-    api_think_free(&t);
-    api_buf_free(&r);
-    api_buf_free(&c);
-    return ok;
-}
-
-static void test_think(void) {
-    const char *t1 = "<think>\nI ponder.\n</think>\n\nThe answer.";
-    int all = 1;
-    for (size_t cut = 0; cut <= strlen(t1); cut++)
-        all &= split_ok(t1, cut, 0, "I ponder.\n", "The answer.");
-    TAP_OK(all, "think split at every cut");
-    const char *t2 = "No tags < here </thin";
-    all = 1;
-    for (size_t cut = 0; cut <= strlen(t2); cut++) all &= split_ok(t2, cut, 0, "", t2);
-    TAP_OK(all, "text without <think> is all content");
-    const char *t3 = "still thinking</think>done";
-    all = 1;
-    for (size_t cut = 0; cut <= strlen(t3); cut++)
-        all &= split_ok(t3, cut, 1, "still thinking", "done");
-    TAP_OK(all, "prompt that opened <think>: text up to </think> is reasoning");
-    TAP_OK(split_ok("<think>unfinished", 3, 0, "unfinished", ""), "unterminated reasoning");
-}
-
-/* Feed `text` to a tool-call extractor cut at `cut`; return the content, count the calls. */
-static int tools_ok(const char *text, size_t cut, const char *want_content, int want_calls,
-                    const char *want_args) {
-    api_tools t;
-    api_buf c = {0};
-    cJSON *calls = cJSON_CreateArray();
-    char a[512];
-    api_tools_init(&t, "x");
-    snprintf(a, sizeof a, "%.*s", (int)cut, text);
-    api_tools_feed(&t, a, &c, calls);
-    api_tools_feed(&t, text + cut, &c, calls);
-    api_tools_flush(&t, &c);
-    int ok = !strcmp(api_buf_str(&c), want_content) && cJSON_GetArraySize(calls) == want_calls;
-    if (ok && want_args) {
-        const cJSON *fn = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
-        ok = !strcmp(cJSON_GetObjectItem(fn, "arguments")->valuestring, want_args) &&
-             !strcmp(cJSON_GetObjectItem(fn, "name")->valuestring, "f") &&
-             !strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "id")->valuestring,
-                     "call_x_0");
-    }
-    if (!ok)
-        TAP_DIAG("cut %zu: content '%s', %d calls", cut, api_buf_str(&c),
-                 cJSON_GetArraySize(calls));
-    cJSON_Delete(calls);
-    api_buf_free(&c);
-    api_tools_free(&t);
-    return ok;
-}
-
-static void test_tools(void) {
-    const char *t1 = "Sure.<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": 1}}\n</tool_call>"
-                     "<tool_call>{\"name\":\"f\",\"arguments\":\"{}\"}</tool_call>";
-    int all = 1;
-    for (size_t cut = 0; cut <= strlen(t1); cut++)
-        all &= tools_ok(t1, cut, "Sure.", 2, "{\"a\":1}");
-    TAP_OK(all, "two tool calls extracted at every cut, text kept");
-    const char *t2 = "a <tool_call>not json</tool_call> b <tool_c";
-    all = 1;
-    for (size_t cut = 0; cut <= strlen(t2); cut++) all &= tools_ok(t2, cut, t2, 0, NULL);
-    TAP_OK(all, "a block that is not a call, and a cut tag, stay text");
-    TAP_OK(tools_ok("x<tool_call>{\"name\":", 5, "x<tool_call>{\"name\":", 0, NULL),
-           "an unterminated block is returned as text");
-}
-
 static void test_builders(void) {
     api_error err;
     api_errorf(&err, 404, "invalid_request_error", "model", "model_not_found", "no model '%s'",
@@ -364,8 +287,6 @@ int main(void) {
     test_malformed_corpus();
     test_completion();
     test_tokenize();
-    test_think();
-    test_tools();
     test_builders();
     return tap_done();
 }

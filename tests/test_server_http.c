@@ -66,9 +66,17 @@ static int wait_or_cancel(struct sched_request *r, int ms) {
 
 static void *fake_run(void *arg) {
     struct sched_request *r = arg;
+    static const char *const tool_text[] = {
+        "",
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+        "</tool_call>",
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n"
+        "</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {\"tz\": "
+        "\"CET\"}}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \n</tool_call>",
+    };
     const char *text = r->think  ? "<think>\nhmm\n</think>\n\nanswer"
-                       : r->tool ? "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
-                                   "{\"city\": \"Paris\"}}\n</tool_call>"
+                       : r->tool ? tool_text[r->tool]
                                  : "Hello world";
     int tokens = 0, stopped = 0;
     sched_event ev;
@@ -142,7 +150,10 @@ static int fake_submit(void *ctx, const int32_t *prompt, int n_prompt, const sch
     r->slow = has_word(prompt, n_prompt, "SLOW");
     r->len = has_word(prompt, n_prompt, "LONG") ? 400 : 0;
     r->think = has_word(prompt, n_prompt, "THINK");
-    r->tool = has_word(prompt, n_prompt, "TOOL");
+    r->tool = !has_word(prompt, n_prompt, "TOOL")      ? 0
+              : has_word(prompt, n_prompt, "TWOTOOLS") ? 2
+              : has_word(prompt, n_prompt, "BADTOOL")  ? 3
+                                                       : 1;
     r->stop0 = p->n_stop ? strdup(p->stop[0]) : NULL;
     atomic_fetch_add(&F.running, 1);
     atomic_fetch_add(&F.submitted, 1);
@@ -393,8 +404,108 @@ static void test_think(void) {
            "enable_thinking false: no split");
 }
 
+/* The streamed tool calls of an SSE body, accumulated by index as OpenAI clients do. A call's
+ * first fragment must carry id, type "function" and name with arguments ""; later ones only
+ * index and arguments. Returns the calls (an array of {id, name, arguments}) or NULL when a
+ * fragment is misshapen; *finish gets the last finish_reason. */
+static cJSON *sse_tool_calls(const char *body, char *finish, size_t fn) {
+    cJSON *calls = cJSON_CreateArray();
+    int bad = 0;
+    finish[0] = 0;
+    for (const char *p = strstr(body, "data: {"); p && !bad; p = strstr(p + 1, "data: {")) {
+        const char *end = strstr(p, "\n\n");
+        cJSON *chunk = cJSON_ParseWithLength(p + 6, end ? (size_t)(end - p - 6) : strlen(p + 6));
+        const cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(chunk, "choices"), 0);
+        const cJSON *fr = cJSON_GetObjectItem(ch, "finish_reason"), *d;
+        if (cJSON_IsString(fr)) snprintf(finish, fn, "%s", fr->valuestring);
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "tool_calls")) {
+            const cJSON *idx = cJSON_GetObjectItem(d, "index"),
+                        *f = cJSON_GetObjectItem(d, "function");
+            const cJSON *id = cJSON_GetObjectItem(d, "id"),
+                        *args = cJSON_GetObjectItem(f, "arguments");
+            int k = cJSON_IsNumber(idx) ? idx->valueint : -1, n = cJSON_GetArraySize(calls);
+            if (k == n && cJSON_IsString(id)) { /* a new call: its first fragment */
+                const cJSON *type = cJSON_GetObjectItem(d, "type"),
+                            *name = cJSON_GetObjectItem(f, "name");
+                bad |= !cJSON_IsString(type) || strcmp(type->valuestring, "function") ||
+                       !cJSON_IsString(name) || !cJSON_IsString(args) || args->valuestring[0];
+                if (bad) break;
+                cJSON *c = cJSON_CreateObject();
+                cJSON_AddStringToObject(c, "id", id->valuestring);
+                cJSON_AddStringToObject(c, "name", name->valuestring);
+                cJSON_AddStringToObject(c, "arguments", "");
+                cJSON_AddItemToArray(calls, c);
+            } else if (k >= 0 && k < n && !id && !cJSON_GetObjectItem(f, "name") &&
+                       cJSON_IsString(args)) { /* more arguments of call k */
+                cJSON *c = cJSON_GetArrayItem(calls, k);
+                char joined[4096];
+                snprintf(joined, sizeof joined, "%s%s",
+                         cJSON_GetObjectItem(c, "arguments")->valuestring, args->valuestring);
+                cJSON_ReplaceItemInObject(c, "arguments", cJSON_CreateString(joined));
+            } else {
+                bad = 1;
+            }
+        }
+        cJSON_Delete(chunk);
+    }
+    if (bad) {
+        cJSON_Delete(calls);
+        return NULL;
+    }
+    return calls;
+}
+
+static const char *sv(const cJSON *o, const char *k);
+static const char *call_str(const cJSON *calls, int i, const char *k) {
+    return sv(cJSON_GetArrayItem(calls, i), k);
+}
+
+/* o[k] when a string, else "". */
+static const char *sv(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* The openai SDK (tests/js/sdk_tool_stream.mjs) accumulating the streamed calls: skipped when
+ * node or the SDK is missing. */
+static void test_tools_sdk(void) {
+    const char *rootdir = getenv("RADIXSERVE_ROOT");
+    char sdk[1200], cmd[2600], out[8192] = {0};
+    snprintf(sdk, sizeof sdk, "%s/tests/js/node_modules/openai/package.json",
+             rootdir ? rootdir : ".");
+    if (access(sdk, R_OK) || system("node --version >/dev/null 2>&1")) {
+        tap_skip("openai SDK streaming tool calls: node or tests/js/node_modules missing");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "node %s/tests/js/sdk_tool_stream.mjs http://127.0.0.1:%d 2>&1",
+             rootdir ? rootdir : ".", g_port);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
+    if (p) pclose(p);
+    out[n] = 0;
+    cJSON *j = cJSON_Parse(out);
+    int all = j && !cJSON_GetObjectItem(j, "error");
+    static const char *const ways[] = {"helper", "manual"};
+    for (int w = 0; w < 2 && all; w++) {
+        const cJSON *r = cJSON_GetObjectItem(j, ways[w]);
+        const cJSON *calls = cJSON_GetObjectItem(r, "calls");
+        const cJSON *c0 = cJSON_GetArrayItem(calls, 0), *c1 = cJSON_GetArrayItem(calls, 1);
+        const cJSON *a0 = cJSON_GetObjectItem(c0, "arguments"),
+                    *a1 = cJSON_GetObjectItem(c1, "arguments");
+        all = !strcmp(sv(r, "finish"), "tool_calls") && cJSON_GetArraySize(calls) == 2 &&
+              !strcmp(sv(c0, "name"), "get_weather") && !strcmp(sv(c1, "name"), "get_time") &&
+              !strcmp(sv(c0, "type"), "function") && !strcmp(sv(a0, "city"), "Paris") &&
+              !strcmp(sv(a1, "tz"), "CET") && strcmp(sv(c0, "id"), sv(c1, "id"));
+    }
+    TAP_OK(all, "openai SDK: streamed tool_calls accumulate into two valid calls (helper and "
+                "by hand)");
+    if (!all) TAP_DIAG("%.600s", out);
+    cJSON_Delete(j);
+}
+
 static void test_tools(void) {
     reply r;
+    char finish[32];
     const char *req = "{\"messages\":[{\"role\":\"user\",\"content\":\"TOOL\"}],\"tools\":[{"
                       "\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
     chat_with(&r, req, "}", NULL);
@@ -404,12 +515,48 @@ static void test_tools(void) {
                strstr(r.body, "\"finish_reason\":\"tool_calls\""),
            "tool call extracted into message.tool_calls, finish_reason tool_calls");
     chat_with(&r, req, ",\"stream\":true}", "-N");
-    TAP_OK(strstr(r.body, "\"delta\":{\"tool_calls\":[{") && strstr(r.body, "\"index\":0}") &&
-               strstr(r.body, "\"finish_reason\":\"tool_calls\"") && !strstr(r.body, "<tool_call>"),
-           "streamed tool_calls delta");
+    cJSON *calls = sse_tool_calls(r.body, finish, sizeof finish);
+    TAP_OK(calls && cJSON_GetArraySize(calls) == 1 &&
+               !strcmp(call_str(calls, 0, "name"), "get_weather") &&
+               !strcmp(call_str(calls, 0, "arguments"), "{\"city\":\"Paris\"}") &&
+               !strncmp(call_str(calls, 0, "id"), "call_", 5) && !strcmp(finish, "tool_calls") &&
+               !strstr(r.body, "<tool_call>"),
+           "streamed: delta.tool_calls fragments (id, type, name first; then arguments)");
+    cJSON_Delete(calls);
+    const char *two = "{\"messages\":[{\"role\":\"user\",\"content\":\"TWOTOOLS\"}],\"tools\":[{"
+                      "\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
+    chat_with(&r, two, ",\"stream\":true}", "-N");
+    calls = sse_tool_calls(r.body, finish, sizeof finish);
+    TAP_OK(calls && cJSON_GetArraySize(calls) == 2 &&
+               !strcmp(call_str(calls, 1, "name"), "get_time") &&
+               !strcmp(call_str(calls, 1, "arguments"), "{\"tz\":\"CET\"}") &&
+               strcmp(call_str(calls, 0, "id"), call_str(calls, 1, "id")) &&
+               !strcmp(finish, "tool_calls"),
+           "streamed: two calls at index 0 and 1 with distinct ids");
+    cJSON_Delete(calls);
+    chat_with(&r, two, ",\"parallel_tool_calls\":false}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "get_weather") && !strstr(r.body, "get_time") &&
+               strstr(r.body, "\"finish_reason\":\"tool_calls\""),
+           "parallel_tool_calls false: one call returned");
+    chat_with(&r, two, ",\"parallel_tool_calls\":false,\"stream\":true}", "-N");
+    calls = sse_tool_calls(r.body, finish, sizeof finish);
+    TAP_OK(calls && cJSON_GetArraySize(calls) == 1 && !strstr(r.body, "get_time"),
+           "parallel_tool_calls false, streamed: one call");
+    cJSON_Delete(calls);
+    const char *bad = "{\"messages\":[{\"role\":\"user\",\"content\":\"BADTOOL\"}],\"tools\":[{"
+                      "\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}]";
+    chat_with(&r, bad, "}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"content\":\"<tool_call>\\n{\\\"name\\\"") &&
+               !strstr(r.body, "\"tool_calls\"") && strstr(r.body, "\"finish_reason\":\"stop\""),
+           "a malformed call: 200, plain content, finish_reason stop");
+    chat_with(&r, bad, ",\"stream\":true}", "-N");
+    TAP_OK(strstr(r.body, "\"content\":\"<tool_call>") && !strstr(r.body, "\"tool_calls\"") &&
+               strstr(r.body, "\"finish_reason\":\"stop\"") && strstr(r.body, "data: [DONE]"),
+           "a malformed call streamed: plain content, finish_reason stop");
     chat_with(&r, req, ",\"tool_choice\":\"none\"}", NULL);
     TAP_OK(strstr(r.body, "<tool_call>") && !strstr(r.body, "\"tool_calls\""),
            "tool_choice none: text left as is");
+    test_tools_sdk();
 }
 
 /* While a streamed prompt prefills, the role chunk goes out at once and comments keep it alive. */
@@ -532,13 +679,20 @@ int main(void) {
     if (!TAP_OK(srv_start(&s, &c, &e) == 0, "server starts on a free port")) return tap_done();
     g_port = srv_port(s);
     test_loading(s);
-    api_tpl tpl;
-    api_tpl_init_string(&tpl, NULL, "", "", &e);
+    /* A small template that, like Qwen3's, renders tools with the <tool_call> format and
+     * enable_thinking false as an empty think block: the chat format finds both markers. */
+    tok_config tc = {0};
+    tc.chat_template = "{% for m in messages %}{{ m.content }}\n{% endfor %}{% if tools %}"
+                       "{% for t in tools %}{{ t.function.name }}\n{% endfor %}<tool_call>"
+                       "</tool_call>\n{% endif %}{% if add_generation_prompt and enable_thinking "
+                       "is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}";
+    chat_format fmt;
+    TAP_OK(chat_format_init(&fmt, &tc, NULL, &e) == 0 && fmt.think.open && fmt.tool.open,
+           "the fake model's chat format has think and tool-call markers");
     srv_backend be = {NULL,        fake_submit,     fake_next,  fake_cancel,
                       fake_free,   fake_event_free, fake_stats, fake_encode,
                       fake_decode, fake_cache_json};
-    srv_model m = {
-        .tpl = &tpl, .ctx_size = 256, .vocab_size = 256, .thinking = 1, .prefix_cache = 1};
+    srv_model m = {.chat = &fmt, .ctx_size = 256, .vocab_size = 256, .prefix_cache = 1};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(s, &be, &m);
     test_basic();
@@ -564,7 +718,7 @@ int main(void) {
            "/metrics counts the five disconnects as 499");
     srv_shutdown(s);
     srv_stop(s);
-    api_tpl_free(&tpl);
+    chat_format_free(&fmt);
     TAP_OK(atomic_load(&F.running) == 0, "nothing running after stop");
     return tap_done();
 }

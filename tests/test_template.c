@@ -1,5 +1,5 @@
 /*
- * test_template.c — the chat template API (api/template.h) from C: loading, rendering the real
+ * test_template.c — the chat template API (chat/chat.h) from C: loading, rendering the real
  * Qwen3 template, content-part normalisation, the plain fallback, errors with messages, many
  * threads rendering one template, and a mutation fuzz of the Qwen3 template (any outcome but a
  * crash, hang or leak is fine; run it under `make test-asan`).
@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "api/template.h"
+#include "chat/chat.h"
 #include "tests/tap.h"
 
 static char root[1024];
@@ -22,19 +22,24 @@ static const char *model(const char *name) {
 }
 
 /* Render a JSON request; returns the prompt (malloc'd) or NULL with e filled. */
-static char *render_json(const api_tpl *t, const char *json, rs_err *e) {
+static char *render_json(const chat_tpl *t, const char *json, rs_err *e) {
     cJSON *req = cJSON_Parse(json);
     char *out = NULL;
     if (!req) {
         rs_errf(e, RS_EINVAL, "test JSON does not parse");
         return NULL;
     }
-    if (api_tpl_render(t, req, &out, NULL, e)) out = NULL;
+    api_error err = {0};
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(req, "messages");
+    if (cJSON_IsArray(msgs) && api_join_content(msgs, &err))
+        rs_errf(e, RS_EINVAL, "%s", err.message);
+    else if (chat_tpl_render(t, req, &out, NULL, e))
+        out = NULL;
     cJSON_Delete(req);
     return out;
 }
 
-static void test_qwen(api_tpl *t) {
+static void test_qwen(chat_tpl *t) {
     rs_err e = {0};
     char *p = render_json(t,
                           "{\"messages\":[{\"role\":\"system\",\"content\":\"S\"},"
@@ -68,18 +73,18 @@ static void test_qwen(api_tpl *t) {
 }
 
 static void test_errors(void) {
-    api_tpl t;
+    chat_tpl t;
     rs_err e = {0};
-    int rc = api_tpl_init_string(&t, "ok\n{% if x %}\n{{ 1 + }}\n{% endif %}", NULL, NULL, &e);
+    int rc = chat_tpl_init_string(&t, "ok\n{% if x %}\n{{ 1 + }}\n{% endif %}", NULL, NULL, &e);
     TAP_OK(rc == RS_EINVAL && strstr(e.msg, "line 3"), "syntax error names line 3: %s", e.msg);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 
-    rc = api_tpl_init_string(&t, "{{ raise_exception('roles must alternate') }}", NULL, NULL, &e);
+    rc = chat_tpl_init_string(&t, "{{ raise_exception('roles must alternate') }}", NULL, NULL, &e);
     char *p = rc ? NULL : render_json(&t, "{\"messages\":[{\"role\":\"user\"}]}", &e);
     TAP_OK(!rc && !p && e.code == RS_EINVAL && strstr(e.msg, "roles must alternate"),
            "raise_exception surfaces its message: %s", e.msg);
     free(p);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 
     const char *bad_requests[] = {
         "{\"messages\":[]}",
@@ -90,7 +95,7 @@ static void test_errors(void) {
         "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":[]}",
         "{\"messages\":[5]}",
     };
-    api_tpl_init_string(&t, "{{ messages[0].content }}", NULL, NULL, &e);
+    chat_tpl_init_string(&t, "{{ messages[0].content }}", NULL, NULL, &e);
     int rejected = 0;
     for (size_t i = 0; i < sizeof bad_requests / sizeof bad_requests[0]; i++) {
         rs_err e2 = {0};
@@ -100,18 +105,18 @@ static void test_errors(void) {
     }
     TAP_OK(rejected == (int)(sizeof bad_requests / sizeof bad_requests[0]),
            "malformed requests are RS_EINVAL with a message (%d)", rejected);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 
-    rc = api_tpl_load(&t, "/nonexistent-model-dir", &e);
+    rc = chat_tpl_load(&t, "/nonexistent-model-dir", &e);
     TAP_OK(rc != 0 && strstr(e.msg, "tokenizer_config.json"), "missing config: %s", e.msg);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 }
 
 static void test_plain(void) {
-    api_tpl t;
+    chat_tpl t;
     rs_err e = {0};
-    int rc = api_tpl_load(&t, model("stories260K"), &e);
-    TAP_OK(!rc && !api_tpl_has_template(&t), "stories260K loads with the plain rendering");
+    int rc = chat_tpl_load(&t, model("stories260K"), &e);
+    TAP_OK(!rc && !chat_tpl_has_template(&t), "stories260K loads with the plain rendering");
     char *p = rc ? NULL
                  : render_json(&t,
                                "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":"
@@ -121,7 +126,7 @@ static void test_plain(void) {
     TAP_OK(p && !strcmp(p, "<s>s\nOnce upon a time"), "plain: BOS + contents joined by \\n (%s)",
            p ? "rendered" : e.msg);
     free(p);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 }
 
 /* chat_template.jinja beside tokenizer_config.json replaces the config's template. */
@@ -136,27 +141,27 @@ static void test_jinja_file(void) {
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
     f = fopen(path, "w");
     if (f) fputs("{{ bos_token }}J:{{ messages[0].content }}\n", f), fclose(f);
-    api_tpl t;
+    chat_tpl t;
     rs_err e = {0};
-    int rc = api_tpl_load(&t, dir, &e);
+    int rc = chat_tpl_load(&t, dir, &e);
     char *p =
         rc ? NULL : render_json(&t, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &e);
     TAP_OK(p && !strcmp(p, "<s>J:x"), "chat_template.jinja overrides the config's template (%s)",
            p ? "rendered" : e.msg);
     free(p);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
     f = fopen(path, "w");
     if (f) fputs("{% if %}", f), fclose(f);
-    rc = api_tpl_load(&t, dir, &e);
+    rc = chat_tpl_load(&t, dir, &e);
     TAP_OK(rc == RS_EINVAL && strstr(e.msg, "chat_template.jinja"), "its syntax error names it: %s",
            e.msg);
-    api_tpl_free(&t);
+    chat_tpl_free(&t);
 }
 
 typedef struct job {
-    const api_tpl *t; /* shared template */
-    const char *want; /* expected prompt */
-    int mismatches;   /* renders that differed */
+    const chat_tpl *t; /* shared template */
+    const char *want;  /* expected prompt */
+    int mismatches;    /* renders that differed */
 } job;
 
 static void *render_many(void *arg) {
@@ -174,7 +179,7 @@ static void *render_many(void *arg) {
     return NULL;
 }
 
-static void test_threads(const api_tpl *t) {
+static void test_threads(const chat_tpl *t) {
     const char *want = "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\nx\n"
                        "</think>\n\nyo<|im_end|>\n";
     pthread_t th[4];
@@ -193,7 +198,7 @@ static void test_threads(const api_tpl *t) {
 
 /* Mutations of the real template: delete, duplicate or replace a random byte with a Jinja
  * metacharacter. Whatever compiles is rendered; nothing may crash. */
-static void test_fuzz(const api_tpl *qwen) {
+static void test_fuzz(const chat_tpl *qwen) {
     const char *src = qwen->source;
     size_t n = strlen(src);
     char *buf = malloc(n + 8);
@@ -216,9 +221,9 @@ static void test_fuzz(const api_tpl *qwen) {
                 buf[pos] = meta[(seed >> 20) % (sizeof meta - 1)];
             }
         }
-        api_tpl t;
+        chat_tpl t;
         rs_err e = {0};
-        if (api_tpl_init_string(&t, buf, NULL, NULL, &e)) continue;
+        if (chat_tpl_init_string(&t, buf, NULL, NULL, &e)) continue;
         compiled++;
         char *p = render_json(&t,
                               "{\"messages\":[{\"role\":\"system\",\"content\":\"s\"},{\"role\":"
@@ -229,7 +234,7 @@ static void test_fuzz(const api_tpl *qwen) {
                               &e);
         rendered += p != NULL;
         free(p);
-        api_tpl_free(&t);
+        chat_tpl_free(&t);
     }
     free(buf);
     TAP_OK(compiled > 0, "fuzz: %d mutated templates, %d compiled, %d rendered, no crash", iters,
@@ -239,10 +244,10 @@ static void test_fuzz(const api_tpl *qwen) {
 int main(void) {
     const char *r = getenv("RADIXSERVE_ROOT");
     snprintf(root, sizeof root, "%s", r ? r : ".");
-    api_tpl qwen;
+    chat_tpl qwen;
     rs_err e = {0};
-    int rc = api_tpl_load(&qwen, model("qwen3-tokenizer"), &e);
-    TAP_OK(rc == 0 && api_tpl_has_template(&qwen), "Qwen3 template loads (%s)", rc ? e.msg : "ok");
+    int rc = chat_tpl_load(&qwen, model("qwen3-tokenizer"), &e);
+    TAP_OK(rc == 0 && chat_tpl_has_template(&qwen), "Qwen3 template loads (%s)", rc ? e.msg : "ok");
     if (rc) return tap_done();
     test_qwen(&qwen);
     test_errors();
@@ -250,6 +255,6 @@ int main(void) {
     test_jinja_file();
     test_threads(&qwen);
     test_fuzz(&qwen);
-    api_tpl_free(&qwen);
+    chat_tpl_free(&qwen);
     return tap_done();
 }

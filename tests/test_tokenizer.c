@@ -132,8 +132,11 @@ static void test_qwen(const tok_tokenizer *t) {
     v = enc(t, "", TOK_ADD_SPECIAL);
     TAP_OK(v.n == 0, "qwen3: the post-processor adds nothing (ByteLevel), empty text -> no ids");
     rs_ivec_free(&v);
-    TAP_OK(tok_chat_template(t) && strstr(tok_chat_template(t), "im_start") && tok_eos_token(t) &&
-               !strcmp(tok_eos_token(t), "<|im_end|>") && !tok_bos_token(t),
+    const tok_config *c = tok_get_config(t);
+    TAP_OK(c->chat_template && strstr(c->chat_template, "im_start") && c->named[TOK_EOS] &&
+               !strcmp(c->named[TOK_EOS], "<|im_end|>") && !c->named[TOK_BOS] &&
+               c->named[TOK_PAD] && !strcmp(c->named[TOK_PAD], "<|endoftext|>") && c->n_extra > 0 &&
+               !strcmp(c->extra[0], "<|im_start|>"),
            "qwen3: chat template and eos token come from tokenizer_config.json");
 }
 
@@ -162,7 +165,8 @@ static void test_stories(const tok_tokenizer *t) {
     free(all);
     free(whole);
     rs_ivec_free(&v);
-    TAP_OK(tok_bos_token(t) && !strcmp(tok_bos_token(t), "<s>") && !tok_chat_template(t),
+    const tok_config *c = tok_get_config(t);
+    TAP_OK(c->named[TOK_BOS] && !strcmp(c->named[TOK_BOS], "<s>") && !c->chat_template,
            "stories: bos <s>, no chat template");
 }
 

@@ -210,8 +210,7 @@ struct tok_tokenizer {
     int strip_start;    /* leading characters a global Strip / Metaspace decoder removes */
     char strip_char[8]; /* the character it removes */
 
-    char *chat_template; /* from tokenizer_config.json, owned, or NULL */
-    char *bos, *eos;     /* bos_token / eos_token strings, owned, or NULL */
+    tok_config config; /* tokenizer_config.json, owned */
 
     /* GPT-2's reversible byte alphabet: printable Latin-1 bytes stand for themselves, the other
      * 68 bytes get code points 256, 257, ... in byte order (computed at load, not tabulated) */
@@ -224,9 +223,13 @@ struct tok_tokenizer {
 enum { TOKF_SPECIAL = 1, TOKF_ADDED = 2, TOKF_BYTE = 4 };
 
 /* Loading of components (tok_load.c) */
-/* Fill t from parsed tokenizer.json (root) and tokenizer_config.json (cfg, may be NULL). */
+/* Fill t from parsed tokenizer.json (root) and tokenizer_config.json (cfg, may be NULL; its
+ * tok_config already read into t->config). */
 int tok_load_json(tok_tokenizer *t, const cJSON *root, const cJSON *cfg, rs_err *e);
 void tok_components_free(tok_tokenizer *t);
+/* tokenizer_config.json already parsed (cfg may be NULL: none) read from dir (tok_config.c). */
+int tok_config_from_json(tok_config *c, const cJSON *cfg, const char *dir, const char *cfg_path,
+                         rs_err *e);
 
 /* Normalize and pre-tokenize one segment (tok_pipeline.c). */
 int tok_normalize(const tok_norm *n, tok_bytes *s, rs_err *e);

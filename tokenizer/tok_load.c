@@ -32,13 +32,6 @@ static const char *jtype(const cJSON *o) {
     return t ? t : "(no type)";
 }
 
-/* A token string from tokenizer_config.json: a plain string or an AddedToken object. */
-static const char *jtoken(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    if (cJSON_IsString(v)) return v->valuestring;
-    return cJSON_IsObject(v) ? jstr(v, "content") : NULL;
-}
-
 static int compile_re(const char *pat, int literal, pcre2_code **out, rs_err *e) {
     tok_bytes b = {0};
     int rc = 0;
@@ -548,36 +541,22 @@ static void find_byte_tokens(tok_tokenizer *t) {
     }
 }
 
-static int load_config(tok_tokenizer *t, const cJSON *cfg, rs_err *e) {
-    const char *b = jtoken(cfg, "bos_token"), *s = jtoken(cfg, "eos_token");
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
-    const char *tpl = cJSON_IsString(ct) ? ct->valuestring : NULL;
-    const cJSON *it, *list = cJSON_IsArray(ct) ? ct : NULL;
-    cJSON_ArrayForEach(it, list) { /* [{name, template}, ...] */
-        const char *name = jstr(it, "name");
-        if (!tpl || (name && !strcmp(name, "default"))) tpl = jstr(it, "template");
-    }
-    if ((b && !(t->bos = dupstr(b))) || (s && !(t->eos = dupstr(s))) ||
-        (tpl && !(t->chat_template = dupstr(tpl))))
-        return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
-    return 0;
-}
-
 /* Without a post_processor, transformers' add_bos_token / add_eos_token decide. */
-static int default_post(tok_tokenizer *t, const cJSON *cfg, rs_err *e) {
+static int default_post(tok_tokenizer *t, rs_err *e) {
     int rc = 0;
-    if (jbool(cfg, "add_bos_token", 0) && t->bos) {
-        int32_t id = tok_special_id(t, t->bos);
+    const tok_config *c = &t->config;
+    if (c->add_bos && c->named[TOK_BOS]) {
+        int32_t id = tok_special_id(t, c->named[TOK_BOS]);
         if (id >= 0) rc = rs_ivec_push(&t->post_pre, id);
     }
-    if (!rc && jbool(cfg, "add_eos_token", 0) && t->eos) {
-        int32_t id = tok_special_id(t, t->eos);
+    if (!rc && c->add_eos && c->named[TOK_EOS]) {
+        int32_t id = tok_special_id(t, c->named[TOK_EOS]);
         if (id >= 0) rc = rs_ivec_push(&t->post_post, id);
     }
     return rc ? rs_errf(e, rc, "tokenizer: out of memory") : 0;
 }
 
-static int load_components(tok_tokenizer *t, const cJSON *root, const cJSON *cfg, rs_err *e) {
+static int load_components(tok_tokenizer *t, const cJSON *root, rs_err *e) {
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, "normalizer");
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
     const cJSON *pp = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
@@ -594,7 +573,7 @@ static int load_components(tok_tokenizer *t, const cJSON *root, const cJSON *cfg
     if (!rc && cJSON_IsObject(pp))
         rc = parse_post(t, pp, e);
     else if (!rc)
-        rc = default_post(t, cfg, e);
+        rc = default_post(t, e);
     if (cJSON_IsObject(d) && !rc) rc = parse_dec(t, d, e);
     return rc;
 }
@@ -613,8 +592,7 @@ int tok_load_json(tok_tokenizer *t, const cJSON *root, const cJSON *cfg, rs_err 
     const char *unk = jstr(model, "unk_token");
     t->unk_id = unk ? tok_strmap_get(&t->vocab, unk, strlen(unk)) : -1;
     if (!rc) find_byte_tokens(t), find_small_chars(t);
-    if (!rc) rc = load_config(t, cfg, e);
-    if (!rc) rc = load_components(t, root, cfg, e);
+    if (!rc) rc = load_components(t, root, e);
     if (rc == RS_ENOMEM) rs_errf(e, rc, "tokenizer: out of memory");
     return rc;
 }
@@ -638,7 +616,5 @@ void tok_components_free(tok_tokenizer *t) {
     rs_ivec_free(&t->post_post);
     free(t->cont_prefix);
     free(t->eow_suffix);
-    free(t->chat_template);
-    free(t->bos);
-    free(t->eos);
+    tok_config_free(&t->config);
 }

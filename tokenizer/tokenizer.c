@@ -88,7 +88,10 @@ int tok_load(tok_tokenizer **out, const char *dir, rs_err *e) {
         tok_cache_init(t);
         tok_bytelevel_init(t);
         t->unk_id = -1;
-        rc = tok_load_json(t, root, cfg, e);
+        char cfg_path[4096];
+        rc = rs_path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json", e);
+        if (!rc) rc = tok_config_from_json(&t->config, cfg, dir, cfg_path, e);
+        if (!rc) rc = tok_load_json(t, root, cfg, e);
         if (rc) {
             char msg[sizeof e->msg];
             snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
@@ -114,14 +117,8 @@ void tok_free(tok_tokenizer *t) {
 int tok_vocab_size(const tok_tokenizer *t) {
     return t->n_ids;
 }
-const char *tok_chat_template(const tok_tokenizer *t) {
-    return t->chat_template;
-}
-const char *tok_bos_token(const tok_tokenizer *t) {
-    return t->bos;
-}
-const char *tok_eos_token(const tok_tokenizer *t) {
-    return t->eos;
+const tok_config *tok_get_config(const tok_tokenizer *t) {
+    return &t->config;
 }
 
 int32_t tok_special_id(const tok_tokenizer *t, const char *s) {

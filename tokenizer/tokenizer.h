@@ -22,7 +22,7 @@
 typedef struct tok_tokenizer tok_tokenizer; /* opaque */
 
 /* Load from a model directory: tokenizer.json (or vocab.json + merges.txt) and
- * tokenizer_config.json (added tokens, bos/eos, add_bos_token, chat_template). */
+ * tokenizer_config.json (added tokens, the tok_config below). */
 int tok_load(tok_tokenizer **out, const char *dir, rs_err *e);
 void tok_free(tok_tokenizer *t);
 
@@ -48,11 +48,34 @@ int tok_decode(const tok_tokenizer *t, const int32_t *ids, int n, int skip_speci
 /* Id of an added/special token spelled exactly `s`, or -1. */
 int32_t tok_special_id(const tok_tokenizer *t, const char *s);
 
-/* The chat template string of tokenizer_config.json, or NULL if it has none. */
-const char *tok_chat_template(const tok_tokenizer *t);
-/* bos_token / eos_token strings from tokenizer_config.json (for the template), or NULL. */
-const char *tok_bos_token(const tok_tokenizer *t);
-const char *tok_eos_token(const tok_tokenizer *t);
+/*
+ * What tokenizer_config.json says, read in one place (tok_config.c) with one set of rules: the
+ * tokenizer's own post-processing (add_bos_token) and the chat room (template, special tokens
+ * as template variables) both take it from here. A special token is a string or an AddedToken
+ * object ({"content": ...}); chat_template is a string or a list of {"name", "template"} whose
+ * "default" entry is used (a list without one is RS_EINVAL); DIR/chat_template.jinja, when
+ * present, replaces it (as transformers does). Immutable once loaded.
+ */
+enum { TOK_BOS, TOK_EOS, TOK_UNK, TOK_SEP, TOK_PAD, TOK_CLS, TOK_MASK, TOK_N_NAMED };
+
+typedef struct tok_config {
+    char *named[TOK_N_NAMED]; /* bos_token .. mask_token texts (owned), NULL when not set */
+    char **extra;             /* additional_special_tokens texts (owned) */
+    int n_extra;
+    int add_bos, add_eos;     /* add_bos_token / add_eos_token (false when absent) */
+    char *chat_template;      /* the template text (owned), NULL: the model has none */
+    char *chat_template_path; /* the file it came from, for error messages (owned), or NULL */
+} tok_config;
+
+/* "bos_token", "eos_token", ... for TOK_BOS .. TOK_MASK (NULL out of range). */
+const char *tok_config_key(int which);
+/* Read DIR/tokenizer_config.json alone (no tokenizer.json needed; RS_EIO naming the file when
+ * it is missing). On failure *c is empty (tok_config_free-safe). */
+int tok_config_load(tok_config *c, const char *dir, rs_err *e);
+void tok_config_free(tok_config *c);
+/* The configuration the tokenizer was loaded with (empty when the directory has no
+ * tokenizer_config.json). Valid as long as t. */
+const tok_config *tok_get_config(const tok_tokenizer *t);
 
 /*
  * Incremental decoding for streaming: feed ids one at a time; each call appends to `out` only

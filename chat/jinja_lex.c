@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/jinja_lex.h"
+#include "chat/jinja_lex.h"
 
 typedef struct lexer {
     const char *s;      /* the source, newlines normalised to \n, one trailing \n removed */

@@ -5,7 +5,7 @@
  *
  * Each behaves as its Python/jinja2 counterpart on the inputs chat templates give it (strings,
  * numbers, lists, dicts from JSON); where we stop short of Python (Unicode case mapping is
- * utf8proc's simple mapping), docs/arch-template.md says so.
+ * utf8proc's simple mapping), docs/arch-chat.md says so.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,7 +15,7 @@
 
 #include <utf8proc.h>
 
-#include "api/jinja_int.h"
+#include "chat/jinja_int.h"
 
 typedef struct fargs {
     jv *v;           /* positional arguments */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/jinja_lex.h"
+#include "chat/jinja_lex.h"
 
 typedef struct parser {
     jj_token *t; /* tokens */

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/jinja_int.h"
+#include "chat/jinja_int.h"
 
 enum { JJ_BREAK = 1, JJ_CONTINUE = 2 }; /* statement results besides 0 and errors */
 
@@ -689,27 +689,27 @@ static int exec(jj_ctx *c, frame *f, const jnode *n) {
 
 /* ---------------- entry points ---------------- */
 
-int api_jinja_compile(const char *src, size_t len, api_jinja **out, rs_err *e) {
+int chat_jinja_compile(const char *src, size_t len, chat_jinja **out, rs_err *e) {
     *out = NULL;
-    api_jinja *t = calloc(1, sizeof *t);
+    chat_jinja *t = calloc(1, sizeof *t);
     if (!t) return rs_errf(e, RS_ENOMEM, "out of memory compiling the template");
     int rc = jj_parse(src, len, &t->arena, &t->root, e);
     if (rc) {
-        api_jinja_free(t);
+        chat_jinja_free(t);
         return rc;
     }
     *out = t;
     return 0;
 }
 
-void api_jinja_free(api_jinja *t) {
+void chat_jinja_free(chat_jinja *t) {
     if (!t) return;
     jj_arena_free(&t->arena);
     free(t);
 }
 
-int api_jinja_render(const api_jinja *t, const cJSON *vars, char **out, size_t *out_len,
-                     rs_err *e) {
+int chat_jinja_render(const chat_jinja *t, const cJSON *vars, char **out, size_t *out_len,
+                      rs_err *e) {
     jj_buf buf = {0};
     jj_ctx c = {.arena = {.limit = JJ_MAX_ARENA}, .e = e, .out = &buf, .line = 1};
     int rc = 0;

@@ -1,19 +1,19 @@
 /*
- * jinja_int.h — what the files of the Jinja interpreter share (api/jinja_*.c only).
+ * jinja_int.h — what the files of the Jinja interpreter share (chat/jinja_*.c only).
  *
  * Memory: the AST lives in the compiled template's arena; every value made while rendering lives
  * in the render's arena. Values are never freed one by one, so sharing a list between two
  * variables is free and there is no reference counting. The arena has a byte limit so a
  * runaway template ends with an error, not with the machine's memory.
  */
-#ifndef RADIXSERVE_API_JINJA_INT_H
-#define RADIXSERVE_API_JINJA_INT_H
+#ifndef RADIXSERVE_CHAT_JINJA_INT_H
+#define RADIXSERVE_CHAT_JINJA_INT_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "api/jinja.h"
+#include "chat/jinja.h"
 
 /* ---- limits: a template or request can make us work hard, never forever ---- */
 #define JJ_MAX_DEPTH  200          /* nesting of expressions / statements / macro calls */
@@ -212,7 +212,7 @@ typedef struct jnode {
     jv lit;              /* JN_LIT / JN_TEXT: the value */
 } jnode;
 
-struct api_jinja {
+struct chat_jinja {
     jj_arena arena; /* owns every node and literal */
     jnode *root;    /* JN_BODY */
 };

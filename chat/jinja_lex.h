@@ -1,10 +1,10 @@
 /*
- * jinja_lex.h — tokens of the Jinja lexer (api/jinja_lex.c -> api/jinja_parse.c only).
+ * jinja_lex.h — tokens of the Jinja lexer (chat/jinja_lex.c -> chat/jinja_parse.c only).
  */
-#ifndef RADIXSERVE_API_JINJA_LEX_H
-#define RADIXSERVE_API_JINJA_LEX_H
+#ifndef RADIXSERVE_CHAT_JINJA_LEX_H
+#define RADIXSERVE_CHAT_JINJA_LEX_H
 
-#include "api/jinja_int.h"
+#include "chat/jinja_int.h"
 
 enum {
     JJ_TK_DATA,        /* template text (val: the string, after whitespace control) */

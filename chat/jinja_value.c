@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/jinja_int.h"
+#include "chat/jinja_int.h"
 
 /* ---------------- arena ---------------- */
 
@@ -616,7 +616,7 @@ int jv_from_json(jj_ctx *c, const cJSON *j, jv *out) {
         *out = jv_bool(cJSON_IsTrue(j));
     else if (cJSON_IsNumber(j)) {
         /* cJSON keeps no int/float distinction: an integral value is an int (so "1.0" in a
-           request prints as 1; documented in docs/arch-template.md) */
+           request prints as 1; documented in docs/arch-chat.md) */
         double d = j->valuedouble;
         if (d == floor(d) && fabs(d) < 9.2e18)
             *out = jv_int((int64_t)d);
