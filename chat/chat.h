@@ -63,7 +63,7 @@ typedef struct chat_tpl {
 int chat_tpl_init(chat_tpl *t, const tok_config *c, rs_err *e);
 
 /* The same from a model directory's tokenizer_config.json alone (tok_config_load: no
- * tokenizer.json or weights needed; what `radixserve template` uses). */
+ * tokenizer.json or weights needed; what `radixserve template` uses, which only renders). */
 int chat_tpl_load(chat_tpl *t, const char *model_dir, rs_err *e);
 
 /* From a template string directly (source NULL -> plain rendering); bos/eos may be NULL. */
@@ -169,14 +169,17 @@ enum {
 typedef struct chat_format {
     chat_tpl tpl;      /* the template, owned */
     chat_marker think; /* <think> ... </think> around reasoning */
-    chat_marker tool;  /* <tool_call> ... </tool_call> around a tool call (what a grammar that
-                          forces a call must produce: open, the call's JSON, close) */
+    chat_marker tool;  /* <tool_call> ... </tool_call> around a tool call. What a grammar
+                          that forces a call must produce (and what chat_tools reads back):
+                          tool.open, "\n", {"name": <function name>, "arguments": <object>},
+                          "\n", tool.close — as Qwen3's template shows the model; the JSON's
+                          whitespace is free */
     unsigned caps;     /* CHAT_CAN_* */
 } chat_format;
 
 /*
  * Build the chat format of a model once, at load: compile the template of c (chat_tpl_init),
- * then decide the markers and capabilities by rendering three probe requests (one with a tool,
+ * then decide the markers and capabilities by rendering four probe requests (one with a tool,
  * one with enable_thinking true and false, one with an assistant reasoning_content): a marker
  * pair is the model's when a probe's prompt contains its opening marker and, when tok is given,
  * both markers are single added tokens of it (their ids are filled in). tok may be NULL (ids

@@ -2,7 +2,8 @@
  * template.c — `radixserve template --model DIR`: render chat requests with the model's chat
  * template, one per line, reading only DIR/tokenizer_config.json and DIR/chat_template.jinja if
  * present (no weights needed). Content parts are joined as the server joins them
- * (api_join_content), then the request is rendered (chat_tpl_render).
+ * (api_join_content), then the request is rendered
+ * (chat_tpl_render: the template the server's chat format holds; no markers are needed here).
  *
  * stdin: one JSON object per line {messages, tools, add_generation_prompt, chat_template_kwargs};
  * blank lines are skipped. stdout: for each request, the rendered prompt as one JSON string line;
