@@ -2,7 +2,7 @@
 # test_server_qwen.sh — Qwen-specific server behaviour on a tiny random Qwen3 model (written by
 # bench/make_model.py): the real chat template through /tokenize (enable_thinking, tools, text
 # parts), reasoning split into reasoning_content (the <think> token forced with logit_bias, since
-# a random model never chooses it), a config file whose keys flags override, and disconnects in
+# a random model never chooses it), an unclosed forced <tool_call> degrading to content, a config file whose keys flags override, and disconnects in
 # the middle of a 4000-token prefill freeing everything within a second. Both servers run with
 # RADIXSERVE_TEST_STEP_DELAY_MS (a pause after every scheduler step), so the prefill surely
 # outlasts the client and the queue-full requests surely still run: no timing luck.
@@ -49,6 +49,13 @@ s=$(curl -sN -m 20 "$U/v1/chat/completions" -H 'Content-Type: application/json' 
 ok $(echo "$s" | grep -q '"reasoning_content":"<think>' && echo "$s" | grep -q 'data: \[DONE\]'; echo $?) "streamed reasoning_content deltas"
 r=$(post /v1/chat/completions "{$msgs,$tools,\"tool_choice\":\"auto\",\"max_tokens\":3,\"model\":\"qwen-tiny\"}")
 ok $(echo "$r" | json 'd["usage"]["prompt_tokens"]' | grep -qx "$withtools"; echo $?) "chat with tools + tool_choice: prompt rendered with the tools"
+# A random model forced to open <tool_call> blocks it never closes: the unfinished call is plain
+# content (a 200, never a 5xx), streamed or not, and no tool_calls appear.
+tbias='"logit_bias":{"151657":100},"max_tokens":3,"temperature":0'
+r=$(post /v1/chat/completions "{$msgs,$tools,$tbias}")
+ok $(echo "$r" | json 'd["choices"][0]["message"]["content"].startswith("<tool_call>") and "tool_calls" not in d["choices"][0]["message"] and d["choices"][0]["finish_reason"]=="length"' | grep -q True; echo $?) "an unclosed <tool_call> degrades to content ($r)"
+s=$(curl -sN -m 20 "$U/v1/chat/completions" -H 'Content-Type: application/json' -d "{$msgs,$tools,$tbias,\"stream\":true}")
+ok $(echo "$s" | grep -q '"content":"<tool_call>' && ! echo "$s" | grep -q '"tool_calls"' && echo "$s" | grep -q 'data: \[DONE\]'; echo $?) "... and streamed: content, no tool_calls, [DONE]"
 
 # The release bound is the spec's one second; sanitizer builds run the model several times slower.
 limit=1000
