@@ -27,7 +27,8 @@
 
 #define API_MAX_STOP         4  /* stop strings per request (OpenAI's limit) */
 #define API_MAX_TOP_LOGPROBS 20 /* alternatives per token at most */
-#define API_MAX_N            16 /* choices per request at most */
+#define API_MAX_N            16 /* choices per prompt at most */
+#define API_MAX_CHOICES      64 /* choices per request at most: prompts x n */
 
 /* ---------------------------------------------------------------- growable string */
 
@@ -103,14 +104,31 @@ typedef struct api_chat_request {
                     to be a boolean) — exactly what chat/chat.h renders and reads back */
 } api_chat_request;
 
-/* A parsed /v1/completions request: the prompt is text or token ids (exactly one is set). */
+/* One prompt of a completion: text or token ids (exactly one is set). */
+typedef struct api_prompt {
+    char *text;   /* prompt text (owned) or NULL */
+    int32_t *ids; /* prompt token ids (owned) or NULL */
+    int n_ids;
+} api_prompt;
+
+/* A parsed /v1/completions request: one prompt, or a batch of them ("prompt": a string, an id
+ * array, or an array of either). Choice i * gen.n + k is sample k of prompt i (OpenAI's index);
+ * n_prompts * gen.n <= API_MAX_CHOICES. */
 typedef struct api_completion_request {
     api_gen gen;         /* sampling and output options (logprobs: the int form, 0..20) */
-    char *prompt;        /* prompt text (owned) or NULL */
-    int32_t *prompt_ids; /* prompt token ids (owned) or NULL */
-    int n_prompt_ids;
+    api_prompt *prompts; /* n_prompts >= 1 prompts (owned) */
+    int n_prompts;
     int echo; /* prepend the prompt to the returned text */
 } api_completion_request;
+
+/* A body that must be one JSON object (len bytes, need not be NUL-terminated): *root (caller
+ * deletes), or a 400 invalid_json. */
+int api_parse_object(const char *body, size_t len, cJSON **root, api_error *err);
+/* A prompt field `name` (NULL: missing, a 400): a string, an id array, or an array of either;
+ * at most max / per of them. *out (n entries) is freed with api_prompts_free, also on failure. */
+int api_parse_prompts(const cJSON *p, const char *name, int per, int max, api_prompt **out, int *n,
+                      api_error *err);
+void api_prompts_free(api_prompt *p, int n);
 
 /* Parse a request body (len bytes, need not be NUL-terminated). 0, or RS_EINVAL with err set
  * (status 400) and *out left empty (nothing to free). */
@@ -126,12 +144,14 @@ void api_completion_request_free(api_completion_request *r);
  * contents that are not arrays are left as they are. */
 int api_join_content(cJSON *messages, api_error *err);
 
-/* POST /tokenize: {"prompt": text, "add_special_tokens": bool} or {"messages": [...]} (chat,
- * rendered through the template by the server). */
+/* POST /tokenize: {"prompt" (vLLM) or "content" (llama.cpp): text, "add_special_tokens": bool,
+ * "with_pieces": bool} or {"messages": [...]} (chat, rendered through the template by the
+ * server). */
 typedef struct api_tokenize_request {
     char *prompt;    /* text (owned) or NULL when messages are given */
     cJSON *tpl;      /* like api_chat_request.tpl when "messages" is given, else NULL */
     int add_special; /* add_special_tokens (default: 1 for text, 0 for messages) */
+    int with_pieces; /* answer tokens as {"id", "piece"} objects (llama.cpp) */
 } api_tokenize_request;
 
 int api_parse_tokenize(const char *body, size_t len, api_tokenize_request *out, api_error *err);
@@ -139,6 +159,33 @@ void api_tokenize_request_free(api_tokenize_request *r);
 
 /* POST /detokenize: {"tokens": [ids]}. *ids is malloc'd (caller frees). */
 int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, api_error *err);
+
+/* ---------------------------------------------------------------- embeddings */
+
+/* Inputs per /v1/embeddings request at most (each is a scheduler request). */
+#define API_MAX_EMBED_INPUTS 128
+
+/* A parsed /v1/embeddings request. */
+typedef struct api_embed_request {
+    char *model;        /* requested model name or NULL (owned) */
+    api_prompt *inputs; /* n_inputs >= 1 texts or id arrays (owned); no empty string */
+    int n_inputs;
+    int base64;     /* encoding_format "base64" (else "float") */
+    int dimensions; /* 0: the model's size; else truncate to this many (checked by the
+                       server against the model's hidden size) */
+} api_embed_request;
+
+int api_parse_embeddings(const char *body, size_t len, api_embed_request *out, api_error *err);
+void api_embed_request_free(api_embed_request *r);
+/* Finish a pooled vector v of n floats in place: keep the first `dims` (0: all), then divide by
+ * its L2 norm when `normalize` (as OpenAI and Qwen3-Embedding do for shortened vectors, and
+ * sentence-transformers' Normalize module). Returns the length kept. */
+int api_embed_finish(float *v, int n, int dims, int normalize);
+/* {"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model",
+ * "usage": {prompt_tokens, total_tokens, prompt_tokens_details.cached_tokens}}; vector i has
+ * dims[i] floats, sent as numbers or (b64) base64 of little-endian float32. */
+char *api_embeddings_response(const char *model, float *const *vecs, const int *dims, int n,
+                              int b64, int prompt_tokens, int cached_tokens);
 
 /* ---------------------------------------------------------------- responses */
 
@@ -176,6 +223,9 @@ typedef struct api_usage {
     int prompt_tokens;     /* tokens of the prompt */
     int completion_tokens; /* generated, summed over choices */
     int cached_tokens;     /* prompt tokens served from the prefix cache (0 on a miss) */
+    int timed;             /* 1: add llama-server's "timings" object (the fields below) */
+    double prompt_ms;      /* submission -> first generated token (the prefill) */
+    double predicted_ms;   /* first generated token -> the end (the decode) */
 } api_usage;
 
 /* What every response and chunk of one request repeats. */
@@ -212,6 +262,77 @@ char *api_usage_chunk(const api_meta *m, int chat, const api_usage *u);
 
 /* cJSON helpers for the server's small JSON answers. */
 cJSON *api_usage_json(const api_usage *u);
+/* llama-server's "timings": prompt_n (tokens computed), cache_n (from the cache), predicted_n,
+ * prompt_ms, predicted_ms, their per-token ms and per-second rates (0 when a time is 0). */
+cJSON *api_timings_json(const api_usage *u);
+/* A chunk (a JSON object text, consumed) with "timings" added: the last chunk of a stream. */
+char *api_add_timings(char *chunk, const api_usage *u);
 char *api_print(cJSON *j); /* unformatted print, then cJSON_Delete(j); NULL-safe */
+
+/* ---------------------------------------------------------------- Responses API */
+
+/* previous_response_id: a copy of the stored conversation (chat messages, caller deletes), or
+ * NULL when the id is unknown. */
+typedef cJSON *(*api_prev_lookup)(void *ctx, const char *id);
+
+/* A parsed /v1/responses request, converted to a chat request: input items become messages
+ * (function_call items join an assistant message's tool_calls, function_call_output items are
+ * tool messages), instructions a leading system message (not stored: a continuation does not
+ * inherit them, as OpenAI's), function tools chat tools, max_output_tokens
+ * max_completion_tokens; every other check is api_parse_chat's (a field it names is renamed
+ * back: max_output_tokens, input). */
+typedef struct api_responses_request {
+    api_chat_request chat; /* what the chat path renders and runs */
+    cJSON *conversation;   /* owned: the previous response's stored conversation + this input,
+                              as chat messages (without the instructions) */
+    int store;             /* "store" (default true): keep conversation + output for a
+                              continuation */
+    cJSON *echo;           /* owned: the request fields the response object repeats */
+} api_responses_request;
+
+/* 0, or an error: 400 naming the field, 404 previous_response_not_found. */
+int api_parse_responses(const char *body, size_t len, api_prev_lookup lookup, void *ctx,
+                        api_responses_request *out, api_error *err);
+void api_responses_request_free(api_responses_request *r);
+
+/*
+ * The Responses output of one generation, fed the chat path's split text. Items: a "reasoning"
+ * item (Qwen3 thinking), a "message" item (output_text), a "function_call" item per tool call,
+ * in the order the model wrote them. With an SSE buffer each call appends the events
+ * (response.created, response.in_progress, response.output_item.added,
+ * response.content_part.added, response.output_text.delta / response.reasoning_text.delta,
+ * response.function_call_arguments.delta/.done, response.output_text.done,
+ * response.content_part.done, response.output_item.done, response.completed or
+ * response.incomplete when max_output_tokens ended it); with NULL it only accumulates.
+ */
+typedef struct api_rstream {
+    char id[64];           /* "resp_..." */
+    long long created;     /* created_at */
+    const char *model;     /* served model name (borrowed) */
+    cJSON *echo;           /* owned: request fields repeated in the response object */
+    int store;             /* reported as "store" */
+    int seq;               /* next sequence_number */
+    int n_out;             /* output items closed so far (the open one's output_index) */
+    int open;              /* 0: no item open, 1: reasoning, 2: message */
+    char item_id[96];      /* the open (or last) item's id */
+    api_buf text;          /* the open item's text */
+    cJSON *output;         /* owned: the closed output items */
+    api_buf all_text;      /* every output_text, for the stored assistant message */
+    api_buf all_reasoning; /* every reasoning text */
+    cJSON *calls;          /* owned: the tool calls in chat form */
+} api_rstream;
+
+void api_rs_init(api_rstream *rs, const char *id, long long created, const char *model,
+                 cJSON *echo /* taken */);
+void api_rs_free(api_rstream *rs);
+void api_rs_start(api_rstream *rs, api_buf *sse);
+void api_rs_feed(api_rstream *rs, const char *reasoning, const char *content, const cJSON *calls,
+                 api_buf *sse);
+/* finish: the chat finish_reason ("length": status incomplete). */
+void api_rs_end(api_rstream *rs, const char *finish, const api_usage *u, api_buf *sse);
+char *api_rs_response(const api_rstream *rs, const char *finish, const api_usage *u);
+void api_rs_error(api_rstream *rs, const api_error *e, api_buf *sse); /* an "error" event */
+/* The output as one chat assistant message (content, reasoning_content, tool_calls). */
+cJSON *api_rs_assistant(const api_rstream *rs);
 
 #endif

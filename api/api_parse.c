@@ -38,9 +38,21 @@ static int bad_type(api_error *err, const char *name, const char *what) {
     return api_errorf(err, 400, INVALID, name, "invalid_type", "'%s' must be %s", name, what);
 }
 
+/* A number as people write it: whole values as integers (2147483647, not "2.14748e+09"). */
+static void fmt_num(char *out, size_t n, double v) {
+    if (v == floor(v) && fabs(v) < 1e18)
+        snprintf(out, n, "%.0f", v);
+    else
+        snprintf(out, n, "%.9g", v);
+}
+
 static int out_of_range(api_error *err, const char *name, double v, double lo, double hi) {
+    char a[32], b[32], c[32];
+    fmt_num(a, sizeof a, lo);
+    fmt_num(b, sizeof b, hi);
+    fmt_num(c, sizeof c, v);
     return api_errorf(err, 400, INVALID, name, "invalid_value",
-                      "'%s' must be between %g and %g (got %g)", name, lo, hi, v);
+                      "'%s' must be between %s and %s (got %s)", name, a, b, c);
 }
 
 static int is_integer(const cJSON *f) {
@@ -391,7 +403,7 @@ fail:
 
 /* ---------------------------------------------------------------- entry points */
 
-static int parse_root(const char *body, size_t len, cJSON **root, api_error *err) {
+int api_parse_object(const char *body, size_t len, cJSON **root, api_error *err) {
     const char *end = NULL;
     *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
     if (!*root) {
@@ -419,7 +431,7 @@ static int parse_root(const char *body, size_t len, cJSON **root, api_error *err
 int api_parse_chat(const char *body, size_t len, api_chat_request *out, api_error *err) {
     cJSON *root;
     memset(out, 0, sizeof *out);
-    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    if (api_parse_object(body, len, &root, err)) return RS_EINVAL;
     int rc = parse_gen(root, &out->gen, 1, err);
     if (!rc) rc = build_tpl(root, &out->tpl, err);
     cJSON_Delete(root);
@@ -454,27 +466,57 @@ static int parse_ids(const cJSON *arr, const char *name, int32_t **ids, int *n, 
     return 0;
 }
 
-/* prompt: a string, a token-id array, or a one-element array of either (batches of prompts are
- * not served: one request, one prompt). */
+/* One prompt: a string or a token-id array. */
+static int parse_one_prompt(const cJSON *p, const char *name, api_prompt *out, api_error *err) {
+    if (cJSON_IsString(p)) return dup_str(p->valuestring, &out->text, err);
+    if (!cJSON_IsArray(p) || cJSON_IsArray(p->child) || cJSON_IsString(p->child))
+        return bad_type(err, name,
+                        "a string, an array of token ids, or an array of strings or id arrays");
+    return parse_ids(p, name, &out->ids, &out->n_ids, err);
+}
+
+int api_parse_prompts(const cJSON *p, const char *name, int per, int max, api_prompt **out, int *n,
+                      api_error *err) {
+    const cJSON *it;
+    *out = NULL;
+    *n = 0;
+    if (!p) return api_errorf(err, 400, INVALID, name, "missing_field", "'%s' is required", name);
+    int batch = cJSON_IsArray(p) && (cJSON_IsString(p->child) || cJSON_IsArray(p->child));
+    int count = batch ? cJSON_GetArraySize(p) : 1;
+    if (count * per > max && per > 1)
+        return api_errorf(err, 400, INVALID, name, "invalid_value",
+                          "%d prompts x n = %d gives %d choices; at most %d per request", count,
+                          per, count * per, max);
+    if (count > max)
+        return api_errorf(err, 400, INVALID, name, "invalid_value",
+                          "'%s' has %d entries; at most %d per request", name, count, max);
+    if (!(*out = calloc((size_t)count, sizeof **out))) return oom(err);
+    if (!batch) return *n = 1, parse_one_prompt(p, name, &(*out)[0], err);
+    cJSON_ArrayForEach(it, p) {
+        if (parse_one_prompt(it, name, &(*out)[(*n)++], err)) return RS_EINVAL;
+    }
+    return 0;
+}
+
+void api_prompts_free(api_prompt *p, int n) {
+    for (int i = 0; i < n; i++) {
+        free(p[i].text);
+        free(p[i].ids);
+    }
+    free(p);
+}
+
+/* prompt: a string, a token-id array, or a batch: an array of strings or of id arrays. */
 static int parse_prompt(const cJSON *root, api_completion_request *r, api_error *err) {
-    const cJSON *p = field(root, "prompt");
-    if (!p) return api_errorf(err, 400, INVALID, "prompt", "missing_field", "'prompt' is required");
-    if (cJSON_IsArray(p) && cJSON_GetArraySize(p) == 1 &&
-        (cJSON_IsString(p->child) || cJSON_IsArray(p->child)))
-        p = p->child;
-    if (cJSON_IsString(p)) return dup_str(p->valuestring, &r->prompt, err);
-    if (!cJSON_IsArray(p)) return bad_type(err, "prompt", "a string or an array of token ids");
-    if (cJSON_IsString(p->child) || cJSON_IsArray(p->child))
-        return api_errorf(err, 400, INVALID, "prompt", "invalid_value",
-                          "only one prompt per request is supported");
-    return parse_ids(p, "prompt", &r->prompt_ids, &r->n_prompt_ids, err);
+    return api_parse_prompts(field(root, "prompt"), "prompt", r->gen.n, API_MAX_CHOICES,
+                             &r->prompts, &r->n_prompts, err);
 }
 
 int api_parse_completion(const char *body, size_t len, api_completion_request *out,
                          api_error *err) {
     cJSON *root;
     memset(out, 0, sizeof *out);
-    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    if (api_parse_object(body, len, &root, err)) return RS_EINVAL;
     int rc = parse_gen(root, &out->gen, 0, err);
     if (!rc) rc = parse_prompt(root, out, err);
     if (!rc) rc = get_bool(root, "echo", &out->echo, err);
@@ -488,8 +530,7 @@ int api_parse_completion(const char *body, size_t len, api_completion_request *o
 
 void api_completion_request_free(api_completion_request *r) {
     gen_free(&r->gen);
-    free(r->prompt);
-    free(r->prompt_ids);
+    api_prompts_free(r->prompts, r->n_prompts);
     memset(r, 0, sizeof *r);
 }
 
@@ -497,18 +538,20 @@ int api_parse_tokenize(const char *body, size_t len, api_tokenize_request *out, 
     cJSON *root;
     int rc = 0;
     memset(out, 0, sizeof *out);
-    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    if (api_parse_object(body, len, &root, err)) return RS_EINVAL;
     if (field(root, "messages")) {
         rc = build_tpl(root, &out->tpl, err);
         out->add_special = 0;
-    } else if (field(root, "prompt")) {
-        rc = get_str(root, "prompt", &out->prompt, err);
+    } else if (field(root, "prompt") || field(root, "content")) {
+        /* vLLM names the text "prompt", llama.cpp "content". */
+        rc = get_str(root, field(root, "prompt") ? "prompt" : "content", &out->prompt, err);
         out->add_special = 1;
     } else {
         rc = api_errorf(err, 400, INVALID, "prompt", "missing_field",
-                        "'prompt' (text) or 'messages' is required");
+                        "'prompt' or 'content' (text), or 'messages', is required");
     }
     if (!rc) rc = get_bool(root, "add_special_tokens", &out->add_special, err);
+    if (!rc) rc = get_bool(root, "with_pieces", &out->with_pieces, err);
     cJSON_Delete(root);
     if (rc) api_tokenize_request_free(out);
     return rc ? RS_EINVAL : 0;
@@ -524,7 +567,7 @@ int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, ap
     cJSON *root;
     *ids = NULL;
     *n = 0;
-    if (parse_root(body, len, &root, err)) return RS_EINVAL;
+    if (api_parse_object(body, len, &root, err)) return RS_EINVAL;
     const cJSON *t = field(root, "tokens");
     int rc;
     if (!t)

@@ -148,6 +148,34 @@ cJSON *api_usage_json(const api_usage *u) {
     return o;
 }
 
+static double rate(double n, double ms) {
+    return ms > 0 ? n * 1e3 / ms : 0;
+}
+
+cJSON *api_timings_json(const api_usage *u) {
+    cJSON *o = cJSON_CreateObject();
+    int prompt_n = u->prompt_tokens - u->cached_tokens;
+    cJSON_AddNumberToObject(o, "cache_n", u->cached_tokens);
+    cJSON_AddNumberToObject(o, "prompt_n", prompt_n);
+    cJSON_AddNumberToObject(o, "prompt_ms", u->prompt_ms);
+    cJSON_AddNumberToObject(o, "prompt_per_token_ms", prompt_n ? u->prompt_ms / prompt_n : 0);
+    cJSON_AddNumberToObject(o, "prompt_per_second", rate(prompt_n, u->prompt_ms));
+    cJSON_AddNumberToObject(o, "predicted_n", u->completion_tokens);
+    cJSON_AddNumberToObject(o, "predicted_ms", u->predicted_ms);
+    cJSON_AddNumberToObject(o, "predicted_per_token_ms",
+                            u->completion_tokens ? u->predicted_ms / u->completion_tokens : 0);
+    cJSON_AddNumberToObject(o, "predicted_per_second", rate(u->completion_tokens, u->predicted_ms));
+    return o;
+}
+
+char *api_add_timings(char *chunk, const api_usage *u) {
+    cJSON *o = chunk ? cJSON_Parse(chunk) : NULL;
+    free(chunk);
+    if (!o) return NULL;
+    cJSON_AddItemToObject(o, "timings", api_timings_json(u));
+    return api_print(o);
+}
+
 static cJSON *envelope(const api_meta *m, const char *object) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "id", m->id);
@@ -190,6 +218,7 @@ char *api_chat_response(const api_meta *m, const api_choice *choices, int n, int
         cJSON_AddItemToArray(arr, ch);
     }
     cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    if (u->timed) cJSON_AddItemToObject(o, "timings", api_timings_json(u));
     return api_print(o);
 }
 
@@ -208,6 +237,7 @@ char *api_completion_response(const api_meta *m, const api_choice *choices, int 
         cJSON_AddItemToArray(arr, ch);
     }
     cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    if (u->timed) cJSON_AddItemToObject(o, "timings", api_timings_json(u));
     return api_print(o);
 }
 
@@ -284,5 +314,6 @@ char *api_completion_chunk(const api_meta *m, int index, const char *text, const
 char *api_usage_chunk(const api_meta *m, int chat, const api_usage *u) {
     cJSON *arr, *o = chunk_envelope(m, chat ? "chat.completion.chunk" : "text_completion", &arr, 0);
     cJSON_AddItemToObject(o, "usage", api_usage_json(u));
+    if (u->timed) cJSON_AddItemToObject(o, "timings", api_timings_json(u));
     return api_print(o);
 }

@@ -126,9 +126,9 @@ static void eb_free(eb *b) {
 /* The prompt in one forward call (as llama-bench's pp: one batch), best of reps. */
 static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
     bu_tokens(b->tokens, o->prompt, b->vocab, 1);
-    eng_seq q = {b->tokens, o->prompt, o->context, b->blocks, b->per_seq, b->logits};
+    eng_seq q = {b->tokens, o->prompt, o->context, b->blocks, b->per_seq, b->logits, NULL};
     /* One untimed token first: it faults the memory-mapped weights in, which is load time. */
-    eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL};
+    eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL, NULL};
     int rc = eng_forward(b->ctx, &b->pool, &warm, 1, e);
     if (rc) return rc;
     for (int r = 0; r < o->reps; r++) {
@@ -149,7 +149,8 @@ static int run_decode(eb *b, const opts *o, int n, double *secs, double *phase_s
     for (int s = 0; s < n; s++)
         q[s] = (eng_seq){b->tokens + s, 1,
                          o->context,    b->blocks + (size_t)s * b->per_seq,
-                         b->per_seq,    b->logits + (size_t)s * b->vocab};
+                         b->per_seq,    b->logits + (size_t)s * b->vocab,
+                         NULL};
 #ifdef ENG_PROFILE
     memset(&eng_prof, 0, sizeof eng_prof);
 #endif

@@ -108,7 +108,8 @@ static double prefill(bp *b, int pos0, float *out, rs_err *e) {
     double t = 0;
     for (int p = pos0; p < b->o->prompt; p += b->o->chunk) {
         int n = b->o->prompt - p < b->o->chunk ? b->o->prompt - p : b->o->chunk;
-        eng_seq q = {b->tokens + p, n, p, b->table, b->n_table, p + n == b->o->prompt ? out : NULL};
+        eng_seq q = {b->tokens + p, n, p, b->table, b->n_table, p + n == b->o->prompt ? out : NULL,
+                     NULL};
         double t0 = rs_now();
         int rc = eng_forward(b->ctx, &b->pool, &q, 1, e);
         if (rc) return rc;

@@ -206,7 +206,7 @@ static int run_init(gen_run *r, const gen_opts *o, int total, int max_tokens, rs
 
 /* Forward ids[0, n) at positions pos0.. ; logits of the last one into r->logits if want. */
 static int run_forward(gen_run *r, const int32_t *ids, int n, int pos0, int want, rs_err *e) {
-    eng_seq s = {ids, n, pos0, r->blocks, r->n_blocks, want ? r->logits : NULL};
+    eng_seq s = {ids, n, pos0, r->blocks, r->n_blocks, want ? r->logits : NULL, NULL};
     return eng_forward(r->ctx, &r->kv, &s, 1, e);
 }
 

@@ -25,7 +25,8 @@ typedef struct serve_opts {
     int max_batch;           /* --max-batch: running sequences at most */
     int max_queue;           /* --max-queue: waiting requests at most (beyond: 503) */
     char *api_key;           /* --api-key ("" none) */
-    char *served_model_name; /* --served-model-name ("" = basename of the model dir) */
+    char *served_model_name; /* --served-model-name: comma list ("" = model dir's base name) */
+    int any_model_name;      /* --any-model-name: accept any "model" in requests */
     int ctx_size;            /* --ctx-size (0 = max_position_embeddings, lowered to the pool) */
     int default_max_tokens;  /* --default-max-tokens */
     char *cors_origin;       /* --cors-origin */
@@ -53,7 +54,9 @@ static const struct opt {
     {"max-queue", OPT_INT, offsetof(serve_opts, max_queue), "Q  waiting requests (256)"},
     {"api-key", OPT_STR, offsetof(serve_opts, api_key), "KEY  require Bearer KEY"},
     {"served-model-name", OPT_STR, offsetof(serve_opts, served_model_name),
-     "NAME  model id (model dir's base name)"},
+     "A,B,..  model ids, all in /v1/models (model dir's base name)"},
+    {"any-model-name", OPT_FLAG, offsetof(serve_opts, any_model_name),
+     "  accept any \"model\" (else an unknown name is a 404)"},
     {"ctx-size", OPT_INT, offsetof(serve_opts, ctx_size),
      "N  context per sequence (model max, lowered to the KV pool)"},
     {"default-max-tokens", OPT_INT, offsetof(serve_opts, default_max_tokens),
@@ -299,6 +302,8 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .ctx_size = sc.ctx_size,
         .vocab_size = eng_model_config(sv->model)->vocab_size,
         .prefix_cache = sc.prefix_cache,
+        .embed_dim = eng_model_config(sv->model)->hidden,
+        .embed_normalize = eng_model_config(sv->model)->pool_normalize,
     };
     srv_set_ready(server, &be, &sm);
     fprintf(stderr, "radixserve: ready: %s (%s, %lld parameters), context %d tokens, %d threads\n",
@@ -342,6 +347,7 @@ static int serve(const serve_opts *o) {
                     .api_key = o->api_key,
                     .cors_origin = o->cors_origin,
                     .model_name = name,
+                    .any_model_name = o->any_model_name,
                     .max_body_bytes = (size_t)o->max_body_mb << 20,
                     .default_max_tokens = o->default_max_tokens,
                     .log_requests = 1};

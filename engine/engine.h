@@ -41,6 +41,15 @@ typedef enum eng_dtype {
 
 #define ENG_MAX_EOS 8
 
+/* How an embedding pools a sequence's final hidden states (sentence-transformers' Pooling
+ * module, 1_Pooling/config.json; mean when the model directory has no modules.json). */
+typedef enum eng_pooling {
+    ENG_POOL_UNSUPPORTED = -1, /* a mode not served (max, weighted mean, ...): no embeddings */
+    ENG_POOL_MEAN = 0,         /* the mean over every token */
+    ENG_POOL_LAST = 1,         /* the last token's (Qwen3-Embedding) */
+    ENG_POOL_CLS = 2,          /* the first token's */
+} eng_pooling;
+
 /* The architecture, read from config.json (and generation_config.json for EOS/BOS). */
 typedef struct eng_config {
     char arch[64];            /* "qwen3", "qwen2" or "llama" (config.json model_type) */
@@ -61,6 +70,9 @@ typedef struct eng_config {
     int bos_id;               /* -1 if none */
     int eos_ids[ENG_MAX_EOS]; /* generation_config.json eos_token_id (int or list) */
     int n_eos;
+    eng_pooling pooling; /* embeddings: modules.json + its Pooling config (default mean) */
+    int pool_normalize;  /* embeddings are L2-normalised: modules.json lists Normalize, or
+                            there is no modules.json (as OpenAI's embeddings are) */
 } eng_config;
 
 /* Defaults for sampling, from generation_config.json (absent keys: greedy-neutral values;
@@ -98,6 +110,8 @@ typedef struct eng_seq {
     const int32_t *blocks; /* block table, covering at least pos0 + n_tokens positions */
     int n_blocks;
     float *logits; /* out: vocab_size floats for the last new token; NULL: not needed */
+    float *hidden; /* out: [n_tokens][hidden] final-normed hidden states (what the LM head
+                      reads) of the new tokens, for embeddings; NULL: not needed */
 } eng_seq;
 
 typedef struct eng_ctx eng_ctx; /* opaque: scratch buffers and the worker pool */

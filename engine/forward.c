@@ -473,6 +473,15 @@ static void lm_head(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
                    (size_t)g->vocab_size * sizeof(float));
 }
 
+/* The final-normed rows of each sequence that asked for them (embeddings). */
+static void hidden_out(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
+    const eng_config *g = &c->m->cfg;
+    for (int s = 0, r = 0; s < n_seqs; r += seqs[s++].n_tokens)
+        for (int t = 0; seqs[s].hidden && t < seqs[s].n_tokens; t++)
+            rmsnorm(seqs[s].hidden + (size_t)t * g->hidden, c->x + (size_t)(r + t) * g->hidden,
+                    c->m->final_norm, g->hidden, g->rms_eps);
+}
+
 /* Everything eng_forward checks before it writes anything. */
 static int check_batch(const eng_ctx *c, const kv_pool *kv, const eng_seq *seqs, int n_seqs,
                        rs_err *e) {
@@ -543,5 +552,6 @@ int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err
     }
     lm_head(c, seqs, n_seqs);
     ENG_PROF_MARK(ENG_PH_LM_HEAD);
+    hidden_out(c, seqs, n_seqs);
     return 0;
 }

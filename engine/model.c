@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Bounds that keep every size product far from overflow and every stack buffer safe. */
 #define CFG_MAX_DIM      (1 << 20)
@@ -226,6 +227,64 @@ static int load_gen_config(eng_model *m, const char *dir, rs_err *e) {
     return 0;
 }
 
+/* ---------------------------------------------------------------- embeddings' pooling */
+
+/* A Pooling module's config.json: which pooling_mode_* is on. */
+static int read_pooling_mode(const char *dir, const char *sub, eng_config *c, rs_err *e) {
+    char pdir[4096], path[4096];
+    cJSON *j;
+    int rc = rs_path_join(pdir, sizeof pdir, dir, sub, e);
+    if (!rc) rc = parse_json_file(pdir, "config.json", 1, &j, path, sizeof path, e);
+    if (rc || !j) return rc;
+    static const struct {
+        const char *key;
+        eng_pooling mode;
+    } modes[] = {{"pooling_mode_lasttoken", ENG_POOL_LAST},
+                 {"pooling_mode_cls_token", ENG_POOL_CLS},
+                 {"pooling_mode_mean_tokens", ENG_POOL_MEAN}};
+    c->pooling = ENG_POOL_UNSUPPORTED;
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, modes[i].key))) {
+            c->pooling = modes[i].mode;
+            break;
+        }
+    cJSON_Delete(j);
+    return 0;
+}
+
+/* sentence-transformers' modules.json (optional): the Pooling module's mode and whether a
+ * Normalize module follows. Without it: mean pooling, normalised. */
+static int load_pooling(eng_config *c, const char *dir, rs_err *e) {
+    char path[4096];
+    cJSON *j, *m;
+    c->pooling = ENG_POOL_MEAN;
+    c->pool_normalize = 1;
+    int rc = rs_path_join(path, sizeof path, dir, "modules.json", e);
+    FILE *f = rc ? NULL : fopen(path, "rb");
+    if (!f) return rc;
+    fclose(f);
+    char *text;
+    size_t len;
+    if ((rc = rs_read_file(path, &text, &len, e))) return rc;
+    j = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsArray(j)) {
+        cJSON_Delete(j);
+        return rs_errf(e, RS_EINVAL, "%s: not a JSON array of modules", path);
+    }
+    c->pool_normalize = 0;
+    cJSON_ArrayForEach(m, j) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(m, "type");
+        const cJSON *sub = cJSON_GetObjectItemCaseSensitive(m, "path");
+        if (!cJSON_IsString(type)) continue;
+        if (strstr(type->valuestring, "Normalize")) c->pool_normalize = 1;
+        if (strstr(type->valuestring, "Pooling") && !rc)
+            rc = read_pooling_mode(dir, cJSON_IsString(sub) ? sub->valuestring : "1_Pooling", c, e);
+    }
+    cJSON_Delete(j);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- tensor binding */
 
 static const char *file_of(const eng_model *m, const eng_tensor *t) {
@@ -337,6 +396,7 @@ int eng_model_load(eng_model **out, const char *dir, rs_err *e) {
     if (!m) return rs_errf(e, RS_ENOMEM, "out of memory");
     int rc = load_config(&m->cfg, dir, e);
     if (!rc) rc = load_gen_config(m, dir, e);
+    if (!rc) rc = load_pooling(&m->cfg, dir, e);
     if (!rc) rc = eng_st_open(&m->st, dir, e);
     if (!rc) rc = bind_all(m, e);
     for (int i = 0; !rc && i < m->cfg.n_eos; i++)

@@ -70,6 +70,8 @@ int sched_request_push(sched_request *r, const sched_event *ev) {
 void sched_event_free(sched_event *ev) {
     free(ev->text);
     ev->text = NULL;
+    free(ev->embedding);
+    ev->embedding = NULL;
 }
 
 /* Absolute CLOCK_REALTIME deadline timeout_ms from now (pthread_cond_timedwait's clock). */

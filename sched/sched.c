@@ -27,6 +27,7 @@ static void sched_destroy(sched *s) {
     free(s->logits);
     free(s->scratch);
     free(s->rowcopy);
+    free(s->hidden_rows);
     free(s->batch);
     free(s->rows);
     free(s->holders);
@@ -57,10 +58,12 @@ static int sched_alloc(sched *s, rs_err *e) {
     s->logits = malloc(rowb * (size_t)c->max_batch);
     s->scratch = malloc(rowb);
     s->rowcopy = malloc(rowb);
+    s->hidden_rows = malloc((size_t)c->token_budget * (size_t)s->mc->hidden * sizeof(float));
     s->batch = calloc((size_t)c->max_batch, sizeof *s->batch);
     s->rows = calloc((size_t)c->max_batch, sizeof *s->rows);
     s->holders = calloc((size_t)s->pool.n_blocks, sizeof *s->holders);
-    if (!s->logits || !s->scratch || !s->rowcopy || !s->batch || !s->rows || !s->holders)
+    if (!s->logits || !s->scratch || !s->rowcopy || !s->hidden_rows || !s->batch || !s->rows ||
+        !s->holders)
         return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for step buffers");
     return 0;
 }
@@ -227,6 +230,12 @@ static int check_params(const sched *s, const int32_t *prompt, int n_prompt, con
             return rs_errf(e, RS_EINVAL, "prompt token %d (id %d) is outside the vocabulary of %d",
                            i, prompt[i], s->vocab);
     if (p->n < 1) return rs_errf(e, RS_EINVAL, "n must be at least 1 (got %d)", p->n);
+    if (p->embed && p->n != 1)
+        return rs_errf(e, RS_EINVAL, "an embedding has one choice (got n = %d)", p->n);
+    if (p->embed && s->mc->pooling == ENG_POOL_UNSUPPORTED)
+        return rs_errf(e, RS_EINVAL,
+                       "this model's pooling (1_Pooling/config.json) is not served: only mean, "
+                       "last-token and CLS pooling are");
     if (p->max_tokens < 1)
         return rs_errf(e, RS_EINVAL, "max_tokens must be at least 1 (got %d)", p->max_tokens);
     if (p->n_stop < 0 || p->n_stop > SCHED_MAX_STOP)

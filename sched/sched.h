@@ -61,6 +61,12 @@ typedef struct sched_params {
     int logprobs;           /* 1: report each token's logprob */
     int top_logprobs;       /* 0..SCHED_MAX_TOP_LOGPROBS alternatives per token */
     const char *cache_salt; /* namespace of the prefix cache; NULL: the shared one */
+    int embed;              /* 1: an embedding: the prompt is prefilled and nothing sampled; its
+                               FINISH carries the final hidden states pooled as the model says
+                               (eng_config.pooling; not normalised). n must be 1. Mean and CLS
+                               pooling need every position's state, so they skip the prefix
+                               cache's match (their KV is still inserted); last-token pooling
+                               uses it like any prompt */
 } sched_params;
 
 typedef enum sched_event_type {
@@ -88,16 +94,19 @@ typedef struct sched_event {
     int n_top;     /* TOKEN with top_logprobs */
     sched_top top[SCHED_MAX_TOP_LOGPROBS];
     const char *finish_reason; /* FINISH: "stop", "length" (static string) */
-    int prompt_tokens;         /* DONE: usage */
-    int cached_tokens;         /* DONE: prompt tokens served from the prefix cache */
-    int completion_tokens;     /* DONE: summed over choices */
-    char message[256];         /* ERROR */
-    int code;                  /* ERROR: the RS_E* code (RS_ECANCELED after a cancel) */
-    int64_t step;              /* scheduler steps run when it was produced (orders events of
-                                  different requests) */
+    float *embedding;          /* FINISH of an embedding: n_embedding (hidden size) floats,
+                                  owned by the event */
+    int n_embedding;
+    int prompt_tokens;     /* DONE: usage */
+    int cached_tokens;     /* DONE: prompt tokens served from the prefix cache */
+    int completion_tokens; /* DONE: summed over choices */
+    char message[256];     /* ERROR */
+    int code;              /* ERROR: the RS_E* code (RS_ECANCELED after a cancel) */
+    int64_t step;          /* scheduler steps run when it was produced (orders events of
+                              different requests) */
 } sched_event;
 
-void sched_event_free(sched_event *ev); /* frees ev->text */
+void sched_event_free(sched_event *ev); /* frees ev->text and ev->embedding */
 
 typedef struct sched sched;                 /* opaque */
 typedef struct sched_request sched_request; /* opaque handle, owned by the submitter */

@@ -96,6 +96,8 @@ struct sched_seq {
     double t_wait;         /* rs_now() when it (re-)entered the waiting queue */
     int64_t admit_no;      /* admission counter value (larger = newer) */
     int chunk;             /* tokens scheduled in the current step (0: not in it) */
+    double *emb;           /* embedding: the pooled hidden state so far (hidden floats, owned;
+                              mean: the sum over positions [0, n_kv)), NULL until the first row */
 };
 
 /* A growable array of sequence pointers (the waiting and running queues). */
@@ -140,6 +142,7 @@ struct sched {
     float *logits;         /* max_batch rows of vocab floats */
     float *scratch;        /* one row of vocab floats (raw copy for logprobs) */
     float *rowcopy;        /* one row of vocab floats (pristine logits for forked choices) */
+    float *hidden_rows;    /* token_budget rows of hidden floats (embeddings' final states) */
     eng_seq *batch;        /* the step's rows (max_batch) */
     sched_seq **rows;      /* the sequence of each row */
     rs_ivec match_blocks;  /* scratch for rt_match */

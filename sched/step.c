@@ -47,6 +47,7 @@ void sched_seq_free(sched_seq *q) {
     rs_ivec_free(&q->table);
     if (q->ts_live) tok_stream_free(&q->ts);
     sched_stopper_free(&q->stopper);
+    free(q->emb);
     free(q);
 }
 
@@ -232,12 +233,17 @@ static int waits_for_prefill(const sched *s, const sched_seq *q, int matched) {
     return 0;
 }
 
+/* An embedding pooled over every position (mean, CLS) needs each one computed: no match. */
+static int may_match(const sched *s, const sched_seq *q) {
+    return s->cfg.prefix_cache && (!q->req->p.embed || s->mc->pooling == ENG_POOL_LAST);
+}
+
 /* Cached prefix length of q (at most toks.n - 1: the last token is always computed, into a
  * private block, for its logits). With the cache off: 0. */
 static int match_len(sched *s, sched_seq *q, rt_node **node) {
     *node = NULL;
     s->match_blocks.n = 0;
-    if (!s->cfg.prefix_cache) return 0;
+    if (!may_match(s, q)) return 0;
     int m = rt_match(s->tree, q->req->ns, q->toks.v, q->toks.n - 1, &s->match_blocks, node);
     if (m < 0) { /* out of memory for the block list: compute everything */
         *node = NULL;
@@ -269,7 +275,7 @@ static int cand_cmp(const void *x, const void *y) {
  * ranking looks at up to ADMIT_WINDOW waiting sequences every step, and only an admission is a
  * use of the cache. */
 static int peek_len(const sched *s, const sched_seq *q) {
-    if (!s->cfg.prefix_cache) return 0;
+    if (!may_match(s, q)) return 0;
     int m = rt_peek(s->tree, q->req->ns, q->toks.v, q->toks.n - 1);
     return m > 0 ? m : 0;
 }
@@ -366,7 +372,7 @@ static void admit(sched *s) {
             if (c[i].first) return;
             continue;
         }
-        if (s->cfg.prefix_cache && waits_for_prefill(s, q, c[i].matched)) continue;
+        if (may_match(s, q) && waits_for_prefill(s, q, c[i].matched)) continue;
         if (admit_one(s, find(&s->waiting, q))) return;
     }
 }
@@ -588,20 +594,26 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
 
 /* ---------------------------------------------------------------- the step */
 
-/* Run the planned rows through the engine. Returns the row count (0: nothing ran). */
+/* Run the planned rows through the engine. Returns the row count (0: nothing ran). An
+ * embedding's rows get their final hidden states (hidden_rows, token_budget rows) instead of
+ * logits. */
 static int forward(sched *s) {
     int n = 0;
+    size_t hrow = 0;
     for (int i = 0; i < s->running.n; i++) {
         sched_seq *q = s->running.v[i];
         if (!q->chunk || n == s->cfg.max_batch) continue; /* admission keeps n <= max_batch */
-        int last = q->n_kv + q->chunk == q->toks.n;
+        int last = q->n_kv + q->chunk == q->toks.n, embed = q->req->p.embed;
         s->rows[n] = q;
-        s->batch[n] = (eng_seq){.tokens = q->toks.v + q->n_kv,
-                                .n_tokens = q->chunk,
-                                .pos0 = q->n_kv,
-                                .blocks = q->table.v,
-                                .n_blocks = q->table.n,
-                                .logits = last ? s->logits + (size_t)n * s->vocab : NULL};
+        s->batch[n] =
+            (eng_seq){.tokens = q->toks.v + q->n_kv,
+                      .n_tokens = q->chunk,
+                      .pos0 = q->n_kv,
+                      .blocks = q->table.v,
+                      .n_blocks = q->table.n,
+                      .logits = last && !embed ? s->logits + (size_t)n * s->vocab : NULL,
+                      .hidden = embed ? s->hidden_rows + hrow * (size_t)s->mc->hidden : NULL};
+        if (embed) hrow += (size_t)q->chunk; /* the plan keeps the rows within token_budget */
         n++;
     }
     if (n == 0) return 0;
@@ -615,7 +627,49 @@ static int forward(sched *s) {
     return n;
 }
 
-/* After the forward pass: advance each row, insert finished prefill blocks, sample. */
+/* An embedding's rows of this step into its pooled state. A sequence computed again from
+ * position 0 (after a preemption) starts over. 0, or RS_ENOMEM. */
+static int pool_rows(sched *s, sched_seq *q, const eng_seq *row) {
+    int h = s->mc->hidden;
+    if (!q->emb && !(q->emb = malloc((size_t)h * sizeof *q->emb))) return RS_ENOMEM;
+    if (row->pos0 == 0) memset(q->emb, 0, (size_t)h * sizeof *q->emb);
+    for (int t = 0; t < row->n_tokens; t++) {
+        const float *x = row->hidden + (size_t)t * h;
+        int pos = row->pos0 + t;
+        if (s->mc->pooling == ENG_POOL_MEAN)
+            for (int k = 0; k < h; k++) q->emb[k] += x[k];
+        else if ((s->mc->pooling == ENG_POOL_LAST && pos == q->toks.n - 1) ||
+                 (s->mc->pooling == ENG_POOL_CLS && pos == 0))
+            for (int k = 0; k < h; k++) q->emb[k] = x[k];
+    }
+    return 0;
+}
+
+/* The embedding is complete: its FINISH carries the pooled vector. */
+static void emit_embedding(sched *s, sched_seq *q) {
+    sched_request *r = q->req;
+    int h = s->mc->hidden;
+    double scale = s->mc->pooling == ENG_POOL_MEAN ? 1.0 / q->toks.n : 1.0;
+    sched_event fin = {.type = SCHED_EV_FINISH,
+                       .index = q->index,
+                       .finish_reason = "stop",
+                       .step = s->steps,
+                       .text = dup_str(""),
+                       .embedding = malloc((size_t)h * sizeof(float)),
+                       .n_embedding = h};
+    if (!fin.embedding || !fin.text) {
+        free(fin.embedding);
+        free(fin.text);
+        fail_request(r, RS_ENOMEM, "scheduler: out of memory for an embedding");
+        return;
+    }
+    for (int k = 0; k < h; k++) fin.embedding[k] = (float)(q->emb[k] * scale);
+    push_event(r, &fin);
+    r->n_finished++;
+}
+
+/* After the forward pass: advance each row, insert finished prefill blocks, sample (or pool,
+ * for an embedding). */
 static void absorb(sched *s, int n) {
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->rows[i];
@@ -623,6 +677,15 @@ static void absorb(sched *s, int n) {
         q->n_kv += q->chunk;
         q->chunk = 0;
         if (prefill) seq_insert(s, q);
+        if (q->req->p.embed) {
+            if (pool_rows(s, q, &s->batch[i]))
+                fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for an embedding");
+            else if (q->n_kv == q->toks.n) {
+                emit_embedding(s, q);
+                q->chunk = -1; /* finished: swept below */
+            }
+            continue;
+        }
         if (q->n_kv < q->toks.n) continue;
         float *row = (float *)s->batch[i].logits;
         if (!q->forked) fork_choices(s, q, row);

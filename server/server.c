@@ -77,6 +77,41 @@ static int authorized(srv *s, struct MHD_Connection *conn) {
     return key_matches(s->api_key, h);
 }
 
+/* ---------------------------------------------------------------- served names */
+
+/* Split the comma list into names (spaces around each trimmed, empty ones skipped). */
+static int split_names(srv *s, const char *list) {
+    size_t n = strlen(list);
+    s->names = calloc(n / 2 + 2, sizeof *s->names);
+    if (!s->names) return RS_ENOMEM;
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        if (!end) end = p + strlen(p);
+        const char *a = p, *b = end;
+        while (a < b && *a == ' ') a++;
+        while (b > a && b[-1] == ' ') b--;
+        if (b > a && !(s->names[s->n_names++] = strndup(a, (size_t)(b - a)))) return RS_ENOMEM;
+        p = *end ? end + 1 : end;
+    }
+    if (s->n_names == 0 && !(s->names[s->n_names++] = strdup("model"))) return RS_ENOMEM;
+    return 0;
+}
+
+const char *srv_model_name(const srv *s, const char *asked) {
+    for (int i = 0; asked && i < s->n_names; i++)
+        if (!strcmp(asked, s->names[i])) return s->names[i];
+    return s->names[0];
+}
+
+int srv_check_model(const srv *s, const char *asked, api_error *err) {
+    if (!asked || !asked[0] || s->cfg.any_model_name) return 0; /* "" = the default */
+    for (int i = 0; i < s->n_names; i++)
+        if (!strcmp(asked, s->names[i])) return 0;
+    return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found",
+                      "The model '%.200s' does not exist (this server serves '%.200s')", asked,
+                      s->model_name);
+}
+
 /* ---------------------------------------------------------------- small routes */
 
 static enum MHD_Result route_health(srv_conn *c, struct MHD_Connection *conn) {
@@ -85,9 +120,9 @@ static enum MHD_Result route_health(srv_conn *c, struct MHD_Connection *conn) {
                      strdup(ready ? "{\"status\":\"ok\"}" : "{\"status\":\"loading\"}"), NULL);
 }
 
-static cJSON *model_json(srv *s) {
+static cJSON *model_json(srv *s, const char *name) {
     cJSON *m = cJSON_CreateObject();
-    cJSON_AddStringToObject(m, "id", s->model_name);
+    cJSON_AddStringToObject(m, "id", name);
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", 0);
     cJSON_AddStringToObject(m, "owned_by", "radixserve");
@@ -100,16 +135,13 @@ static enum MHD_Result route_models(srv_conn *c, struct MHD_Connection *conn, co
     if (!strcmp(url, "/v1/models")) {
         cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
         cJSON_AddStringToObject(o, "object", "list");
-        cJSON_AddItemToArray(data, model_json(s));
+        for (int i = 0; i < s->n_names; i++) cJSON_AddItemToArray(data, model_json(s, s->names[i]));
         return reply_json(c, conn, o);
     }
     const char *name = url + strlen("/v1/models/");
-    if (!strcmp(name, s->model_name)) return reply_json(c, conn, model_json(s));
     api_error err;
-    api_errorf(&err, 404, "invalid_request_error", "model", "model_not_found",
-               "The model '%.200s' does not exist (this server serves '%.200s')", name,
-               s->model_name);
-    return srv_reply_error(c, conn, &err);
+    if (srv_check_model(s, name, &err)) return srv_reply_error(c, conn, &err);
+    return reply_json(c, conn, model_json(s, srv_model_name(s, name)));
 }
 
 static enum MHD_Result route_metrics(srv_conn *c, struct MHD_Connection *conn) {
@@ -232,17 +264,29 @@ static enum MHD_Result route_tokenize(srv_conn *c, struct MHD_Connection *conn) 
         rc = s->be.encode(s->be.ctx, src, strlen(src), t.add_special ? TOK_ADD_SPECIAL : 0, &ids,
                           &e);
     free(text);
-    api_tokenize_request_free(&t);
     if (rc) {
+        api_tokenize_request_free(&t);
         rs_ivec_free(&ids);
         api_errorf(&err, 400, "invalid_request_error", param, NULL, "%s", e.msg);
         return srv_reply_error(c, conn, &err);
     }
     cJSON *o = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(o, "tokens");
-    for (int i = 0; i < ids.n; i++) cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids.v[i]));
+    for (int i = 0; i < ids.n; i++) {
+        if (!t.with_pieces) {
+            cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids.v[i]));
+            continue;
+        }
+        cJSON *tk = cJSON_CreateObject();
+        char *piece = srv_token_text(s, ids.v[i]);
+        cJSON_AddNumberToObject(tk, "id", ids.v[i]);
+        cJSON_AddStringToObject(tk, "piece", piece ? piece : "");
+        free(piece);
+        cJSON_AddItemToArray(arr, tk);
+    }
     cJSON_AddNumberToObject(o, "count", ids.n);
     cJSON_AddNumberToObject(o, "max_model_len", s->model.ctx_size);
     rs_ivec_free(&ids);
+    api_tokenize_request_free(&t);
     return reply_json(c, conn, o);
 }
 
@@ -267,7 +311,8 @@ static enum MHD_Result route_detokenize(srv_conn *c, struct MHD_Connection *conn
         return srv_reply_error(c, conn, &err);
     }
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "prompt", text);
+    cJSON_AddStringToObject(o, "prompt", text);  /* vLLM's name */
+    cJSON_AddStringToObject(o, "content", text); /* llama.cpp's */
     free(text);
     return reply_json(c, conn, o);
 }
@@ -282,25 +327,36 @@ typedef struct route {
     route_fn fn;     /* NULL: the models route (takes the url) */
     int needs_model; /* 503 while loading */
     int public;      /* no API key needed */
+    int alias;       /* also answered without its "/v1" (clients whose base URL lacks it) */
 } route;
 
 static const route ROUTES[] = {
-    {"/health", "GET", route_health, 0, 1},
-    {"/metrics", "GET", route_metrics, 0, 0},
-    {"/v1/models", "GET", NULL, 1, 0},
-    {"/v1/models/", "GET", NULL, 1, 0},
-    {"/v1/cache", "GET", route_cache, 1, 0},
-    {"/v1/chat/completions", "POST", srv_chat, 1, 0},
-    {"/v1/completions", "POST", srv_completions, 1, 0},
-    {"/tokenize", "POST", route_tokenize, 1, 0},
-    {"/detokenize", "POST", route_detokenize, 1, 0},
+    {"/health", "GET", route_health, 0, 1, 0},
+    {"/metrics", "GET", route_metrics, 0, 0, 0},
+    {"/v1/models", "GET", NULL, 1, 0, 1},
+    {"/v1/models/", "GET", NULL, 1, 0, 1},
+    {"/v1/cache", "GET", route_cache, 1, 0, 0},
+    {"/v1/chat/completions", "POST", srv_chat, 1, 0, 1},
+    {"/v1/completions", "POST", srv_completions, 1, 0, 1},
+    {"/v1/embeddings", "POST", srv_embeddings, 1, 0, 1},
+    {"/v1/responses", "POST", srv_responses, 1, 0, 1},
+    {"/tokenize", "POST", route_tokenize, 1, 0, 0},
+    {"/detokenize", "POST", route_detokenize, 1, 0, 0},
 };
 
-static const route *find_route(const char *url) {
+static int path_matches(const char *p, const char *url) {
+    size_t n = strlen(p);
+    return p[n - 1] == '/' ? (!strncmp(url, p, n) && url[n]) : !strcmp(url, p);
+}
+
+/* The route of url; *canon is url with "/v1" put back when an alias was used. */
+static const route *find_route(const char *url, char *canon, size_t cap) {
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++) {
-        const char *p = ROUTES[i].path;
-        size_t n = strlen(p);
-        if (p[n - 1] == '/' ? (!strncmp(url, p, n) && url[n]) : !strcmp(url, p)) return &ROUTES[i];
+        const route *rt = &ROUTES[i];
+        if (path_matches(rt->path, url) || (rt->alias && path_matches(rt->path + 3, url))) {
+            snprintf(canon, cap, "%s%s", path_matches(rt->path, url) ? "" : "/v1", url);
+            return rt;
+        }
     }
     return NULL;
 }
@@ -325,8 +381,9 @@ static enum MHD_Result dispatch(srv_conn *c, struct MHD_Connection *conn, const 
                                 const char *method) {
     srv *s = c->s;
     api_error err;
+    char canon[256];
     if (!strcmp(method, "OPTIONS")) return preflight(c, conn);
-    const route *rt = find_route(url);
+    const route *rt = strlen(url) < sizeof canon - 3 ? find_route(url, canon, sizeof canon) : NULL;
     if (!rt) {
         api_errorf(&err, 404, "invalid_request_error", NULL, "not_found",
                    "Unknown route %.8s %.200s", method, url);
@@ -355,7 +412,7 @@ static enum MHD_Result dispatch(srv_conn *c, struct MHD_Connection *conn, const 
         api_errorf(&err, 503, "server_error", NULL, "model_loading", "The model is still loading");
         return srv_reply_error(c, conn, &err);
     }
-    return rt->fn ? rt->fn(c, conn) : route_models(c, conn, url);
+    return rt->fn ? rt->fn(c, conn) : route_models(c, conn, canon);
 }
 
 /* The body limit is checked on Content-Length before reading (answered at once), and on the bytes
@@ -450,16 +507,22 @@ int srv_start(srv **out, const srv_config *c, rs_err *e) {
     srv *s = calloc(1, sizeof *s);
     if (!s) return rs_errf(e, RS_ENOMEM, "out of memory");
     s->cfg = *c;
+    srv_metrics_init(&s->metrics); /* first: srv_stop frees them on every path below */
+    srv_store_init(&s->store);
     s->host = dup_or(c->host, "127.0.0.1");
     s->api_key = dup_or(c->api_key, "");
     s->cors_origin = dup_or(c->cors_origin, "*");
     s->model_name = dup_or(c->model_name, "model");
+    if (!s->host || !s->api_key || !s->cors_origin || !s->model_name ||
+        split_names(s, s->model_name)) {
+        srv_stop(s);
+        return rs_errf(e, RS_ENOMEM, "out of memory");
+    }
     if (!s->cfg.max_body_bytes) s->cfg.max_body_bytes = 16u << 20;
     if (s->cfg.retry_after_s <= 0) s->cfg.retry_after_s = 1;
     if (s->cfg.heartbeat_ms <= 0) s->cfg.heartbeat_ms = 1000;
     if (s->cfg.default_max_tokens <= 0) s->cfg.default_max_tokens = 2048;
     snprintf(s->fingerprint, sizeof s->fingerprint, "fp_rs%08lx", (unsigned long)time(NULL));
-    srv_metrics_init(&s->metrics);
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0);
     s->daemon =
@@ -505,6 +568,9 @@ void srv_stop(srv *s) {
     atomic_store(&s->stopping, 1);
     if (s->daemon) MHD_stop_daemon(s->daemon);
     srv_metrics_free(&s->metrics);
+    srv_store_free(&s->store);
+    for (int i = 0; s->names && i < s->n_names; i++) free(s->names[i]);
+    free(s->names);
     free(s->host);
     free(s->api_key);
     free(s->cors_origin);

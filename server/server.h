@@ -33,7 +33,10 @@ typedef struct srv_config {
     const char *api_key;     /* NULL/"": no authentication; else Bearer KEY on every route
                                 but /health and CORS preflights */
     const char *cors_origin; /* Access-Control-Allow-Origin value (NULL: "*") */
-    const char *model_name;  /* served model id (/v1/models, "model" field) */
+    const char *model_name;  /* served model ids, comma-separated (/v1/models lists each; the
+                                first is the default and what responses name otherwise) */
+    int any_model_name;      /* 1: any "model" is accepted (served as the first name); 0: an
+                                unknown one is a 404 model_not_found, as OpenAI answers */
     size_t max_body_bytes;   /* request bodies above this: 413 */
     int default_max_tokens;  /* max_tokens when a request omits it */
     int retry_after_s;       /* Retry-After seconds on 503 */
@@ -67,6 +70,8 @@ typedef struct srv_model {
     int ctx_size;              /* context per sequence: prompts of this many tokens are 400s */
     int vocab_size;            /* ids are 0 .. vocab_size - 1 */
     int prefix_cache;          /* reported by /v1/cache */
+    int embed_dim;             /* embeddings' length (the hidden size); 0: none served */
+    int embed_normalize;       /* embeddings are L2-normalised (eng_config.pool_normalize) */
 } srv_model;
 
 /* The production backend: the scheduler and the tokenizer. ctx is caller-owned and, like what

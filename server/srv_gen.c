@@ -1,5 +1,6 @@
 /*
- * srv_gen.c — /v1/chat/completions and /v1/completions: request -> prompt ids -> scheduler ->
+ * srv_gen.c — /v1/chat/completions, /v1/completions and (through srv_run_chat) /v1/responses:
+ * request -> prompt ids -> scheduler ->
  * events -> one JSON response or an SSE stream. The connection's thread waits on the request's
  * events in 100 ms slices and polls its socket for hang-up between them, so a client that leaves
  * is cancelled within a second (see server.h).
@@ -13,40 +14,51 @@
 
 #include "server/srv_int.h"
 
-#define WAIT_SLICE_MS 100
+#define WAIT_SLICE_MS  100
+#define MULTI_SLICE_MS 5 /* a batch of prompts: wait on one request this long, then look at all */
 
-/* One generation request being answered. */
+_Static_assert(API_MAX_N <= API_MAX_CHOICES, "one prompt's choices fit a request's");
+
+/* One generation request being answered: one scheduler request per prompt (a completions batch
+ * has several; chat one), choice p * n + k being sample k of prompt p. */
 typedef struct srv_job {
     srv *s;
-    srv_conn *c;      /* touched only on the connection's thread, before it completes */
-    sched_request *r; /* the scheduler's handle (owned) */
-    int fd;           /* the client's socket, polled for hang-up */
-    int chat;         /* 1: chat.completion shapes, 0: text_completion */
-    int stream, include_usage, logprobs, n;
+    srv_conn *c;                       /* touched only on the connection's thread */
+    sched_request *r[API_MAX_CHOICES]; /* the scheduler's handles (owned), one per prompt */
+    int n_req;                         /* submitted so far */
+    int req_done[API_MAX_CHOICES];     /* DONE seen for that prompt */
+    int n_req_done;                    /* how many */
+    int fd;                            /* the client's socket, polled for hang-up */
+    int chat;                          /* 1: chat.completion shapes, 0: text_completion */
+    int stream, include_usage, logprobs;
+    int n;          /* choices per prompt */
+    int n_choices;  /* n_req * n once submitted */
+    int n_finished; /* choices that sent FINISH */
     api_meta meta;
-    chat_reader rd[API_MAX_N]; /* chat: reasoning / content / tool calls per choice */
-    size_t sent[API_MAX_N];    /* completions stream: text bytes sent per choice (offsets) */
-    api_choice ch[API_MAX_N];  /* non-streamed: accumulated choices */
-    int finished;              /* DONE or ERROR seen: no more events */
-    int failed;                /* ERROR seen: err says why */
-    int cancelled;             /* we asked the scheduler to cancel */
+    chat_reader rd[API_MAX_CHOICES]; /* chat: reasoning / content / tool calls per choice */
+    size_t sent[API_MAX_CHOICES];    /* completions stream: text bytes sent (offsets) */
+    api_choice ch[API_MAX_CHOICES];  /* non-streamed: accumulated choices */
+    char *last_finish;               /* stream: the last choice's finish chunk, held for the
+                                        timings known only at the end (owned) */
+    int finished;                    /* every DONE, or an ERROR, seen: no more events */
+    int failed;                      /* ERROR seen: err says why */
+    int cancelled;                   /* we asked the scheduler to cancel */
     api_error err;
-    api_usage usage;
-    int seen_tokens; /* tokens of choice 0 so far (for TTFT / ITL) */
-    double t_last;   /* time of choice 0's previous token */
-    api_buf out;     /* SSE bytes not yet handed to libmicrohttpd */
-    size_t out_pos;  /* bytes of out already handed over */
-    double t_out;    /* when bytes were last handed over (heartbeats) */
-    char *echo;      /* completions with echo: the prompt text (owned) */
+    api_usage usage;             /* summed over prompts */
+    double t_first;              /* first generated token of any choice (0: none yet) */
+    int seen_tokens;             /* tokens of choice 0 so far (for TTFT / ITL) */
+    double t_last;               /* time of choice 0's previous token */
+    api_buf out;                 /* SSE bytes not yet handed to libmicrohttpd */
+    size_t out_pos;              /* bytes of out already handed over */
+    double t_out;                /* when bytes were last handed over (heartbeats) */
+    char *echo[API_MAX_CHOICES]; /* completions with echo: each prompt's text (owned) */
+    srv_resp *resp;              /* /v1/responses: its output state (owned), else NULL */
 } srv_job;
 
 /* ---------------------------------------------------------------- prompt -> scheduler */
 
 static int check_model(srv *s, const api_gen *g, api_error *err) {
-    if (!g->model || !g->model[0] || !strcmp(g->model, s->model_name)) return 0; /* "" = default */
-    return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found",
-                      "The model '%.200s' does not exist (this server serves '%.200s')", g->model,
-                      s->model_name);
+    return srv_check_model(s, g->model, err);
 }
 
 static uint64_t fresh_seed(srv *s) {
@@ -101,17 +113,34 @@ static int make_params(srv *s, const api_gen *g, sched_params *p, eng_logit_bias
     return 0;
 }
 
-static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *param,
-                  api_error *err) {
-    srv *s = j->s;
-    if (ids->n == 0)
+int srv_submit_error(int rc, const rs_err *e, api_error *err) {
+    if (rc == RS_EFULL)
+        return api_errorf(err, 503, "server_error", NULL, "queue_full",
+                          "The server is busy (request queue full); retry later");
+    if (rc == RS_ETOOBIG) /* the prompt length was checked before: this is n, or the KV pool */
+        return api_errorf(err, 400, "invalid_request_error", NULL, "request_too_large", "%s",
+                          e->msg);
+    if (rc == RS_EINVAL)
+        return api_errorf(err, 400, "invalid_request_error", NULL, NULL, "%s", e->msg);
+    return api_errorf(err, 500, "server_error", NULL, NULL, "%s", e->msg);
+}
+
+int srv_check_prompt(const srv *s, int n, const char *param, api_error *err) {
+    if (n == 0)
         return api_errorf(err, 400, "invalid_request_error", param, "invalid_value",
                           "The prompt is empty (it encodes to no tokens)");
-    if (ids->n >= s->model.ctx_size)
+    if (n >= s->model.ctx_size)
         return api_errorf(err, 400, "invalid_request_error", param, "context_length_exceeded",
                           "The prompt has %d tokens; this server's context is %d tokens "
                           "(--ctx-size), so a prompt must be shorter than that",
-                          ids->n, s->model.ctx_size);
+                          n, s->model.ctx_size);
+    return 0;
+}
+
+static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *param,
+                  api_error *err) {
+    srv *s = j->s;
+    if (srv_check_prompt(s, ids->n, param, err)) return RS_EINVAL;
     sched_params p;
     eng_logit_bias *bias;
     rs_err e = {0};
@@ -119,29 +148,24 @@ static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *
         free(bias);
         return RS_EINVAL;
     }
-    int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r, &e);
+    int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r[j->n_req], &e);
     free(bias);
-    if (rc == RS_EFULL)
-        return api_errorf(err, 503, "server_error", NULL, "queue_full",
-                          "The server is busy (request queue full); retry later");
-    if (rc == RS_ETOOBIG) /* the prompt length was checked above: this is n, or the KV pool */
-        return api_errorf(err, 400, "invalid_request_error", NULL, "request_too_large", "%s",
-                          e.msg);
-    if (rc == RS_EINVAL)
-        return api_errorf(err, 400, "invalid_request_error", NULL, NULL, "%s", e.msg);
-    if (rc) return api_errorf(err, 500, "server_error", NULL, NULL, "%s", e.msg);
-    j->c->prompt_tokens = ids->n;
-    atomic_fetch_add(&s->active, 1);
+    if (rc) return srv_submit_error(rc, &e, err);
+    j->c->prompt_tokens += ids->n;
+    if (j->n_req++ == 0) atomic_fetch_add(&s->active, 1);
+    j->n_choices = j->n_req * j->n;
     return 0;
 }
 
-static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, const api_gen *g) {
+/* prefix: the id's ("chatcmpl", "cmpl", "resp"); anything but "cmpl" answers a chat. */
+static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, const char *prefix,
+                        const api_gen *g) {
     srv_job *j = calloc(1, sizeof *j);
     if (!j) return NULL;
     srv *s = c->s;
     j->s = s;
     j->c = c;
-    j->chat = chat;
+    j->chat = strcmp(prefix, "cmpl") != 0;
     j->stream = g->stream;
     j->include_usage = g->include_usage;
     j->logprobs = g->logprobs;
@@ -149,9 +173,10 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, cons
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     j->fd = ci ? ci->connect_fd : -1;
-    snprintf(j->meta.id, sizeof j->meta.id, "%s-%llx%08llx", chat ? "chatcmpl" : "cmpl",
-             (unsigned long long)time(NULL), (unsigned long long)atomic_fetch_add(&s->next_id, 1));
-    j->meta.model = s->model_name;
+    snprintf(j->meta.id, sizeof j->meta.id, "%s%s%llx%08llx", prefix,
+             strcmp(prefix, "resp") ? "-" : "_", (unsigned long long)time(NULL),
+             (unsigned long long)atomic_fetch_add(&s->next_id, 1));
+    j->meta.model = srv_model_name(s, g->model);
     j->meta.created = (long long)time(NULL);
     j->meta.fingerprint = s->fingerprint;
     j->t_out = rs_now();
@@ -160,16 +185,16 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, int chat, cons
 
 static void job_free(srv_job *j) {
     if (!j) return;
-    if (j->r) {
-        j->s->be.request_free(j->r); /* cancels it if still running */
-        atomic_fetch_sub(&j->s->active, 1);
-    }
-    for (int i = 0; i < API_MAX_N; i++) {
+    for (int i = 0; i < j->n_req; i++) j->s->be.request_free(j->r[i]); /* cancels the running */
+    if (j->n_req) atomic_fetch_sub(&j->s->active, 1);
+    for (int i = 0; i < API_MAX_CHOICES; i++) {
         chat_reader_free(&j->rd[i]);
         api_choice_free(&j->ch[i]);
+        free(j->echo[i]);
     }
     api_buf_free(&j->out);
-    free(j->echo);
+    free(j->last_finish);
+    srv_resp_free(j->resp);
     free(j);
 }
 
@@ -185,7 +210,7 @@ static void sse(srv_job *j, char *json) {
 
 /* A token's text as it reads inside a sequence: SentencePiece-style decoders drop the leading
  * space of the first token decoded, so decode (id, id) and keep what the second id adds. */
-static char *token_text(srv *s, int32_t id) {
+char *srv_token_text(srv *s, int32_t id) {
     char *one = NULL, *two = NULL;
     int32_t pair[2] = {id, id};
     rs_err e;
@@ -207,10 +232,10 @@ static char *token_text(srv *s, int32_t id) {
 
 static void make_lp(srv *s, const sched_event *ev, api_lp *lp) {
     memset(lp, 0, sizeof *lp);
-    lp->token = token_text(s, ev->token);
+    lp->token = srv_token_text(s, ev->token);
     lp->logprob = ev->logprob;
     for (int k = 0; k < ev->n_top && k < API_MAX_TOP_LOGPROBS; k++) {
-        lp->top[k].token = token_text(s, ev->top[k].token);
+        lp->top[k].token = srv_token_text(s, ev->top[k].token);
         lp->top[k].logprob = ev->top[k].logprob;
         lp->n_top++;
     }
@@ -251,7 +276,11 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
     if (finish && j->chat && chat_reader_n_calls(&j->rd[idx]) && !strcmp(finish, "stop"))
         finish = "tool_calls";
     int n_calls = cJSON_GetArraySize(calls);
-    if (!j->stream) {
+    if (j->resp) {
+        api_rs_feed(&j->resp->st, api_buf_str(&r), api_buf_str(&c), calls,
+                    j->stream ? &j->out : NULL);
+        if (finish) j->resp->finish = finish;
+    } else if (!j->stream) {
         keep(ch, &r, &c, calls, lp);
         if (finish) ch->finish_reason = finish;
     } else {
@@ -264,11 +293,16 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
             sse(j, api_completion_chunk(&j->meta, idx, api_buf_str(&c), lp, n_lp, j->sent[idx],
                                         NULL, j->include_usage));
         if (!j->chat) j->sent[idx] += c.n;
-        if (finish)
-            sse(j, j->chat ? api_chat_chunk(&j->meta, idx, NULL, NULL, NULL, NULL, 0, finish,
-                                            j->include_usage)
-                           : api_completion_chunk(&j->meta, idx, "", NULL, 0, j->sent[idx], finish,
-                                                  j->include_usage));
+        if (finish) {
+            char *fin = j->chat ? api_chat_chunk(&j->meta, idx, NULL, NULL, NULL, NULL, 0, finish,
+                                                 j->include_usage)
+                                : api_completion_chunk(&j->meta, idx, "", NULL, 0, j->sent[idx],
+                                                       finish, j->include_usage);
+            if (++j->n_finished == j->n_choices)
+                j->last_finish = fin; /* sent at the end, with the timings */
+            else
+                sse(j, fin);
+        }
     }
     if (lp) api_lp_free(lp);
     cJSON_Delete(calls);
@@ -276,9 +310,10 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
     api_buf_free(&c);
 }
 
-static void job_token_timing(srv_job *j, const sched_event *ev) {
-    if (ev->index != 0) return;
+static void job_token_timing(srv_job *j, int choice) {
     double now = rs_now();
+    if (!j->t_first) j->t_first = now;
+    if (choice != 0) return;
     if (j->seen_tokens++ == 0)
         srv_metrics_observe(&j->s->metrics, &j->s->metrics.ttft, now - j->c->t0);
     else
@@ -286,15 +321,32 @@ static void job_token_timing(srv_job *j, const sched_event *ev) {
     j->t_last = now;
 }
 
-static void job_done(srv_job *j, const sched_event *ev) {
-    j->usage.prompt_tokens = ev->prompt_tokens;
-    j->usage.cached_tokens = ev->cached_tokens;
-    j->usage.completion_tokens = ev->completion_tokens;
-    j->c->prompt_tokens = ev->prompt_tokens;
-    j->c->cached_tokens = ev->cached_tokens;
-    j->c->completion_tokens = ev->completion_tokens;
-    if (j->stream) {
-        if (j->include_usage) sse(j, api_usage_chunk(&j->meta, j->chat, &j->usage));
+/* One prompt's DONE; after the last, the usage and timings of them all. */
+static void job_done(srv_job *j, int ri, const sched_event *ev) {
+    j->req_done[ri] = 1;
+    j->usage.prompt_tokens += ev->prompt_tokens;
+    j->usage.cached_tokens += ev->cached_tokens;
+    j->usage.completion_tokens += ev->completion_tokens;
+    if (++j->n_req_done < j->n_req) return;
+    j->finished = 1;
+    double now = rs_now(), first = j->t_first ? j->t_first : now;
+    j->usage.timed = 1;
+    j->usage.prompt_ms = (first - j->c->t0) * 1e3;
+    j->usage.predicted_ms = (now - first) * 1e3;
+    j->c->prompt_tokens = j->usage.prompt_tokens;
+    j->c->cached_tokens = j->usage.cached_tokens;
+    j->c->completion_tokens = j->usage.completion_tokens;
+    if (j->resp) {
+        api_rs_end(&j->resp->st, j->resp->finish, &j->usage, j->stream ? &j->out : NULL);
+        srv_resp_finished(j->s, j->resp);
+    } else if (j->stream) {
+        if (j->include_usage) {
+            sse(j, j->last_finish);
+            sse(j, api_usage_chunk(&j->meta, j->chat, &j->usage));
+        } else {
+            sse(j, api_add_timings(j->last_finish, &j->usage));
+        }
+        j->last_finish = NULL;
         api_buf_puts(&j->out, "data: [DONE]\n\n");
     }
 }
@@ -306,18 +358,21 @@ static void job_error(srv_job *j, const sched_event *ev) {
                    "The server is shutting down");
     else
         api_errorf(&j->err, 500, "server_error", NULL, NULL, "%s", ev->message);
-    if (j->stream) {
+    if (j->stream && j->resp) {
+        api_rs_error(&j->resp->st, &j->err, &j->out);
+    } else if (j->stream) {
         sse(j, api_error_json(&j->err));
         api_buf_puts(&j->out, "data: [DONE]\n\n");
     }
 }
 
-static void job_event(srv_job *j, const sched_event *ev) {
+/* An event of prompt ri's request. */
+static void job_event(srv_job *j, int ri, const sched_event *ev) {
     api_lp lp;
-    int idx = ev->index >= 0 && ev->index < j->n ? ev->index : 0;
+    int idx = ri * j->n + (ev->index >= 0 && ev->index < j->n ? ev->index : 0);
     switch (ev->type) {
     case SCHED_EV_TOKEN:
-        job_token_timing(j, ev);
+        job_token_timing(j, idx);
         if (j->logprobs) make_lp(j->s, ev, &lp);
         job_text(j, idx, ev->text ? ev->text : "", j->logprobs ? &lp : NULL, NULL);
         break;
@@ -326,8 +381,7 @@ static void job_event(srv_job *j, const sched_event *ev) {
                  ev->finish_reason ? ev->finish_reason : "stop");
         break;
     case SCHED_EV_DONE:
-        job_done(j, ev);
-        j->finished = 1;
+        job_done(j, ri, ev);
         break;
     case SCHED_EV_ERROR:
         job_error(j, ev);
@@ -336,30 +390,50 @@ static void job_event(srv_job *j, const sched_event *ev) {
     }
 }
 
-static int client_gone(int fd) {
+int srv_client_gone(int fd) {
     if (fd < 0) return 0;
     struct pollfd p = {.fd = fd, .events = POLLRDHUP};
     return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
 }
 
-/* Wait one slice for an event. -1: the client left (the request is cancelled). */
+static void job_cancel(srv_job *j) {
+    for (int i = 0; i < j->n_req; i++) j->s->be.cancel(j->r[i]);
+}
+
+/* Take the events queued for each unfinished prompt (up to 64 each), waiting up to timeout_ms
+ * for the first of them. Returns how many were taken. */
+static int job_drain(srv_job *j, int timeout_ms) {
+    srv *s = j->s;
+    sched_event ev;
+    int got = 0;
+    for (int i = 0; i < j->n_req && !j->finished; i++) {
+        for (int k = 0; k < 64 && !j->finished && !j->req_done[i]; k++) {
+            if (s->be.next_event(j->r[i], &ev, got ? 0 : timeout_ms) != 1) break;
+            got++;
+            job_event(j, i, &ev);
+            s->be.event_free(&ev);
+        }
+        if (!j->req_done[i]) timeout_ms = 0; /* waited on this one: look at the rest at once */
+    }
+    return got;
+}
+
+/* Wait one slice for events. -1: the client left (the request is cancelled). */
 static int job_wait(srv_job *j) {
     srv *s = j->s;
-    if (client_gone(j->fd)) {
-        s->be.cancel(j->r);
+    if (srv_client_gone(j->fd)) {
+        job_cancel(j);
         j->c->status = 499;
         return -1;
     }
     if (!j->cancelled && atomic_load(&s->stopping)) {
-        s->be.cancel(j->r);
+        job_cancel(j);
         j->cancelled = 1;
     }
-    sched_event ev;
-    /* Take whatever else is already queued too, so a busy stream goes out in fewer writes. */
-    for (int k = 0; k < 64 && !j->finished; k++) {
-        if (s->be.next_event(j->r, &ev, k ? 0 : WAIT_SLICE_MS) != 1) break;
-        job_event(j, &ev);
-        s->be.event_free(&ev);
+    /* Several prompts: short waits on one, then a look at all, until the slice is over. */
+    double until = rs_now() + WAIT_SLICE_MS / 1e3;
+    while (!j->finished && !job_drain(j, j->n_req > 1 ? MULTI_SLICE_MS : WAIT_SLICE_MS) &&
+           j->n_req > 1 && rs_now() < until) {
     }
     return 0;
 }
@@ -378,17 +452,20 @@ static enum MHD_Result answer_whole(srv_job *j, struct MHD_Connection *conn) {
         job_free(j);
         return r;
     }
-    if (j->echo)
-        for (int i = 0; i < j->n; i++) {
-            api_buf b = {0};
-            api_buf_puts(&b, j->echo);
-            j->ch[i].text_offset = strlen(j->echo);
-            api_buf_append(&b, api_buf_str(&j->ch[i].content), j->ch[i].content.n);
-            api_buf_free(&j->ch[i].content);
-            j->ch[i].content = b;
-        }
-    char *body = j->chat ? api_chat_response(&j->meta, j->ch, j->n, j->logprobs, &j->usage)
-                         : api_completion_response(&j->meta, j->ch, j->n, j->logprobs, &j->usage);
+    for (int i = 0; i < j->n_choices; i++) {
+        const char *echo = j->echo[i / j->n];
+        if (!echo) continue;
+        api_buf b = {0};
+        api_buf_puts(&b, echo);
+        j->ch[i].text_offset = strlen(echo);
+        api_buf_append(&b, api_buf_str(&j->ch[i].content), j->ch[i].content.n);
+        api_buf_free(&j->ch[i].content);
+        j->ch[i].content = b;
+    }
+    char *body =
+        j->resp   ? api_rs_response(&j->resp->st, j->resp->finish, &j->usage)
+        : j->chat ? api_chat_response(&j->meta, j->ch, j->n_choices, j->logprobs, &j->usage)
+                  : api_completion_response(&j->meta, j->ch, j->n_choices, j->logprobs, &j->usage);
     job_free(j);
     return srv_reply(c, conn, 200, body, NULL);
 }
@@ -416,13 +493,15 @@ static void stream_free(void *cls) {
 }
 
 static enum MHD_Result answer_stream(srv_job *j, struct MHD_Connection *conn) {
-    for (int i = 0; i < j->n; i++) {
+    if (j->resp) api_rs_start(&j->resp->st, &j->out);
+    for (int i = 0; i < j->n_choices && !j->resp; i++) {
+        const char *echo = j->echo[i / j->n];
         if (j->chat)
             sse(j, api_chat_chunk(&j->meta, i, "assistant", "", NULL, NULL, 0, NULL,
                                   j->include_usage));
-        else if (j->echo) {
-            sse(j, api_completion_chunk(&j->meta, i, j->echo, NULL, 0, 0, NULL, j->include_usage));
-            j->sent[i] = strlen(j->echo);
+        else if (echo) {
+            sse(j, api_completion_chunk(&j->meta, i, echo, NULL, 0, 0, NULL, j->include_usage));
+            j->sent[i] = strlen(echo);
         }
     }
     struct MHD_Response *r =
@@ -441,14 +520,17 @@ static enum MHD_Result answer_stream(srv_job *j, struct MHD_Connection *conn) {
     return ret;
 }
 
+/* Submit each prompt (all or nothing: a refused one frees those already submitted), then
+ * answer. */
 static enum MHD_Result run(srv_job *j, struct MHD_Connection *conn, const api_gen *g,
-                           const rs_ivec *ids, const char *param) {
+                           const rs_ivec *ids, int n_prompts, const char *param) {
     api_error err = {0};
     srv_conn *c = j->c;
-    if (submit(j, g, ids, param, &err)) {
-        job_free(j);
-        return srv_reply_error(c, conn, &err);
-    }
+    for (int i = 0; i < n_prompts; i++)
+        if (submit(j, g, &ids[i], param, &err)) {
+            job_free(j);
+            return srv_reply_error(c, conn, &err);
+        }
     return j->stream ? answer_stream(j, conn) : answer_whole(j, conn);
 }
 
@@ -457,62 +539,79 @@ static enum MHD_Result run(srv_job *j, struct MHD_Connection *conn, const api_ge
 static enum MHD_Result fail(srv_conn *c, struct MHD_Connection *conn, const api_error *err,
                             srv_job *j, rs_ivec *ids) {
     job_free(j);
-    rs_ivec_free(ids);
+    if (ids) rs_ivec_free(ids);
     return srv_reply_error(c, conn, err);
 }
 
-enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
+enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_request *req,
+                             srv_resp *resp) {
     srv *s = c->s;
-    api_chat_request req;
     api_error err = {0};
     rs_err e = {0};
     rs_ivec ids = {0};
     char *text = NULL;
-    if (api_parse_chat(api_buf_str(&c->body), c->body.n, &req, &err) ||
-        check_model(s, &req.gen, &err)) {
-        api_chat_request_free(&req); /* a failed parse leaves it empty: freeing is safe */
+    const char *param = resp ? "input" : "messages";
+    if (check_model(s, &req->gen, &err)) {
+        srv_resp_free(resp);
         return srv_reply_error(c, conn, &err);
     }
-    srv_job *j = job_new(c, conn, 1, &req.gen);
-    int rc = j ? chat_format_render(s->model.chat, req.tpl, &text, NULL, &e) : RS_ENOMEM;
+    srv_job *j = job_new(c, conn, resp ? "resp" : "chatcmpl", &req->gen);
+    if (j && resp) {
+        j->resp = resp;
+        api_rs_init(&resp->st, j->meta.id, j->meta.created, j->meta.model, resp->echo);
+        resp->st.store = resp->store;
+        resp->echo = NULL;
+    } else {
+        srv_resp_free(resp); /* j NULL: nobody took it */
+    }
+    int rc = j ? chat_format_render(s->model.chat, req->tpl, &text, NULL, &e) : RS_ENOMEM;
     if (!rc) rc = s->be.encode(s->be.ctx, text, strlen(text), 0, &ids, &e);
     if (rc) {
-        api_errorf(&err, rc == RS_ENOMEM ? 500 : 400, "invalid_request_error", "messages", NULL,
-                   "%s", e.msg);
+        api_errorf(&err, rc == RS_ENOMEM ? 500 : 400, "invalid_request_error", param, NULL, "%s",
+                   e.msg);
         free(text);
-        api_chat_request_free(&req);
         return fail(c, conn, &err, j, &ids);
     }
     for (int i = 0; i < j->n; i++) {
         char base[64];
-        snprintf(base, sizeof base, "%s_%d", strchr(j->meta.id, '-') + 1, i);
-        chat_reader_init(&j->rd[i], s->model.chat, req.tpl, text, base);
+        snprintf(base, sizeof base, "%s_%d", j->meta.id + strlen(resp ? "resp" : "chatcmpl") + 1,
+                 i);
+        chat_reader_init(&j->rd[i], s->model.chat, req->tpl, text, base);
     }
     free(text);
-    enum MHD_Result ret = run(j, conn, &req.gen, &ids, "messages");
+    enum MHD_Result ret = run(j, conn, &req->gen, &ids, 1, param);
     rs_ivec_free(&ids);
+    return ret;
+}
+
+enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn) {
+    api_chat_request req;
+    api_error err = {0};
+    if (api_parse_chat(api_buf_str(&c->body), c->body.n, &req, &err))
+        return srv_reply_error(c, conn, &err); /* a failed parse leaves req empty */
+    enum MHD_Result ret = srv_run_chat(c, conn, &req, NULL);
     api_chat_request_free(&req);
     return ret;
 }
 
-static int completion_ids(srv *s, api_completion_request *req, rs_ivec *ids, char **echo,
-                          api_error *err) {
+int srv_prompt_ids(srv *s, const api_prompt *p, const char *param, rs_ivec *ids, char **echo,
+                   api_error *err) {
     rs_err e = {0};
-    if (req->prompt_ids) {
-        for (int i = 0; i < req->n_prompt_ids; i++)
-            if (req->prompt_ids[i] >= s->model.vocab_size)
-                return api_errorf(err, 400, "invalid_request_error", "prompt", "invalid_value",
-                                  "prompt token %d is out of range (vocabulary: %d)",
-                                  req->prompt_ids[i], s->model.vocab_size);
-        if (rs_ivec_append(ids, req->prompt_ids, req->n_prompt_ids))
+    if (p->ids) {
+        for (int i = 0; i < p->n_ids; i++)
+            if (p->ids[i] >= s->model.vocab_size)
+                return api_errorf(err, 400, "invalid_request_error", param, "invalid_value",
+                                  "%s token %d is out of range (vocabulary: %d)", param, p->ids[i],
+                                  s->model.vocab_size);
+        if (rs_ivec_append(ids, p->ids, p->n_ids))
             return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
-        if (req->echo && s->be.decode(s->be.ctx, ids->v, ids->n, 1, echo, &e))
-            return api_errorf(err, 400, "invalid_request_error", "prompt", NULL, "%s", e.msg);
+        if (echo && s->be.decode(s->be.ctx, ids->v, ids->n, 1, echo, &e))
+            return api_errorf(err, 400, "invalid_request_error", param, NULL, "%s", e.msg);
         return 0;
     }
-    if (s->be.encode(s->be.ctx, req->prompt, strlen(req->prompt), TOK_ADD_SPECIAL, ids, &e))
-        return api_errorf(err, 400, "invalid_request_error", "prompt", NULL, "%s", e.msg);
-    if (req->echo && !(*echo = strdup(req->prompt)))
+    if (s->be.encode(s->be.ctx, p->text, strlen(p->text), TOK_ADD_SPECIAL, ids, &e))
+        return api_errorf(err, 400, "invalid_request_error", param, NULL, "%s", e.msg);
+    if (echo && !(*echo = strdup(p->text)))
         return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
     return 0;
 }
@@ -521,18 +620,22 @@ enum MHD_Result srv_completions(srv_conn *c, struct MHD_Connection *conn) {
     srv *s = c->s;
     api_completion_request req;
     api_error err = {0};
-    rs_ivec ids = {0};
+    rs_ivec ids[API_MAX_CHOICES] = {{0}};
     if (api_parse_completion(api_buf_str(&c->body), c->body.n, &req, &err))
         return srv_reply_error(c, conn, &err);
     srv_job *j = NULL;
-    if (check_model(s, &req.gen, &err) || !(j = job_new(c, conn, 0, &req.gen)) ||
-        completion_ids(s, &req, &ids, &j->echo, &err)) {
+    int rc = check_model(s, &req.gen, &err) || !(j = job_new(c, conn, "cmpl", &req.gen));
+    for (int i = 0; i < req.n_prompts && !rc; i++)
+        rc = srv_prompt_ids(s, &req.prompts[i], "prompt", &ids[i], req.echo ? &j->echo[i] : NULL,
+                            &err);
+    enum MHD_Result ret;
+    if (rc) {
         if (!j && !err.status) api_errorf(&err, 500, "server_error", NULL, NULL, "out of memory");
-        api_completion_request_free(&req);
-        return fail(c, conn, &err, j, &ids);
+        ret = fail(c, conn, &err, j, NULL);
+    } else {
+        ret = run(j, conn, &req.gen, ids, req.n_prompts, "prompt");
     }
-    enum MHD_Result ret = run(j, conn, &req.gen, &ids, "prompt");
-    rs_ivec_free(&ids);
+    for (int i = 0; i < req.n_prompts; i++) rs_ivec_free(&ids[i]);
     api_completion_request_free(&req);
     return ret;
 }

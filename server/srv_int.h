@@ -40,11 +40,48 @@ void srv_metrics_observe(srv_metrics *m, srv_hist *h, double seconds);
 /* Prometheus text exposition (malloc'd). st NULL: the model is not loaded yet. */
 char *srv_metrics_text(srv_metrics *m, const sched_stats *st);
 
+/* ---------------------------------------------------------------- the Responses store */
+
+#define SRV_STORE_MAX   256        /* stored responses at most (the oldest go first) */
+#define SRV_STORE_BYTES (64 << 20) /* and their conversations' JSON at most, in bytes */
+
+typedef struct srv_store_entry {
+    char *id;   /* response id (owned) */
+    char *json; /* its conversation: chat messages, input and output (owned) */
+} srv_store_entry;
+
+/* previous_response_id's memory: a ring of the newest responses (store: true), bounded in count
+ * and bytes. Any connection thread reads and writes it under mu. */
+typedef struct srv_store {
+    pthread_mutex_t mu;
+    srv_store_entry e[SRV_STORE_MAX]; /* mu: ring, oldest at head */
+    int head, n;                      /* mu */
+    size_t bytes;                     /* mu: JSON bytes held */
+} srv_store;
+
+void srv_store_init(srv_store *st);
+void srv_store_free(srv_store *st);
+
+/* A /v1/responses request as the chat path runs it (srv_responses.c). */
+typedef struct srv_resp {
+    api_rstream st;      /* the Responses output being built */
+    cJSON *echo;         /* owned until srv_run_chat hands it to st */
+    cJSON *conversation; /* owned: stored with the output at the end; NULL: store false */
+    int store;           /* the request's "store" */
+    const char *finish;  /* the chat finish_reason, once known (static string) */
+} srv_resp;
+
+/* The generation finished: store its conversation + output (when asked). */
+void srv_resp_finished(srv *s, srv_resp *r);
+void srv_resp_free(srv_resp *r);
+
 /* ---------------------------------------------------------------- the server */
 
 struct srv {
     srv_config cfg; /* configuration (strings below are owned copies) */
     char *host, *api_key, *cors_origin, *model_name;
+    char **names; /* served model names: model_name split at commas (owned) */
+    int n_names;  /* >= 1 */
     struct MHD_Daemon *daemon;
     atomic_int ready;     /* 1 once be/model are set (release store, acquire load) */
     srv_backend be;       /* generation backend, valid when ready */
@@ -54,6 +91,7 @@ struct srv {
     atomic_llong next_id; /* request id counter */
     char fingerprint[32]; /* system_fingerprint of this process */
     srv_metrics metrics;
+    srv_store store; /* stored Responses conversations (previous_response_id) */
 };
 
 /* Per-connection state (MHD's con_cls), alive from the first call of the access handler to the
@@ -77,8 +115,34 @@ enum MHD_Result srv_reply(srv_conn *c, struct MHD_Connection *conn, int status, 
 enum MHD_Result srv_reply_error(srv_conn *c, struct MHD_Connection *conn, const api_error *err);
 void srv_add_common_headers(srv *s, struct MHD_Response *r);
 
-/* Generation routes (srv_gen.c). */
+/* The served name a request asked for (the first one when absent or unknown). */
+const char *srv_model_name(const srv *s, const char *asked);
+/* 0 when `asked` is absent, "", a served name, or anything under any_model_name; else a 404
+ * model_not_found (as OpenAI answers). */
+int srv_check_model(const srv *s, const char *asked, api_error *err);
+/* A token's text as it reads inside a sequence (malloc'd; "" when it cannot be decoded). */
+char *srv_token_text(srv *s, int32_t id);
+
+/* Shared by the generation routes (srv_gen.c). */
+/* The 4xx/5xx answer to a refused sched_submit (503 queue full, 400 too big or invalid). */
+int srv_submit_error(int rc, const rs_err *e, api_error *err);
+/* A prompt of n tokens may be submitted: not empty, shorter than the context (else a 400). */
+int srv_check_prompt(const srv *s, int n, const char *param, api_error *err);
+/* One prompt's ids: text encoded with the model's special tokens, or ids range-checked; with
+ * echo, its text too (malloc'd). */
+int srv_prompt_ids(srv *s, const api_prompt *p, const char *param, rs_ivec *ids, char **echo,
+                   api_error *err);
+/* The client's socket hung up (POLLRDHUP); fd < 0: never. */
+int srv_client_gone(int fd);
+
+/* Generation routes (srv_gen.c, srv_embed.c). */
 enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn);
 enum MHD_Result srv_completions(srv_conn *c, struct MHD_Connection *conn);
+enum MHD_Result srv_embeddings(srv_conn *c, struct MHD_Connection *conn);
+enum MHD_Result srv_responses(srv_conn *c, struct MHD_Connection *conn);
+/* Render, tokenize, submit and answer a parsed chat request (req stays the caller's). resp NULL:
+ * Chat Completions shapes; else Responses shapes (resp is taken, freed with the job). */
+enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_request *req,
+                             srv_resp *resp);
 
 #endif

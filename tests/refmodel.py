@@ -171,8 +171,9 @@ class Model:
     # -------------------------------------------------------------- the forward pass
 
     @torch.no_grad()
-    def forward(self, ids, rows=None):
-        """Logits [len(rows), vocab] for the given rows (default: all) of the sequence ids."""
+    def hidden(self, ids, rows=None):
+        """Final-normed hidden states [len(rows), hidden] (what the LM head reads; what
+        embeddings pool) for the given rows (default: all) of the sequence ids."""
         ids = torch.tensor(list(ids), dtype=torch.long)
         pos = torch.arange(len(ids))
         x = self.embed[ids]
@@ -181,7 +182,12 @@ class Model:
             x = x + self._mlp(L, self._rmsnorm(x, L["mlp_norm"]))
         if rows is not None:
             x = x[rows]
-        return self._rmsnorm(x, self.norm) @ self.lm_head.T
+        return self._rmsnorm(x, self.norm)
+
+    @torch.no_grad()
+    def forward(self, ids, rows=None):
+        """Logits [len(rows), vocab] for the given rows (default: all) of the sequence ids."""
+        return self.hidden(ids, rows) @ self.lm_head.T
 
     def step_logits(self, prompt, generated, kv_bf16=False):
         """Teacher-forced logits of every generation step: row i predicts generated[i] from

@@ -173,17 +173,30 @@ static void test_completion(void) {
     api_error err = {0};
     const char *b1 = "{\"prompt\":\"Once upon\",\"echo\":true,\"logprobs\":2,\"max_tokens\":4}";
     int rc = api_parse_completion(b1, strlen(b1), &c, &err);
-    TAP_OK(rc == 0 && !strcmp(c.prompt, "Once upon") && c.echo && c.gen.logprobs &&
-               c.gen.top_logprobs == 2 && c.gen.max_tokens == 4,
+    TAP_OK(rc == 0 && c.n_prompts == 1 && !strcmp(c.prompts[0].text, "Once upon") && c.echo &&
+               c.gen.logprobs && c.gen.top_logprobs == 2 && c.gen.max_tokens == 4,
            "completion: text prompt, echo, int logprobs");
     if (!rc) api_completion_request_free(&c);
     const char *b2 = "{\"prompt\":[[1,2,3]]}";
     rc = api_parse_completion(b2, strlen(b2), &c, &err);
-    TAP_OK(rc == 0 && c.n_prompt_ids == 3 && c.prompt_ids[2] == 3 && !c.prompt,
+    TAP_OK(rc == 0 && c.n_prompts == 1 && c.prompts[0].n_ids == 3 && c.prompts[0].ids[2] == 3 &&
+               !c.prompts[0].text,
            "completion: token-id prompt in a one-element batch");
     if (!rc) api_completion_request_free(&c);
+    const char *b3 = "{\"prompt\":[\"a\",\"bc\",\"d\"],\"n\":2}";
+    rc = api_parse_completion(b3, strlen(b3), &c, &err);
+    TAP_OK(rc == 0 && c.n_prompts == 3 && !strcmp(c.prompts[1].text, "bc") && c.gen.n == 2,
+           "completion: a batch of three string prompts");
+    if (!rc) api_completion_request_free(&c);
+    const char *b4 = "{\"prompt\":[[1,2],[3]]}";
+    rc = api_parse_completion(b4, strlen(b4), &c, &err);
+    TAP_OK(rc == 0 && c.n_prompts == 2 && c.prompts[1].n_ids == 1 && c.prompts[1].ids[0] == 3,
+           "completion: a batch of two id prompts");
+    if (!rc) api_completion_request_free(&c);
     const char *bad[][2] = {{"{\"prompt\":[1,-2]}", "prompt"},
-                            {"{\"prompt\":[\"a\",\"b\"]}", "prompt"},
+                            {"{\"prompt\":[\"a\",5]}", "prompt"},
+                            {"{\"prompt\":[[1],\"b\",[[2]]]}", "prompt"},
+                            {"{\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\"],\"n\":16}", "prompt"},
                             {"{\"prompt\":5}", "prompt"},
                             {"{\"prompt\":\"x\",\"echo\":1}", "echo"},
                             {"{\"prompt\":\"x\",\"logprobs\":true}", "logprobs"},
@@ -201,6 +214,11 @@ static void test_tokenize(void) {
     const char *b = "{\"prompt\":\"hi\"}";
     int rc = api_parse_tokenize(b, strlen(b), &t, &err);
     TAP_OK(rc == 0 && !strcmp(t.prompt, "hi") && t.add_special == 1, "tokenize: prompt");
+    if (!rc) api_tokenize_request_free(&t);
+    const char *b2 = "{\"content\":\"yo\",\"with_pieces\":true}";
+    rc = api_parse_tokenize(b2, strlen(b2), &t, &err);
+    TAP_OK(rc == 0 && !strcmp(t.prompt, "yo") && t.with_pieces == 1,
+           "tokenize: content (llama.cpp) and with_pieces");
     if (!rc) api_tokenize_request_free(&t);
     int32_t *ids;
     int n;
@@ -240,7 +258,7 @@ static void test_builders(void) {
     ch[1].finish_reason = "length";
     api_lp lp = {strdup("Hel"), -0.5f, 1, {{strdup("He"), -1.0f}}};
     api_choice_add_lp(&ch[0], &lp);
-    api_usage u = {10, 4, 0};
+    api_usage u = {.prompt_tokens = 10, .completion_tokens = 4};
     s = api_chat_response(&m, ch, 2, 1, &u);
     j = cJSON_Parse(s);
     cJSON *choices = cJSON_GetObjectItem(j, "choices");
@@ -281,7 +299,85 @@ static void test_builders(void) {
     api_choice_free(&ch[1]);
 }
 
+/* Limits and values print as integers, never "2.14748e+09". */
+static void test_integer_messages(void) {
+    api_completion_request c;
+    api_error err = {0};
+    const char *b = "{\"prompt\":\"x\",\"max_tokens\":0}";
+    int rc = api_parse_completion(b, strlen(b), &c, &err);
+    TAP_OK(rc != 0 && strstr(err.message, "between 1 and 2147483647 (got 0)") &&
+               !strstr(err.message, "e+"),
+           "max_tokens out of range: integers in the message (%s)", err.message);
+    const char *b2 = "{\"prompt\":\"x\",\"temperature\":2.5}";
+    rc = api_parse_completion(b2, strlen(b2), &c, &err);
+    TAP_OK(rc != 0 && strstr(err.message, "between 0 and 2 (got 2.5)"),
+           "temperature out of range: a fraction stays a fraction (%s)", err.message);
+}
+
+/* previous_response_id's lookup for the test: one stored conversation. */
+static cJSON *one_stored(void *ctx, const char *id) {
+    (void)ctx;
+    return strcmp(id, "resp_1") ? NULL : cJSON_Parse("[{\"role\":\"user\",\"content\":\"A\"}]");
+}
+
+static void test_responses_parse(void) {
+    api_responses_request q;
+    api_error err = {0};
+    const char *b =
+        "{\"instructions\":\"Be "
+        "brief\",\"max_output_tokens\":7,\"previous_response_id\":\"resp_1\","
+        "\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"Hi\"}]},"
+        "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"f\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"ok\"}],"
+        "\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{}}],\"store\":false}";
+    int rc = api_parse_responses(b, strlen(b), one_stored, NULL, &q, &err);
+    const cJSON *m = rc ? NULL : cJSON_GetObjectItem(q.chat.tpl, "messages");
+    char *got = m ? cJSON_PrintUnformatted(m) : NULL;
+    const char *want =
+        "[{\"role\":\"system\",\"content\":\"Be brief\"},{\"role\":\"user\",\"content\":"
+        "\"A\"},{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":"
+        "\"\",\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":"
+        "\"f\",\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c1\","
+        "\"content\":\"ok\"}]";
+    TAP_OK(rc == 0 && got && !strcmp(got, want) && q.chat.gen.max_tokens == 7 && !q.store &&
+               cJSON_GetArraySize(q.conversation) == 4,
+           "responses -> chat: instructions, stored conversation, items as messages (%s)",
+           got ? got : err.message);
+    const cJSON *tool = rc ? NULL : cJSON_GetArrayItem(cJSON_GetObjectItem(q.chat.tpl, "tools"), 0);
+    TAP_OK(tool && cJSON_GetObjectItem(cJSON_GetObjectItem(tool, "function"), "parameters"),
+           "responses -> chat: a function tool in chat form");
+    free(got);
+    if (!rc) api_responses_request_free(&q);
+    const char *bad[][2] = {
+        {"{\"input\":\"x\",\"previous_response_id\":\"resp_2\"}", "previous_response_id"},
+        {"{\"input\":\"x\",\"max_output_tokens\":0}", "max_output_tokens"},
+        {"{\"input\":[{\"role\":\"robot\",\"content\":\"x\"}]}", "input[0]"},
+        {"{}", "input"},
+        {"{\"input\":\"x\",\"background\":true}", "background"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rc = api_parse_responses(bad[i][0], strlen(bad[i][0]), one_stored, NULL, &q, &err);
+        TAP_OK(rc != 0 && !strcmp(err.param, bad[i][1]) && !strstr(err.message, "completion"),
+               "responses rejects %s (param %s: %s)", bad[i][0], err.param, err.message);
+    }
+}
+
+static void test_embed_finish(void) {
+    float v[3] = {3, 4, 12};
+    int n = api_embed_finish(v, 3, 2, 1);
+    TAP_OK(n == 2 && fabsf(v[0] - 0.6f) < 1e-7f && fabsf(v[1] - 0.8f) < 1e-7f,
+           "embeddings: dimensions 2 truncates, then renormalises");
+    float one = 1.0f, *vec = &one;
+    int dims = 1;
+    char *s = api_embeddings_response("m", &vec, &dims, 1, 1, 3, 0);
+    TAP_OK(s && strstr(s, "\"embedding\":\"AACAPw==\"") && strstr(s, "\"prompt_tokens\":3"),
+           "embeddings: base64 of little-endian float32 (1.0 -> AACAPw==)");
+    free(s);
+}
+
 int main(void) {
+    test_responses_parse();
+    test_embed_finish();
+    test_integer_messages();
     test_chat_fields();
     test_chat_rejects();
     test_malformed_corpus();

@@ -559,6 +559,74 @@ static void test_tools(void) {
     test_tools_sdk();
 }
 
+/* The position of each needle in the body, in order; 0 when one is missing or out of order. */
+static int in_order(const char *body, const char *const *needles, int n) {
+    const char *at = body;
+    for (int i = 0; i < n; i++)
+        if (!(at = strstr(at, needles[i]))) return 0;
+    return 1;
+}
+
+/* /v1/responses over the chat path: the model's <think> block becomes a reasoning item and its
+ * <tool_call> block a function_call item, whole and streamed (the event sequence). */
+static void test_responses(void) {
+    reply r;
+    http(&r, "POST", "/v1/responses", "{\"input\":\"THINK\"}", NULL);
+    TAP_OK(r.status == 200 &&
+               in_order(r.body,
+                        (const char *[]){"\"type\":\"reasoning\"",
+                                         "\"reasoning_text\",\"text\":\"hmm\\n\"",
+                                         "\"type\":\"message\"", "\"text\":\"answer\"",
+                                         "\"usage\":{\"input_tokens\""},
+                        5),
+           "responses: reasoning item, then the message item");
+    http(&r, "POST", "/v1/responses", "{\"input\":\"THINK\",\"stream\":true}", "-N");
+    TAP_OK(in_order(r.body,
+                    (const char *[]){
+                        "event: response.created", "event: response.in_progress",
+                        "event: response.output_item.added", "event: response.reasoning_text.delta",
+                        "event: response.reasoning_text.done", "event: response.output_item.done",
+                        "event: response.output_item.added", "event: response.content_part.added",
+                        "event: response.output_text.delta", "event: response.output_text.done",
+                        "event: response.content_part.done", "event: response.output_item.done",
+                        "event: response.completed"},
+                    13) &&
+               !strstr(r.body, "think>") && !strstr(r.body, "[DONE]"),
+           "responses stream: the Responses event sequence, reasoning first");
+    const char *tool = "{\"input\":[{\"role\":\"user\",\"content\":\"TOOL\"}],\"tools\":[{"
+                       "\"type\":\"function\",\"name\":\"get_weather\",\"parameters\":{}}]";
+    char b[512];
+    snprintf(b, sizeof b, "%s}", tool);
+    http(&r, "POST", "/v1/responses", b, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"type\":\"function_call\"") &&
+               strstr(r.body, "\"call_id\":\"call_") &&
+               strstr(r.body, "\"name\":\"get_weather\"") &&
+               strstr(r.body, "\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"") &&
+               !strstr(r.body, "\"type\":\"message\""),
+           "responses: a tool call is a function_call item");
+    snprintf(b, sizeof b, "%s,\"stream\":true}", tool);
+    http(&r, "POST", "/v1/responses", b, "-N");
+    TAP_OK(
+        in_order(r.body,
+                 (const char *[]){"event: response.output_item.added",
+                                  "event: response.function_call_arguments.delta",
+                                  "event: response.function_call_arguments.done",
+                                  "event: response.output_item.done", "event: response.completed"},
+                 5),
+        "responses stream: function_call item events");
+    http(&r, "POST", "/v1/responses", "{\"input\":[{\"type\":\"web_search_call\"}]}", NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"input[0]\""),
+           "responses: an unsupported item type is a 400 naming it");
+    http(&r, "POST", "/v1/responses", "{\"input\":\"x\",\"tools\":[{\"type\":\"web_search\"}]}",
+         NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"tools\""),
+           "responses: a non-function tool is a 400");
+    http(&r, "POST", "/v1/responses",
+         "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_object\"}}}", NULL);
+    TAP_OK(r.status == 400 && strstr(r.body, "\"param\":\"text.format\""),
+           "responses: text.format other than text is a 400");
+}
+
 /* While a streamed prompt prefills, the role chunk goes out at once and comments keep it alive. */
 static void test_heartbeat(void) {
     reply r;
@@ -646,6 +714,35 @@ static void test_auth(void) {
     g_port = saved;
 }
 
+/* --served-model-name a,b with --any-model-name: every name listed, any name accepted and an
+ * unknown one answered as the first. */
+static void test_any_model(const srv_backend *be, const srv_model *m) {
+    srv_config c = {.host = "127.0.0.1", .model_name = "first, second", .any_model_name = 1};
+    srv *s;
+    rs_err e;
+    if (srv_start(&s, &c, &e)) {
+        TAP_OK(0, "any-model server starts: %s", e.msg);
+        return;
+    }
+    srv_set_ready(s, be, m);
+    int saved = g_port;
+    g_port = srv_port(s);
+    reply r;
+    http(&r, "GET", "/models", NULL, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"id\":\"first\"") &&
+               strstr(r.body, "\"id\":\"second\""),
+           "comma list: every served name in /models");
+    http(&r, "POST", "/chat/completions",
+         "{\"model\":\"second\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"model\":\"second\""), "a served name is echoed");
+    http(&r, "POST", "/v1/completions", "{\"model\":\"whatever\",\"prompt\":\"hi\"}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "\"model\":\"first\""),
+           "any_model_name: an unknown name is served as the first");
+    srv_shutdown(s);
+    srv_stop(s);
+    g_port = saved;
+}
+
 /* Start a request with curl in the background, kill curl after `after_ms`, and check the fake
  * scheduler saw the cancellation within a second. */
 static void test_disconnect(const char *what, const char *body, int after_ms) {
@@ -699,9 +796,11 @@ int main(void) {
     test_stream();
     test_think();
     test_tools();
+    test_responses();
     test_heartbeat();
     test_errors();
     test_auth();
+    test_any_model(&be, &m);
     test_disconnect("streaming mid-prefill",
                     "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}],\"stream\":true}",
                     500);

@@ -3,49 +3,15 @@
 // Chat and completions, streamed and not (include_usage), models, n=2, stop, seeds, logprobs,
 // streamed == non-streamed, errors as the SDK's APIError with the right status, cached_tokens on a
 // repeat, and a client abort freeing its sequence. Prints TAP; the server is always stopped.
-import { spawn } from 'node:child_process';
-import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { generateText, streamText } from 'ai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
+import { ok, startServer, runAndFinish } from './server_lib.mjs';
 
-const root = process.env.RADIXSERVE_ROOT ||
-    path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = path.resolve(root, process.env.BIN || 'bin/radixserve');
-let n = 0, failed = 0;
-const ok = (cond, what) => {
-    n++;
-    if (!cond) failed++;
-    console.log(`${cond ? '' : 'not '}ok ${n} - ${what}`);
-};
-
-const freePort = () => new Promise((res) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-});
-
-const port = await freePort();
-const base = `http://127.0.0.1:${port}`;
-const server = spawn(bin, ['serve', '--model', path.join(root, 'models/stories260K'), '--port',
-    String(port), '--kv-cache-mb', '16', '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'],
-    // 5 ms after every scheduler step: the aborted request's 510 decode steps then take over
-    // 2.5 s, so the abort surely lands mid-decode however fast the model is.
-    env: { ...process.env, RADIXSERVE_TEST_STEP_DELAY_MS: '5' } });
-let log = '';
-server.stderr.on('data', (d) => { log += d; });
-const stop = () => { try { server.kill('SIGTERM'); } catch { /* already gone */ } };
-process.on('exit', stop);
-const watchdog = setTimeout(() => { console.log('not ok - timed out'); stop(); process.exit(1); }, 90000);
-
-async function waitReady() {
-    for (let i = 0; i < 150; i++) {
-        try { if ((await fetch(`${base}/health`)).status === 200) return true; } catch { /* not up */ }
-        await new Promise((r) => setTimeout(r, 100));
-    }
-    return false;
-}
+// 5 ms after every scheduler step: the aborted request's 510 decode steps then take over
+// 2.5 s, so the abort surely lands mid-decode however fast the model is.
+const srv = await startServer([], { RADIXSERVE_TEST_STEP_DELAY_MS: '5' }, 90000);
+const base = srv.base;
 
 async function metric(name) {
     const text = await (await fetch(`${base}/metrics`)).text();
@@ -54,7 +20,7 @@ async function metric(name) {
 }
 
 async function main() {
-    if (!(await waitReady())) { ok(false, `server ready (log: ${log.slice(-300)})`); return; }
+    if (!(await srv.ready())) { ok(false, `server ready (log: ${srv.log().slice(-300)})`); return; }
     const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: 'unused', maxRetries: 0 });
     const story = ', there was a little girl named Lily. She loved to play outside in the park.';
 
@@ -165,13 +131,4 @@ async function main() {
         `abort mid-stream: running=${running} pinned=${pinned} after ${Date.now() - t0} ms, 499s=${left}`);
 }
 
-try { await main(); } catch (e) { ok(false, `unexpected: ${e.stack}`); }
-stop();
-const code = await new Promise((res) => {
-    if (server.exitCode !== null) return res(server.exitCode);
-    server.on('exit', (c) => res(c));
-});
-ok(code === 0, `server exits 0 on SIGTERM (${code})`);
-clearTimeout(watchdog);
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+await runAndFinish(srv, main);
