@@ -6,10 +6,16 @@
 #ifndef RADIXSERVE_CLI_H
 #define RADIXSERVE_CLI_H
 
+#include "engine/engine.h"
+
 int cli_generate(int argc, char **argv);   /* engine: greedy/sampled generation from a prompt */
 int cli_tokenize(int argc, char **argv);   /* tokenizer: JSON strings in, id arrays out */
 int cli_detokenize(int argc, char **argv); /* tokenizer: id arrays in, JSON strings out */
 int cli_template(int argc, char **argv);   /* api: chat requests in, rendered prompts out */
 int cli_serve(int argc, char **argv);      /* server: the OpenAI-compatible HTTP server */
+
+/* Load the model in dir and quantize it into w (ENG_WEIGHTS_SOURCE: as stored) on `threads`
+ * threads, showing progress on stderr (load.c). On error *out is NULL. */
+int cli_load_model(eng_model **out, const char *dir, eng_weights w, int threads, rs_err *e);
 
 #endif

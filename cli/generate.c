@@ -25,6 +25,7 @@ typedef struct gen_opts {
     int threads;            /* --threads */
     int chunk;              /* --chunk: prefill chunk size (0: whole prompt at once) */
     int kv_dtype;           /* --kv-dtype: KV_F32/KV_BF16, or -1 for the model's */
+    int weights;            /* --weights: an eng_weights */
     int ignore_eos;         /* --ignore-eos: do not stop at an EOS token */
     int print_ids;          /* --print-ids: print ids even when a tokenizer is present */
     eng_sampling s;         /* sampling parameters */
@@ -36,7 +37,8 @@ static void usage(FILE *f) {
         f, "usage: radixserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [-n N]\n"
            "         [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
            "         [--repetition-penalty R] [--seed S] [--top-logits K] [--logits-out FILE]\n"
-           "         [--kv-dtype f32|bf16] [--threads N] [--chunk N] [--ignore-eos]\n"
+           "         [--kv-dtype f32|bf16] [--weights q8_0|q4_k_m|q4_0] [--threads N]\n"
+           "         [--chunk N] [--ignore-eos]\n"
            "\n"
            "  -n N              tokens to generate (default 64); stops early at EOS unless\n"
            "                    --ignore-eos\n"
@@ -44,7 +46,8 @@ static void usage(FILE *f) {
            "  --top-logits K    one JSON line per step: {\"id\": ID, \"top\": [[id, logit], ...]}\n"
            "                    with the K largest logits before sampling\n"
            "  --logits-out FILE every step's logits, float32 little-endian, vocab_size per step\n"
-           "  --chunk N         prefill the prompt N tokens per forward pass\n");
+           "  --chunk N         prefill the prompt N tokens per forward pass\n"
+           "  --weights W       quantize the weights at load (default: as stored)\n");
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
@@ -92,6 +95,7 @@ static int parse_valued(gen_opts *o, const char *k, const char *v) {
     if (!strcmp(k, "--top-k")) return o->set_top_k = 1, parse_int(v, 0, 1 << 30, &o->s.top_k);
     if (!strcmp(k, "--repetition-penalty"))
         return o->set_rep = 1, parse_float(v, 1e-6, 1e6, &o->s.repetition_penalty);
+    if (!strcmp(k, "--weights")) return (o->weights = eng_weights_parse(v)) < 0 ? -1 : 0;
     if (!strcmp(k, "--kv-dtype")) {
         o->kv_dtype = !strcmp(v, "f32") ? KV_F32 : !strcmp(v, "bf16") ? KV_BF16 : -2;
         return o->kv_dtype == -2 ? -1 : 0;
@@ -313,7 +317,7 @@ int cli_generate(int argc, char **argv) {
     }
     gen_run r = {0};
     rs_err e = {0};
-    int rc = eng_model_load(&r.m, o.model, &e);
+    int rc = cli_load_model(&r.m, o.model, (eng_weights)o.weights, o.threads, &e);
     if (!rc) rc = load_tokenizer(&r, &o, &prompt, &e);
     if (!rc && prompt.n == 0) rc = rs_errf(&e, RS_EINVAL, "the prompt encodes to no tokens");
     if (!rc) {

@@ -35,6 +35,7 @@ typedef struct serve_opts {
     int token_budget;        /* --token-budget: new tokens per scheduler step */
     int mixed_prefill;       /* --mixed-prefill: prefill tokens per step beside decoding rows */
     int max_body_mb;         /* --max-body-mb: request bodies above this get 413 */
+    char *weights;           /* --weights: quantize at load (NULL: as stored) */
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -70,6 +71,8 @@ static const struct opt {
     {"mixed-prefill", OPT_INT, offsetof(serve_opts, mixed_prefill),
      "N  prefill tokens per step while streams decode (128)"},
     {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit (16)"},
+    {"weights", OPT_STR, offsetof(serve_opts, weights),
+     "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -215,6 +218,12 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
         fprintf(stderr, "radixserve serve: --model DIR is required\n");
         return -1;
     }
+    if (o->weights && eng_weights_parse(o->weights) < 0) {
+        fprintf(stderr,
+                "radixserve serve: --weights must be q8_0, q4_k_m, q4_0 or source (got '%s')\n",
+                o->weights);
+        return -1;
+    }
     return check_positive(o);
 }
 
@@ -273,10 +282,12 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     sv->chat_ok = 1;
     t0 = rs_now();
     step("weights", t0, 0);
-    if (eng_model_load(&sv->model, o->model, e)) return -1;
+    int threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    eng_weights w = o->weights ? (eng_weights)eng_weights_parse(o->weights) : ENG_WEIGHTS_SOURCE;
+    if (cli_load_model(&sv->model, o->model, w, threads, e)) return -1;
     step("weights", t0, 1);
     sched_config sc = {
-        .n_threads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN),
+        .n_threads = threads,
         .kv_cache_bytes = (size_t)o->kv_cache_mb << 20,
         .block_size = o->block_size,
         .kv_dtype = -1,
@@ -304,11 +315,14 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .prefix_cache = sc.prefix_cache,
         .embed_dim = eng_model_config(sv->model)->hidden,
         .embed_normalize = eng_model_config(sv->model)->pool_normalize,
+        .quantization = eng_model_quantization(sv->model),
     };
     srv_set_ready(server, &be, &sm);
-    fprintf(stderr, "radixserve: ready: %s (%s, %lld parameters), context %d tokens, %d threads\n",
+    fprintf(stderr,
+            "radixserve: ready: %s (%s, %lld parameters, weights %s), context %d tokens, %d "
+            "threads\n",
             o->model, eng_model_config(sv->model)->arch, (long long)eng_model_n_params(sv->model),
-            sc.ctx_size, sc.n_threads);
+            eng_model_quantization(sv->model), sc.ctx_size, sc.n_threads);
     return 0;
 }
 

@@ -50,6 +50,19 @@ typedef enum eng_pooling {
     ENG_POOL_CLS = 2,          /* the first token's */
 } eng_pooling;
 
+/* How the weight matrices are stored after load (--weights): as in the files, or quantized at
+ * load into llama.cpp's mixes (engine/quant_model.c has the per-tensor rules). */
+typedef enum eng_weights {
+    ENG_WEIGHTS_SOURCE = 0, /* as stored (F32, BF16, F16) */
+    ENG_WEIGHTS_Q8_0,       /* every matrix Q8_0 */
+    ENG_WEIGHTS_Q4_K_M,     /* Q4_K, with Q6_K for the LM head and some attn_v / ffn_down */
+    ENG_WEIGHTS_Q4_0,       /* Q4_0, with Q6_K for the LM head */
+} eng_weights;
+
+/* "source", "q8_0", "q4_k_m", "q4_0" -> the scheme; -1 for anything else. */
+int eng_weights_parse(const char *name);
+const char *eng_weights_name(eng_weights w);
+
 /* The architecture, read from config.json (and generation_config.json for EOS/BOS). */
 typedef struct eng_config {
     char arch[64];            /* "qwen3", "qwen2" or "llama" (config.json model_type) */
@@ -66,7 +79,8 @@ typedef struct eng_config {
     int tie_embeddings;       /* lm_head shares the embedding matrix */
     int qk_norm;              /* per-head RMSNorm of q and k before RoPE (Qwen3) */
     int qkv_bias;             /* q/k/v projections have biases (Qwen2) */
-    eng_dtype dtype;          /* storage type of the weight matrices */
+    eng_dtype dtype;          /* storage type of the weight matrices in the files */
+    eng_weights weights;      /* how they are held: as stored, or quantized at load */
     int bos_id;               /* -1 if none */
     int eos_ids[ENG_MAX_EOS]; /* generation_config.json eos_token_id (int or list) */
     int n_eos;
@@ -93,6 +107,25 @@ typedef struct eng_model eng_model; /* opaque: weights (memory-mapped) and confi
  * tensor. */
 int eng_model_load(eng_model **out, const char *dir, rs_err *e);
 void eng_model_free(eng_model *m);
+
+/* Progress of eng_model_quantize: `done` of `total` matrices converted. */
+typedef void (*eng_progress_fn)(void *arg, int done, int total);
+
+/*
+ * Quantize a loaded model's matrices (embedding, every linear layer, LM head; norms and biases
+ * stay F32) into scheme w, on n_threads threads, calling progress (if non-NULL) after each
+ * matrix. A matrix whose columns are not a multiple of its target's block falls back to Q8_0
+ * (blocks of 32), or stays as stored when not a multiple of 32 either. The files' memory is
+ * released afterwards (matrices that stay as stored are copied first). All or nothing: on
+ * error (RS_ENOMEM) the model is as it was. w == ENG_WEIGHTS_SOURCE or a model quantized
+ * already: nothing to do (RS_EINVAL if quantized into another scheme).
+ */
+int eng_model_quantize(eng_model *m, eng_weights w, int n_threads, eng_progress_fn progress,
+                       void *arg, rs_err *e);
+
+/* The format the weights are held in, for the start-up line and /v1/models: the scheme's name
+ * ("q8_0", "q4_k_m", "q4_0") or the files' dtype ("bf16", "f32", "f16"). */
+const char *eng_model_quantization(const eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m);
 int64_t eng_model_n_params(const eng_model *m);

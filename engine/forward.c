@@ -56,10 +56,23 @@ struct eng_ctx {
     int *att_order;       /* [T] batch rows in attention-item order */
     att_item *att_items;  /* attention work of one step (see att_items_make) */
     int n_att_items;      /* items in att_items */
+    eng_qact qx;          /* [T][max K] activations quantized for block-quantized weights
+                             (qx.qs NULL when the model has none) */
     float *head_rows;     /* [S][hidden] final-normed rows that need logits (grown on demand) */
     float *logit_rows;    /* [S][vocab] their logits */
     int head_cap;         /* rows head_rows / logit_rows hold */
 };
+
+/* Room for T rows of the longest product input (hidden, heads x head_dim or intermediate). */
+static int qact_alloc(eng_qact *a, size_t T, size_t qd, const eng_config *g) {
+    size_t K = (size_t)g->hidden;
+    if (qd > K) K = qd;
+    if ((size_t)g->intermediate > K) K = (size_t)g->intermediate;
+    a->qs = malloc(T * K);
+    a->d = malloc(T * (K / ENG_QA + 1) * sizeof(float));
+    a->dsum = malloc(T * (K / ENG_QA + 1) * sizeof(float));
+    return a->qs && a->d && a->dsum;
+}
 
 int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_threads, rs_err *e) {
     *out = NULL;
@@ -97,9 +110,10 @@ int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_thread
     c->att_order = malloc(T * sizeof(int));
     /* each sequence contributes ceil(rows / ATT_ROWS) <= rows / ATT_ROWS + 1 row ranges */
     c->att_items = malloc((T + T / ATT_ROWS + 1) * (size_t)g->n_kv_heads * sizeof *c->att_items);
+    int qx_ok = !eng_model_has_quant(m) || qact_alloc(&c->qx, T, qd, g);
     if (!c->x || !c->xn || !c->tmp || !c->q || !c->att || !c->kx || !c->vx || !c->gate || !c->up ||
         !c->cos || !c->sin || !c->row_seq || !c->row_pos || !c->row_npos || !c->seq_row0 ||
-        !c->seq_order || !c->att_order || !c->att_items) {
+        !c->seq_order || !c->att_order || !c->att_items || !qx_ok) {
         eng_ctx_free(c);
         return rs_errf(e, RS_ENOMEM, "out of memory for scratch of %d tokens", max_tokens);
     }
@@ -113,6 +127,9 @@ void eng_ctx_free(eng_ctx *c) {
     float *f[] = {c->x,    c->xn, c->tmp, c->q,   c->att,       c->kx,        c->vx,
                   c->gate, c->up, c->cos, c->sin, c->head_rows, c->logit_rows};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) free(f[i]);
+    free(c->qx.qs);
+    free(c->qx.d);
+    free(c->qx.dsum);
     free(c->row_seq);
     free(c->row_pos);
     free(c->row_npos);
@@ -138,6 +155,7 @@ typedef struct mm_part {
 typedef struct matmul_job {
     const eng_kernels *k;
     const float *x;
+    const eng_qact *qx; /* x quantized, when a part's weights are block-quantized */
     int M, K;
     const mm_part *parts;
     int n_parts;
@@ -149,14 +167,42 @@ static void matmul_piece(void *a, int i0, int i1) {
     for (int p = 0; p < j->n_parts && base < i1; base += j->parts[p++].N) {
         const mm_part *q = &j->parts[p];
         int n0 = i0 > base ? i0 - base : 0, n1 = i1 - base < q->N ? i1 - base : q->N;
-        if (n1 > n0) j->k->matmul(q->y, q->N, j->x, j->M, q->W.data, q->W.dtype, j->K, n0, n1);
+        if (n1 <= n0) continue;
+        if (eng_dtype_is_quant(q->W.dtype))
+            j->k->qmatmul(q->y, q->N, j->qx, j->M, q->W.data, q->W.dtype, n0, n1);
+        else
+            j->k->matmul(q->y, q->N, j->x, j->M, q->W.data, q->W.dtype, j->K, n0, n1);
     }
 }
 
+/* Below this many elements a row step stays on the calling thread: a hand-off (~1-15 us)
+ * would cost about what it saves. (Low enough that the forward test's 150-row prefills of its
+ * small model take the pool path, and are compared with one-row decode steps, which never do.) */
+enum { ROWS_PARALLEL_MIN = 4096 };
+
+/* Rows of x quantized into c->qx (a row's blocks are its own: any split gives the same). */
+typedef struct quant_job {
+    eng_qact *qx;
+    const float *x;
+} quant_job;
+
+static void quant_piece(void *a, int r0, int r1) {
+    quant_job *j = a;
+    eng_quant_act_rows(j->qx, j->x, r0, r1);
+}
+
 static void matmul_parts(eng_ctx *c, const float *x, int M, int K, const mm_part *parts, int n) {
-    matmul_job j = {c->k, x, M, K, parts, n};
-    int total = 0;
-    for (int i = 0; i < n; i++) total += parts[i].N;
+    matmul_job j = {c->k, x, &c->qx, M, K, parts, n};
+    int total = 0, quant = 0;
+    for (int i = 0; i < n; i++) total += parts[i].N, quant |= eng_dtype_is_quant(parts[i].W.dtype);
+    if (quant) { /* once per input, shared by every part and thread */
+        quant_job q = {&c->qx, x};
+        c->qx.K = K;
+        if ((size_t)M * (size_t)K < ROWS_PARALLEL_MIN)
+            quant_piece(&q, 0, M);
+        else
+            eng_pool_run(c->pool, M, quant_piece, &q);
+    }
     eng_pool_run(c->pool, total, matmul_piece, &j);
 }
 
@@ -364,11 +410,6 @@ static void residual_norm_piece(void *a, int r0, int r1) {
     }
 }
 
-/* Below this many elements a row step stays on the calling thread: a hand-off (~1-15 us)
- * would cost about what it saves. (Low enough that the forward test's 150-row prefills of its
- * small model take the pool path, and are compared with one-row decode steps, which never do.) */
-enum { ROWS_PARALLEL_MIN = 4096 };
-
 /* fn over rows [0, T) of `width` elements each, on the pool if that pays. */
 static void rows_run(eng_ctx *c, int T, size_t width, eng_task_fn fn, rows_job *j) {
     if ((size_t)T * width < ROWS_PARALLEL_MIN)
@@ -525,10 +566,8 @@ static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
             c->row_seq[r] = s;
             c->row_pos[r] = seqs[s].pos0 + t;
             c->row_npos[r] = c->row_pos[r] + 1;
-            size_t base = (size_t)seqs[s].tokens[t] * (size_t)g->hidden;
-            for (int i = 0; i < g->hidden; i++)
-                c->x[(size_t)r * g->hidden + i] =
-                    eng_load_elem(c->m->embed.data, c->m->embed.dtype, base + i);
+            eng_dequant_row(c->m->embed.dtype, c->m->embed.data, (size_t)seqs[s].tokens[t],
+                            c->x + (size_t)r * g->hidden, (size_t)g->hidden);
             rope_factors(c->cos + (size_t)r * half, c->sin + (size_t)r * half, c->row_pos[r],
                          g->head_dim, g->rope_theta);
         }

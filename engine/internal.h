@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "engine/engine.h"
+#include "engine/quant.h"
 
 /* ---------------------------------------------------------------- number formats */
 
@@ -66,10 +67,6 @@ static inline float eng_load_elem(const void *w, eng_dtype t, size_t i) {
     default:
         return ((const float *)w)[i];
     }
-}
-
-static inline size_t eng_dtype_size(eng_dtype t) {
-    return t == ENG_F32 ? 4 : 2;
 }
 
 /* ---------------------------------------------------------------- safetensors (safetensors.c) */
@@ -140,7 +137,12 @@ struct eng_model {
     float **vecs;            /* F32 copies of norms and biases, owned */
     int n_vecs;
     int64_t n_params; /* parameters of the bound tensors (a tied matrix once) */
+    void **owned;     /* matrices quantized or copied at load (eng_model_quantize), owned */
+    int n_owned;
 };
+
+/* Whether any matrix is block-quantized (then eng_ctx keeps quantized-activation scratch). */
+int eng_model_has_quant(const eng_model *m);
 
 /* ---------------------------------------------------------------- worker pool (pool.c) */
 

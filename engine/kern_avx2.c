@@ -519,6 +519,7 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
 const eng_kernels eng_kernels_avx2 = {
     .name = "avx2",
     .matmul = avx2_matmul,
+    .qmatmul = eng_qmatmul_avx2,
     .attend = eng_attend_avx2,
     .attend_rows = eng_attend_rows_avx2,
 };

@@ -1,5 +1,6 @@
 /*
- * kern_avx512.c — the AVX-512 kernel table (needs AVX512F/BW/VL/DQ and AVX512-BF16).
+ * kern_avx512.c — the AVX-512 kernel table (needs AVX512F/BW/VL/DQ, AVX512-BF16 and
+ * AVX512-VNNI, which every AVX512-BF16 CPU has; the quantized products: kern_q_avx512.c).
  *
  * BF16 weights: _mm512_dpbf16_ps multiplies pairs of BF16 values and adds both products into an
  * F32 lane, so the activations are rounded to BF16 (round to nearest even, by
@@ -331,6 +332,7 @@ static void avx512_matmul(float *y, int ldy, const float *x, int M, const void *
 const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",
     .matmul = avx512_matmul,
+    .qmatmul = eng_qmatmul_avx512,
     .attend = eng_attend_avx2,
     .attend_rows = eng_attend_rows_avx2,
 };

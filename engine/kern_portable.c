@@ -215,9 +215,20 @@ static void port_attend(float *out, const float *q, const kv_pool *kv, const int
         for (int i = 0; i < d; i++) out[i] /= l;
 }
 
+/* Quantized weights: eng_qdot_ref per element, the scalar specification itself. */
+static void port_qmatmul(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
+                         int n0, int n1) {
+    size_t rb = eng_row_bytes(wdt, (size_t)x->K);
+    for (int n = n0; n < n1; n++)
+        for (int m = 0; m < M; m++)
+            y[(size_t)m * (size_t)ldy + (size_t)n] =
+                eng_qdot_ref(wdt, (const char *)W + (size_t)n * rb, x, m);
+}
+
 const eng_kernels eng_kernels_portable = {
     .name = "portable",
     .matmul = port_matmul,
+    .qmatmul = port_qmatmul,
     .attend = port_attend,
     .attend_rows = NULL, /* the forward pass loops over rows */
 };

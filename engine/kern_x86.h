@@ -82,6 +82,79 @@ void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, in
         eng_matmul_tiled(&NAME##_tiling, y, ldy, x, M, W, wdt, K, n0, n1);                         \
     }
 
+/* ---------------------------------------------------------------- quantized weights */
+
+/* What every tile of one qmatmul call shares. */
+typedef struct eng_qtile_args {
+    float *y;          /* output, pointing at row m0 */
+    int ldy;           /* row stride of y */
+    const eng_qact *x; /* all activation rows */
+    int m0;            /* the tile's first activation row */
+    const char *W;     /* all weight rows */
+    size_t rb;         /* bytes per weight row */
+    int stream;        /* few activation rows (decode): prefetch the next tile's rows */
+} eng_qtile_args;
+
+/* One register tile of mr activation rows by weight rows n .. n + nr - 1 of type t; as for
+ * eng_tile_fn, mr, nr and stream never change an element's instruction sequence. */
+typedef void (*eng_qtile_fn)(const eng_qtile_args *a, eng_dtype t, int n, int mr, int nr);
+
+typedef struct eng_qtiling {
+    eng_qtile_fn tile;       /* the ISA's quantized tile (accepts nr = 1 too) */
+    int nr[ENG_TILE_MR + 1]; /* weight rows per tile for mr rows (index mr) */
+    int l2_weight_bytes;     /* weight bytes kept hot while all row tiles pass over them */
+} eng_qtiling;
+
+/* The qmatmul of kernels.h, cut into column blocks and tiles as eng_matmul_tiled does. */
+void eng_qmatmul_tiled(const eng_qtiling *t, float *y, int ldy, const eng_qact *x, int M,
+                       const void *W, eng_dtype wdt, int n0, int n1);
+
+/*
+ * Defines, in a kernel file with always-inlined tiles `q8_0_tile`, `q4_0_tile`, `q4_K_tile`,
+ * `q6_K_tile` (const eng_qtile_args *a, int n, int MR, int NR), the qmatmul named NAME with
+ * NR1..NR4 weight rows for 1..4 activation rows and L2 bytes of weights per column block.
+ */
+#define ENG_QTILE_SHAPE(fn, a, n, MR, NR, nr) ((nr) != 1 ? fn(a, n, MR, NR) : fn(a, n, MR, 1))
+#define ENG_QTILE_MR(fn, a, n, mr, nr, NR1, NR2, NR3, NR4)                                         \
+    switch (mr) {                                                                                  \
+    case 1:                                                                                        \
+        ENG_QTILE_SHAPE(fn, a, n, 1, NR1, nr);                                                     \
+        break;                                                                                     \
+    case 2:                                                                                        \
+        ENG_QTILE_SHAPE(fn, a, n, 2, NR2, nr);                                                     \
+        break;                                                                                     \
+    case 3:                                                                                        \
+        ENG_QTILE_SHAPE(fn, a, n, 3, NR3, nr);                                                     \
+        break;                                                                                     \
+    default:                                                                                       \
+        ENG_QTILE_SHAPE(fn, a, n, 4, NR4, nr);                                                     \
+        break;                                                                                     \
+    }
+#define ENG_DEFINE_QMATMUL(NAME, NR1, NR2, NR3, NR4, L2)                                           \
+    static void NAME##_tile(const eng_qtile_args *a, eng_dtype t, int n, int mr, int nr) {         \
+        if (t == ENG_Q8_0) {                                                                       \
+            ENG_QTILE_MR(q8_0_tile, a, n, mr, nr, NR1, NR2, NR3, NR4)                              \
+        } else if (t == ENG_Q4_0) {                                                                \
+            ENG_QTILE_MR(q4_0_tile, a, n, mr, nr, NR1, NR2, NR3, NR4)                              \
+        } else if (t == ENG_Q4_K) {                                                                \
+            ENG_QTILE_MR(q4_K_tile, a, n, mr, nr, NR1, NR2, NR3, NR4)                              \
+        } else {                                                                                   \
+            ENG_QTILE_MR(q6_K_tile, a, n, mr, nr, NR1, NR2, NR3, NR4)                              \
+        }                                                                                          \
+    }                                                                                              \
+    static const eng_qtiling NAME##_tiling = {                                                     \
+        .tile = NAME##_tile, .nr = {0, NR1, NR2, NR3, NR4}, .l2_weight_bytes = (L2)};              \
+    void NAME(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt, int n0,   \
+              int n1) {                                                                            \
+        eng_qmatmul_tiled(&NAME##_tiling, y, ldy, x, M, W, wdt, n0, n1);                           \
+    }
+
+/* The quantized products of the AVX2 and AVX-512 tables (kern_q_avx2.c, kern_q_avx512.c). */
+void eng_qmatmul_avx2(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
+                      int n0, int n1);
+void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
+                        int n0, int n1);
+
 /* The AVX2 attention (kern_avx2.c), also used by the AVX-512 table: attention reads little
  * compared with the weights, so a second SIMD version would only add code. */
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,

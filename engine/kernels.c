@@ -32,7 +32,7 @@ static int cpu_has_avx512(void) {
     return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
-           (os_xcr0() & zmm_state) == zmm_state;
+           __builtin_cpu_supports("avx512vnni") && (os_xcr0() & zmm_state) == zmm_state;
 }
 
 /* One known table: its name, whether this CPU runs it, and the table itself. */
@@ -96,7 +96,7 @@ const char *eng_isa_name(void) {
  */
 void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
                       eng_dtype wdt, int K, int n0, int n1) {
-    size_t row_bytes = (size_t)K * (wdt == ENG_F32 ? 4 : 2);
+    size_t row_bytes = eng_row_bytes(wdt, (size_t)K);
     int nc = (int)((size_t)t->l2_weight_bytes / (row_bytes ? row_bytes : 1));
     if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
     eng_tile_args a = {.ldy = ldy, .K = K, .W = W, .wdt = wdt, .stream = M < 4 * ENG_TILE_MR};
@@ -109,6 +109,26 @@ void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, in
             int nr = t->nr[mr], n = c0;
             for (; n + nr <= c1; n += nr) t->tile(&a, n, mr, nr);
             for (; n < c1; n++) t->tile(&a, n, mr, 1);
+        }
+    }
+}
+
+/* The same blocking for quantized weights: the column block is sized by their row bytes. */
+void eng_qmatmul_tiled(const eng_qtiling *t, float *y, int ldy, const eng_qact *x, int M,
+                       const void *W, eng_dtype wdt, int n0, int n1) {
+    size_t rb = eng_row_bytes(wdt, (size_t)x->K);
+    int nc = (int)((size_t)t->l2_weight_bytes / (rb ? rb : 1));
+    if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
+    eng_qtile_args a = {.ldy = ldy, .x = x, .W = W, .rb = rb, .stream = M < 4 * ENG_TILE_MR};
+    for (int c0 = n0; c0 < n1; c0 += nc) {
+        int c1 = n1 - c0 < nc ? n1 : c0 + nc;
+        for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
+            int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
+            a.y = y + (size_t)m0 * (size_t)ldy;
+            a.m0 = m0;
+            int nr = t->nr[mr], n = c0;
+            for (; n + nr <= c1; n += nr) t->tile(&a, wdt, n, mr, nr);
+            for (; n < c1; n++) t->tile(&a, wdt, n, mr, 1);
         }
     }
 }

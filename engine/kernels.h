@@ -15,6 +15,7 @@
 
 #include "cache/cache.h"
 #include "engine/engine.h"
+#include "engine/quant.h"
 
 /* One query row of attend_rows. */
 typedef struct eng_att_row {
@@ -37,6 +38,17 @@ typedef struct eng_kernels {
      */
     void (*matmul)(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt, int K,
                    int n0, int n1);
+
+    /*
+     * The weight product for block-quantized weights (wdt Q8_0, Q4_0, Q4_K or Q6_K; K = x->K a
+     * multiple of the format's block), over activations quantized by eng_quant_act_rows:
+     *     y[m * ldy + n] = W row n . activation row m      for m < M, n0 <= n < n1
+     * Each element's integer block sums are exact; they are scaled and added in one fixed order
+     * per table (eng_qdot_ref's order in the portable table, SIMD lanes in the others), the
+     * same for every M, row range and column split, as for matmul.
+     */
+    void (*qmatmul)(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
+                    int n0, int n1);
 
     /*
      * Attention of one query vector for one (layer, query head) over positions [0, n_pos):

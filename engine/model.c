@@ -416,6 +416,8 @@ void eng_model_free(eng_model *m) {
     for (int i = 0; i < m->n_vecs; i++) free(m->vecs[i]);
     free(m->vecs);
     free(m->layers);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
     eng_st_close(&m->st);
     free(m);
 }

@@ -45,7 +45,7 @@ typedef struct weights {
 
 static void weights_make(weights *w, eng_dtype wdt, int N, int K, uint64_t seed) {
     size_t n = (size_t)N * (size_t)K;
-    w->stored = malloc(n * eng_dtype_size(wdt));
+    w->stored = malloc(eng_row_bytes(wdt, n));
     w->widened = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) {
         if (wdt == ENG_F32)
@@ -83,7 +83,7 @@ static int cpu_runs(const char *isa) {
     if (!strcmp(isa, "avx2")) return avx2;
     return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bf16");
+           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
 }
 
 static const char *const isas[] = {"portable", "avx2", "avx512"};
