@@ -5,7 +5,7 @@
  * an empty context, greedy, the next token fed back. Weights, attention, norms, the LM head and
  * the argmax are all in the figure; no scheduler, tokenizer or HTTP.
  *
- * The decode figure is also given as GB/s of weights streamed (BF16 bytes of every matrix a
+ * The decode figure is also given as GB/s of weights streamed (bytes as held of every matrix a
  * token reads, the LM head included; the embedding row lookup is negligible), to set beside
  * bench_kernels' streaming-read bandwidth: that ratio is issue 9's "% of the limit".
  *
@@ -22,11 +22,14 @@
  *   --threads  workers (2, as llama-bench -t 2); --prompt: prefill tokens (512); --gen: decode
  *              steps (128); --batch: decode batch sizes, comma-separated (1,8); --reps: prefill
  *              repetitions, best reported (3; --quick: 1, and --gen 16)
+ *   --weights  quantize the weights at load (as serve --weights); the table then also gives
+ *              the weight memory: the matrices' bytes and the RSS right after load
  *   --json     append one JSON line with every figure
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "bench/bench_util.h"
 #ifdef ENG_PROFILE
@@ -48,6 +51,7 @@ typedef struct opts {
     const char *json;  /* JSON lines file, or NULL */
     int context;       /* positions already cached before the prompt / the decode steps */
     int shared;        /* 1: decoding sequences share the context's blocks */
+    int weights;       /* --weights: an eng_weights (quantized at load) */
 } opts;
 
 typedef struct eb {
@@ -66,28 +70,35 @@ typedef struct figures {
     double prefill_s;    /* best prefill time */
     double decode_s[8];  /* decode time per batch size */
     double weight_bytes; /* bytes of weights one token streams */
+    double tensor_bytes; /* bytes of every weight matrix as held */
+    double rss_load;     /* resident memory right after load (and quantization) */
 #ifdef ENG_PROFILE
     double phase_s[8][ENG_PH_N]; /* per decode batch: seconds in each phase (all steps) */
     double sample_s[8];          /* per decode batch: seconds in the greedy pick (all steps) */
 #endif
 } figures;
 
-/* Bytes of weights read per token: every parameter once (tied embeddings: the LM head reads
- * the whole table; untied: the embedding lookup's one row is negligible and not counted). */
-static double weight_bytes(const eng_model *m) {
-    const eng_config *c = eng_model_config(m);
-    double elem = c->dtype == ENG_F32 ? 4 : 2;
-    double params = (double)eng_model_n_params(m);
-    if (!c->tie_embeddings) params -= (double)c->vocab_size * c->hidden;
-    return params * elem;
+/* Resident memory of the process now, from /proc/self/statm (0 when unreadable). */
+static double rss_bytes(void) {
+    long pages_total = 0, pages_rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    int ok = fscanf(f, "%ld %ld", &pages_total, &pages_rss) == 2;
+    fclose(f);
+    return ok ? (double)pages_rss * (double)sysconf(_SC_PAGESIZE) : 0;
 }
 
-static int eb_init(eb *b, const opts *o, rs_err *e) {
+static int eb_init(eb *b, const opts *o, figures *f, rs_err *e) {
     memset(b, 0, sizeof *b);
     int rc, max_b = 1;
     for (int i = 0; i < o->n_batch; i++)
         if (o->batch[i] > max_b) max_b = o->batch[i];
-    if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e))) return rc;
+    if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e)) ||
+        (rc = eng_model_quantize(b->m, (eng_weights)o->weights, o->threads, NULL, NULL, e)))
+        return rc;
+    f->rss_load = rss_bytes();
+    f->tensor_bytes = eng_model_weight_bytes(b->m, 0);
+    f->weight_bytes = eng_model_weight_bytes(b->m, 1);
     b->vocab = eng_model_config(b->m)->vocab_size;
     int longest = o->context + (o->prompt > o->gen ? o->prompt : o->gen);
     b->per_seq = (longest + BS - 1) / BS;
@@ -178,8 +189,11 @@ static int run_decode(eb *b, const opts *o, int n, double *secs, double *phase_s
 /* ---------------------------------------------------------------- report */
 
 static void print_table(const opts *o, const figures *f) {
-    printf("bench_engine: %s, isa %s, %d threads, %.3f GB of weights per token\n", o->model,
-           eng_isa_name(), o->threads, f->weight_bytes / 1e9);
+    printf("bench_engine: %s, isa %s, %d threads, weights %s, %.3f GB of weights per token\n",
+           o->model, eng_isa_name(), o->threads, eng_weights_name((eng_weights)o->weights),
+           f->weight_bytes / 1e9);
+    printf("weight memory: %.3f GB of tensors, RSS after load %.3f GB (%.1f%% of the tensors)\n",
+           f->tensor_bytes / 1e9, f->rss_load / 1e9, 100.0 * f->rss_load / f->tensor_bytes);
     printf("| %-34s | %10s | %12s | %14s |\n", "measure", "tokens/s", "ms per call",
            "weights GB/s");
     printf("|------------------------------------|------------|--------------|----------------|\n");
@@ -276,7 +290,8 @@ static int append_json(const opts *o, const figures *f, rs_err *e) {
         fprintf(fp, ",\"decode_b%d_tok_s\":%.2f,\"decode_b%d_weights_gb_s\":%.3f", o->batch[i],
                 o->batch[i] * steps, o->batch[i], steps * f->weight_bytes / 1e9);
     }
-    fprintf(fp, "}\n");
+    fprintf(fp, ",\"weights\":\"%s\",\"tensor_bytes\":%.0f,\"rss_after_load\":%.0f}\n",
+            eng_weights_name((eng_weights)o->weights), f->tensor_bytes, f->rss_load);
     return fclose(fp) ? rs_errf(e, RS_EIO, "cannot write %s", o->json) : 0;
 }
 
@@ -292,7 +307,7 @@ static int parse_batches(opts *o, const char *v) {
 }
 
 static int parse(opts *o, int argc, char **argv) {
-    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL, 0, 0};
+    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL, 0, 0, ENG_WEIGHTS_SOURCE};
     int quick = 0, gen_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -323,6 +338,8 @@ static int parse(opts *o, int argc, char **argv) {
             bad = parse_batches(o, v);
         else if (!strcmp(a, "--context"))
             bad = bu_int_arg(v, 0, 1 << 16, &o->context);
+        else if (!strcmp(a, "--weights"))
+            bad = (o->weights = eng_weights_parse(v)) < 0;
         else if (!strcmp(a, "--reps"))
             bad = bu_int_arg(v, 1, 1000, &o->reps);
         else
@@ -342,18 +359,15 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "usage: %s [MODEL_DIR (%s)] [--threads T (2)] [--prompt N (512)] [--gen N (128)] "
                 "[--batch LIST (1,8; each <= %d)] [--context C (0)] [--shared] [--reps R (3)] "
-                "[--quick] [--json FILE]\n",
+                "[--weights q8_0|q4_k_m|q4_0] [--quick] [--json FILE]\n",
                 argv[0], BU_DEFAULT_MODEL, MAX_BATCH);
         return 2;
     }
     eb b;
     figures f = {0};
     rs_err e = {0};
-    int rc = eb_init(&b, &o, &e);
-    if (!rc) {
-        f.weight_bytes = weight_bytes(b.m);
-        rc = run_prefill(&b, &o, &f, &e);
-    }
+    int rc = eb_init(&b, &o, &f, &e);
+    if (!rc) rc = run_prefill(&b, &o, &f, &e);
     for (int i = 0; !rc && i < o.n_batch; i++)
 #ifdef ENG_PROFILE
         rc = run_decode(&b, &o, o.batch[i], &f.decode_s[i], f.phase_s[i], &f.sample_s[i], &e);

@@ -15,7 +15,9 @@
 # Steps (issue): kernels = bench_kernels, bandwidth, decode GEMV, prefill GEMM, attention (9);
 # engine = bench_engine, prefill pp512 and decode at batch 1 and 8 end to end (9), its per-phase
 # decode profile at batch 1 and 16 (bench_engine_profile, 27), then the
-# same after cached context (engine-context, engine-shared: issue 15's shapes); peers =
+# same after cached context (engine-context, engine-shared: issue 15's shapes), then pp512 and
+# decode with the weights quantized at load (engine-q8_0, engine-q4_k_m, engine-q4_0, with
+# weight memory: RSS after load vs tensor bytes; issue 19); peers =
 # bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
 # weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
 # bench_tokenizer, if built (10); prefix = bench_prefix, a 2,000-token prompt cold vs 1,900
@@ -146,6 +148,11 @@ want engine && need bench_engine &&
 want engine && need bench_engine &&
     step engine-shared "$build/bench/bench_engine" "$model" "${quick_args[@]}" --context $shared_ctx \
         --shared --prompt 128 --batch 16 --gen 16 --reps 1 --json build/bench/engine-results.jsonl
+for wq in q8_0 q4_k_m q4_0; do
+    want engine && need bench_engine &&
+        step engine-$wq "$build/bench/bench_engine" "$model" "${quick_args[@]}" --weights $wq \
+            --batch 1 --json build/bench/engine-results.jsonl
+done
 if ! want peers; then
     :
 elif [ $quick = 1 ]; then

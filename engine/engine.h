@@ -126,6 +126,10 @@ int eng_model_quantize(eng_model *m, eng_weights w, int n_threads, eng_progress_
 /* The format the weights are held in, for the start-up line and /v1/models: the scheme's name
  * ("q8_0", "q4_k_m", "q4_0") or the files' dtype ("bf16", "f32", "f16"). */
 const char *eng_model_quantization(const eng_model *m);
+
+/* Bytes of the weight matrices as held (a tied LM head once). streamed: only what one decoded
+ * token reads (the untied embedding, of which a token reads one row, left out). */
+double eng_model_weight_bytes(const eng_model *m, int streamed);
 const eng_config *eng_model_config(const eng_model *m);
 const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m);
 int64_t eng_model_n_params(const eng_model *m);

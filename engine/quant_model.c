@@ -168,6 +168,25 @@ static void free_scratch(float **scratch, int n_threads) {
     free(scratch);
 }
 
+static double mat_bytes(const eng_mat *w, int64_t rows, int64_t cols) {
+    return (double)eng_row_bytes(w->dtype, (size_t)rows * (size_t)cols);
+}
+
+double eng_model_weight_bytes(const eng_model *m, int streamed) {
+    const eng_config *c = &m->cfg;
+    int64_t h = c->hidden, qd = (int64_t)c->n_heads * c->head_dim, f = c->intermediate;
+    int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim;
+    double total = mat_bytes(&m->lm_head, c->vocab_size, h);
+    if (!c->tie_embeddings && !streamed) total += mat_bytes(&m->embed, c->vocab_size, h);
+    for (int l = 0; l < c->n_layers; l++) {
+        const eng_layer *L = &m->layers[l];
+        total += mat_bytes(&L->q, qd, h) + mat_bytes(&L->k, kvd, h) + mat_bytes(&L->v, kvd, h) +
+                 mat_bytes(&L->o, h, qd) + mat_bytes(&L->gate, f, h) + mat_bytes(&L->up, f, h) +
+                 mat_bytes(&L->down, h, f);
+    }
+    return total;
+}
+
 int eng_model_has_quant(const eng_model *m) {
     int q = eng_dtype_is_quant(m->embed.dtype) || eng_dtype_is_quant(m->lm_head.dtype);
     for (int l = 0; l < m->cfg.n_layers && !q; l++) {

@@ -5,7 +5,8 @@
 # cache served the shared prompt when on and nothing when off, and no server it started is left
 # running; a server that cannot start is a clear failure, not a hang. When built (make bench-bins):
 # bench_prefix (issue 11) gives bit-identical logits from the cache on a short prompt, and
-# bench_engine (issue 9) runs and counts the weight bytes a token streams.
+# bench_engine (issue 9) runs and counts the weight bytes a token streams, also with the
+# weights quantized at load (issue 19).
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT" || exit 1
@@ -70,10 +71,18 @@ if [ -x "$BUILD/bench/bench_engine" ]; then
     timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 64 --gen 4 --batch 1,3 --reps 1 \
         --json "$TMP/engine.jsonl" >"$TMP/log4" 2>&1
     rc=$?
-    # tiny-qwen3 has 9,847,232 BF16 parameters (tied embeddings): 2 bytes each per token.
-    ok "$([ $rc = 0 ] && grep -q '"weight_bytes_per_token":19694464,' "$TMP/engine.jsonl" &&
+    # tiny-qwen3 has 9,847,232 BF16 parameters (tied embeddings), 9,846,784 of them in matrices:
+    # 2 bytes each per token (norms are F32 copies, not counted).
+    ok "$([ $rc = 0 ] && grep -q '"weight_bytes_per_token":19693568,' "$TMP/engine.jsonl" &&
         grep -q '"decode_b3_tok_s":[0-9]' "$TMP/engine.jsonl"; echo $?)" \
-        "bench_engine: prefill and decode at batch 1 and 3 run; 19,694,464 weight bytes per token (status $rc)"
+        "bench_engine: prefill and decode at batch 1 and 3 run; 19,693,568 weight bytes per token (status $rc)"
+    timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 16 --gen 4 --batch 1 --reps 1 \
+        --weights q8_0 --json "$TMP/engine.jsonl" >"$TMP/log6" 2>&1
+    rc=$?
+    # Q8_0: 34 bytes per 32 weights, every row of tiny-qwen3 a multiple of 32.
+    ok "$([ $rc = 0 ] && grep -q '"weight_bytes_per_token":10462208,.*"weights":"q8_0","tensor_bytes":10462208,"rss_after_load":[1-9]' "$TMP/engine.jsonl" &&
+        grep -q 'weight memory: 0.010 GB of tensors, RSS after load' "$TMP/log6"; echo $?)" \
+        "bench_engine --weights q8_0: 10,462,208 bytes per token (17/32 of BF16's), RSS after load printed (status $rc)"
     timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 16 --gen 4 --batch 4 --reps 1 \
         --context 40 --shared --json "$TMP/engine.jsonl" >"$TMP/log5" 2>&1
     rc=$?
