@@ -23,6 +23,7 @@ gen --model $M --prompt-ids 1 --temperature abc >/dev/null; check "bad --tempera
 gen --model $M --prompt-ids 1,,2 >/dev/null; check "bad --prompt-ids: exit 2" test $? -eq 2
 gen --model $M --prompt-ids 1 --frobnicate 3 >/dev/null; check "unknown option: exit 2" test $? -eq 2
 gen --model $M --prompt-ids 1 --kv-dtype f8 >/dev/null; check "bad --kv-dtype: exit 2" test $? -eq 2
+gen --model $M --prompt-ids 1 --weights q3_k >/dev/null; check "bad --weights: exit 2" test $? -eq 2
 gen --model "$TMP/nowhere" --prompt-ids 1 >/dev/null; rc=$?
 check "missing model: exit 1 ($(cat "$TMP/err"))" test $rc -eq 1
 check "missing model: one line naming config.json" bash -c "[ \$(wc -l <'$TMP/err') -eq 1 ] && grep -q config.json '$TMP/err'"
@@ -72,6 +73,13 @@ check "--chunk 1 --threads 1 == whole prompt" cmp -s "$TMP/whole" "$TMP/chunk1"
 check "--threads 3 == default threads" cmp -s "$TMP/whole" "$TMP/t3"
 gen --model $M --prompt-ids $P -n 12 --temperature 0 --kv-dtype bf16 >"$TMP/kvbf16"
 check "--kv-dtype bf16 runs ($(head -c 40 "$TMP/kvbf16"))" test -s "$TMP/kvbf16"
+for w in q8_0 q4_k_m q4_0; do
+    gen --model $M --prompt-ids $P -n 12 --temperature 0 --print-ids --weights $w >"$TMP/w_$w"
+    check "--weights $w runs, progress shown ($(head -c 40 "$TMP/w_$w"))" \
+        bash -c "test -s '$TMP/w_$w' && grep -q 'quantizing weights to $w: 36/36 matrices' '$TMP/err'"
+done
+gen --model $M --prompt-ids $P -n 12 --temperature 0 --print-ids >"$TMP/w_f32"
+check "--weights q8_0: the F32 model's 12 greedy tokens" cmp -s "$TMP/w_f32" "$TMP/w_q8_0"
 gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos --print-ids >"$TMP/s1"
 gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 17 --ignore-eos --print-ids >"$TMP/s2"
 gen --model $M --prompt-ids 1 -n 30 --temperature 1 --seed 18 --ignore-eos --print-ids >"$TMP/s3"

@@ -190,7 +190,7 @@ case ${MODE:-release} in asan | tsan) limit=3000 ;; esac
 PORT2=$(free_port)
 U2=http://127.0.0.1:$PORT2
 RADIXSERVE_TEST_STEP_DELAY_MS=20 "$BIN" serve --model models/stories260K --port "$PORT2" \
-    --kv-cache-mb 16 --threads 1 --ctx-size 100000 >"$TMP/server2.log" 2>&1 &
+    --kv-cache-mb 16 --threads 1 --ctx-size 100000 --weights q8_0 >"$TMP/server2.log" 2>&1 &
 S2=$!
 pids+=("$S2")
 wait_ready "$U2"
@@ -198,6 +198,9 @@ metric() { metric_at "$U2" "$1"; }
 # --ctx-size above the model's 512 positions: the context in force (the scheduler's) is reported.
 mml=$(curl -s "$U2/v1/models" | json 'd["data"][0]["max_model_len"]')
 ok $([ "$mml" = 512 ] && grep -q 'context lowered from 100000 to 512' "$TMP/server2.log"; echo $?) "--ctx-size 100000 on a 512-position model: context 512 said at start-up and by /v1/models ($mml)"
+qz=$(curl -s "$U2/v1/models" | json 'd["data"][0]["quantization"]')
+qz1=$(curl -s -H "Authorization: Bearer $KEY" "$U/v1/models" | json 'd["data"][0]["quantization"]')
+ok $([ "$qz" = q8_0 ] && [ "$qz1" = f32 ] && grep -q 'weights q8_0), context' "$TMP/server2.log"; echo $?) "--weights q8_0: /v1/models and the start-up line say q8_0 ($qz; the F32 server: $qz1)"
 for mode in true false; do
     curl -sN -m 0.5 "$U2/v1/completions" -H 'Content-Type: application/json' -d "{\"prompt\":\"Once\",\"max_tokens\":100000,\"ignore_eos\":true,\"n\":16,\"stream\":$mode}" >/dev/null 2>&1
     t0=$(date +%s%N); running=x; pinned=x; ms=0
