@@ -12,6 +12,7 @@
  * horizontal reduction. Nothing depends on M, the tile shape or the column split.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "engine/internal.h"
 #include "engine/kern_x86.h"
@@ -136,13 +137,17 @@ QI void q4_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
 
 /* ---------------------------------------------------------------- Q4_K */
 
-QI void q4k_scales8(const uint8_t *q, int s[8], int m[8]) {
-    for (int j = 0; j < 4; j++) {
-        s[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-        s[j + 4] = (q[j + 8] & 0xf) | ((q[j] >> 6) << 4);
-        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-    }
+/* The 8 sub-block scales and mins of a Q4_K block as int32 lanes (the word-wise decoding of
+ * kern_q_avx512.c's q4k_scales8). */
+QI void q4k_scales8(const uint8_t *q, __m256i *sc, __m256i *mn) {
+    uint32_t u[3];
+    memcpy(u, q, sizeof u);
+    uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
+    uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    __m128i v = _mm_set_epi32((int)m47, (int)m03, (int)s47, (int)s03);
+    *sc = _mm256_cvtepu8_epi32(v);
+    *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
 
 QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
@@ -153,13 +158,11 @@ QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
 #pragma GCC unroll 4
     for (int j = 0; j < NR; j++) {
         blk[j] = (const eng_block_q4_K *)(w0 + (size_t)j * a->rb) + sb;
-        int s[8], m[8];
-        q4k_scales8(blk[j]->scales, s, m);
+        __m256i s, m;
+        q4k_scales8(blk[j]->scales, &s, &m);
         float D = h2f(blk[j]->d), Dm = h2f(blk[j]->dmin);
-        _mm256_storeu_ps(scd[j], _mm256_mul_ps(_mm256_set1_ps(D),
-                                               _mm256_cvtepi32_ps(_mm256_loadu_si256((void *)s))));
-        __m256 mnf = _mm256_mul_ps(_mm256_set1_ps(Dm),
-                                   _mm256_cvtepi32_ps(_mm256_loadu_si256((const __m256i *)m)));
+        _mm256_storeu_ps(scd[j], _mm256_mul_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(s)));
+        __m256 mnf = _mm256_mul_ps(_mm256_set1_ps(Dm), _mm256_cvtepi32_ps(m));
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++)
             acc[i][j] =

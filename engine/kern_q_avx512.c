@@ -12,6 +12,7 @@
  * horizontal reduction at the end. Nothing depends on M, the tile shape or the column split.
  */
 #include <immintrin.h>
+#include <string.h>
 
 #include "engine/kern_x86.h"
 
@@ -136,9 +137,8 @@ QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int two,
         __m256i n_lo = _mm256_and_si256(v, m4),
                 n_hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
         w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(n_lo), n_hi, 1);
-        __m128i h = _mm_set_epi16((short)(two ? wb[1].d : 0), (short)(two ? wb[1].d : 0),
-                                  (short)(two ? wb[1].d : 0), (short)(two ? wb[1].d : 0),
-                                  (short)wb[0].d, (short)wb[0].d, (short)wb[0].d, (short)wb[0].d);
+        __m128i h = _mm_unpacklo_epi64(_mm_set1_epi16((short)wb[0].d),
+                                       two ? _mm_set1_epi16((short)wb[1].d) : _mm_setzero_si128());
         __m256 d8 = _mm256_cvtph_ps(h);
         dw[j] = _mm512_insertf32x8(_mm512_castps256_ps512(d8), d8, 1);
     }
@@ -171,17 +171,19 @@ QI void q4_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
 
 /* ---------------------------------------------------------------- Q4_K */
 
-/* The 8 sub-block scales and mins of a Q4_K block as int32 lanes. */
+/* The 8 sub-block scales and mins of a Q4_K block as int32 lanes, decoded in 32-bit words
+ * (u0, u1, u2 = bytes 0-3, 4-7, 8-11): scales 0-3 are the low 6 bits of u0, mins 0-3 of u1;
+ * scales 4-7 take their low 4 bits from u2's low nibbles and their top 2 from u0's top bits,
+ * mins 4-7 from u2's high nibbles and u1's top bits. */
 QI void q4k_scales8(const uint8_t *q, __m256i *sc, __m256i *mn) {
-    int s[8], m[8];
-    for (int j = 0; j < 4; j++) {
-        s[j] = q[j] & 63;
-        m[j] = q[j + 4] & 63;
-        s[j + 4] = (q[j + 8] & 0xf) | ((q[j] >> 6) << 4);
-        m[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
-    }
-    *sc = _mm256_loadu_si256((const __m256i *)s);
-    *mn = _mm256_loadu_si256((const __m256i *)m);
+    uint32_t u[3];
+    memcpy(u, q, sizeof u);
+    uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
+    uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    __m128i v = _mm_set_epi32((int)m47, (int)m03, (int)s47, (int)s03);
+    *sc = _mm256_cvtepu8_epi32(v);
+    *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
 }
 
 /* Lane l of idx: element 2g + l / 8 (sub-blocks 2g and 2g + 1 of a super-block). */
