@@ -11,25 +11,8 @@
  * accumulators by FMA; Q4_K's min term is subtracted by FMA once per super-block; one fixed
  * horizontal reduction. Nothing depends on M, the tile shape or the column split.
  */
-#include <immintrin.h>
-#include <string.h>
-
 #include "engine/internal.h"
-#include "engine/kern_x86.h"
-
-#define QI static inline __attribute__((always_inline))
-
-enum { QMAX_NR = 4 };
-
-QI const int8_t *xq_row(const eng_qtile_args *a, int i) {
-    return a->x->qs + (size_t)(a->m0 + i) * (size_t)a->x->K;
-}
-QI const float *xd_row(const eng_qtile_args *a, int i) {
-    return a->x->d + (size_t)(a->m0 + i) * (size_t)(a->x->K / ENG_QA);
-}
-QI const float *xs_row(const eng_qtile_args *a, int i) {
-    return a->x->dsum + (size_t)(a->m0 + i) * (size_t)(a->x->K / ENG_QA);
-}
+#include "engine/kern_q_x86.h"
 
 /* Lanes of 4-element sums of u * s (u unsigned, s signed bytes; pairs must not saturate). */
 QI __m256i dot4(__m256i u, __m256i s) {
@@ -64,94 +47,72 @@ QI void store_tile(const eng_qtile_args *a, int n, __m256 acc[ENG_TILE_MR][QMAX_
             a->y[(size_t)i * (size_t)a->ldy + (size_t)(n + j)] = qhsum8(acc[i][j]);
 }
 
-QI void pf_next(const eng_qtile_args *a, const char *w0, int j, int NR, size_t off) {
-    if (a->stream) _mm_prefetch(w0 + (size_t)(j + NR) * a->rb + off, _MM_HINT_T0);
-}
-
 /* ---------------------------------------------------------------- Q8_0, Q4_0 */
 
-QI void q8_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int nb = a->x->K / ENG_QA;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m256 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int b = 0; b < nb; b++) {
-        __m256i w[QMAX_NR];
-        float dw[QMAX_NR];
+QI void q8_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
+                  __m256 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
+    __m256i w[QMAX_NR];
+    float dw[QMAX_NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w0 + (size_t)j * a->rb) + b;
+        if (b % 2 == 0) pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
+        w[j] = _mm256_loadu_si256((const __m256i *)wb->qs);
+        dw[j] = h2f(wb->d);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(xq_row(a, i) + (size_t)b * ENG_QA));
+        __m256i ax = _mm256_sign_epi8(xv, xv);
+        float dx = xd_row(a, i)[b];
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w0 + (size_t)j * a->rb) + b;
-            if (b % 2 == 0) pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
-            w[j] = _mm256_loadu_si256((const __m256i *)wb->qs);
-            dw[j] = h2f(wb->d);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq_row(a, i) + (size_t)b * ENG_QA));
-            __m256i ax = _mm256_sign_epi8(xv, xv);
-            float dx = xd_row(a, i)[b];
-#pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) {
-                __m256i p = dot4(ax, _mm256_sign_epi8(w[j], xv));
-                acc[i][j] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
-            }
+            __m256i p = dot4(ax, _mm256_sign_epi8(w[j], xv));
+            acc[i][j] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
         }
     }
-    store_tile(a, n, acc, MR, NR);
 }
 
-QI void q4_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int nb = a->x->K / ENG_QA;
-    const char *w0 = a->W + (size_t)n * a->rb;
+Q_DEFINE_TILE(q8_0_tile, __m256, ENG_QA, 1, q8_0_step)
+
+QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
+                  __m256 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
     const __m128i m4 = _mm_set1_epi8(0x0f);
     const __m256i eight = _mm256_set1_epi8(8);
-    __m256 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int b = 0; b < nb; b++) {
-        __m256i w[QMAX_NR];
-        float dw[QMAX_NR];
+    __m256i w[QMAX_NR];
+    float dw[QMAX_NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) {
+        const eng_block_q4_0 *wb = (const eng_block_q4_0 *)(w0 + (size_t)j * a->rb) + b;
+        if (b % 4 == 0) pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
+        __m128i v = _mm_loadu_si128((const __m128i *)wb->qs);
+        w[j] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+        dw[j] = h2f(wb->d);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) {
+        __m256i xv = _mm256_loadu_si256((const __m256i *)(xq_row(a, i) + (size_t)b * ENG_QA));
+        __m256i corr = dot4(eight, xv);
+        float dx = xd_row(a, i)[b];
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++) {
-            const eng_block_q4_0 *wb = (const eng_block_q4_0 *)(w0 + (size_t)j * a->rb) + b;
-            if (b % 4 == 0) pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
-            __m128i v = _mm_loadu_si128((const __m128i *)wb->qs);
-            w[j] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
-            dw[j] = h2f(wb->d);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(xq_row(a, i) + (size_t)b * ENG_QA));
-            __m256i corr = dot4(eight, xv);
-            float dx = xd_row(a, i)[b];
-#pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) {
-                __m256i p = _mm256_sub_epi32(dot4(w[j], xv), corr);
-                acc[i][j] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
-            }
+            __m256i p = _mm256_sub_epi32(dot4(w[j], xv), corr);
+            acc[i][j] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw[j] * dx), acc[i][j]);
         }
     }
-    store_tile(a, n, acc, MR, NR);
 }
+
+Q_DEFINE_TILE(q4_0_tile, __m256, ENG_QA, 1, q4_0_step)
 
 /* ---------------------------------------------------------------- Q4_K */
 
-/* The 8 sub-block scales and mins of a Q4_K block as int32 lanes (the word-wise decoding of
- * kern_q_avx512.c's q4k_scales8). */
-QI void q4k_scales8(const uint8_t *q, __m256i *sc, __m256i *mn) {
-    uint32_t u[3];
-    memcpy(u, q, sizeof u);
-    uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
-    uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    __m128i v = _mm_set_epi32((int)m47, (int)m03, (int)s47, (int)s03);
-    *sc = _mm256_cvtepu8_epi32(v);
-    *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
-}
-
-QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
+QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
                    __m256 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const eng_block_q4_K *blk[QMAX_NR];
     float scd[QMAX_NR][8];
@@ -196,14 +157,7 @@ QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
     }
 }
 
-QI void q4_K_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int ns = a->x->K / ENG_QK_K;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m256 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int sb = 0; sb < ns; sb++) q4_K_super(a, w0, sb, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q4_K_tile, __m256, ENG_QK_K, 1, q4_K_super)
 
 /* ---------------------------------------------------------------- Q6_K */
 
@@ -217,8 +171,9 @@ QI __m256i q6k_quarter(const eng_block_q6_K *b, int h, int q) {
     return _mm256_or_si256(lo4, _mm256_slli_epi16(hi2, 4));
 }
 
-QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb,
+QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
                    __m256 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
     const __m256i k32 = _mm256_set1_epi8(32);
     const eng_block_q6_K *blk[QMAX_NR];
     float D[QMAX_NR];
@@ -254,14 +209,7 @@ QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb,
     }
 }
 
-QI void q6_K_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int ns = a->x->K / ENG_QK_K;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m256 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int sb = 0; sb < ns; sb++) q6_K_super(a, w0, sb, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q6_K_tile, __m256, ENG_QK_K, 1, q6_K_super)
 
 /* Weight rows per tile for 1..4 activation rows (16 registers: 4 to 8 accumulate). */
 ENG_DEFINE_QMATMUL(eng_qmatmul_avx2, 4, 4, 2, 2, 1024 * 1024)

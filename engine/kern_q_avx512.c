@@ -11,25 +11,9 @@
  * Q4_K's min term is subtracted by FMA in the low 8 lanes once per super-block; one fixed
  * horizontal reduction at the end. Nothing depends on M, the tile shape or the column split.
  */
-#include <immintrin.h>
-#include <string.h>
-
-#include "engine/kern_x86.h"
-
-#define QI static inline __attribute__((always_inline))
-
-enum { QMAX_NR = 4 };
+#include "engine/kern_q_x86.h"
 
 /* Row i of the tile's activations. */
-QI const int8_t *xq_row(const eng_qtile_args *a, int i) {
-    return a->x->qs + (size_t)(a->m0 + i) * (size_t)a->x->K;
-}
-QI const float *xd_row(const eng_qtile_args *a, int i) {
-    return a->x->d + (size_t)(a->m0 + i) * (size_t)(a->x->K / ENG_QA);
-}
-QI const float *xs_row(const eng_qtile_args *a, int i) {
-    return a->x->dsum + (size_t)(a->m0 + i) * (size_t)(a->x->K / ENG_QA);
-}
 
 /* 16 -> 8 -> 4 -> 2 -> 1, the AVX-512 table's fixed reduction. */
 QI float qhsum16(__m512 v) {
@@ -61,16 +45,12 @@ QI __m512 pair8(float lo, float hi) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
 }
 
-/* Prefetch the next tile's row j at byte offset off (decode). */
-QI void pf_next(const eng_qtile_args *a, const char *w0, int j, int NR, size_t off) {
-    if (a->stream) _mm_prefetch(w0 + (size_t)(j + NR) * a->rb + off, _MM_HINT_T0);
-}
-
 /* ---------------------------------------------------------------- Q8_0 */
 
-/* Blocks b and b + 1 (two = 0: b alone, the rest zero) of MR x NR elements. */
-QI void q8_0_step(const eng_qtile_args *a, const char *w0, int b, int two,
+/* Blocks b and b + 1 (b alone when it is the last) of MR x NR elements. */
+QI void q8_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
                   __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    int two = rest >= 2; /* blocks b and b + 1, or b alone (the rest zero) */
     const __m512i off = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
     __m512i w[QMAX_NR], neg[QMAX_NR];
     __m512 dw[QMAX_NR];
@@ -103,15 +83,7 @@ QI void q8_0_step(const eng_qtile_args *a, const char *w0, int b, int two,
     }
 }
 
-QI void q8_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int nb = a->x->K / ENG_QA, b = 0;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m512 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (; b + 2 <= nb; b += 2) q8_0_step(a, w0, b, 1, acc, MR, NR);
-    if (b < nb) q8_0_step(a, w0, b, 0, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q8_0_tile, __m512, ENG_QA, 2, q8_0_step)
 
 /* ---------------------------------------------------------------- Q4_0 */
 
@@ -121,8 +93,9 @@ QI __m512 quad4(float lo, float hi) {
     return _mm512_insertf32x8(_mm512_castps256_ps512(h), h, 1);
 }
 
-QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int two,
+QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
                   __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    int two = rest >= 2; /* blocks b and b + 1, or b alone (the rest zero) */
     const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     __m512i w[QMAX_NR];
@@ -159,32 +132,9 @@ QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int two,
     }
 }
 
-QI void q4_0_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int nb = a->x->K / ENG_QA, b = 0;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m512 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (; b + 2 <= nb; b += 2) q4_0_step(a, w0, b, 1, acc, MR, NR);
-    if (b < nb) q4_0_step(a, w0, b, 0, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q4_0_tile, __m512, ENG_QA, 2, q4_0_step)
 
 /* ---------------------------------------------------------------- Q4_K */
-
-/* The 8 sub-block scales and mins of a Q4_K block as int32 lanes, decoded in 32-bit words
- * (u0, u1, u2 = bytes 0-3, 4-7, 8-11): scales 0-3 are the low 6 bits of u0, mins 0-3 of u1;
- * scales 4-7 take their low 4 bits from u2's low nibbles and their top 2 from u0's top bits,
- * mins 4-7 from u2's high nibbles and u1's top bits. */
-QI void q4k_scales8(const uint8_t *q, __m256i *sc, __m256i *mn) {
-    uint32_t u[3];
-    memcpy(u, q, sizeof u);
-    uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
-    uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    __m128i v = _mm_set_epi32((int)m47, (int)m03, (int)s47, (int)s03);
-    *sc = _mm256_cvtepu8_epi32(v);
-    *mn = _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8));
-}
 
 /* Lane l of idx: element 2g + l / 8 (sub-blocks 2g and 2g + 1 of a super-block). */
 QI __m512i pair_idx(int g) {
@@ -194,8 +144,9 @@ QI __m512i pair_idx(int g) {
                           3));
 }
 
-QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
+QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
                    __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const __m512i zero = _mm512_setzero_si512();
     const eng_block_q4_K *blk[QMAX_NR];
@@ -242,14 +193,7 @@ QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb,
     }
 }
 
-QI void q4_K_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int ns = a->x->K / ENG_QK_K;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m512 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int sb = 0; sb < ns; sb++) q4_K_super(a, w0, sb, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q4_K_tile, __m512, ENG_QK_K, 1, q4_K_super)
 
 /* ---------------------------------------------------------------- Q6_K */
 
@@ -275,8 +219,9 @@ QI __m512i q6k_chunk(const eng_block_q6_K *b, int c) {
     return _mm512_or_si512(lo4, _mm512_slli_epi16(hi2, 4));
 }
 
-QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb,
+QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
                    __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
+    (void)rest;
     const __m512i zero = _mm512_setzero_si512(), k32 = _mm512_set1_epi8(32);
     const eng_block_q6_K *blk[QMAX_NR];
     __m512 scf[QMAX_NR];
@@ -314,14 +259,7 @@ QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb,
     }
 }
 
-QI void q6_K_tile(const eng_qtile_args *a, int n, int MR, int NR) {
-    int ns = a->x->K / ENG_QK_K;
-    const char *w0 = a->W + (size_t)n * a->rb;
-    __m512 acc[ENG_TILE_MR][QMAX_NR];
-    zero_tile(acc, MR, NR);
-    for (int sb = 0; sb < ns; sb++) q6_K_super(a, w0, sb, acc, MR, NR);
-    store_tile(a, n, acc, MR, NR);
-}
+Q_DEFINE_TILE(q6_K_tile, __m512, ENG_QK_K, 1, q6_K_super)
 
 /* Weight rows per tile for 1..4 activation rows; 1 MB column blocks as the BF16 path. */
 ENG_DEFINE_QMATMUL(eng_qmatmul_avx512, 4, 4, 3, 2, 1024 * 1024)

@@ -94,41 +94,66 @@ const char *eng_isa_name(void) {
  * row group reads the block from memory and little compute hides it (M = 8 and 12 read ~25-30%
  * faster so on Zen 3); with prefill-sized M the block is in cache for all but the first group.
  */
-void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
-                      eng_dtype wdt, int K, int n0, int n1) {
-    size_t row_bytes = eng_row_bytes(wdt, (size_t)K);
-    int nc = (int)((size_t)t->l2_weight_bytes / (row_bytes ? row_bytes : 1));
-    if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
-    eng_tile_args a = {.ldy = ldy, .K = K, .W = W, .wdt = wdt, .stream = M < 4 * ENG_TILE_MR};
+typedef void (*tile_at_fn)(void *arg, int m0, int n, int mr, int nr);
+
+/* The blocking itself, for either kind of tile: tile(arg, m0, n, mr, nr) computes rows
+ * [m0, m0 + mr) x columns [n, n + nr); nr[mr] columns per tile, then single-column tails. */
+static void tiles_run(const int nr_of[ENG_TILE_MR + 1], int l2_bytes, size_t row_bytes, int M,
+                      int n0, int n1, tile_at_fn tile, void *arg) {
+    int nc = (int)((size_t)l2_bytes / (row_bytes ? row_bytes : 1));
+    if (nc < nr_of[ENG_TILE_MR]) nc = nr_of[ENG_TILE_MR];
     for (int c0 = n0; c0 < n1; c0 += nc) {
         int c1 = n1 - c0 < nc ? n1 : c0 + nc;
         for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
             int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
-            a.y = y + (size_t)m0 * (size_t)ldy;
-            a.x = x + (size_t)m0 * (size_t)K;
-            int nr = t->nr[mr], n = c0;
-            for (; n + nr <= c1; n += nr) t->tile(&a, n, mr, nr);
-            for (; n < c1; n++) t->tile(&a, n, mr, 1);
+            int nr = nr_of[mr], n = c0;
+            for (; n + nr <= c1; n += nr) tile(arg, m0, n, mr, nr);
+            for (; n < c1; n++) tile(arg, m0, n, mr, 1);
         }
     }
+}
+
+typedef struct float_tiles {
+    const eng_tiling *t;
+    eng_tile_args a;
+    float *y;
+    const float *x;
+} float_tiles;
+
+static void float_tile_at(void *arg, int m0, int n, int mr, int nr) {
+    float_tiles *f = arg;
+    f->a.y = f->y + (size_t)m0 * (size_t)f->a.ldy;
+    f->a.x = f->x + (size_t)m0 * (size_t)f->a.K;
+    f->t->tile(&f->a, n, mr, nr);
+}
+
+void eng_matmul_tiled(const eng_tiling *t, float *y, int ldy, const float *x, int M, const void *W,
+                      eng_dtype wdt, int K, int n0, int n1) {
+    float_tiles f = {
+        t, {.ldy = ldy, .K = K, .W = W, .wdt = wdt, .stream = M < 4 * ENG_TILE_MR}, y, x};
+    tiles_run(t->nr, t->l2_weight_bytes, eng_row_bytes(wdt, (size_t)K), M, n0, n1, float_tile_at,
+              &f);
+}
+
+typedef struct quant_tiles {
+    const eng_qtiling *t;
+    eng_qtile_args a;
+    float *y;
+    eng_dtype wdt;
+} quant_tiles;
+
+static void quant_tile_at(void *arg, int m0, int n, int mr, int nr) {
+    quant_tiles *q = arg;
+    q->a.y = q->y + (size_t)m0 * (size_t)q->a.ldy;
+    q->a.m0 = m0;
+    q->t->tile(&q->a, q->wdt, n, mr, nr);
 }
 
 /* The same blocking for quantized weights: the column block is sized by their row bytes. */
 void eng_qmatmul_tiled(const eng_qtiling *t, float *y, int ldy, const eng_qact *x, int M,
                        const void *W, eng_dtype wdt, int n0, int n1) {
     size_t rb = eng_row_bytes(wdt, (size_t)x->K);
-    int nc = (int)((size_t)t->l2_weight_bytes / (rb ? rb : 1));
-    if (nc < t->nr[ENG_TILE_MR]) nc = t->nr[ENG_TILE_MR];
-    eng_qtile_args a = {.ldy = ldy, .x = x, .W = W, .rb = rb, .stream = M < 4 * ENG_TILE_MR};
-    for (int c0 = n0; c0 < n1; c0 += nc) {
-        int c1 = n1 - c0 < nc ? n1 : c0 + nc;
-        for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
-            int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
-            a.y = y + (size_t)m0 * (size_t)ldy;
-            a.m0 = m0;
-            int nr = t->nr[mr], n = c0;
-            for (; n + nr <= c1; n += nr) t->tile(&a, wdt, n, mr, nr);
-            for (; n < c1; n++) t->tile(&a, wdt, n, mr, 1);
-        }
-    }
+    quant_tiles q = {
+        t, {.ldy = ldy, .x = x, .W = W, .rb = rb, .stream = M < 4 * ENG_TILE_MR}, y, wdt};
+    tiles_run(t->nr, t->l2_weight_bytes, rb, M, n0, n1, quant_tile_at, &q);
 }
