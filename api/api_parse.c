@@ -15,14 +15,18 @@
 int api_errorf(api_error *err, int status, const char *type, const char *param, const char *code,
                const char *fmt, ...) {
     va_list ap;
+    char msg[2 * sizeof err->message];
     if (!err) return status >= 500 ? RS_EIO : RS_EINVAL;
     err->status = status;
     snprintf(err->type, sizeof err->type, "%s", type ? type : INVALID);
-    snprintf(err->param, sizeof err->param, "%s", param ? param : "");
     snprintf(err->code, sizeof err->code, "%s", code ? code : "");
+    /* The message and param may carry client text (a model name, a role, a URL, a JSON key):
+     * both end up valid UTF-8, cut on a character boundary, whatever was passed in. */
+    rs_utf8_clip(err->param, sizeof err->param, param ? param : "");
     va_start(ap, fmt);
-    vsnprintf(err->message, sizeof err->message, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    rs_utf8_clip(err->message, sizeof err->message, msg);
     return status >= 500 ? RS_EIO : RS_EINVAL;
 }
 
@@ -151,7 +155,8 @@ static int parse_logit_bias(const cJSON *root, api_gen *g, api_error *err) {
         long id = strtol(it->string, &end, 10);
         if (!it->string[0] || *end || id < 0 || id > INT32_MAX)
             return api_errorf(err, 400, INVALID, "logit_bias", "invalid_value",
-                              "'logit_bias' keys must be token ids (got \"%.40s\")", it->string);
+                              "'logit_bias' keys must be token ids (got \"%s\")",
+                              RS_CLIP(it->string, 48));
         if (!cJSON_IsNumber(it)) return bad_type(err, "logit_bias", "an object of numbers");
         if (!(it->valuedouble >= -100 && it->valuedouble <= 100))
             return out_of_range(err, "logit_bias", it->valuedouble, -100, 100);
@@ -190,8 +195,8 @@ static int parse_response_format(const cJSON *root, api_error *err) {
     if (!cJSON_IsString(t)) return bad_type(err, "response_format.type", "a string");
     if (strcmp(t->valuestring, "text") != 0)
         return api_errorf(err, 400, INVALID, "response_format", "unsupported_value",
-                          "response_format type '%.40s' is not supported yet (only 'text')",
-                          t->valuestring);
+                          "response_format type '%s' is not supported yet (only 'text')",
+                          RS_CLIP(t->valuestring, 48));
     return 0;
 }
 
@@ -317,8 +322,8 @@ static int normalize_message(const cJSON *m, int i, cJSON **out, api_error *err)
     if (!valid_role(role->valuestring))
         return api_errorf(err, 400, INVALID, name, "invalid_value",
                           "'%s' must be system, developer, user, assistant or tool (got "
-                          "'%.32s')",
-                          name, role->valuestring);
+                          "'%s')",
+                          name, RS_CLIP(role->valuestring, 40));
     const cJSON *content = field(m, "content");
     snprintf(name, sizeof name, "messages[%d].content", i);
     if (content && !cJSON_IsString(content) && !cJSON_IsArray(content))
@@ -403,6 +408,44 @@ fail:
 
 /* ---------------------------------------------------------------- entry points */
 
+#define UTF8_PATH_MAX 128 /* a field's path in an error ("messages[3].content"), cut beyond */
+
+static int bad_utf8(api_error *err, const char *path, int key, size_t at) {
+    if (!key)
+        return api_errorf(err, 400, INVALID, path, "invalid_encoding",
+                          "'%s' is not valid UTF-8 (byte %zu)", path, at);
+    return api_errorf(err, 400, INVALID, path[0] ? path : NULL, "invalid_encoding",
+                      "%s%s%s has a key that is not valid UTF-8 (byte %zu)", path[0] ? "'" : "",
+                      path[0] ? path : "the body", path[0] ? "'" : "", at);
+}
+
+/* Every string of the body, values and keys, is UTF-8: checked once here for all fields, so
+ * nothing parsed later (a stop string, a prompt, a model name echoed in an error) can put an
+ * invalid byte into an answer. path[0..at) names v ("" for the root); depth is bounded by
+ * cJSON's nesting limit. */
+static int utf8_walk(const cJSON *v, char *path, size_t at, api_error *err) {
+    const cJSON *c;
+    int i = 0;
+    if (cJSON_IsString(v)) {
+        size_t n = strlen(v->valuestring), bad = rs_utf8_check(v->valuestring, n);
+        if (bad != n) return bad_utf8(err, path, 0, bad);
+    }
+    cJSON_ArrayForEach(c, v) {
+        int w;
+        if (cJSON_IsObject(v)) {
+            size_t n = strlen(c->string), bad = rs_utf8_check(c->string, n);
+            if (bad != n) return bad_utf8(err, path, 1, bad);
+            w = snprintf(path + at, UTF8_PATH_MAX - at, "%s%s", at ? "." : "", c->string);
+        } else {
+            w = snprintf(path + at, UTF8_PATH_MAX - at, "[%d]", i++);
+        }
+        size_t next = at + (size_t)w < UTF8_PATH_MAX ? at + (size_t)w : UTF8_PATH_MAX - 1;
+        if (utf8_walk(c, path, next, err)) return RS_EINVAL;
+        path[at] = 0;
+    }
+    return 0;
+}
+
 int api_parse_object(const char *body, size_t len, cJSON **root, api_error *err) {
     const char *end = NULL;
     *root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
@@ -419,11 +462,13 @@ int api_parse_object(const char *body, size_t len, cJSON **root, api_error *err)
                           "the body has text after the JSON value (at byte %zu)",
                           (size_t)(end - body));
     }
-    if (!cJSON_IsObject(*root)) {
+    char path[UTF8_PATH_MAX] = "";
+    if (!cJSON_IsObject(*root) || utf8_walk(*root, path, 0, err)) {
+        if (!cJSON_IsObject(*root))
+            api_errorf(err, 400, INVALID, NULL, "invalid_json", "the body must be a JSON object");
         cJSON_Delete(*root);
         *root = NULL;
-        return api_errorf(err, 400, INVALID, NULL, "invalid_json",
-                          "the body must be a JSON object");
+        return RS_EINVAL;
     }
     return 0;
 }

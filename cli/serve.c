@@ -36,6 +36,11 @@ typedef struct serve_opts {
     int mixed_prefill;       /* --mixed-prefill: prefill tokens per step beside decoding rows */
     int max_body_mb;         /* --max-body-mb: request bodies above this get 413 */
     char *weights;           /* --weights: quantize at load (NULL: as stored) */
+    int idle_timeout;        /* --idle-timeout: seconds without I/O before a connection closes */
+    int request_timeout;     /* --request-timeout: seconds to send a request's headers + body */
+    int max_connections;     /* --max-connections: connections served normally */
+    int connection_reserve;  /* --connection-reserve: beyond those, answered fast */
+    int max_connections_per_client; /* --max-connections-per-client: per client address */
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -61,7 +66,7 @@ static const struct opt {
     {"ctx-size", OPT_INT, offsetof(serve_opts, ctx_size),
      "N  context per sequence (model max, lowered to the KV pool)"},
     {"default-max-tokens", OPT_INT, offsetof(serve_opts, default_max_tokens),
-     "N  max_tokens when omitted (2048)"},
+     "N  max_tokens when omitted"},
     {"cors-origin", OPT_STR, offsetof(serve_opts, cors_origin), "ORIGIN  CORS origin (*)"},
     {"no-prefix-cache", OPT_FLAG, offsetof(serve_opts, no_prefix_cache),
      "  disable the radix-tree prefix cache"},
@@ -70,17 +75,39 @@ static const struct opt {
      "N  new tokens per scheduler step (512)"},
     {"mixed-prefill", OPT_INT, offsetof(serve_opts, mixed_prefill),
      "N  prefill tokens per step while streams decode (128)"},
-    {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit (16)"},
+    {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit"},
+    {"idle-timeout", OPT_INT, offsetof(serve_opts, idle_timeout),
+     "S  close a connection after S seconds without I/O, never while answering"},
+    {"request-timeout", OPT_INT, offsetof(serve_opts, request_timeout),
+     "S  a request's headers and body must arrive within S seconds"},
+    {"max-connections", OPT_INT, offsetof(serve_opts, max_connections),
+     "N  connections served, in all"},
+    {"connection-reserve", OPT_INT, offsetof(serve_opts, connection_reserve),
+     "N  connections beyond --max-connections: /health or a 503 at once"},
+    {"max-connections-per-client", OPT_INT, offsetof(serve_opts, max_connections_per_client),
+     "N  connections from one client address"},
     {"weights", OPT_STR, offsetof(serve_opts, weights),
      "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
+static void opts_defaults(serve_opts *o);
+static void opts_free(serve_opts *o);
+
+/* An integer option whose help names no default shows the one in force. */
 static void usage(FILE *f) {
+    serve_opts d;
+    opts_defaults(&d);
     fprintf(f, "usage: radixserve serve --model DIR [options]\n\noptions (a --config FILE.json "
                "holds the same keys; flags override it):\n");
     fprintf(f, "  --config FILE  JSON settings file (e.g. configs/default.json)\n");
-    for (size_t i = 0; i < N_OPTS; i++) fprintf(f, "  --%s %s\n", OPTS[i].name, OPTS[i].help);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        fprintf(f, "  --%s %s", OPTS[i].name, OPTS[i].help);
+        if (OPTS[i].kind == OPT_INT && !strchr(OPTS[i].help, '('))
+            fprintf(f, " (%d)", *(const int *)((const char *)&d + OPTS[i].off));
+        fputc('\n', f);
+    }
+    opts_free(&d);
 }
 
 static void *slot(serve_opts *o, const struct opt *d) {
@@ -163,12 +190,19 @@ static void opts_defaults(serve_opts *o) {
     o->max_queue = 256;
     o->api_key = strdup("");
     o->served_model_name = strdup("");
-    o->default_max_tokens = 2048;
     o->cors_origin = strdup("*");
     o->block_size = 16;
     o->token_budget = 512;
     o->mixed_prefill = 128;
-    o->max_body_mb = 16;
+    srv_config d; /* the server's settings: srv_config_default owns their defaults */
+    srv_config_default(&d);
+    o->default_max_tokens = d.default_max_tokens;
+    o->max_body_mb = (int)(d.max_body_bytes >> 20);
+    o->idle_timeout = d.idle_timeout_s;
+    o->request_timeout = d.request_timeout_s;
+    o->max_connections = d.max_conns;
+    o->connection_reserve = d.conn_reserve;
+    o->max_connections_per_client = d.max_conns_per_client;
 }
 
 static void opts_free(serve_opts *o) {
@@ -178,8 +212,10 @@ static void opts_free(serve_opts *o) {
 
 /* Settings where 0 means nothing sensible (threads, ctx-size and port take 0 as "choose"). */
 static int check_positive(const serve_opts *o) {
-    static const char *names[] = {"kv-cache-mb", "max-batch",    "max-queue",  "default-max-tokens",
-                                  "block-size",  "token-budget", "max-body-mb"};
+    static const char *names[] = {
+        "kv-cache-mb",     "max-batch",       "max-queue",          "default-max-tokens",
+        "block-size",      "token-budget",    "max-body-mb",        "idle-timeout",
+        "request-timeout", "max-connections", "connection-reserve", "max-connections-per-client"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (*(const int *)((const char *)o + find_opt(names[i])->off) < 1) {
             fprintf(stderr, "radixserve serve: --%s must be at least 1\n", names[i]);
@@ -364,7 +400,12 @@ static int serve(const serve_opts *o) {
                     .any_model_name = o->any_model_name,
                     .max_body_bytes = (size_t)o->max_body_mb << 20,
                     .default_max_tokens = o->default_max_tokens,
-                    .log_requests = 1};
+                    .log_requests = 1,
+                    .idle_timeout_s = o->idle_timeout,
+                    .request_timeout_s = o->request_timeout,
+                    .max_conns = o->max_connections,
+                    .conn_reserve = o->connection_reserve,
+                    .max_conns_per_client = o->max_connections_per_client};
     srv *server;
     if (srv_start(&server, &c, &e)) {
         fprintf(stderr, "radixserve serve: %s\n", e.msg);

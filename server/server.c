@@ -38,6 +38,7 @@ enum MHD_Result srv_reply(srv_conn *c, struct MHD_Connection *conn, int status, 
     }
     MHD_add_response_header(r, "Content-Type", content_type ? content_type : "application/json");
     srv_add_common_headers(c->s, r);
+    if (c->close) MHD_add_response_header(r, "Connection", "close");
     if (status == 503) {
         char ra[16];
         snprintf(ra, sizeof ra, "%d", c->s->cfg.retry_after_s);
@@ -108,8 +109,8 @@ int srv_check_model(const srv *s, const char *asked, api_error *err) {
     for (int i = 0; i < s->n_names; i++)
         if (!strcmp(asked, s->names[i])) return 0;
     return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found",
-                      "The model '%.200s' does not exist (this server serves '%.200s')", asked,
-                      s->model_name);
+                      "The model '%s' does not exist (this server serves '%s')",
+                      RS_CLIP(asked, 200), RS_CLIP(s->model_name, 200));
 }
 
 /* ---------------------------------------------------------------- small routes */
@@ -382,12 +383,19 @@ static enum MHD_Result dispatch(srv_conn *c, struct MHD_Connection *conn, const 
                                 const char *method) {
     srv *s = c->s;
     api_error err;
+    if (c->sock && c->sock->reserve) { /* beyond max_conns: a fast answer, then close */
+        c->close = 1;
+        if (!strcmp(url, "/health")) return route_health(c, conn);
+        api_errorf(&err, 503, "server_error", NULL, "too_many_connections",
+                   "The server is at its limit of %d connections; retry shortly", s->cfg.max_conns);
+        return srv_reply_error(c, conn, &err);
+    }
     char canon[256];
     if (!strcmp(method, "OPTIONS")) return preflight(c, conn);
     const route *rt = strlen(url) < sizeof canon - 3 ? find_route(url, canon, sizeof canon) : NULL;
     if (!rt) {
-        api_errorf(&err, 404, "invalid_request_error", NULL, "not_found",
-                   "Unknown route %.8s %.200s", method, url);
+        api_errorf(&err, 404, "invalid_request_error", NULL, "not_found", "Unknown route %s %s",
+                   RS_CLIP(method, 16), RS_CLIP(url, 200));
         return srv_reply_error(c, conn, &err);
     }
     if (!rt->public && !authorized(s, conn)) {
@@ -397,7 +405,8 @@ static enum MHD_Result dispatch(srv_conn *c, struct MHD_Connection *conn, const 
     }
     if (strcmp(method, rt->method) != 0 && !(strcmp(method, "HEAD") == 0 && rt->method[0] == 'G')) {
         api_errorf(&err, 405, "invalid_request_error", NULL, "method_not_allowed",
-                   "%.8s is not allowed on %.200s (use %s)", method, url, rt->method);
+                   "%s is not allowed on %s (use %s)", RS_CLIP(method, 16), RS_CLIP(url, 200),
+                   rt->method);
         return srv_reply_error(c, conn, &err);
     }
     if (c->too_big) {
@@ -423,6 +432,96 @@ static int declared_too_big(srv *s, struct MHD_Connection *conn) {
     return cl && strtoull(cl, NULL, 10) > s->cfg.max_body_bytes;
 }
 
+/* ---------------------------------------------------------------- connection limits */
+
+static int idle_timeout_of(const srv *s, const srv_sock *k) {
+    return k && k->reserve ? SRV_RESERVE_TIMEOUT_S : s->cfg.idle_timeout_s;
+}
+
+/* The connection is ready for a request (accepted, or the last answer finished): it must be
+ * read completely within the request timeout. */
+static void arm_deadline(srv *s, srv_sock *k) {
+    if (!k) return;
+    int secs = k->reserve ? SRV_RESERVE_TIMEOUT_S : s->cfg.request_timeout_s;
+    pthread_mutex_lock(&s->conns_mu);
+    k->deadline = rs_now() + secs;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+static void disarm_deadline(srv *s, srv_sock *k) {
+    if (!k) return;
+    pthread_mutex_lock(&s->conns_mu);
+    k->deadline = 0;
+    pthread_mutex_unlock(&s->conns_mu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
+    srv *s = cls;
+    srv_sock *k = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (!k) return;
+        pthread_mutex_lock(&s->conns_mu);
+        if (k->prev)
+            k->prev->next = k->next;
+        else
+            s->conns = k->next;
+        if (k->next) k->next->prev = k->prev;
+        s->n_conns--;
+        pthread_mutex_unlock(&s->conns_mu);
+        free(k);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!fd || !(k = calloc(1, sizeof *k))) return; /* served without the watchdog */
+    k->fd = fd->connect_fd;
+    pthread_mutex_lock(&s->conns_mu);
+    k->reserve = ++s->n_conns > s->cfg.max_conns;
+    k->next = s->conns;
+    if (s->conns) s->conns->prev = k;
+    s->conns = k;
+    pthread_mutex_unlock(&s->conns_mu);
+    *socket_context = k;
+    arm_deadline(s, k);
+    if (k->reserve)
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                  (unsigned)SRV_RESERVE_TIMEOUT_S);
+}
+
+/* Shuts (without closing: the descriptor stays MHD's) every connection past its deadline; its
+ * thread then reads end-of-file and MHD closes it. Scans every 100 ms. */
+static void *watchdog_main(void *arg) {
+    srv *s = arg;
+    while (!atomic_load(&s->watchdog_end)) {
+        usleep(100 * 1000);
+        double now = rs_now();
+        pthread_mutex_lock(&s->conns_mu);
+        for (srv_sock *k = s->conns; k; k = k->next)
+            if (k->deadline > 0 && now > k->deadline) {
+                shutdown(k->fd, SHUT_RDWR);
+                k->deadline = 0;
+            }
+        pthread_mutex_unlock(&s->conns_mu);
+    }
+    return NULL;
+}
+
+/* The request is read: answer it with MHD's idle timeout off (the thread blocks in the handler
+ * for a whole generation, and MHD would otherwise cut the answer it queues after that), then
+ * back on for sending the answer (a stream writes at least every heartbeat) and the keep-alive
+ * wait (setting it restarts MHD's idle clock). */
+static enum MHD_Result answer(srv_conn *c, struct MHD_Connection *conn, const char *url,
+                              const char *method) {
+    disarm_deadline(c->s, c->sock);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+    enum MHD_Result r = dispatch(c, conn, url, method);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned)idle_timeout_of(c->s, c->sock));
+    return r;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls) {
@@ -433,13 +532,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         c = calloc(1, sizeof *c);
         if (!c) return MHD_NO;
         c->s = s;
+        const union MHD_ConnectionInfo *sc =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        c->sock = sc ? sc->socket_context : NULL;
         c->t0 = rs_now();
         snprintf(c->method, sizeof c->method, "%s", method);
         snprintf(c->path, sizeof c->path, "%s", url);
         *con_cls = c;
         if (declared_too_big(s, conn)) {
             c->too_big = 1;
-            return dispatch(c, conn, url, method);
+            return answer(c, conn, url, method);
         }
         return MHD_YES;
     }
@@ -450,15 +552,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (c->status) return MHD_YES; /* already answered (413 on Content-Length) */
-    return dispatch(c, conn, url, method);
+    return answer(c, conn, url, method);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
     srv *s = cls;
     srv_conn *c = *con_cls;
-    (void)conn;
     if (!c) return;
+    (void)conn;
+    arm_deadline(s, c->sock); /* the connection now waits for its next request */
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && (c->status == 0 || c->status == 200))
         c->status = 499; /* the client left before the answer was complete */
     srv_metrics_request(&s->metrics, c->status, c->prompt_tokens, c->cached_tokens,
@@ -498,6 +601,51 @@ static char *dup_or(const char *s, const char *dflt) {
     return strdup(s && s[0] ? s : dflt);
 }
 
+void srv_config_default(srv_config *c) {
+    memset(c, 0, sizeof *c);
+    c->port = 8080;
+    c->max_body_bytes = 16u << 20;
+    c->default_max_tokens = 2048;
+    c->retry_after_s = 1;
+    c->heartbeat_ms = 1000;
+    c->idle_timeout_s = 10;
+    c->request_timeout_s = 30;
+    c->max_conns = 512;
+    c->conn_reserve = 16;
+    c->max_conns_per_client = 64;
+}
+
+/* Zero numeric fields take srv_config_default's values (port 0 stays: any free port). */
+static void fill_defaults(srv_config *c) {
+    srv_config d;
+    srv_config_default(&d);
+#define FILL(f)                                                                                    \
+    if (!c->f) c->f = d.f
+    FILL(max_body_bytes);
+    FILL(default_max_tokens);
+    FILL(retry_after_s);
+    FILL(heartbeat_ms);
+    FILL(idle_timeout_s);
+    FILL(request_timeout_s);
+    FILL(max_conns);
+    FILL(conn_reserve);
+    FILL(max_conns_per_client);
+#undef FILL
+}
+
+static int check_limits(const srv_config *c, rs_err *e) {
+    if (c->idle_timeout_s < 0 || c->request_timeout_s < 0 || c->max_conns < 0 ||
+        c->conn_reserve < 0 || c->max_conns_per_client < 0 || c->max_conns > (1 << 20) ||
+        c->conn_reserve > (1 << 20))
+        return rs_errf(e, RS_EINVAL, "connection limits must be positive");
+    if (c->idle_timeout_s && (long)c->idle_timeout_s * 1000 < 2L * c->heartbeat_ms)
+        return rs_errf(e, RS_EINVAL,
+                       "--idle-timeout %d s is shorter than two stream heartbeats (%d ms): "
+                       "streams would be cut",
+                       c->idle_timeout_s, c->heartbeat_ms);
+    return 0;
+}
+
 int srv_start(srv **out, const srv_config *c, rs_err *e) {
     struct sockaddr_storage ss;
     int v6 = 0;
@@ -505,9 +653,13 @@ int srv_start(srv **out, const srv_config *c, rs_err *e) {
     if (c->port < 0 || c->port > 65535)
         return rs_errf(e, RS_EINVAL, "--port %d is out of range", c->port);
     if (parse_addr(c->host ? c->host : "127.0.0.1", c->port, &ss, &v6, e)) return RS_EINVAL;
+    srv_config cfg = *c;
+    fill_defaults(&cfg);
+    if (check_limits(&cfg, e)) return RS_EINVAL;
     srv *s = calloc(1, sizeof *s);
     if (!s) return rs_errf(e, RS_ENOMEM, "out of memory");
-    s->cfg = *c;
+    pthread_mutex_init(&s->conns_mu, NULL);
+    s->cfg = cfg;
     srv_metrics_init(&s->metrics); /* first: srv_stop frees them on every path below */
     srv_store_init(&s->store);
     s->host = dup_or(c->host, "127.0.0.1");
@@ -519,25 +671,28 @@ int srv_start(srv **out, const srv_config *c, rs_err *e) {
         srv_stop(s);
         return rs_errf(e, RS_ENOMEM, "out of memory");
     }
-    if (!s->cfg.max_body_bytes) s->cfg.max_body_bytes = 16u << 20;
-    if (s->cfg.retry_after_s <= 0) s->cfg.retry_after_s = 1;
-    if (s->cfg.heartbeat_ms <= 0) s->cfg.heartbeat_ms = 1000;
-    if (s->cfg.default_max_tokens <= 0) s->cfg.default_max_tokens = 2048;
     snprintf(s->fingerprint, sizeof s->fingerprint, "fp_rs%08lx", (unsigned long)time(NULL));
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
                      MHD_USE_POLL | (v6 ? MHD_USE_IPv6 : 0);
-    s->daemon =
-        MHD_start_daemon(flags, (uint16_t)c->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                         MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                         (size_t)(128 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, 600u,
-                         MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+    s->daemon = MHD_start_daemon(
+        flags, (uint16_t)c->port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(s->cfg.max_conns + s->cfg.conn_reserve), MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)s->cfg.max_conns_per_client, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(128 * 1024), MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->cfg.idle_timeout_s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
     if (!s->daemon) {
         rs_errf(e, RS_EIO, "cannot listen on %s:%d (address in use or not allowed)", s->host,
                 c->port);
         srv_stop(s);
         return RS_EIO;
     }
+    if (pthread_create(&s->watchdog, NULL, watchdog_main, s)) {
+        srv_stop(s);
+        return rs_errf(e, RS_ENOMEM, "cannot start the connection watchdog thread");
+    }
+    s->watchdog_started = 1;
     *out = s;
     return 0;
 }
@@ -567,7 +722,12 @@ int srv_active(const srv *s) {
 void srv_stop(srv *s) {
     if (!s) return;
     atomic_store(&s->stopping, 1);
+    if (s->watchdog_started) {
+        atomic_store(&s->watchdog_end, 1);
+        pthread_join(s->watchdog, NULL);
+    }
     if (s->daemon) MHD_stop_daemon(s->daemon);
+    pthread_mutex_destroy(&s->conns_mu);
     srv_metrics_free(&s->metrics);
     srv_store_free(&s->store);
     for (int i = 0; s->names && i < s->n_names; i++) free(s->names[i]);

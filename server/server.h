@@ -11,6 +11,17 @@
  * it was streaming or not, in prefill or in decode. No thread but the scheduler's touches the
  * model, the tree or the pool.
  *
+ * Connection limits (srv_config; README "Connection limits"): MHD closes a connection idle for
+ * idle_timeout_s, except while a request is being answered (the thread blocks in the handler
+ * then; a stream writes at least a heartbeat per heartbeat_ms, so a stream whose client reads is
+ * never idle). A watchdog thread shuts the socket of a connection whose request (headers and
+ * body) is not complete request_timeout_s after the connection became ready for it (accepted,
+ * or the previous answer finished): trickling bytes does not defeat it. MHD refuses connections
+ * beyond max_conns_per_client from one address, and beyond max_conns + conn_reserve in all; a
+ * connection accepted beyond max_conns is a reserve one: /health is answered, everything else a
+ * 503 + Retry-After, then it is closed (and it gets SRV_RESERVE_TIMEOUT_S for idle and request
+ * deadlines), so a fresh client always gets an answer while idle ones hold the limit.
+ *
  * The server starts listening before the model is loaded: /health answers 503 {"status":
  * "loading"} (and model routes 503 + Retry-After) until srv_set_ready hands it the backend.
  *
@@ -42,7 +53,19 @@ typedef struct srv_config {
     int retry_after_s;       /* Retry-After seconds on 503 */
     int heartbeat_ms;        /* SSE comment heartbeat while a stream has nothing to send */
     int log_requests;        /* 1: one line per request on stderr */
+    int idle_timeout_s;    /* a connection with no I/O for this long is closed (>= 2 heartbeats) */
+    int request_timeout_s; /* headers + body must arrive within this (see the header comment) */
+    int max_conns;         /* connections served normally, in all */
+    int conn_reserve;      /* connections beyond max_conns answered fast (/health or 503) */
+    int max_conns_per_client; /* connections from one client address (more are refused) */
 } srv_config;
+
+/* The one owner of every default: a zero field of a srv_config given to srv_start takes the
+ * value srv_config_default gives it, and the CLI's flags and configs/default.json start from
+ * it too. Strings are left NULL (srv_start's defaults: 127.0.0.1, no key, "*", "model"). */
+void srv_config_default(srv_config *c);
+
+#define SRV_RESERVE_TIMEOUT_S 2 /* idle and request deadline of a reserve connection */
 
 /* The generation side, as function pointers (see the header comment). */
 typedef struct srv_backend {

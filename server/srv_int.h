@@ -77,6 +77,17 @@ void srv_resp_free(srv_resp *r);
 
 /* ---------------------------------------------------------------- the server */
 
+/* One TCP connection (MHD's socket context), from MHD's STARTED to its CLOSED notification,
+ * which MHD sends before it closes the socket: so the watchdog, holding conns_mu, never shuts a
+ * descriptor that was closed and reused. */
+typedef struct srv_sock {
+    struct srv_sock *prev, *next; /* in srv.conns (under conns_mu) */
+    int fd;                       /* the connection's socket */
+    int reserve;                  /* accepted beyond max_conns: answered fast, then closed */
+    double deadline;              /* the request being read is complete by then, or the
+                                     watchdog shuts the socket; 0: none (under conns_mu) */
+} srv_sock;
+
 struct srv {
     srv_config cfg; /* configuration (strings below are owned copies) */
     char *host, *api_key, *cors_origin, *model_name;
@@ -91,7 +102,13 @@ struct srv {
     atomic_llong next_id; /* request id counter */
     char fingerprint[32]; /* system_fingerprint of this process */
     srv_metrics metrics;
-    srv_store store; /* stored Responses conversations (previous_response_id) */
+    srv_store store;          /* stored Responses conversations (previous_response_id) */
+    pthread_mutex_t conns_mu; /* guards conns, n_conns and every srv_sock.deadline */
+    srv_sock *conns;          /* open connections */
+    int n_conns;
+    pthread_t watchdog;      /* shuts connections past their request deadline */
+    int watchdog_started;    /* 1: joined by srv_stop */
+    atomic_int watchdog_end; /* srv_stop asks it to return */
 };
 
 /* Per-connection state (MHD's con_cls), alive from the first call of the access handler to the
@@ -99,10 +116,12 @@ struct srv {
  * content-reader callback, which runs on the connection's own thread before that notification. */
 typedef struct srv_conn {
     srv *s;
-    double t0;    /* arrival time */
-    api_buf body; /* upload collected so far */
-    int too_big;  /* the body exceeded max_body_bytes: answer 413 */
-    int status;   /* status answered (for the log line and metrics) */
+    srv_sock *sock; /* the connection this request came on (NULL if its STARTED failed) */
+    int close;      /* answer with Connection: close (reserve connections) */
+    double t0;      /* arrival time */
+    api_buf body;   /* upload collected so far */
+    int too_big;    /* the body exceeded max_body_bytes: answer 413 */
+    int status;     /* status answered (for the log line and metrics) */
     int prompt_tokens, cached_tokens, completion_tokens; /* usage, for the log line */
     char method[8];                                      /* for the log line */
     char path[96];                                       /* for the log line */

@@ -61,56 +61,16 @@ void tl_free(tok_list *l) {
 
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
 
-/* Valid second-byte range for a lead byte (Unicode Table 3-7); later bytes are 80..BF. */
-static int utf8_need(unsigned char c, unsigned char *lo, unsigned char *hi) {
-    *lo = 0x80, *hi = 0xBF;
-    if (c < 0x80) return 1;
-    if (c < 0xC2) return 0;
-    if (c < 0xE0) return 2;
-    if (c == 0xE0) *lo = 0xA0;
-    if (c == 0xED) *hi = 0x9F;
-    if (c < 0xF0) return 3;
-    if (c == 0xF0) *lo = 0x90;
-    if (c == 0xF4) *hi = 0x8F;
-    if (c < 0xF5) return 4;
-    return 0;
-}
-
-/* Bytes of the longest valid prefix of a sequence at p (the "maximal subpart"); sets *whole
- * when it is a complete character. */
-static int utf8_prefix(const unsigned char *p, size_t n, int *whole) {
-    unsigned char lo, hi;
-    int need = utf8_need(p[0], &lo, &hi);
-    *whole = need == 1;
-    if (need <= 1) return 1;
-    int k = 1;
-    while (k < need && (size_t)k < n && p[k] >= lo && p[k] <= hi) {
-        k++;
-        lo = 0x80, hi = 0xBF;
-    }
-    *whole = k == need;
-    return k;
-}
+/* The sequences themselves are util's (rs_utf8_prefix): one decoder for the whole program. */
 
 int tok_utf8_len(const unsigned char *p, size_t n) {
     int whole;
-    int k = utf8_prefix(p, n, &whole);
+    int k = rs_utf8_prefix(p, n, &whole);
     return whole ? k : 0;
 }
 
 int tok_utf8_valid(const char *p, size_t n) {
-    const unsigned char *u = (const unsigned char *)p;
-    size_t i = 0;
-    while (i < n) {
-        if (u[i] < 0x80) {
-            i++;
-            continue;
-        }
-        int k = tok_utf8_len(u + i, n - i);
-        if (!k) return 0;
-        i += (size_t)k;
-    }
-    return 1;
+    return rs_utf8_check(p, n) == n;
 }
 
 int tok_utf8_put(tok_bytes *b, int32_t cp) {
@@ -135,15 +95,13 @@ int tok_utf8_lossy(tok_bytes *out, const char *p, size_t n, int *truncated) {
     if (truncated) *truncated = 0;
     while (i < n) {
         int whole;
-        int k = u[i] < 0x80 ? (whole = 1) : utf8_prefix(u + i, n - i, &whole);
+        int k = u[i] < 0x80 ? (whole = 1) : rs_utf8_prefix(u + i, n - i, &whole);
         if (whole) {
             i += (size_t)k;
             continue;
         }
-        if (truncated) { /* a valid start cut by the end, not a bad byte */
-            unsigned char lo, hi;
-            *truncated = utf8_need(u[i], &lo, &hi) >= 2 && i + (size_t)k == n;
-        }
+        if (truncated) /* a valid start (a lead byte C2..F4) cut by the end, not a bad byte */
+            *truncated = u[i] >= 0xC2 && u[i] <= 0xF4 && i + (size_t)k == n;
         if (tb_put(out, p + run, i - run) || tb_put(out, "\xEF\xBF\xBD", 3)) return RS_ENOMEM;
         i += (size_t)k;
         run = i;

@@ -107,3 +107,70 @@ int rs_path_join(char *out, size_t n, const char *dir, const char *name, rs_err 
     if (w < 0 || (size_t)w >= n) return rs_errf(e, RS_EINVAL, "path too long: %s/%s", dir, name);
     return 0;
 }
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* Bytes of the sequence a lead byte starts (0: not a lead byte) and the valid range of the
+ * second byte (Unicode Table 3-7); later bytes are 80..BF. */
+static int utf8_need(unsigned char c, unsigned char *lo, unsigned char *hi) {
+    *lo = 0x80, *hi = 0xBF;
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0;
+    if (c < 0xE0) return 2;
+    if (c == 0xE0) *lo = 0xA0;
+    if (c == 0xED) *hi = 0x9F;
+    if (c < 0xF0) return 3;
+    if (c == 0xF0) *lo = 0x90;
+    if (c == 0xF4) *hi = 0x8F;
+    if (c < 0xF5) return 4;
+    return 0;
+}
+
+int rs_utf8_prefix(const unsigned char *p, size_t n, int *whole) {
+    unsigned char lo, hi;
+    int need = utf8_need(p[0], &lo, &hi);
+    *whole = need == 1;
+    if (need <= 1) return 1;
+    int k = 1;
+    while (k < need && (size_t)k < n && p[k] >= lo && p[k] <= hi) {
+        k++;
+        lo = 0x80, hi = 0xBF;
+    }
+    *whole = k == need;
+    return k;
+}
+
+size_t rs_utf8_check(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        int whole = 1;
+        int k = u[i] < 0x80 ? 1 : rs_utf8_prefix(u + i, n - i, &whole);
+        if (!whole) return i;
+        i += (size_t)k;
+    }
+    return n;
+}
+
+char *rs_utf8_clip(char *dst, size_t cap, const char *src) {
+    const unsigned char *u = (const unsigned char *)src;
+    size_t n = strlen(src), i = 0, w = 0;
+    while (i < n) {
+        int whole = 1;
+        int k = u[i] < 0x80 ? 1 : rs_utf8_prefix(u + i, n - i, &whole);
+        const char *piece = whole ? src + i : "\xEF\xBF\xBD";
+        size_t len = whole ? (size_t)k : 3;
+        /* Room for this piece and, unless it is the last, for "..." after it: so there is
+         * always room for "..." where the copy stops (cap >= 4 for the first piece). */
+        if (w + len + (i + (size_t)k < n ? 3 : 0) > cap - 1) {
+            memcpy(dst + w, "...", 3);
+            w += 3;
+            break;
+        }
+        memcpy(dst + w, piece, len);
+        w += len;
+        i += (size_t)k;
+    }
+    dst[w] = 0;
+    return dst;
+}

@@ -49,6 +49,23 @@ void rs_ivec_free(rs_ivec *a);
  * RS_ENOMEM leaves *p and *cap unchanged. */
 int rs_grow_bytes(char **p, size_t *cap, size_t need);
 
+/* UTF-8 as RFC 3629 has it (no overlong forms, no surrogates, nothing above U+10FFFF); the
+ * one decoder of byte sequences behind the tokenizer's checks and every message or field check.
+ * rs_utf8_prefix: bytes of the longest valid start of a sequence at p (n >= 1; at least 1, the
+ * "maximal subpart" a replacement character stands for), *whole set when it is a complete
+ * character. rs_utf8_check: offset of the first byte that is not part of a valid character, n
+ * when all of s[0..n) is valid. */
+int rs_utf8_prefix(const unsigned char *p, size_t n, int *whole);
+size_t rs_utf8_check(const char *s, size_t n);
+
+/* The one way client text goes into a message: src (NUL-terminated) copied into dst (cap >= 4
+ * bytes) with each invalid subpart replaced by U+FFFD and, when it does not fit, cut on a
+ * character boundary and ended with "...". dst is always valid, NUL-terminated UTF-8. Returns
+ * dst, so a call can be a printf argument; RS_CLIP(s, n) does so in a buffer of n bytes that
+ * lives until the end of the enclosing full expression's block. */
+char *rs_utf8_clip(char *dst, size_t cap, const char *src);
+#define RS_CLIP(s, n) rs_utf8_clip((char[(n)]){0}, (n), (s))
+
 /* Monotonic time in seconds. */
 double rs_now(void);
 
