@@ -374,7 +374,133 @@ static void test_embed_finish(void) {
     free(s);
 }
 
+/* An independent UTF-8 validator (code points decoded and range-checked, not util's table of
+ * second-byte ranges): 1 when s[0..n) is valid. */
+static int ref_utf8(const unsigned char *s, size_t n) {
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    for (size_t i = 0; i < n;) {
+        int len = s[i] < 0x80         ? 1
+                  : (s[i] >> 5) == 6  ? 2
+                  : (s[i] >> 4) == 14 ? 3
+                  : (s[i] >> 3) == 30 ? 4
+                                      : 0;
+        if (!len || i + (size_t)len > n) return 0;
+        uint32_t cp = len == 1 ? s[i] : (uint32_t)(s[i] & (0x7F >> len));
+        for (int k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = cp << 6 | (s[i + k] & 0x3F);
+        }
+        if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static unsigned rnd(void) {
+    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
+    return (unsigned)(rng_state >> 11);
+}
+
+/* Random strings biased to UTF-8-ish bytes: valid characters of every length, cut ones, stray
+ * continuation bytes, overlongs and surrogates. */
+static size_t random_text(unsigned char *b, size_t cap) {
+    static const char *pieces[] = {"a",
+                                   "\xC3\xA9",
+                                   "\xE2\x82\xAC",
+                                   "\xF0\x9F\x98\x80",
+                                   "\x80",
+                                   "\xC3",
+                                   "\xE2\x82",
+                                   "\xF0\x9F",
+                                   "\xC0\xAF",
+                                   "\xED\xA0\x80",
+                                   "\xF4\x90\x80\x80",
+                                   "\xFF",
+                                   "\xEF\xBF\xBD",
+                                   "\"",
+                                   "\\"};
+    size_t n = 0, want = rnd() % 40;
+    while (n < want) {
+        const char *p = rnd() % 4 ? pieces[rnd() % (sizeof pieces / sizeof pieces[0])] : NULL;
+        unsigned char one = (unsigned char)(rnd() % 255 + 1);
+        size_t len = p ? strlen(p) : 1;
+        if (n + len >= cap) break;
+        memcpy(b + n, p ? (const unsigned char *)p : &one, len);
+        n += len;
+    }
+    b[n] = 0;
+    return n;
+}
+
+static void test_utf8(void) {
+    unsigned char b[256];
+    char out[64];
+    int agree = 1, clip_ok = 1, kept_valid = 1;
+    for (int t = 0; t < 20000; t++) {
+        size_t n = random_text(b, sizeof b);
+        int valid = rs_utf8_check((const char *)b, n) == n;
+        if (valid != ref_utf8(b, n)) agree = 0;
+        size_t cap = 4 + rnd() % 60;
+        rs_utf8_clip(out, cap, (const char *)b);
+        size_t m = strlen(out);
+        if (m >= cap || !ref_utf8((const unsigned char *)out, m)) clip_ok = 0;
+        /* valid text that fits comes back unchanged */
+        if (valid && n < cap && strcmp(out, (const char *)b) != 0) kept_valid = 0;
+    }
+    TAP_OK(agree, "rs_utf8_check agrees with an independent decoder on 20000 random strings");
+    TAP_OK(clip_ok, "rs_utf8_clip output is always valid UTF-8 within its buffer");
+    TAP_OK(kept_valid, "rs_utf8_clip keeps valid text that fits unchanged");
+    rs_utf8_clip(out, 12, "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9");
+    TAP_OK(!strcmp(out, "\xC3\xA9\xC3\xA9\xC3\xA9\xC3\xA9..."),
+           "a long run of e-acute is cut on a character boundary ('%s')", out);
+    rs_utf8_clip(out, sizeof out,
+                 "a\xFF\xFE"
+                 "b");
+    TAP_OK(!strcmp(out, "a\xEF\xBF\xBD\xEF\xBF\xBD"
+                        "b"),
+           "invalid bytes become U+FFFD");
+
+    /* a role of 60 e-acutes: the message quoting it is valid UTF-8 */
+    char body[512] = "{\"messages\":[{\"role\":\"";
+    for (int i = 0; i < 60; i++) strcat(body, "\xC3\xA9");
+    strcat(body, "\",\"content\":\"x\"}]}");
+    api_chat_request r;
+    api_error err = {0};
+    int rc = chat(body, &r, &err);
+    TAP_OK(rc && ref_utf8((const unsigned char *)err.message, strlen(err.message)) &&
+               strstr(err.message, "...") && !strcmp(err.param, "messages[0].role"),
+           "a long non-ASCII role is quoted cut on a character boundary: %s", err.message);
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":\"a\xC3\"}", "stop");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"ok\",\"\xFF\"]}",
+            "stop[1]");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":\"\xED\xA0\x80\"}]}",
+            "messages[0].content");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+            "\"\xC0\xAF\"}]}]}",
+            "messages[0].content[0].text");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"model\":\"\xF4\x90\x80\x80\"}",
+            "model");
+    rejects("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"\xFF\":1}]}",
+            "tools[0]");
+    api_completion_request cr;
+    const char *cb = "{\"prompt\":\"hi\",\"stop\":\"\xE2\x82\"}";
+    rc = api_parse_completion(cb, strlen(cb), &cr, &err);
+    TAP_OK(rc && err.status == 400 && !strcmp(err.param, "stop") && strstr(err.message, "UTF-8"),
+           "completions: an invalid-UTF-8 stop is a 400 naming stop (%s)", err.message);
+    api_tokenize_request tr;
+    const char *tb = "{\"prompt\":\"\xFF\"}";
+    rc = api_parse_tokenize(tb, strlen(tb), &tr, &err);
+    TAP_OK(rc && err.status == 400 && !strcmp(err.param, "prompt"),
+           "tokenize: invalid prompt -> 400 (%s)", err.param);
+    api_errorf(&err, 404, NULL, "\xFF\xFE", NULL, "echo %s", "\xC3(\x80");
+    TAP_OK(ref_utf8((const unsigned char *)err.message, strlen(err.message)) &&
+               ref_utf8((const unsigned char *)err.param, strlen(err.param)),
+           "api_errorf makes message and param valid whatever it is given");
+}
+
 int main(void) {
+    test_utf8();
     test_responses_parse();
     test_embed_finish();
     test_integer_messages();

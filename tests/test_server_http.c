@@ -743,6 +743,22 @@ static void test_any_model(const srv_backend *be, const srv_model *m) {
     g_port = saved;
 }
 
+/* With a 1 s idle timeout: a non-streamed answer after 3 s of silent "prefill", and a stream
+ * with 3 s of nothing but heartbeats, arrive whole (the idle timeout is off while answering). */
+static void test_longer_than_idle(void) {
+    reply r;
+    http(&r, "POST", "/v1/chat/completions",
+         "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}]}", NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "Hello world") && r.secs > 2.5,
+           "a non-streamed answer after 3 s of prefill outlives the 1 s idle timeout (%d, %.1f s)",
+           r.status, r.secs);
+    http(&r, "POST", "/v1/completions", "{\"prompt\":\"SLOW\",\"stream\":true}", "-N");
+    TAP_OK(r.status == 200 && strstr(r.body, "data: [DONE]") && r.secs > 2.5,
+           "a stream silent for 3 s of prefill (heartbeats only) outlives the 1 s idle timeout "
+           "(%d, %.1f s)",
+           r.status, r.secs);
+}
+
 /* Start a request with curl in the background, kill curl after `after_ms`, and check the fake
  * scheduler saw the cancellation within a second. */
 static void test_disconnect(const char *what, const char *body, int after_ms) {
@@ -770,7 +786,8 @@ int main(void) {
                     .port = 0,
                     .model_name = "fake-model",
                     .max_body_bytes = 65536,
-                    .heartbeat_ms = 200};
+                    .heartbeat_ms = 200,
+                    .idle_timeout_s = 1}; /* answers longer than this must not be cut */
     srv *s;
     rs_err e;
     if (!TAP_OK(srv_start(&s, &c, &e) == 0, "server starts on a free port")) return tap_done();
@@ -801,6 +818,7 @@ int main(void) {
     test_errors();
     test_auth();
     test_any_model(&be, &m);
+    test_longer_than_idle();
     test_disconnect("streaming mid-prefill",
                     "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}],\"stream\":true}",
                     500);

@@ -152,17 +152,29 @@ size_t rs_utf8_check(const char *s, size_t n) {
     return n;
 }
 
+/* Bytes of src with each invalid subpart counted as U+FFFD (3 bytes). */
+static size_t utf8_clean_len(const unsigned char *u, size_t n) {
+    size_t i = 0, len = 0;
+    while (i < n) {
+        int whole = 1;
+        int k = u[i] < 0x80 ? 1 : rs_utf8_prefix(u + i, n - i, &whole);
+        len += whole ? (size_t)k : 3;
+        i += (size_t)k;
+    }
+    return len;
+}
+
 char *rs_utf8_clip(char *dst, size_t cap, const char *src) {
     const unsigned char *u = (const unsigned char *)src;
     size_t n = strlen(src), i = 0, w = 0;
+    int cut = utf8_clean_len(u, n) > cap - 1;
     while (i < n) {
         int whole = 1;
         int k = u[i] < 0x80 ? 1 : rs_utf8_prefix(u + i, n - i, &whole);
         const char *piece = whole ? src + i : "\xEF\xBF\xBD";
         size_t len = whole ? (size_t)k : 3;
-        /* Room for this piece and, unless it is the last, for "..." after it: so there is
-         * always room for "..." where the copy stops (cap >= 4 for the first piece). */
-        if (w + len + (i + (size_t)k < n ? 3 : 0) > cap - 1) {
+        /* When cut, every piece leaves room for "..." after it (cap >= 4 for the first). */
+        if (cut && w + len + 3 > cap - 1) {
             memcpy(dst + w, "...", 3);
             w += 3;
             break;
