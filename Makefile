@@ -5,6 +5,7 @@
 #   make test       install what is missing, build, run every test (prints "N passed, N failed")
 #   make test-asan  the same under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make test-tsan  the scheduler and server tests under ThreadSanitizer
+#   make fuzz       every libFuzzer target in fuzz/ for FUZZ_SECONDS each (clang, ASan + UBSan)
 #   make bench      benchmarks (run on a quiet machine; not part of make test)
 #   make deps       install missing system packages and test-side npm packages (idempotent)
 #   make format     clang-format every C file
@@ -27,9 +28,11 @@ INCS    := -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread
 CFLAGS_release := -O2 -g
 CFLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 CFLAGS_tsan    := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+CFLAGS_fuzz    := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ALL_CFLAGS  = $(WARN) $(DEFS) $(INCS) $(CFLAGS_$(MODE)) -pthread -MMD -MP $(CFLAGS)
 LDFLAGS_asan := -fsanitize=address,undefined
 LDFLAGS_tsan := -fsanitize=thread
+LDFLAGS_fuzz := -fsanitize=address,undefined
 LIBS    := -lmicrohttpd -lcjson -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
 ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 
@@ -45,8 +48,13 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRCS := $(wildcard bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%) $(BUILD)/bench/bench_engine_profile
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
+FUZZ_SECONDS ?= 600
+FUZZ_JOBS    ?= 1
 
-.PHONY: all deps deps-test run test test-asan test-tsan bench format clean tests bench-bins
+.PHONY: all deps deps-test run test test-asan test-tsan bench format clean tests bench-bins \
+        fuzz fuzz-bins
 
 all: $(BIN)
 
@@ -90,6 +98,12 @@ $(BUILD)/bench/%: bench/%.c $(LIB) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
 
+# libFuzzer targets: MODE=fuzz builds the library with clang's coverage hooks; only the target
+# itself links libFuzzer's main.
+$(BUILD)/fuzz/%: fuzz/%.c fuzz/fuzz.h $(LIB) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer $(ALL_LDFLAGS) -o $@ $< $(LIB) $(LIBS)
+
 tests: $(BIN) $(TEST_BINS) $(BENCH_BINS)
 bench-bins: $(BIN) $(BENCH_BINS)
 
@@ -102,6 +116,14 @@ test-asan:
 
 test-tsan:
 	@$(MAKE) --no-print-directory test MODE=tsan T="$(or $(T),sched server)"
+
+fuzz-bins: $(FUZZ_BINS)
+
+# Each target for FUZZ_SECONDS (FUZZ_JOBS at a time) from its committed seeds; fails on any
+# finding (crash, sanitizer report, leak, timeout), whose input is left in build/fuzz/findings/.
+fuzz: deps
+	@$(MAKE) --no-print-directory fuzz-bins MODE=fuzz CC=clang
+	@bash fuzz/run.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
 
 run: deps
 	@$(MAKE) --no-print-directory $(BIN)

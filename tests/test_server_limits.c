@@ -19,6 +19,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "server/server.h"
 #include "tests/tap.h"
 
@@ -251,6 +253,35 @@ static void test_config_checks(void) {
            d.max_conns_per_client);
 }
 
+/* configs/default.json says what srv_config_default says (the CLI starts from the latter). */
+static void test_default_json(void) {
+    srv_config d;
+    srv_config_default(&d);
+    char path[1024], *text = NULL;
+    size_t len;
+    rs_err e;
+    const char *root = getenv("RADIXSERVE_ROOT");
+    snprintf(path, sizeof path, "%s/configs/default.json", root ? root : ".");
+    cJSON *j = rs_read_file(path, &text, &len, &e) ? NULL : cJSON_Parse(text);
+    free(text);
+    struct {
+        const char *key;
+        long want;
+    } keys[] = {{"idle-timeout", d.idle_timeout_s},
+                {"request-timeout", d.request_timeout_s},
+                {"max-connections", d.max_conns},
+                {"connection-reserve", d.conn_reserve},
+                {"max-connections-per-client", d.max_conns_per_client},
+                {"max-body-mb", (long)(d.max_body_bytes >> 20)},
+                {"default-max-tokens", d.default_max_tokens}};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[i].key);
+        TAP_OK(cJSON_IsNumber(v) && (long)v->valuedouble == keys[i].want,
+               "configs/default.json %s = srv_config_default's %ld", keys[i].key, keys[i].want);
+    }
+    cJSON_Delete(j);
+}
+
 int main(void) {
     srv_config c = {.host = "127.0.0.1",
                     .model_name = "fake-model",
@@ -275,5 +306,6 @@ int main(void) {
     srv_shutdown(s);
     srv_stop(s);
     test_config_checks();
+    test_default_json();
     return tap_done();
 }
