@@ -20,11 +20,18 @@ static unsigned long long os_xcr0(void) {
     return ((unsigned long long)hi << 32) | lo;
 }
 
+/* CPUID.1:ECX bit 29 (clang 14's __builtin_cpu_supports has no "f16c"). */
+static int cpu_has_f16c(void) {
+    unsigned int eax, ebx, ecx, edx;
+    __asm__ volatile("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+    return (ecx >> 29) & 1;
+}
+
 static int cpu_has_avx2(void) {
     __builtin_cpu_init();
     const unsigned long long ymm_state = 0x6; /* SSE + AVX (upper YMM halves) */
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c") && (os_xcr0() & ymm_state) == ymm_state;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c() &&
+           (os_xcr0() & ymm_state) == ymm_state;
 }
 
 static int cpu_has_avx512(void) {

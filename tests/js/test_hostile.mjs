@@ -4,35 +4,11 @@
 // UTF-8 (WHATWG TextDecoder with fatal: true, independent of the server's own checks) and a JSON
 // error object {message, type, param, code}; an invalid-UTF-8 field is a 400 naming it.
 // Prints TAP; the server is always stopped.
-import { spawn } from 'node:child_process';
 import net from 'node:net';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { ok, startServer, runAndFinish } from './server_lib.mjs';
 
-const root = process.env.RADIXSERVE_ROOT ||
-    path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = path.resolve(root, process.env.BIN || 'bin/radixserve');
-let n = 0, failed = 0;
-const ok = (cond, what) => {
-    n++;
-    if (!cond) failed++;
-    console.log(`${cond ? '' : 'not '}ok ${n} - ${what}`);
-};
-
-const freePort = () => new Promise((res) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-});
-
-const port = await freePort();
-const server = spawn(bin, ['serve', '--model', path.join(root, 'models/stories260K'), '--port',
-    String(port), '--kv-cache-mb', '16', '--threads', '1', '--served-model-name', 'stories'],
-    { stdio: ['ignore', 'ignore', 'pipe'] });
-let log = '';
-server.stderr.on('data', (d) => { log += d; });
-const stop = () => { try { server.kill('SIGTERM'); } catch { /* already gone */ } };
-process.on('exit', stop);
-const watchdog = setTimeout(() => { console.log('not ok - timed out'); stop(); process.exit(1); }, 90000);
+const srv = await startServer(['--served-model-name', 'stories'], {}, 90000);
+const port = Number(new URL(srv.base).port);
 
 // One request as raw bytes (Buffer) on a fresh connection; resolves {status, head, body: Buffer}.
 function raw(bytes) {
@@ -110,12 +86,7 @@ function errorShape(body) {
 }
 
 async function main() {
-    let ready = false;
-    for (let i = 0; i < 150 && !ready; i++) {
-        ready = (await raw(get('/health'))).status === 200;
-        if (!ready) await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!ready) { ok(false, `server ready (log: ${log.slice(-300)})`); return; }
+    if (!(await srv.ready())) { ok(false, `server ready (log: ${srv.log().slice(-300)})`); return; }
     for (const [name, req, status, param] of corpus) {
         const r = await raw(req);
         const e = errorShape(r.body);
@@ -133,8 +104,4 @@ async function main() {
     ok(r.status === 200 && valid, `a valid non-ASCII stop is accepted and the answer is strict UTF-8 (${r.status})`);
 }
 
-await main().catch((err) => ok(false, `no exception (${err})`));
-clearTimeout(watchdog);
-stop();
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+await runAndFinish(srv, main);
