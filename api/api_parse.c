@@ -267,9 +267,9 @@ static int content_string(const cJSON *c, const char *name, api_buf *out, api_er
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "text") != 0 ||
             !cJSON_IsString(text))
             return api_errorf(err, 400, INVALID, name, "invalid_value",
-                              "'%s' parts must be {\"type\": \"text\", \"text\": string}%s%.40s%s",
+                              "'%s' parts must be {\"type\": \"text\", \"text\": string}%s%s%s",
                               name, cJSON_IsString(type) ? " (got \"" : "",
-                              cJSON_IsString(type) ? type->valuestring : "",
+                              RS_CLIP(cJSON_IsString(type) ? type->valuestring : "", 48),
                               cJSON_IsString(type) ? "\")" : "");
         if ((!first && api_buf_puts(out, "\n")) || api_buf_puts(out, text->valuestring))
             return oom(err);

@@ -17,12 +17,12 @@
 #include "util/util.h"
 
 /* Abort with a message: libFuzzer then saves the input as a crash-* file. */
-#define FUZZ_CHECK(cond, what)                                                                    \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "fuzz invariant broken: %s (%s:%d)\n", what, __FILE__, __LINE__);     \
-            abort();                                                                              \
-        }                                                                                         \
+#define FUZZ_CHECK(cond, what)                                                                     \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz invariant broken: %s (%s:%d)\n", what, __FILE__, __LINE__);      \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 static inline int fuzz_utf8(const char *s) {

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "chat/chat.h"
 #include "fuzz/fuzz.h"
 #include "server/server.h"
 
@@ -80,7 +81,7 @@ static int fake_decode(void *ctx, const int32_t *ids, int n, int skip, char **ou
 }
 
 static srv *g_srv;
-static api_tpl g_tpl;
+static chat_format g_fmt; /* plain rendering (no template) */
 static int g_port;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
@@ -88,11 +89,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     rs_err e;
     srv_config c = {.host = "127.0.0.1", .model_name = "fuzz-model", .max_body_bytes = 1 << 16};
     FUZZ_CHECK(srv_start(&g_srv, &c, &e) == 0, "server starts");
-    FUZZ_CHECK(api_tpl_init_string(&g_tpl, NULL, "", "", &e) == 0, "plain template");
-    static srv_backend be = {NULL,        fake_submit,     fake_next,  fake_cancel,
-                             fake_free,   fake_event_free, fake_stats, fake_encode,
-                             fake_decode, NULL};
-    srv_model m = {.tpl = &g_tpl, .ctx_size = 4096, .vocab_size = 256, .thinking = 1};
+    tok_config tc = {0};
+    FUZZ_CHECK(chat_format_init(&g_fmt, &tc, NULL, &e) == 0, "plain chat format");
+    static srv_backend be = {
+        NULL,       fake_submit, fake_next,   fake_cancel, fake_free, fake_event_free,
+        fake_stats, fake_encode, fake_decode, NULL};
+    srv_model m = {.chat = &g_fmt, .ctx_size = 4096, .vocab_size = 256};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(g_srv, &be, &m);
     g_port = srv_port(g_srv);

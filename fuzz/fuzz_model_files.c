@@ -36,7 +36,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
     const char *tmp = getenv("TMPDIR");
     for (int i = 0; i < 2; i++) {
-        snprintf(g_dir[i], sizeof g_dir[i], "%s/rs_fuzz_model_XXXXXX", tmp && tmp[0] ? tmp : "/tmp");
+        snprintf(g_dir[i], sizeof g_dir[i], "%s/rs_fuzz_model_XXXXXX",
+                 tmp && tmp[0] ? tmp : "/tmp");
         FUZZ_CHECK(mkdtemp(g_dir[i]) != NULL, "scratch directory");
     }
     link_real(g_dir[0], "config.json");

@@ -60,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         rs_ivec ids = {0};
         int valid = rs_utf8_check(text, len) == len && !memchr(text, 0, len);
         int rc = tok_encode(t, text, len, data[0] & 4 ? TOK_ADD_SPECIAL : 0, &ids, &e);
-        if (!valid && memchr(text, 0, len) == NULL) FUZZ_CHECK(rc == RS_EINVAL, "invalid UTF-8 refused");
+        if (!valid && memchr(text, 0, len) == NULL)
+            FUZZ_CHECK(rc == RS_EINVAL, "invalid UTF-8 refused");
         if (valid) FUZZ_CHECK(rc == 0, "valid text encodes");
         if (!rc) decode(t, ids.v, ids.n);
         rs_ivec_free(&ids);
@@ -69,7 +70,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int n = (int)(len / 2), vocab = tok_vocab_size(t);
     int32_t *ids = malloc(((size_t)n + 1) * sizeof *ids);
     if (!ids) return 0;
-    for (int i = 0; i < n; i++) ids[i] = (int32_t)((data[1 + 2 * i] | data[2 + 2 * i] << 8) % vocab);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)((data[1 + 2 * i] | data[2 + 2 * i] << 8) % vocab);
     decode(t, ids, n);
     free(ids);
     return 0;
