@@ -124,7 +124,8 @@ fuzz-bins: $(FUZZ_BINS)
 
 # Each target for FUZZ_SECONDS (FUZZ_JOBS at a time) from its committed seeds; fails on any
 # finding (crash, sanitizer report, leak, timeout), whose input is left in build/fuzz/findings/.
-fuzz: deps
+fuzz:
+	@bash scripts/deps.sh --fuzz
 	@$(MAKE) --no-print-directory fuzz-bins MODE=fuzz CC=clang
 	@bash fuzz/run.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_JOBS)
 

@@ -226,7 +226,8 @@ static int lex_prefixed_int(lexer *L, size_t p, size_t *end) {
         if (L->s[q] == '_') continue;
         d = hexval(L->s[q]);
         if (d < 0 || d >= base) break;
-        v = v * base + d;
+        /* saturates like strtoll does for decimal literals (no signed overflow) */
+        v = v > (INT64_MAX - d) / base ? INT64_MAX : v * base + d;
     }
     if (q == p + 2) return 0;
     *end = q;

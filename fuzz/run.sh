@@ -21,8 +21,8 @@ run_one() { # target binary
         -artifact_prefix="$build/findings/$name-" "$build/corpus/$name" "fuzz/corpus/$name" \
         >"$build/logs/$name.log" 2>&1
     local rc=$? execs eps cov ft
-    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$build/logs/$name.log" | grep -o '[0-9]*$')
-    eps=$(grep -o 'stat::average_exec_per_sec: [0-9]*' "$build/logs/$name.log" | grep -o '[0-9]*$')
+    execs=$(awk '/stat::number_of_executed_units:/ {x = $2} END {print x}' "$build/logs/$name.log")
+    eps=$(awk '/stat::average_exec_per_sec:/ {x = $2} END {print x}' "$build/logs/$name.log")
     cov=$(grep -o 'cov: [0-9]* ft: [0-9]*' "$build/logs/$name.log" | tail -1)
     printf '%-4s %-20s %10s execs %7s/s  %-22s corpus %s\n' "$([ $rc -eq 0 ] && echo PASS || echo FAIL)" \
         "$name" "${execs:-?}" "${eps:-?}" "${cov:-cov: ?}" "$(ls "$build/corpus/$name" | wc -l)"
@@ -31,9 +31,10 @@ run_one() { # target binary
 }
 export -f run_one
 export build seconds
-ls "$build"/fuzz/fuzz_* >/dev/null 2>&1 || { echo "no fuzz targets in $build/fuzz"; exit 1; }
+targets=$(find "$build/fuzz" -maxdepth 1 -type f -executable -name 'fuzz_*' | sort)
+[ -n "$targets" ] || { echo "no fuzz targets in $build/fuzz"; exit 1; }
 echo "fuzzing each target for ${seconds}s, $jobs at a time (logs: $build/logs/)"
-ls "$build"/fuzz/fuzz_* | xargs -P "$jobs" -I{} bash -c 'run_one {}'
+echo "$targets" | xargs -P "$jobs" -I{} bash -c 'run_one {}'
 rc=$?
 rm -rf "$build/tmp"
 if [ $rc -eq 0 ]; then echo "fuzz: no findings"; else echo "fuzz: FINDINGS (inputs in $build/findings/)"; fi

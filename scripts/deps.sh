@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-want_test=0
+want_test=0 want_fuzz=0
 [ "${1:-}" = "--test" ] && want_test=1
+[ "${1:-}" = "--fuzz" ] && want_fuzz=1
 
 missing=()
 need_file() { [ -e "$1" ] || missing+=("$2"); }
@@ -33,6 +34,12 @@ if [ $want_test = 1 ]; then
     fi
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
+
+if [ $want_fuzz = 1 ]; then # make fuzz: clang and its libFuzzer runtime
+    need_cmd clang clang
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 ||
+        missing+=(libclang-rt-14-dev)
 fi
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -238,7 +238,7 @@ static size_t strip_start(tok_stream *s, const char *p, size_t n) {
 
 static int stream_step(tok_stream *s, int final, char **out, rs_err *e) {
     tok_bytes pre = {0}, all = {0}, piece = {0};
-    const int32_t *w = s->ids.v + s->prefix_off;
+    const int32_t *w = s->ids.v ? s->ids.v + s->prefix_off : NULL; /* no ids pushed yet */
     tok_dec_mode mp = {s->skip_special, 1, 0}, ma = mp;
     int rc = tok_decode_into(s->t, w, s->read_off - s->prefix_off, &mp, &pre, e);
     if (!rc) rc = tok_decode_into(s->t, w, s->ids.n - s->prefix_off, &ma, &all, e);
