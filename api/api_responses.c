@@ -46,10 +46,11 @@ static int content_text(const cJSON *c, const char *param, api_buf *out, api_err
         if (strcmp(t, "input_text") && strcmp(t, "output_text") && strcmp(t, "text") &&
             strcmp(t, "refusal"))
             return api_errorf(err, 400, INVALID, param, "unsupported_value",
-                              "content part type '%.40s' is not supported (text only)", t);
+                              "content part type '%s' is not supported (text only)",
+                              RS_CLIP(t, 48));
         if (!cJSON_IsString(text))
             return api_errorf(err, 400, INVALID, param, "invalid_type",
-                              "a '%.40s' part needs a string 'text'", t);
+                              "a '%s' part needs a string 'text'", RS_CLIP(t, 48));
         if ((!first && api_buf_puts(out, "\n")) || api_buf_puts(out, text->valuestring))
             return oom(err);
         first = 0;
@@ -166,7 +167,7 @@ static int input_messages(const cJSON *input, cJSON *msgs, api_error *err) {
             rc = 0; /* earlier reasoning: the template drops it from history anyway */
         else
             rc = api_errorf(err, 400, INVALID, param, "unsupported_value",
-                            "input item type '%.40s' is not supported", t);
+                            "input item type '%s' is not supported", RS_CLIP(t, 48));
         if (rc) return rc;
     }
     return 0;
@@ -280,9 +281,9 @@ static int conversation(const cJSON *root, api_prev_lookup lookup, void *ctx, cJ
     cJSON *msgs = prev && lookup ? lookup(ctx, prev->valuestring) : NULL;
     if (prev && !msgs)
         return api_errorf(err, 404, INVALID, "previous_response_id", "previous_response_not_found",
-                          "Previous response with id '%.100s' not found (responses are kept in "
+                          "Previous response with id '%s' not found (responses are kept in "
                           "memory, a bounded number of them, and only with store: true)",
-                          prev->valuestring);
+                          RS_CLIP(prev->valuestring, 104));
     if (!msgs && !(msgs = cJSON_CreateArray())) return oom(err);
     int rc = input_messages(present(root, "input"), msgs, err);
     if (rc) {

@@ -43,7 +43,7 @@ const e300 = 'a' + 'é'.repeat(300); // odd: a byte limit cuts inside a characte
 // [name, request bytes, expected status, expected param (undefined: not checked)]
 const corpus = [
     ['model path of raw invalid bytes', get('/v1/models/%ff%fe'), 404, 'model'],
-    ['model path of 300 e-acutes', get('/v1/models/' + encodeURIComponent(e300)), 404, 'model'],
+    ['model path of 300 e-acutes', get('/v1/models/' + encodeURIComponent(e300)), 404], // too long to route: 404 either way
     ['unknown route of invalid bytes', get('/%ff%fe%80/x'), 404],
     ['unknown route, long non-ASCII', get('/' + encodeURIComponent(e300)), 404],
     ['wrong method on a route', get('/v1/models', 'PUT'), 405],
