@@ -485,6 +485,9 @@ static int eval_inner(jj_ctx *c, const frame *f, const jnode *n, jv *out) {
         return eval(c, f, n->a, &a) || eval(c, f, n->b, &b) || jj_getitem(c, a, b, out);
     case JN_SLICE: {
         const jnode *parts[3] = {n->b, n->c, n->d};
+        /* a slice inside a tuple subscript (x[1:2, 3]) has no object of its own; jinja2 fails
+         * there too (a tuple of slices is no valid index for a string, list or dict) */
+        if (!n->a) return jj_fail(c, "a slice inside a tuple is not a valid subscript");
         if (eval(c, f, n->a, &a)) return -1;
         for (int i = 0; i < 3; i++) {
             s[i] = jv_none();

@@ -7,6 +7,7 @@
 #include "engine/internal.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,8 @@
 static int json_int(const cJSON *o, const char *key, int *out, const char *file, rs_err *e) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!j || cJSON_IsNull(j)) return 0;
-    if (!cJSON_IsNumber(j) || j->valuedouble != (double)(int)j->valuedouble)
+    double v = cJSON_IsNumber(j) ? j->valuedouble : 0.5;
+    if (!(v >= INT_MIN && v <= INT_MAX) || v != (double)(int)v) /* range first: no UB cast */
         return rs_errf(e, RS_EINVAL, "%s: %s is not an integer", file, key);
     *out = (int)j->valuedouble;
     return 0;

@@ -40,7 +40,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         rc = api_parse_completion(body, len, &r, &err);
         if (!rc) {
             check_gen(&r.gen);
-            FUZZ_CHECK(!r.prompt || fuzz_utf8(r.prompt), "prompt is valid UTF-8");
+            for (int i = 0; i < r.n_prompts; i++)
+                FUZZ_CHECK(!r.prompts[i].text || fuzz_utf8(r.prompts[i].text),
+                           "prompt is valid UTF-8");
             api_completion_request_free(&r);
         }
         break;
