@@ -3,7 +3,7 @@
 convert_hf_to_gguf.py lays it out, for the tests (written from the GGUF spec; no gguf-py needed).
 
     /usr/bin/python3 tests/gguf_write.py DIR OUT.gguf [--dtype f32|f16|bf16] [--pre NAME]
-        [--alignment N] [--version 2|3] [--no-tokenizer]
+        [--alignment N] [--version 2|3] [--no-tokenizer | --no-weights]
 
 DIR holds config.json, model.safetensors (F32/F16/BF16), tokenizer.json and
 tokenizer_config.json; a SentencePiece-style (Llama) tokenizer also needs its tokenizer.model (or
@@ -288,6 +288,7 @@ def write_tokenizer(w, d, cfg, pre):
                               ("unknown", "unk_token", None), ("padding", "pad_token", None)):
         t = token_of(tcfg.get(name))
         i = ids.get(t) if t is not None else cfg.get(cfg_id) if cfg_id else None
+        i = i if i is None or isinstance(i, int) or isinstance(i, list) else None
         if isinstance(i, list):
             i = i[0]
         if i is not None:
@@ -313,10 +314,16 @@ def main():
     ap.add_argument("--alignment", type=int, default=ALIGN)
     ap.add_argument("--version", type=int, default=3)
     ap.add_argument("--no-tokenizer", action="store_true")
+    ap.add_argument("--no-weights", action="store_true",
+                    help="metadata of the tokenizer only (no config.json or weights needed)")
     a = ap.parse_args()
-    cfg = json.load(open(os.path.join(a.dir, "config.json")))
     w = Writer()
-    write_model(w, cfg, read_safetensors(os.path.join(a.dir, "model.safetensors")), a.dtype)
+    if a.no_weights:
+        cfg = {"vocab_size": 0}
+        w.add("general.architecture", STRING, "qwen3")
+    else:
+        cfg = json.load(open(os.path.join(a.dir, "config.json")))
+        write_model(w, cfg, read_safetensors(os.path.join(a.dir, "model.safetensors")), a.dtype)
     if not a.no_tokenizer:
         write_tokenizer(w, a.dir, cfg, a.pre)
     w.write(a.out, a.version, a.alignment)
