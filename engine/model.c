@@ -348,6 +348,13 @@ static int gguf_config(eng_config *c, const eng_gguf *g, rs_err *e) {
     if (!rc) rc = ARCH_KEY(eng_gguf_float, g, c, "rope.freq_base", &c->rope_theta);
     if (!rc) rc = ARCH_KEY(eng_gguf_float, g, c, "attention.layer_norm_rms_epsilon", &c->rms_eps);
     if (!rc) rc = gguf_refuse(g, c, e);
+    static const char *const required[] = {"block_count", "embedding_length", "feed_forward_length",
+                                           "attention.head_count"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0] && !rc; i++) {
+        snprintf(key, sizeof key, "%s.%s", c->arch, required[i]);
+        if (!eng_gguf_find(g, key))
+            rc = rs_errf(e, RS_EINVAL, "%s: metadata %s missing", path, key);
+    }
     if (!rc) rc = eng_gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, e);
     /* EOS: the end-of-sequence, end-of-turn and end-of-message ids, each once */
     static const char *const eos_keys[] = {"tokenizer.ggml.eos_token_id",

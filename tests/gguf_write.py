@@ -305,6 +305,20 @@ def write_tokenizer(w, d, cfg, pre):
         w.add("tokenizer.chat_template", STRING, tpl)
 
 
+def build(d, dtype="f32", tokenizer=True, weights=True, pre=None):
+    """The Writer for directory d, not yet written (tests edit it first)."""
+    w = Writer()
+    if weights:
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        write_model(w, cfg, read_safetensors(os.path.join(d, "model.safetensors")), dtype)
+    else:
+        cfg = {"vocab_size": 0}
+        w.add("general.architecture", STRING, "qwen3")
+    if tokenizer:
+        write_tokenizer(w, d, cfg, pre)
+    return w
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dir")
@@ -317,15 +331,7 @@ def main():
     ap.add_argument("--no-weights", action="store_true",
                     help="metadata of the tokenizer only (no config.json or weights needed)")
     a = ap.parse_args()
-    w = Writer()
-    if a.no_weights:
-        cfg = {"vocab_size": 0}
-        w.add("general.architecture", STRING, "qwen3")
-    else:
-        cfg = json.load(open(os.path.join(a.dir, "config.json")))
-        write_model(w, cfg, read_safetensors(os.path.join(a.dir, "model.safetensors")), a.dtype)
-    if not a.no_tokenizer:
-        write_tokenizer(w, a.dir, cfg, a.pre)
+    w = build(a.dir, a.dtype, not a.no_tokenizer, not a.no_weights, a.pre)
     w.write(a.out, a.version, a.alignment)
 
 
