@@ -318,13 +318,15 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .embed_dim = eng_model_config(sv->model)->hidden,
         .embed_normalize = eng_model_config(sv->model)->pool_normalize,
         .quantization = eng_model_quantization(sv->model),
+        .format = eng_model_format(sv->model),
     };
     srv_set_ready(server, &be, &sm);
     fprintf(stderr,
-            "radixserve: ready: %s (%s, %lld parameters, weights %s), context %d tokens, %d "
+            "radixserve: ready: %s (%s, %s, %lld parameters, weights %s), context %d tokens, %d "
             "threads\n",
-            o->model, eng_model_config(sv->model)->arch, (long long)eng_model_n_params(sv->model),
-            eng_model_quantization(sv->model), sc.ctx_size, sc.n_threads);
+            o->model, eng_model_config(sv->model)->arch, eng_model_format(sv->model),
+            (long long)eng_model_n_params(sv->model), eng_model_quantization(sv->model),
+            sc.ctx_size, sc.n_threads);
     return 0;
 }
 
