@@ -1,6 +1,6 @@
 /*
- * engine.h — the door of the engine room: load a Hugging Face model directory, run a batched,
- * batch-invariant forward pass over paged KV, and sample.
+ * engine.h — the door of the engine room: load a Hugging Face model directory or a GGUF file, run a
+ * batched, batch-invariant forward pass over paged KV, and sample.
  *
  * Contract of the forward pass (what the scheduler and the tests rely on):
  *   - A batch is a list of sequences; each contributes n_tokens new tokens at positions

@@ -1,7 +1,8 @@
 /*
  * tokenizer.h — the door of the tokenizer room: Hugging Face tokenizer.json (or vocab.json +
- * merges.txt) loading, encoding to ids exactly as Hugging Face's tokenizers library does, and
- * decoding (whole and incremental). It includes nothing of the project but util.
+ * merges.txt, or a GGUF file's tokenizer metadata) loading, encoding to ids exactly as Hugging
+ * Face's tokenizers library does, and decoding (whole and incremental). It includes nothing of
+ * the project but util (GGUF metadata arrives as a cJSON object from the caller).
  *
  * The pipeline that runs is decided by the components tokenizer.json declares (normalizer,
  * pre_tokenizer, model, post_processor, decoder), never by a model name; an unknown component
