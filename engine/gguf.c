@@ -150,7 +150,7 @@ static int read_kvs(eng_gguf *g, cur *c, uint64_t n) {
         char key[128];
         snprintf(key, sizeof key, "%.*s", (int)(kv->key_len < 120 ? kv->key_len : 120), kv->key);
         kv->type = (uint32_t)t;
-        kv->val = c->p;
+        kv->val = kv->raw = c->p;
         if ((rc = skip_value(c, kv->type, 0, kv, key))) return rc;
         g->n_kv++;
     }
@@ -455,9 +455,7 @@ int eng_gguf_meta_json(const char *path, cJSON **out, rs_err *e) {
     cJSON *o = cJSON_CreateObject();
     for (int64_t i = 0; o && i < g.n_kv; i++) {
         const eng_gguf_kv *kv = &g.kv[i];
-        const uint8_t *p =
-            kv->type == GGUF_STRING || kv->type == GGUF_ARRAY ? kv->val - 8 : kv->val;
-        if (kv->type == GGUF_ARRAY) p -= 4;
+        const uint8_t *p = kv->raw;
         char *key = strndup(kv->key, kv->key_len);
         cJSON *v = key ? value_json(kv->type, &p) : NULL;
         if (!v || !cJSON_AddItemToObject(o, key, v)) {

@@ -45,6 +45,7 @@ typedef struct eng_gguf_kv {
     uint32_t elem_type; /* GGUF_ARRAY: the element type */
     uint64_t n;         /* GGUF_ARRAY: element count; GGUF_STRING: byte length */
     const uint8_t *val; /* the value (GGUF_STRING: its bytes; GGUF_ARRAY: the first element) */
+    const uint8_t *raw; /* the value as encoded (string length, array header included) */
 } eng_gguf_kv;
 
 typedef struct eng_gguf {
