@@ -134,8 +134,8 @@ double eng_model_weight_bytes(const eng_model *m, int streamed);
 const eng_config *eng_model_config(const eng_model *m);
 const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m);
 int64_t eng_model_n_params(const eng_model *m);
-/* What the weights were loaded from, for the start-up line and /v1/models: "safetensors" or
- * "gguf", then the storage type of the layer matrices, e.g. "gguf Q8_0". */
+/* The file format the weights were loaded from, for the start-up line and /v1/models:
+ * "safetensors" or "gguf". */
 const char *eng_model_format(const eng_model *m);
 
 /* 1 if path is a GGUF file (a regular file starting with the GGUF magic). */

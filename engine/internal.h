@@ -150,7 +150,6 @@ struct eng_model {
     void **owned;     /* matrices quantized or copied at load (eng_model_quantize), owned */
     int n_owned;
     int gguf;         /* loaded from a GGUF file (tensor names are llama.cpp's) */
-    char format[32];  /* eng_model_format: "safetensors BF16", "gguf Q8_0", ... */
 };
 
 /* Whether any matrix is block-quantized (then eng_ctx keeps quantized-activation scratch). */

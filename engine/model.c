@@ -577,9 +577,6 @@ static int bind_all(eng_model *m, rs_err *e) {
     else if (!rc)
         rc = bind_mat(m, &m->lm_head, tensor_name(m, T_LM_HEAD, -1, NULL, 0), c->vocab_size,
                       c->hidden, e);
-    if (!rc)
-        snprintf(m->format, sizeof m->format, "%s %s", m->gguf ? "gguf" : "safetensors",
-                 dtype_name(m->layers[0].down.dtype));
     return rc;
 }
 
@@ -646,7 +643,7 @@ int64_t eng_model_n_params(const eng_model *m) {
     return m->n_params;
 }
 const char *eng_model_format(const eng_model *m) {
-    return m->format;
+    return m->gguf ? "gguf" : "safetensors";
 }
 
 kv_pool_config eng_kv_config(const eng_model *m, int block_size, int force_dtype,

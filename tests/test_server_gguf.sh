@@ -24,12 +24,12 @@ UB=$(start "$TMP/stories.gguf" "$TMP/b.log")
 wait_ready "$UA"
 wait_ready "$UB"
 
-grep -q "ready: .*stories.gguf (llama, gguf F32, " "$TMP/b.log"
+grep -q "ready: .*stories.gguf (llama, gguf, " "$TMP/b.log"
 ok $? "the start-up line names the format: $(grep ready: "$TMP/b.log")"
-grep -q "(llama, safetensors F32, " "$TMP/a.log"
+grep -q "(llama, safetensors, " "$TMP/a.log"
 ok $? "... and for safetensors: $(grep ready: "$TMP/a.log")"
 fmt=$(curl -s "$UB/v1/models" | json 'd["data"][0].get("format")')
-ok $([ "$fmt" = "gguf F32" ]; echo $?) "/v1/models says the format ($fmt)"
+ok $([ "$fmt" = "gguf" ]; echo $?) "/v1/models says the format ($fmt)"
 
 post() { curl -s -m 30 "$1$2" -H 'Content-Type: application/json' -d "$3" | json "$4"; }
 for body in '{"prompt":"Once upon a time","max_tokens":48,"temperature":0}' \
