@@ -116,7 +116,9 @@ static eng_config config_defaults(void) {
                         .bos_id = -1,
                         .head_dim = -1,
                         .n_kv_heads = -1,
-                        .max_pos = 32768};
+                        .max_pos = 32768,
+                        .pooling = ENG_POOL_MEAN, /* embeddings without a modules.json */
+                        .pool_normalize = 1};
 }
 
 /* The architecture name (config.json model_type, GGUF general.architecture) -> its flags. */
@@ -272,8 +274,6 @@ static int read_pooling_mode(const char *dir, const char *sub, eng_config *c, rs
 static int load_pooling(eng_config *c, const char *dir, rs_err *e) {
     char path[4096];
     cJSON *j, *m;
-    c->pooling = ENG_POOL_MEAN;
-    c->pool_normalize = 1;
     int rc = rs_path_join(path, sizeof path, dir, "modules.json", e);
     FILE *f = rc ? NULL : fopen(path, "rb");
     if (!f) return rc;
@@ -459,20 +459,11 @@ static int find_shaped(const eng_model *m, const char *name, int64_t d0, int64_t
     return 0;
 }
 
-static const char *dtype_name(eng_dtype t) {
-    static const char *const names[] = {"F32", "BF16", "F16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"};
-    return (unsigned)t < sizeof names / sizeof names[0] ? names[t] : "?";
-}
-
 static int bind_mat(eng_model *m, eng_mat *out, const char *name, int64_t rows, int64_t cols,
                     rs_err *e) {
     const eng_tensor *t;
     int rc = find_shaped(m, name, rows, cols, &t, e);
     if (rc) return rc;
-    if (t->dtype > ENG_F16)
-        return rs_errf(e, RS_EINVAL,
-                       "%s: tensor %s is %s: the quantized weight kernels are not in this build",
-                       file_of(m, t), name, dtype_name((eng_dtype)t->dtype));
     out->data = t->data;
     out->dtype = (eng_dtype)t->dtype;
     m->n_params += rows * cols;
@@ -485,7 +476,7 @@ static int bind_vec(eng_model *m, const float **out, const char *name, int64_t n
     if (rc) return rc;
     if (t->dtype > ENG_F16)
         return rs_errf(e, RS_EINVAL, "%s: tensor %s is %s: a vector must be F32, F16 or BF16",
-                       file_of(m, t), name, dtype_name((eng_dtype)t->dtype));
+                       file_of(m, t), name, eng_dtype_name((eng_dtype)t->dtype));
     float **v = realloc(m->vecs, (size_t)(m->n_vecs + 1) * sizeof *v);
     if (!v) return rs_errf(e, RS_ENOMEM, "out of memory");
     m->vecs = v;
