@@ -15,19 +15,14 @@
 
 enum { GGUF_DEFAULT_ALIGN = 32, GGUF_MAX_DEPTH = 4, GGUF_MAX_NAME = 1024 };
 
-/* The tensor types the engine reads: ggml type -> storage type, elements and bytes per block. */
+/* The tensor types the engine reads: ggml type -> storage type (block sizes: quant.h). */
 static const struct gguf_ttype {
     uint32_t ggml;
     eng_dtype dtype;
-    uint32_t blck, bytes;
 } TTYPES[] = {
-    {ENG_GGML_F32, ENG_F32, 1, 4},
-    {ENG_GGML_F16, ENG_F16, 1, 2},
-    {ENG_GGML_BF16, ENG_BF16, 1, 2},
-    {ENG_GGML_Q8_0, ENG_Q8_0, ENG_QK8_0, sizeof(eng_block_q8_0)},
-    {ENG_GGML_Q4_0, ENG_Q4_0, ENG_QK4_0, sizeof(eng_block_q4_0)},
-    {ENG_GGML_Q4_K, ENG_Q4_K, ENG_QK_K, sizeof(eng_block_q4_K)},
-    {ENG_GGML_Q6_K, ENG_Q6_K, ENG_QK_K, sizeof(eng_block_q6_K)},
+    {ENG_GGML_F32, ENG_F32},   {ENG_GGML_F16, ENG_F16},   {ENG_GGML_BF16, ENG_BF16},
+    {ENG_GGML_Q8_0, ENG_Q8_0}, {ENG_GGML_Q4_0, ENG_Q4_0}, {ENG_GGML_Q4_K, ENG_Q4_K},
+    {ENG_GGML_Q6_K, ENG_Q6_K},
 };
 
 /* ggml's names for the types (for the error naming a type the engine does not read). */
@@ -208,12 +203,13 @@ static int read_tinfo(cur *c, uint64_t i, tinfo *ti) {
                        "%s: tensor %.*s has type %s (%llu); supported: F32, F16, BF16, Q8_0, "
                        "Q4_0, Q4_K, Q6_K",
                        c->path, nl, ti->name, ggml_type_name((uint32_t)ty), (unsigned long long)ty);
-    if (ti->t.shape[nd - 1] % tt->blck)
-        return rs_errf(c->e, RS_EINVAL, "%s: tensor %.*s: %lld columns, not whole %s blocks of %u",
+    int blck = eng_dtype_block(tt->dtype);
+    if (ti->t.shape[nd - 1] % blck)
+        return rs_errf(c->e, RS_EINVAL, "%s: tensor %.*s: %lld columns, not whole %s blocks of %d",
                        c->path, nl, ti->name, (long long)ti->t.shape[nd - 1],
-                       ggml_type_name((uint32_t)ty), tt->blck);
+                       ggml_type_name((uint32_t)ty), blck);
     ti->t.dtype = tt->dtype;
-    ti->t.nbytes = (size_t)(count / tt->blck * tt->bytes);
+    ti->t.nbytes = eng_row_bytes(tt->dtype, (size_t)count);
     return 0;
 }
 
