@@ -16,7 +16,7 @@
 
 /* The command line, parsed. */
 typedef struct gen_opts {
-    const char *model;      /* --model DIR */
+    const char *model;      /* --model DIR|FILE.gguf */
     const char *prompt_ids; /* --prompt-ids 1,2,3 */
     const char *prompt;     /* --prompt TEXT */
     const char *logits_out; /* --logits-out FILE, or NULL */
@@ -34,7 +34,8 @@ typedef struct gen_opts {
 
 static void usage(FILE *f) {
     fprintf(
-        f, "usage: radixserve generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [-n N]\n"
+        f, "usage: radixserve generate --model DIR|FILE.gguf (--prompt TEXT | --prompt-ids 1,2,3) "
+           "[-n N]\n"
            "         [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
            "         [--repetition-penalty R] [--seed S] [--top-logits K] [--logits-out FILE]\n"
            "         [--kv-dtype f32|bf16] [--weights q8_0|q4_k_m|q4_0] [--threads N]\n"
@@ -285,7 +286,7 @@ static int run_generate(gen_run *r, const gen_opts *o, const rs_ivec *prompt, rs
 static int load_tokenizer(gen_run *r, const gen_opts *o, rs_ivec *prompt, rs_err *e) {
     if (o->print_ids && !o->prompt) return 0;
     if (o->top_logits && !o->prompt) return 0;
-    int rc = tok_load(&r->tok, o->model, e);
+    int rc = cli_load_tokenizer(&r->tok, o->model, e);
     if (rc) {
         r->tok = NULL;
         /* Without a tokenizer, ids in give ids out; text in cannot work. */

@@ -17,7 +17,7 @@
 
 /* Every setting; a config file's keys and the long flags are the same names. */
 typedef struct serve_opts {
-    char *model;             /* --model DIR (required) */
+    char *model;             /* --model DIR|FILE.gguf (required) */
     char *host;              /* --host */
     int port;                /* --port */
     int threads;             /* --threads: forward-pass workers (0: all cores) */
@@ -98,8 +98,8 @@ static void opts_free(serve_opts *o);
 static void usage(FILE *f) {
     serve_opts d;
     opts_defaults(&d);
-    fprintf(f, "usage: radixserve serve --model DIR [options]\n\noptions (a --config FILE.json "
-               "holds the same keys; flags override it):\n");
+    fprintf(f, "usage: radixserve serve --model DIR|FILE.gguf [options]\n\noptions (a --config "
+               "FILE.json holds the same keys; flags override it):\n");
     fprintf(f, "  --config FILE  JSON settings file (e.g. configs/default.json)\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         fprintf(f, "  --%s %s", OPTS[i].name, OPTS[i].help);
@@ -251,7 +251,7 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
         if ((d->kind == OPT_STR ? set_str : set_int)(o, d, argv[i])) return -1;
     }
     if (!o->model) {
-        fprintf(stderr, "radixserve serve: --model DIR is required\n");
+        fprintf(stderr, "radixserve serve: --model DIR|FILE.gguf is required\n");
         return -1;
     }
     if (o->weights && eng_weights_parse(o->weights) < 0) {
@@ -312,7 +312,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     double t0 = rs_now();
     usleep((useconds_t)env_ms("RADIXSERVE_TEST_LOAD_DELAY_MS") * 1000u); /* /health loading */
     step("tokenizer", t0, 0);
-    if (tok_load(&sv->tok, o->model, e)) return -1;
+    if (cli_load_tokenizer(&sv->tok, o->model, e)) return -1;
     step("tokenizer", t0, 1);
     if (chat_format_init(&sv->chat, tok_get_config(sv->tok), sv->tok, e)) return -1;
     sv->chat_ok = 1;
@@ -352,13 +352,15 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
         .embed_dim = eng_model_config(sv->model)->hidden,
         .embed_normalize = eng_model_config(sv->model)->pool_normalize,
         .quantization = eng_model_quantization(sv->model),
+        .format = eng_model_format(sv->model),
     };
     srv_set_ready(server, &be, &sm);
     fprintf(stderr,
-            "radixserve: ready: %s (%s, %lld parameters, weights %s), context %d tokens, %d "
+            "radixserve: ready: %s (%s, %s, %lld parameters, weights %s), context %d tokens, %d "
             "threads\n",
-            o->model, eng_model_config(sv->model)->arch, (long long)eng_model_n_params(sv->model),
-            eng_model_quantization(sv->model), sc.ctx_size, sc.n_threads);
+            o->model, eng_model_config(sv->model)->arch, eng_model_format(sv->model),
+            (long long)eng_model_n_params(sv->model), eng_model_quantization(sv->model),
+            sc.ctx_size, sc.n_threads);
     return 0;
 }
 

@@ -1,9 +1,9 @@
 /*
- * template.c — `radixserve template --model DIR`: render chat requests with the model's chat
- * template, one per line, reading only DIR/tokenizer_config.json and DIR/chat_template.jinja if
- * present (no weights needed). Content parts are joined as the server joins them
- * (api_join_content), then the request is rendered
- * (chat_tpl_render: the template the server's chat format holds; no markers are needed here).
+ * template.c — `radixserve template --model DIR|FILE.gguf`: render chat requests with the
+ * model's chat template, one per line, reading only DIR/tokenizer_config.json and
+ * DIR/chat_template.jinja if present, or a GGUF file's metadata (no weights needed). Content parts
+ * are joined as the server joins them (api_join_content), then the request is rendered
+ * (chat_tpl_render).
  *
  * stdin: one JSON object per line {messages, tools, add_generation_prompt, chat_template_kwargs};
  * blank lines are skipped. stdout: for each request, the rendered prompt as one JSON string line;
@@ -22,7 +22,7 @@
 #include "cli/cli.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: radixserve template --model DIR\n"
+    fprintf(f, "usage: radixserve template --model DIR|FILE.gguf\n"
                "  reads one JSON chat request per line on stdin (messages, tools,\n"
                "  add_generation_prompt, chat_template_kwargs) and prints each rendered prompt\n"
                "  as a JSON string line; a bad line prints {\"error\": \"...\"} and the exit\n"
@@ -97,7 +97,7 @@ int cli_template(int argc, char **argv) {
     }
     chat_tpl t;
     rs_err e = {0};
-    if (chat_tpl_load(&t, model, &e)) {
+    if (cli_load_template(&t, model, &e)) {
         fprintf(stderr, "radixserve template: %s\n", e.msg);
         return 1;
     }

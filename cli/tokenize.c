@@ -16,7 +16,7 @@
 
 typedef struct tok_cli {
     const char *name;  /* "tokenize" or "detokenize", for messages */
-    const char *model; /* --model DIR */
+    const char *model; /* --model DIR|FILE.gguf */
     int flags;         /* tokenize: TOK_* encode flags */
     int skip_special;  /* detokenize: --skip-special */
     int stream;        /* detokenize: --stream (an array of incremental pieces) */
@@ -24,16 +24,17 @@ typedef struct tok_cli {
 
 static int usage(const tok_cli *c, FILE *f, int status) {
     if (!strcmp(c->name, "tokenize"))
-        fprintf(f,
-                "usage: radixserve tokenize --model DIR [--no-special] [--no-add-special]\n"
-                "  reads one JSON string per line on stdin, prints one JSON array of ids per line\n"
-                "  --no-special      added/special token spellings in the text are plain text\n"
-                "  --add-special     apply the post-processor (e.g. BOS first), the default,\n"
-                "                    as Hugging Face's encode(text)\n"
-                "  --no-add-special  do not\n");
+        fprintf(
+            f,
+            "usage: radixserve tokenize --model DIR|FILE.gguf [--no-special] [--no-add-special]\n"
+            "  reads one JSON string per line on stdin, prints one JSON array of ids per line\n"
+            "  --no-special      added/special token spellings in the text are plain text\n"
+            "  --add-special     apply the post-processor (e.g. BOS first), the default,\n"
+            "                    as Hugging Face's encode(text)\n"
+            "  --no-add-special  do not\n");
     else
         fprintf(f,
-                "usage: radixserve detokenize --model DIR [--skip-special] [--stream]\n"
+                "usage: radixserve detokenize --model DIR|FILE.gguf [--skip-special] [--stream]\n"
                 "  reads one JSON array of ids per line on stdin, prints one JSON string per line\n"
                 "  --skip-special    drop special tokens from the text\n"
                 "  --stream          decode id by id; print the JSON array of streamed pieces\n");
@@ -65,7 +66,7 @@ static int parse_args(tok_cli *c, int argc, char **argv) {
         }
     }
     if (!c->model) {
-        fprintf(stderr, "radixserve %s: --model DIR is required\n", c->name);
+        fprintf(stderr, "radixserve %s: --model DIR|FILE.gguf is required\n", c->name);
         return usage(c, stderr, 2);
     }
     return 0;
@@ -174,7 +175,7 @@ static int run(tok_cli *c, int argc, char **argv, line_fn fn) {
     if (st) return st < 0 ? 0 : st;
     rs_err e = {0};
     tok_tokenizer *t;
-    if (tok_load(&t, c->model, &e)) {
+    if (cli_load_tokenizer(&t, c->model, &e)) {
         fprintf(stderr, "radixserve %s: %s\n", c->name, e.msg);
         return 1;
     }

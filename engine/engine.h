@@ -1,6 +1,6 @@
 /*
- * engine.h — the door of the engine room: load a Hugging Face model directory, run a batched,
- * batch-invariant forward pass over paged KV, and sample.
+ * engine.h — the door of the engine room: load a Hugging Face model directory or a GGUF file, run a
+ * batched, batch-invariant forward pass over paged KV, and sample.
  *
  * Contract of the forward pass (what the scheduler and the tests rely on):
  *   - A batch is a list of sequences; each contributes n_tokens new tokens at positions
@@ -101,11 +101,12 @@ typedef struct eng_gen_defaults {
 
 typedef struct eng_model eng_model; /* opaque: weights (memory-mapped) and config */
 
-/* Load config.json (+ generation_config.json if present) and model.safetensors or
- * model.safetensors.index.json + shards from dir. Any missing tensor, wrong shape, truncated
- * file, corrupt header or unknown architecture is RS_EINVAL with a message naming the file and
- * tensor. */
-int eng_model_load(eng_model **out, const char *dir, rs_err *e);
+/* Load a model from `path`: a Hugging Face directory (config.json, generation_config.json if
+ * present, model.safetensors or model.safetensors.index.json + shards) or a GGUF file (its
+ * metadata gives the config; tensors by GGUF names; llama-architecture Q/K rows un-permuted).
+ * Any missing tensor, wrong shape, truncated file, corrupt header, unsupported tensor type or
+ * unknown architecture is RS_EINVAL with a message naming the file and tensor (or key). */
+int eng_model_load(eng_model **out, const char *path, rs_err *e);
 void eng_model_free(eng_model *m);
 
 /* Progress of eng_model_quantize: `done` of `total` matrices converted. */
@@ -133,6 +134,19 @@ double eng_model_weight_bytes(const eng_model *m, int streamed);
 const eng_config *eng_model_config(const eng_model *m);
 const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m);
 int64_t eng_model_n_params(const eng_model *m);
+/* The file format the weights were loaded from, for the start-up line and /v1/models:
+ * "safetensors" or "gguf". */
+const char *eng_model_format(const eng_model *m);
+
+/* 1 if path is a GGUF file (a regular file starting with the GGUF magic). */
+int eng_is_gguf(const char *path);
+
+/* The metadata of a GGUF file as one JSON object, key -> value (integers and floats as numbers,
+ * arrays as arrays), for rooms that read model metadata without the weights (the tokenizer's
+ * vocabulary and chat template). The file is validated as eng_model_load does; only its metadata
+ * pages are read. *out is owned by the caller (cJSON_Delete). */
+struct cJSON;
+int eng_gguf_meta_json(const char *path, struct cJSON **out, rs_err *e);
 
 /* The KV pool geometry this model needs (dtype: the model's, unless forced by kv_dtype >= 0). */
 kv_pool_config eng_kv_config(const eng_model *m, int block_size, int kv_dtype, size_t budget_bytes);

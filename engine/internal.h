@@ -106,6 +106,16 @@ int eng_st_open(eng_st_set *s, const char *dir, rs_err *e);
 void eng_st_close(eng_st_set *s);
 const eng_tensor *eng_st_find(const eng_st_set *s, const char *name);
 
+/* Map a model file read-only into f (weights: a file of 64 MB or more is read into anonymous
+ * memory advised to huge pages instead; 0: always a lazy mapping). Files shorter than 8 bytes
+ * are RS_EINVAL. */
+int eng_st_map(eng_st_file *f, const char *path, int weights, rs_err *e);
+/* Append t to s (RS_ENOMEM on failure; t's name then stays the caller's). */
+int eng_st_push(eng_st_set *s, const eng_tensor *t);
+/* Point t->data at its bytes p (t->nbytes of them), copying them into an owned buffer when p is
+ * not aligned to `align` bytes. RS_ENOMEM on failure. */
+int eng_st_place(eng_st_set *s, eng_tensor *t, const uint8_t *p, size_t align);
+
 /* ---------------------------------------------------------------- the model (model.c) */
 
 /* A weight matrix [rows][cols] in its stored type, read in place. */
@@ -139,6 +149,7 @@ struct eng_model {
     int64_t n_params; /* parameters of the bound tensors (a tied matrix once) */
     void **owned;     /* matrices quantized or copied at load (eng_model_quantize), owned */
     int n_owned;
+    int gguf;         /* loaded from a GGUF file (tensor names are llama.cpp's) */
 };
 
 /* Whether any matrix is block-quantized (then eng_ctx keeps quantized-activation scratch). */

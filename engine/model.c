@@ -4,6 +4,7 @@
  * its shape checked. Norm and bias vectors are widened to F32 copies at load (small, read often);
  * weight matrices stay in the mapping in their stored type.
  */
+#include "engine/gguf.h"
 #include "engine/internal.h"
 
 #include <cjson/cJSON.h>
@@ -110,26 +111,45 @@ static int parse_json_file(const char *dir, const char *name, int optional, cJSO
 
 /* ---------------------------------------------------------------- config.json */
 
+/* The defaults of every field a model file may leave out (one owner for both formats). */
+static eng_config config_defaults(void) {
+    return (eng_config){.rms_eps = 1e-6f,
+                        .rope_theta = 10000.0f,
+                        .bos_id = -1,
+                        .head_dim = -1,
+                        .n_kv_heads = -1,
+                        .max_pos = 32768,
+                        .pooling = ENG_POOL_MEAN, /* embeddings without a modules.json */
+                        .pool_normalize = 1};
+}
+
+/* The architecture name (config.json model_type, GGUF general.architecture) -> its flags. */
+static int arch_flags(eng_config *c, const char *arch, const char *path, rs_err *e) {
+    if (!strcmp(arch, "qwen3"))
+        c->qk_norm = 1;
+    else if (!strcmp(arch, "qwen2"))
+        c->qkv_bias = 1;
+    else if (strcmp(arch, "llama"))
+        return rs_errf(e, RS_EINVAL,
+                       "%s: unknown architecture \"%s\" (supported: qwen3, qwen2, llama)", path,
+                       arch);
+    snprintf(c->arch, sizeof c->arch, "%s", arch);
+    return 0;
+}
+
 static int set_arch(eng_config *c, const cJSON *j, const char *path, rs_err *e) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
     if (!cJSON_IsString(mt)) return rs_errf(e, RS_EINVAL, "%s: model_type missing", path);
-    if (!strcmp(mt->valuestring, "qwen3"))
-        c->qk_norm = 1;
-    else if (!strcmp(mt->valuestring, "qwen2"))
-        c->qkv_bias = 1;
-    else if (strcmp(mt->valuestring, "llama"))
-        return rs_errf(
-            e, RS_EINVAL,
-            "%s: unknown architecture model_type \"%s\" (supported: qwen3, qwen2, llama)", path,
-            mt->valuestring);
-    snprintf(c->arch, sizeof c->arch, "%s", mt->valuestring);
+    int rc = arch_flags(c, mt->valuestring, path, e);
+    if (rc) return rc;
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(j, "hidden_act");
     if (act && !(cJSON_IsString(act) && !strcmp(act->valuestring, "silu")))
         return rs_errf(e, RS_EINVAL, "%s: hidden_act must be \"silu\"", path);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(j, "rope_scaling");
     if (rs && !cJSON_IsNull(rs))
         return rs_errf(e, RS_EINVAL, "%s: rope_scaling is not supported", path);
-    int bias = 0, sliding = 0, rc = json_bool(j, "attention_bias", &bias, path, e);
+    int bias = 0, sliding = 0;
+    rc = json_bool(j, "attention_bias", &bias, path, e);
     if (!rc) rc = json_bool(j, "use_sliding_window", &sliding, path, e);
     if (rc) return rc;
     if (sliding) return rs_errf(e, RS_EINVAL, "%s: use_sliding_window is not supported", path);
@@ -138,7 +158,11 @@ static int set_arch(eng_config *c, const cJSON *j, const char *path, rs_err *e) 
     return 0;
 }
 
-static int check_dims(const eng_config *c, const char *path, rs_err *e) {
+/* Derived defaults (KV heads = heads, head_dim = hidden / heads), then every bound checked:
+ * the last step of reading a config, whatever file it came from. */
+static int finish_config(eng_config *c, const char *path, rs_err *e) {
+    if (c->n_kv_heads == -1) c->n_kv_heads = c->n_heads;
+    if (c->head_dim == -1 && c->n_heads > 0) c->head_dim = c->hidden / c->n_heads;
     const struct {
         const char *name;
         int v;
@@ -170,12 +194,7 @@ static int load_config(eng_config *c, const char *dir, rs_err *e) {
     cJSON *j;
     int rc = parse_json_file(dir, "config.json", 0, &j, path, sizeof path, e);
     if (rc) return rc;
-    *c = (eng_config){.rms_eps = 1e-6f,
-                      .rope_theta = 10000.0f,
-                      .bos_id = -1,
-                      .head_dim = -1,
-                      .n_kv_heads = -1,
-                      .max_pos = 32768};
+    *c = config_defaults();
     const json_field f[] = {{"vocab_size", 'i', &c->vocab_size},
                             {"hidden_size", 'i', &c->hidden},
                             {"intermediate_size", 'i', &c->intermediate},
@@ -193,9 +212,7 @@ static int load_config(eng_config *c, const char *dir, rs_err *e) {
     if (!rc) rc = json_eos(j, c, path, e);
     cJSON_Delete(j);
     if (rc) return rc;
-    if (c->n_kv_heads == -1) c->n_kv_heads = c->n_heads;
-    if (c->head_dim == -1 && c->n_heads > 0) c->head_dim = c->hidden / c->n_heads;
-    return check_dims(c, path, e);
+    return finish_config(c, path, e);
 }
 
 /* generation_config.json (optional): EOS/BOS override config.json's; sampling defaults.
@@ -259,8 +276,6 @@ static int read_pooling_mode(const char *dir, const char *sub, eng_config *c, rs
 static int load_pooling(eng_config *c, const char *dir, rs_err *e) {
     char path[4096];
     cJSON *j, *m;
-    c->pooling = ENG_POOL_MEAN;
-    c->pool_normalize = 1;
     int rc = rs_path_join(path, sizeof path, dir, "modules.json", e);
     FILE *f = rc ? NULL : fopen(path, "rb");
     if (!f) return rc;
@@ -287,7 +302,135 @@ static int load_pooling(eng_config *c, const char *dir, rs_err *e) {
     return rc;
 }
 
+/* ---------------------------------------------------------------- GGUF metadata */
+
+/* A key "<arch>.<name>" read by fn (an eng_gguf_int / eng_gguf_float style reader). */
+#define ARCH_KEY(fn, g, c, name, dst)                                                              \
+    (snprintf(key, sizeof key, "%s." name, (c)->arch), fn(g, key, dst, e))
+
+/* Keys that describe what the forward pass does not do: refused, naming the key. */
+static int gguf_refuse(const eng_gguf *g, const eng_config *c, rs_err *e) {
+    char key[160], sv[64] = "";
+    int experts = 0, rc = ARCH_KEY(eng_gguf_int, g, c, "expert_count", &experts);
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    if (!rc) rc = eng_gguf_str(g, key, sv, sizeof sv, e);
+    const char *path = g->st.files[0].path;
+    if (!rc && experts > 0)
+        rc = rs_errf(e, RS_EINVAL,
+                     "%s: %s.expert_count = %d: mixture-of-experts models are not "
+                     "supported",
+                     path, c->arch, experts);
+    if (!rc && sv[0] && strcmp(sv, "none"))
+        rc = rs_errf(e, RS_EINVAL, "%s: %s.rope.scaling.type \"%s\" is not supported", path,
+                     c->arch, sv);
+    return rc;
+}
+
+/* The same fields config.json gives, from GGUF keys (llama.cpp's names). Vocabulary size: the
+ * token list's length, else the embedding's rows; tied when output.weight is absent. */
+static int gguf_config(eng_config *c, const eng_gguf *g, rs_err *e) {
+    const char *path = g->st.files[0].path;
+    char arch[64] = "", key[160];
+    *c = config_defaults();
+    int rc = eng_gguf_str(g, "general.architecture", arch, sizeof arch, e);
+    if (!rc && !arch[0]) rc = rs_errf(e, RS_EINVAL, "%s: general.architecture missing", path);
+    if (!rc) rc = arch_flags(c, arch, path, e);
+    int rope_dims = -1, vlen = -1, nvocab = (int)eng_gguf_array_len(g, "tokenizer.ggml.tokens");
+    c->vocab_size = nvocab;
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "vocab_size", &c->vocab_size);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "block_count", &c->n_layers);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "embedding_length", &c->hidden);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "feed_forward_length", &c->intermediate);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "attention.head_count", &c->n_heads);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "attention.head_count_kv", &c->n_kv_heads);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "attention.key_length", &c->head_dim);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "attention.value_length", &vlen);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "rope.dimension_count", &rope_dims);
+    if (!rc) rc = ARCH_KEY(eng_gguf_int, g, c, "context_length", &c->max_pos);
+    if (!rc) rc = ARCH_KEY(eng_gguf_float, g, c, "rope.freq_base", &c->rope_theta);
+    if (!rc) rc = ARCH_KEY(eng_gguf_float, g, c, "attention.layer_norm_rms_epsilon", &c->rms_eps);
+    if (!rc) rc = gguf_refuse(g, c, e);
+    static const char *const required[] = {"block_count", "embedding_length", "feed_forward_length",
+                                           "attention.head_count"};
+    for (size_t i = 0; i < sizeof required / sizeof required[0] && !rc; i++) {
+        snprintf(key, sizeof key, "%s.%s", c->arch, required[i]);
+        if (!eng_gguf_find(g, key))
+            rc = rs_errf(e, RS_EINVAL, "%s: metadata %s missing", path, key);
+    }
+    if (!rc) rc = eng_gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, e);
+    /* EOS: the end-of-sequence, end-of-turn and end-of-message ids, each once */
+    static const char *const eos_keys[] = {"tokenizer.ggml.eos_token_id",
+                                           "tokenizer.ggml.eot_token_id",
+                                           "tokenizer.ggml.eom_token_id"};
+    for (size_t i = 0; i < sizeof eos_keys / sizeof eos_keys[0] && !rc; i++) {
+        int id = -1, seen = 0;
+        rc = eng_gguf_int(g, eos_keys[i], &id, e);
+        for (int k = 0; k < c->n_eos; k++) seen |= c->eos_ids[k] == id;
+        if (!rc && id >= 0 && !seen) c->eos_ids[c->n_eos++] = id;
+    }
+    const eng_tensor *emb = eng_st_find(&g->st, "token_embd.weight");
+    if (!rc && c->vocab_size < 0 && emb && emb->ndim == 2) c->vocab_size = (int)emb->shape[0];
+    c->tie_embeddings = !eng_st_find(&g->st, "output.weight");
+    if (!rc) rc = finish_config(c, path, e);
+    if (!rc && ((vlen >= 0 && vlen != c->head_dim) || (rope_dims >= 0 && rope_dims != c->head_dim)))
+        rc = rs_errf(e, RS_EINVAL,
+                     "%s: %s.attention.value_length / rope.dimension_count differ from the "
+                     "head size %d (not supported)",
+                     path, c->arch, c->head_dim);
+    return rc;
+}
+#undef ARCH_KEY
+
 /* ---------------------------------------------------------------- tensor binding */
+
+/* The tensors a model binds, by role: Hugging Face's name, then GGUF's (llama.cpp's). Layer
+ * names are prefixed "model.layers.N." / "blk.N.". */
+enum {
+    T_ATTN_NORM,
+    T_MLP_NORM,
+    T_Q,
+    T_K,
+    T_V,
+    T_O,
+    T_GATE,
+    T_UP,
+    T_DOWN,
+    T_Q_NORM,
+    T_K_NORM,
+    T_Q_BIAS,
+    T_K_BIAS,
+    T_V_BIAS,
+    T_EMBED,
+    T_FINAL_NORM,
+    T_LM_HEAD,
+};
+static const char *const TENSOR_NAMES[][2] = {
+    [T_ATTN_NORM] = {"input_layernorm.weight", "attn_norm.weight"},
+    [T_MLP_NORM] = {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    [T_Q] = {"self_attn.q_proj.weight", "attn_q.weight"},
+    [T_K] = {"self_attn.k_proj.weight", "attn_k.weight"},
+    [T_V] = {"self_attn.v_proj.weight", "attn_v.weight"},
+    [T_O] = {"self_attn.o_proj.weight", "attn_output.weight"},
+    [T_GATE] = {"mlp.gate_proj.weight", "ffn_gate.weight"},
+    [T_UP] = {"mlp.up_proj.weight", "ffn_up.weight"},
+    [T_DOWN] = {"mlp.down_proj.weight", "ffn_down.weight"},
+    [T_Q_NORM] = {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+    [T_K_NORM] = {"self_attn.k_norm.weight", "attn_k_norm.weight"},
+    [T_Q_BIAS] = {"self_attn.q_proj.bias", "attn_q.bias"},
+    [T_K_BIAS] = {"self_attn.k_proj.bias", "attn_k.bias"},
+    [T_V_BIAS] = {"self_attn.v_proj.bias", "attn_v.bias"},
+    [T_EMBED] = {"model.embed_tokens.weight", "token_embd.weight"},
+    [T_FINAL_NORM] = {"model.norm.weight", "output_norm.weight"},
+    [T_LM_HEAD] = {"lm_head.weight", "output.weight"},
+};
+
+/* The name of a role in this model's file (layer < 0: a whole-model tensor). */
+static const char *tensor_name(const eng_model *m, int role, int layer, char *buf, size_t n) {
+    const char *base = TENSOR_NAMES[role][m->gguf];
+    if (layer < 0) return base;
+    snprintf(buf, n, m->gguf ? "blk.%d.%s" : "model.layers.%d.%s", layer, base);
+    return buf;
+}
 
 static const char *file_of(const eng_model *m, const eng_tensor *t) {
     return m->st.files[t->file].path;
@@ -333,6 +476,9 @@ static int bind_vec(eng_model *m, const float **out, const char *name, int64_t n
     const eng_tensor *t;
     int rc = find_shaped(m, name, n, -1, &t, e);
     if (rc) return rc;
+    if (t->dtype > ENG_F16)
+        return rs_errf(e, RS_EINVAL, "%s: tensor %s is %s: a vector must be F32, F16 or BF16",
+                       file_of(m, t), name, eng_dtype_name((eng_dtype)t->dtype));
     float **v = realloc(m->vecs, (size_t)(m->n_vecs + 1) * sizeof *v);
     if (!v) return rs_errf(e, RS_ENOMEM, "out of memory");
     m->vecs = v;
@@ -345,6 +491,35 @@ static int bind_vec(eng_model *m, const float **out, const char *name, int64_t n
     return 0;
 }
 
+/*
+ * llama.cpp's converter permutes the rows of the llama architecture's Q and K projections
+ * within each head, so that ggml's interleaved RoPE (rotating pairs (2j, 2j + 1)) computes what
+ * Hugging Face's "rotate half" (pairs (j, j + D/2)) does: its row h*D + 2j + s holds the Hugging
+ * Face row h*D + s*D/2 + j. The forward pass rotates halves, so the rows are put back into
+ * Hugging Face's order in an owned copy. Rows are independent (a quantized row is whole blocks),
+ * so this moves bytes of any storage type. Qwen2/Qwen3 files are written unpermuted (NEOX RoPE).
+ */
+static int unpermute_rows(eng_model *m, eng_mat *w, const char *name, int n_head, int head_dim,
+                          rs_err *e) {
+    const eng_tensor *t = eng_st_find(&m->st, name);
+    size_t rows = (size_t)n_head * (size_t)head_dim, row = t->nbytes / rows,
+           half = (size_t)head_dim / 2;
+    void **c = realloc(m->st.copies, (size_t)(m->st.n_copies + 1) * sizeof *c);
+    if (!c) return rs_errf(e, RS_ENOMEM, "out of memory");
+    m->st.copies = c;
+    uint8_t *dst = malloc(t->nbytes ? t->nbytes : 1);
+    if (!dst) return rs_errf(e, RS_ENOMEM, "out of memory");
+    m->st.copies[m->st.n_copies++] = dst;
+    const uint8_t *src = t->data;
+    for (size_t h = 0; h < (size_t)n_head; h++)
+        for (size_t s = 0; s < 2; s++)
+            for (size_t j = 0; j < half; j++)
+                memcpy(dst + (h * (size_t)head_dim + s * half + j) * row,
+                       src + (h * (size_t)head_dim + 2 * j + s) * row, row);
+    w->data = dst;
+    return 0;
+}
+
 static int bind_layer(eng_model *m, int i, rs_err *e) {
     const eng_config *c = &m->cfg;
     eng_layer *L = &m->layers[i];
@@ -352,24 +527,28 @@ static int bind_layer(eng_model *m, int i, rs_err *e) {
     int64_t kvd = (int64_t)c->n_kv_heads * c->head_dim, f = c->intermediate;
     char n[160];
     int rc = 0;
-#define NAME(s) (snprintf(n, sizeof n, "model.layers.%d.%s", i, s), n)
-    if (!rc) rc = bind_vec(m, &L->attn_norm, NAME("input_layernorm.weight"), h, e);
-    if (!rc) rc = bind_vec(m, &L->mlp_norm, NAME("post_attention_layernorm.weight"), h, e);
-    if (!rc) rc = bind_mat(m, &L->q, NAME("self_attn.q_proj.weight"), qd, h, e);
-    if (!rc) rc = bind_mat(m, &L->k, NAME("self_attn.k_proj.weight"), kvd, h, e);
-    if (!rc) rc = bind_mat(m, &L->v, NAME("self_attn.v_proj.weight"), kvd, h, e);
-    if (!rc) rc = bind_mat(m, &L->o, NAME("self_attn.o_proj.weight"), h, qd, e);
-    if (!rc) rc = bind_mat(m, &L->gate, NAME("mlp.gate_proj.weight"), f, h, e);
-    if (!rc) rc = bind_mat(m, &L->up, NAME("mlp.up_proj.weight"), f, h, e);
-    if (!rc) rc = bind_mat(m, &L->down, NAME("mlp.down_proj.weight"), h, f, e);
+#define NAME(r) tensor_name(m, r, i, n, sizeof n)
+    if (!rc) rc = bind_vec(m, &L->attn_norm, NAME(T_ATTN_NORM), h, e);
+    if (!rc) rc = bind_vec(m, &L->mlp_norm, NAME(T_MLP_NORM), h, e);
+    if (!rc) rc = bind_mat(m, &L->q, NAME(T_Q), qd, h, e);
+    if (!rc && m->gguf && !strcmp(c->arch, "llama"))
+        rc = unpermute_rows(m, &L->q, NAME(T_Q), c->n_heads, c->head_dim, e);
+    if (!rc) rc = bind_mat(m, &L->k, NAME(T_K), kvd, h, e);
+    if (!rc && m->gguf && !strcmp(c->arch, "llama"))
+        rc = unpermute_rows(m, &L->k, NAME(T_K), c->n_kv_heads, c->head_dim, e);
+    if (!rc) rc = bind_mat(m, &L->v, NAME(T_V), kvd, h, e);
+    if (!rc) rc = bind_mat(m, &L->o, NAME(T_O), h, qd, e);
+    if (!rc) rc = bind_mat(m, &L->gate, NAME(T_GATE), f, h, e);
+    if (!rc) rc = bind_mat(m, &L->up, NAME(T_UP), f, h, e);
+    if (!rc) rc = bind_mat(m, &L->down, NAME(T_DOWN), h, f, e);
     if (!rc && c->qk_norm) {
-        rc = bind_vec(m, &L->q_norm, NAME("self_attn.q_norm.weight"), c->head_dim, e);
-        if (!rc) rc = bind_vec(m, &L->k_norm, NAME("self_attn.k_norm.weight"), c->head_dim, e);
+        rc = bind_vec(m, &L->q_norm, NAME(T_Q_NORM), c->head_dim, e);
+        if (!rc) rc = bind_vec(m, &L->k_norm, NAME(T_K_NORM), c->head_dim, e);
     }
     if (!rc && c->qkv_bias) {
-        rc = bind_vec(m, &L->q_bias, NAME("self_attn.q_proj.bias"), qd, e);
-        if (!rc) rc = bind_vec(m, &L->k_bias, NAME("self_attn.k_proj.bias"), kvd, e);
-        if (!rc) rc = bind_vec(m, &L->v_bias, NAME("self_attn.v_proj.bias"), kvd, e);
+        rc = bind_vec(m, &L->q_bias, NAME(T_Q_BIAS), qd, e);
+        if (!rc) rc = bind_vec(m, &L->k_bias, NAME(T_K_BIAS), kvd, e);
+        if (!rc) rc = bind_vec(m, &L->v_bias, NAME(T_V_BIAS), kvd, e);
     }
 #undef NAME
     return rc;
@@ -377,33 +556,56 @@ static int bind_layer(eng_model *m, int i, rs_err *e) {
 
 static int bind_all(eng_model *m, rs_err *e) {
     const eng_config *c = &m->cfg;
-    int rc = bind_mat(m, &m->embed, "model.embed_tokens.weight", c->vocab_size, c->hidden, e);
+    int rc =
+        bind_mat(m, &m->embed, tensor_name(m, T_EMBED, -1, NULL, 0), c->vocab_size, c->hidden, e);
     if (rc) return rc;
     m->cfg.dtype = m->embed.dtype;
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->layers) return rs_errf(e, RS_ENOMEM, "out of memory");
     for (int i = 0; i < c->n_layers && !rc; i++) rc = bind_layer(m, i, e);
-    if (!rc) rc = bind_vec(m, &m->final_norm, "model.norm.weight", c->hidden, e);
-    if (rc) return rc;
-    if (c->tie_embeddings) {
+    if (!rc)
+        rc = bind_vec(m, &m->final_norm, tensor_name(m, T_FINAL_NORM, -1, NULL, 0), c->hidden, e);
+    if (!rc && c->tie_embeddings)
         m->lm_head = m->embed;
-        return 0;
-    }
-    return bind_mat(m, &m->lm_head, "lm_head.weight", c->vocab_size, c->hidden, e);
+    else if (!rc)
+        rc = bind_mat(m, &m->lm_head, tensor_name(m, T_LM_HEAD, -1, NULL, 0), c->vocab_size,
+                      c->hidden, e);
+    return rc;
 }
 
-int eng_model_load(eng_model **out, const char *dir, rs_err *e) {
-    *out = NULL;
-    eng_model *m = calloc(1, sizeof *m);
-    if (!m) return rs_errf(e, RS_ENOMEM, "out of memory");
+/* A Hugging Face directory: config.json, generation_config.json, safetensors. */
+static int load_dir(eng_model *m, const char *dir, rs_err *e) {
     int rc = load_config(&m->cfg, dir, e);
     if (!rc) rc = load_gen_config(m, dir, e);
     if (!rc) rc = load_pooling(&m->cfg, dir, e);
     if (!rc) rc = eng_st_open(&m->st, dir, e);
+    return rc;
+}
+
+/* A GGUF file: config from its metadata, sampling defaults neutral (GGUF has none). The model
+ * takes over the file's tensor set; the metadata is not kept. */
+static int load_gguf(eng_model *m, const char *path, rs_err *e) {
+    eng_gguf g;
+    int rc = eng_gguf_open(&g, path, 1, e);
+    if (rc) return rc;
+    m->gguf = 1;
+    m->gen = (eng_gen_defaults){.temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f};
+    rc = gguf_config(&m->cfg, &g, e);
+    m->st = g.st;
+    g.st = (eng_st_set){0};
+    eng_gguf_close(&g);
+    return rc;
+}
+
+int eng_model_load(eng_model **out, const char *path, rs_err *e) {
+    *out = NULL;
+    eng_model *m = calloc(1, sizeof *m);
+    if (!m) return rs_errf(e, RS_ENOMEM, "out of memory");
+    int rc = eng_is_gguf(path) ? load_gguf(m, path, e) : load_dir(m, path, e);
     if (!rc) rc = bind_all(m, e);
     for (int i = 0; !rc && i < m->cfg.n_eos; i++)
         if (m->cfg.eos_ids[i] < 0 || m->cfg.eos_ids[i] >= m->cfg.vocab_size)
-            rc = rs_errf(e, RS_EINVAL, "%s: eos_token_id %d outside the vocabulary", dir,
+            rc = rs_errf(e, RS_EINVAL, "%s: eos_token_id %d outside the vocabulary", path,
                          m->cfg.eos_ids[i]);
     if (rc) {
         eng_model_free(m);
@@ -432,6 +634,9 @@ const eng_gen_defaults *eng_model_gen_defaults(const eng_model *m) {
 }
 int64_t eng_model_n_params(const eng_model *m) {
     return m->n_params;
+}
+const char *eng_model_format(const eng_model *m) {
+    return m->gguf ? "gguf" : "safetensors";
 }
 
 kv_pool_config eng_kv_config(const eng_model *m, int block_size, int force_dtype,

@@ -60,7 +60,7 @@ static void *read_huge(int fd, size_t size) {
     return m;
 }
 
-static int map_file(eng_st_file *f, const char *path, rs_err *e) {
+int eng_st_map(eng_st_file *f, const char *path, int weights, rs_err *e) {
     *f = (eng_st_file){0};
     f->path = strdup(path);
     if (!f->path) return rs_errf(e, RS_ENOMEM, "%s: out of memory", path);
@@ -76,7 +76,7 @@ static int map_file(eng_st_file *f, const char *path, rs_err *e) {
         close(fd);
         return rs_errf(e, RS_EINVAL, "%s: truncated (%zu bytes, no header)", path, f->size);
     }
-    f->map = f->size >= HUGE_MIN ? read_huge(fd, f->size) : NULL;
+    f->map = weights && f->size >= HUGE_MIN ? read_huge(fd, f->size) : NULL;
     if (!f->map) f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (f->map == MAP_FAILED) {
@@ -86,7 +86,7 @@ static int map_file(eng_st_file *f, const char *path, rs_err *e) {
     return 0;
 }
 
-static int push_tensor(eng_st_set *s, const eng_tensor *t) {
+int eng_st_push(eng_st_set *s, const eng_tensor *t) {
     eng_tensor *n = realloc(s->tensors, (size_t)(s->n_tensors + 1) * sizeof *n);
     if (!n) return RS_ENOMEM;
     s->tensors = n;
@@ -94,8 +94,7 @@ static int push_tensor(eng_st_set *s, const eng_tensor *t) {
     return 0;
 }
 
-/* Point t->data at its bytes, copying them when the file does not align them to the element. */
-static int place_data(eng_st_set *s, eng_tensor *t, const uint8_t *p, size_t esize) {
+int eng_st_place(eng_st_set *s, eng_tensor *t, const uint8_t *p, size_t esize) {
     if (esize == 0 || (uintptr_t)p % esize == 0) {
         t->data = p;
         return 0;
@@ -153,7 +152,7 @@ static int parse_entry(eng_st_set *s, const cJSON *j, const eng_st_file *f, cons
     if ((double)t->nbytes != count * (double)esize)
         return rs_errf(e, RS_EINVAL, "%s: tensor %s: %zu bytes for %.0f elements of %s", f->path,
                        name, t->nbytes, count, dt->valuestring);
-    if (place_data(s, t, base + (size_t)b, esize))
+    if (eng_st_place(s, t, base + (size_t)b, esize))
         return rs_errf(e, RS_ENOMEM, "%s: tensor %s: out of memory", f->path, name);
     return 0;
 }
@@ -183,7 +182,7 @@ static int parse_header(eng_st_set *s, int fi, rs_err *e) {
         t.file = fi;
         rc = parse_entry(s, j, f, base, data_len, &t, e);
         if (!rc && !(t.name = strdup(j->string))) rc = rs_errf(e, RS_ENOMEM, "out of memory");
-        if (!rc && push_tensor(s, &t)) {
+        if (!rc && eng_st_push(s, &t)) {
             free(t.name);
             rc = rs_errf(e, RS_ENOMEM, "out of memory");
         }
@@ -198,7 +197,7 @@ static int add_file(eng_st_set *s, const char *path, rs_err *e) {
     eng_st_file *n = realloc(s->files, (size_t)(s->n_files + 1) * sizeof *n);
     if (!n) return rs_errf(e, RS_ENOMEM, "out of memory");
     s->files = n;
-    int rc = map_file(&s->files[s->n_files], path, e);
+    int rc = eng_st_map(&s->files[s->n_files], path, 1, e);
     s->n_files++; /* counted even on failure so eng_st_close releases what was taken */
     if (rc) return rc;
     return parse_header(s, s->n_files - 1, e);

@@ -129,6 +129,7 @@ static cJSON *model_json(srv *s, const char *name) {
     cJSON_AddStringToObject(m, "owned_by", "radixserve");
     cJSON_AddNumberToObject(m, "max_model_len", s->model.ctx_size);
     if (s->model.quantization) cJSON_AddStringToObject(m, "quantization", s->model.quantization);
+    if (s->model.format) cJSON_AddStringToObject(m, "format", s->model.format);
     return m;
 }
 

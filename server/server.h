@@ -96,6 +96,7 @@ typedef struct srv_model {
     int embed_dim;             /* embeddings' length (the hidden size); 0: none served */
     int embed_normalize;       /* embeddings are L2-normalised (eng_config.pool_normalize) */
     const char *quantization;  /* weight format for /v1/models ("q8_0", "bf16"...), static */
+    const char *format;        /* the weights' file format ("gguf", "safetensors"), in /v1/models */
 } srv_model;
 
 /* The production backend: the scheduler and the tokenizer. ctx is caller-owned and, like what

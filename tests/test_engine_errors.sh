@@ -4,7 +4,10 @@
 # From one good tiny random model (bench/make_model.py) it writes broken copies — truncated,
 # empty and corrupt safetensors, header offsets past the end, a missing tensor, a wrong shape,
 # an unsupported dtype, a missing shard, bad or incomplete config.json, an unknown model_type, a
-# missing directory — and runs `$BIN generate` on each. Every run must exit non-zero by itself
+# missing directory; and broken GGUF files written from the same model (tests/gguf_write.py):
+# truncated header and data, bad version, impossible counts and string lengths, an unknown value
+# type, a bad alignment, an unsupported tensor type, a missing tensor or key, a wrong shape, an
+# unknown architecture — and runs `$BIN generate` on each. Every run must exit non-zero by itself
 # (status 1..127: not killed by a signal, not a sanitizer abort), print exactly one line on
 # stderr, and that line must name the file (and the tensor or key, where there is one).
 set -u
@@ -141,6 +144,73 @@ expect bad-config "$TMP/bad-config" config.json
 expect unknown-arch "$TMP/unknown-arch" config.json gpt2
 expect config-missing-key "$TMP/config-missing-key" config.json hidden_size
 expect missing-directory "$TMP/no-such-model" "$TMP/no-such-model"
+
+# ---- GGUF files: gguf_corrupt KIND writes $TMP/KIND.gguf from the good model, broken one way.
+gguf_corrupt() {
+    $PY - "$good" "$TMP/$1.gguf" "$1" <<'PYEOF'
+import os, struct, sys
+sys.path.insert(0, os.path.join(os.environ.get("RADIXSERVE_ROOT", "."), "tests"))
+import gguf_write as gw
+
+src, dst, kind = sys.argv[1:4]
+w = gw.build(src, "f32", tokenizer=False)
+tensors = {t[0]: i for i, t in enumerate(w.tensors)}
+keys = {k[0]: i for i, k in enumerate(w.kv)}
+if kind == "gguf-unsupported-type":  # Q5_K (13): its bytes unchanged, only the type
+    n, dims, _, data = w.tensors[tensors["blk.0.ffn_up.weight"]]
+    w.tensors[tensors["blk.0.ffn_up.weight"]] = (n, dims, 13, data)
+elif kind == "gguf-missing-tensor":
+    del w.tensors[tensors["blk.1.ffn_up.weight"]]
+elif kind == "gguf-wrong-shape":
+    n, dims, ty, data = w.tensors[tensors["blk.0.attn_q.weight"]]
+    w.tensors[tensors["blk.0.attn_q.weight"]] = (n, dims[::-1], ty, data)
+elif kind == "gguf-missing-key":
+    del w.kv[keys["qwen3.block_count"]]
+elif kind == "gguf-unknown-arch":
+    w.kv[keys["general.architecture"]] = ("general.architecture", gw.STRING, "gpt2", None)
+elif kind == "gguf-bad-alignment":
+    w.kv.append(("general.alignment", gw.U32, 3, None))
+w.write(dst)
+raw = bytearray(open(dst, "rb").read())
+if kind == "gguf-truncated":  # the last tensors' bytes are gone
+    raw = raw[: len(raw) * 3 // 4]
+elif kind == "gguf-truncated-header":
+    raw = raw[:100]
+elif kind == "gguf-bad-version":
+    raw[4:8] = struct.pack("<I", 7)
+elif kind == "gguf-huge-count":
+    raw[16:24] = struct.pack("<Q", 1 << 60)
+elif kind == "gguf-string-length":  # the first key's length
+    raw[24:32] = struct.pack("<Q", 1 << 40)
+elif kind == "gguf-value-type":  # the first key's value type
+    klen = struct.unpack("<Q", raw[24:32])[0]
+    raw[32 + klen : 36 + klen] = struct.pack("<I", 99)
+open(dst, "wb").write(bytes(raw))
+PYEOF
+}
+
+$PY tests/gguf_write.py "$good" "$TMP/good.gguf" --no-tokenizer
+timeout 60 "$BIN" generate --model "$TMP/good.gguf" --prompt-ids 1,2,3 -n 2 --temperature 0 \
+    >/dev/null 2>&1
+ok $? "the unbroken GGUF generates (exit 0)"
+for kind in gguf-truncated gguf-truncated-header gguf-bad-version gguf-huge-count \
+    gguf-string-length gguf-value-type gguf-bad-alignment gguf-unsupported-type \
+    gguf-missing-tensor gguf-wrong-shape gguf-missing-key gguf-unknown-arch; do
+    gguf_corrupt "$kind" || ok 1 "$kind: writing the broken file"
+done
+G=$TMP
+expect gguf-truncated "$G/gguf-truncated.gguf" gguf-truncated.gguf "outside the"
+expect gguf-truncated-header "$G/gguf-truncated-header.gguf" gguf-truncated-header.gguf "exceeds the file"
+expect gguf-bad-version "$G/gguf-bad-version.gguf" gguf-bad-version.gguf "version 7"
+expect gguf-huge-count "$G/gguf-huge-count.gguf" gguf-huge-count.gguf "metadata count"
+expect gguf-string-length "$G/gguf-string-length.gguf" gguf-string-length.gguf "metadata key 0"
+expect gguf-value-type "$G/gguf-value-type.gguf" gguf-value-type.gguf "unknown value type 99"
+expect gguf-bad-alignment "$G/gguf-bad-alignment.gguf" gguf-bad-alignment.gguf general.alignment
+expect gguf-unsupported-type "$G/gguf-unsupported-type.gguf" blk.0.ffn_up.weight Q5_K
+expect gguf-missing-tensor "$G/gguf-missing-tensor.gguf" "missing tensor blk.1.ffn_up.weight"
+expect gguf-wrong-shape "$G/gguf-wrong-shape.gguf" blk.0.attn_q.weight "[64, 128]"
+expect gguf-missing-key "$G/gguf-missing-key.gguf" gguf-missing-key.gguf qwen3.block_count
+expect gguf-unknown-arch "$G/gguf-unknown-arch.gguf" gguf-unknown-arch.gguf gpt2
 
 echo "1..$n"
 [ "$failed" -eq 0 ] && rm -rf "$TMP" # kept for a look when something failed

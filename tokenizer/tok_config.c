@@ -81,8 +81,8 @@ static int read_template(tok_config *c, const cJSON *cfg, const char *dir, const
     char *text = NULL;
     size_t len = 0;
     rs_err ignore = {0};
-    if (rs_path_join(path, sizeof path, dir, "chat_template.jinja", e)) return RS_EINVAL;
-    if (!rs_read_file(path, &text, &len, &ignore)) {
+    if (dir && rs_path_join(path, sizeof path, dir, "chat_template.jinja", e)) return RS_EINVAL;
+    if (dir && !rs_read_file(path, &text, &len, &ignore)) {
         c->chat_template = text;
         return set_str(&c->chat_template_path, path);
     }

@@ -227,9 +227,16 @@ enum { TOKF_SPECIAL = 1, TOKF_ADDED = 2, TOKF_BYTE = 4 };
  * tok_config already read into t->config). */
 int tok_load_json(tok_tokenizer *t, const cJSON *root, const cJSON *cfg, rs_err *e);
 void tok_components_free(tok_tokenizer *t);
-/* tokenizer_config.json already parsed (cfg may be NULL: none) read from dir (tok_config.c). */
+/* tokenizer_config.json already parsed (cfg may be NULL: none) read from dir (tok_config.c; dir
+ * NULL: no chat_template.jinja to look for). */
 int tok_config_from_json(tok_config *c, const cJSON *cfg, const char *dir, const char *cfg_path,
                          rs_err *e);
+/* A new tokenizer from tokenizer.json (root) and tokenizer_config.json (cfg, may be NULL; read
+ * from cfg_path, and chat_template.jinja from dir when dir is not NULL); a failure's message is
+ * prefixed with `where`. The one constructor of both sources (tok_load, and tok_load_gguf, which
+ * builds the same two objects from GGUF metadata). */
+int tok_new_from_json(tok_tokenizer **out, const cJSON *root, const cJSON *cfg, const char *dir,
+                      const char *cfg_path, const char *where, rs_err *e);
 
 /* Normalize and pre-tokenize one segment (tok_pipeline.c). */
 int tok_normalize(const tok_norm *n, tok_bytes *s, rs_err *e);

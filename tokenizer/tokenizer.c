@@ -82,29 +82,33 @@ int tok_load(tok_tokenizer **out, const char *dir, rs_err *e) {
         rc = rs_errf(e, RS_ENOTFOUND, "%s: no tokenizer.json (nor vocab.json + merges.txt)", dir);
     if (!rc && exists(dir, "tokenizer_config.json"))
         rc = read_json(dir, "tokenizer_config.json", &cfg, e);
-    tok_tokenizer *t = rc ? NULL : calloc(1, sizeof *t);
-    if (!rc && !t) rc = rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
-    if (t) {
-        tok_cache_init(t);
-        tok_bytelevel_init(t);
-        t->unk_id = -1;
-        char cfg_path[4096];
-        rc = rs_path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json", e);
-        if (!rc) rc = tok_config_from_json(&t->config, cfg, dir, cfg_path, e);
-        if (!rc) rc = tok_load_json(t, root, cfg, e);
-        if (rc) {
-            char msg[sizeof e->msg];
-            snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
-            rs_errf(e, rc, "%s: %s", dir, msg);
-        }
-    }
+    char cfg_path[4096];
+    if (!rc) rc = rs_path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json", e);
+    if (!rc) rc = tok_new_from_json(out, root, cfg, dir, cfg_path, dir, e);
     cJSON_Delete(root);
     cJSON_Delete(cfg);
-    if (rc)
-        tok_free(t);
-    else
-        *out = t;
     return rc;
+}
+
+int tok_new_from_json(tok_tokenizer **out, const cJSON *root, const cJSON *cfg, const char *dir,
+                      const char *cfg_path, const char *where, rs_err *e) {
+    *out = NULL;
+    tok_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return rs_errf(e, RS_ENOMEM, "tokenizer: out of memory");
+    tok_cache_init(t);
+    tok_bytelevel_init(t);
+    t->unk_id = -1;
+    int rc = tok_config_from_json(&t->config, cfg, dir, cfg_path, e);
+    if (!rc) rc = tok_load_json(t, root, cfg, e);
+    if (rc) {
+        char msg[sizeof e->msg];
+        snprintf(msg, sizeof msg, "%s", e ? e->msg : "");
+        rs_errf(e, rc, "%s: %s", where, msg);
+        tok_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
 }
 
 void tok_free(tok_tokenizer *t) {

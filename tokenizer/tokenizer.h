@@ -1,7 +1,8 @@
 /*
  * tokenizer.h — the door of the tokenizer room: Hugging Face tokenizer.json (or vocab.json +
- * merges.txt) loading, encoding to ids exactly as Hugging Face's tokenizers library does, and
- * decoding (whole and incremental). It includes nothing of the project but util.
+ * merges.txt, or a GGUF file's tokenizer metadata) loading, encoding to ids exactly as Hugging
+ * Face's tokenizers library does, and decoding (whole and incremental). It includes nothing of
+ * the project but util (GGUF metadata arrives as a cJSON object from the caller).
  *
  * The pipeline that runs is decided by the components tokenizer.json declares (normalizer,
  * pre_tokenizer, model, post_processor, decoder), never by a model name; an unknown component
@@ -25,6 +26,14 @@ typedef struct tok_tokenizer tok_tokenizer; /* opaque */
  * tokenizer_config.json (added tokens, the tok_config below). */
 int tok_load(tok_tokenizer **out, const char *dir, rs_err *e);
 void tok_free(tok_tokenizer *t);
+
+/* Load from the metadata of a GGUF file (llama.cpp's tokenizer.ggml.* keys and
+ * tokenizer.chat_template, as one JSON object key -> value; the engine's eng_gguf_meta_json reads
+ * it). Builds the pipeline the same vocabulary has in tokenizer.json, so encoding and decoding
+ * are those of tok_load. An unknown tokenizer.ggml.model or tokenizer.ggml.pre is RS_EINVAL
+ * naming it; `where` (the file) prefixes messages. */
+struct cJSON;
+int tok_load_gguf(tok_tokenizer **out, const struct cJSON *meta, const char *where, rs_err *e);
 
 int tok_vocab_size(const tok_tokenizer *t); /* ids are 0 .. vocab_size - 1 */
 
