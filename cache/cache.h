@@ -174,6 +174,16 @@ typedef struct rt_stats {
 
 void rt_get_stats(const rt_tree *t, rt_stats *out);
 
+/* 1 when block is on a tree edge (the tree then holds exactly one reference to it), else 0. */
+int rt_holds(const rt_tree *t, int32_t block);
+
+/* Pins held on the tree now (rt_pin calls not yet undone by rt_unpin). O(namespaces). */
+int64_t rt_pins(const rt_tree *t);
+
+/* Walk the whole tree and check its invariants (cache/rt_internal.h lists them): for debug
+ * builds' per-step checks and tests, O(tree). 0, or RS_EINVAL naming the first violation. */
+int rt_check(const rt_tree *t, rs_err *e);
+
 /* Bytes the tree itself allocates (nodes, token copies, block ids, child arrays, heap; not
  * the KV blocks). Walks the whole tree: for benchmarks and debug views, not per step. */
 size_t rt_mem_bytes(const rt_tree *t);

@@ -483,3 +483,88 @@ void rt_get_stats(const rt_tree *t, rt_stats *s) {
         .used_blocks = kv_n_used(t->pool),
     };
 }
+
+/* ------------------------------------------------------------------ invariants */
+
+int rt_holds(const rt_tree *t, int32_t block) {
+    return block >= 0 && block < t->pool->n_blocks && t->in_tree[block] == 1;
+}
+
+int64_t rt_pins(const rt_tree *t) {
+    int64_t n = 0;
+    for (int i = 0; i < t->root.n_child; i++) n += t->root.child[i]->pin;
+    return n;
+}
+
+/* One node's own checks (T1, T3 for its edge, T4 against its children, T5). */
+static int check_node(const rt_tree *t, const rt_node *n, int64_t *blocks, int64_t *pinned,
+                      rs_err *e) {
+    int is_ns = n->parent == &t->root;
+    if (is_ns ? (n->n_blocks != 0 || n->n_child == 0) : n->n_blocks <= 0)
+        return rs_errf(e, RS_EINVAL, "T1: node %llu has %d blocks and %d children",
+                       (unsigned long long)n->id, n->n_blocks, n->n_child);
+    if (!is_ns && n->ns != n->parent->ns)
+        return rs_errf(e, RS_EINVAL, "T1: node %llu is in another namespace than its parent",
+                       (unsigned long long)n->id);
+    int64_t child_pins = 0;
+    for (int i = 0; i < n->n_child; i++) {
+        const rt_node *c = n->child[i];
+        if (c->parent != n)
+            return rs_errf(e, RS_EINVAL, "T1: node %llu's child %d points elsewhere",
+                           (unsigned long long)n->id, i);
+        if (i > 0 && key_cmp(t, n, n->child[i - 1], c->ns, c->tokens) >= 0)
+            return rs_errf(e, RS_EINVAL, "T2: children of node %llu are not sorted at %d",
+                           (unsigned long long)n->id, i);
+        child_pins += c->pin;
+    }
+    if (n->pin < child_pins)
+        return rs_errf(e, RS_EINVAL, "T4: node %llu has pin %d below its children's %lld",
+                       (unsigned long long)n->id, n->pin, (long long)child_pins);
+    for (int i = 0; i < n->n_blocks; i++) {
+        int32_t b = n->blocks[i];
+        if (b < 0 || b >= t->pool->n_blocks || t->pool->ref[b] <= 0 || t->in_tree[b] != 1)
+            return rs_errf(e, RS_EINVAL, "T3: node %llu holds block %d badly",
+                           (unsigned long long)n->id, b);
+    }
+    *blocks += n->n_blocks;
+    if (n->pin > 0) *pinned += n->n_blocks;
+    int in_heap = n->heap_idx >= 0 && n->heap_idx < t->lru.n && t->lru.a[n->heap_idx] == n;
+    if (in_heap != rt_is_evictable(n))
+        return rs_errf(e, RS_EINVAL, "T5: node %llu is %sin the LRU heap",
+                       (unsigned long long)n->id, in_heap ? "" : "not ");
+    return 0;
+}
+
+int rt_check(const rt_tree *t, rs_err *e) {
+    int64_t blocks = 0, pinned = 0, nodes = 0, flagged = 0;
+    for (int i = 1; i < t->root.n_child; i++)
+        if (key_cmp(t, &t->root, t->root.child[i - 1], t->root.child[i]->ns, NULL) >= 0)
+            return rs_errf(e, RS_EINVAL, "T2: namespaces are not sorted");
+    /* Pre-order by parent pointers, as rt_mem_bytes walks. */
+    const rt_node *n = &t->root;
+    int next = 0, rc;
+    for (;;) {
+        if (next < n->n_child) {
+            n = n->child[next];
+            next = 0;
+            if (n->parent != &t->root) nodes++;
+            if ((rc = check_node(t, n, &blocks, &pinned, e))) return rc;
+            continue;
+        }
+        if (n == &t->root) break;
+        int found;
+        next = child_pos(t, n->parent, n->ns, n->tokens, &found) + 1;
+        n = n->parent;
+    }
+    for (int32_t b = 0; b < t->pool->n_blocks; b++) flagged += t->in_tree[b] != 0;
+    if (blocks != t->cached_blocks || flagged != blocks)
+        return rs_errf(e, RS_EINVAL, "T3: %lld blocks on edges, %lld flagged, %d counted",
+                       (long long)blocks, (long long)flagged, t->cached_blocks);
+    if (pinned != t->pinned_blocks)
+        return rs_errf(e, RS_EINVAL, "T4: %lld blocks on pinned edges, %d counted",
+                       (long long)pinned, t->pinned_blocks);
+    if (nodes != t->nodes || t->root.n_child != t->n_ns)
+        return rs_errf(e, RS_EINVAL, "T5: %lld token nodes (%lld counted), %d namespaces (%d)",
+                       (long long)nodes, (long long)t->nodes, t->root.n_child, t->n_ns);
+    return 0;
+}

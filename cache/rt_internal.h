@@ -7,6 +7,17 @@
  * token node's children are sorted by their first block (lexicographic over block_size tokens):
  * siblings always differ within their first block, because edges split only at block
  * boundaries, so a binary search over the first block finds the one child to follow.
+ *
+ * Invariants (rt_check verifies them all):
+ *  T1. Every token node has n_blocks > 0, its parent's pointer to it, and its parent's ns;
+ *      namespace nodes (children of the root) have no tokens and at least one child.
+ *  T2. Siblings are strictly sorted by key (namespace id, or first block).
+ *  T3. Every block on an edge is in range, referenced (ref > 0) and flagged in in_tree; no
+ *      block is on two edges; cached_blocks counts them and in_tree flags nothing else.
+ *  T4. pin of a node >= the sum of its children's pins (the difference is the pins taken on
+ *      the node itself); pinned_blocks == blocks on edges with pin > 0.
+ *  T5. A node is in the LRU heap exactly when it is evictable (an unpinned token leaf), at
+ *      the index it records; nodes and n_ns count the token and namespace nodes.
  */
 #ifndef RADIXSERVE_RT_INTERNAL_H
 #define RADIXSERVE_RT_INTERNAL_H

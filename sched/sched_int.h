@@ -77,6 +77,57 @@ void sched_request_unref(sched_request *r);
 
 /* ---------------------------------------------------------------- sequences and scheduler */
 
+/*
+ * Sequence states. A sequence is always in exactly one of them, and the state is stored, never
+ * inferred from other fields (seq_set_state checks every transition against the list below).
+ *
+ *   QUEUED    in `waiting`, never admitted: ranked by cached prefix (and age)
+ *   REQUEUED  in `waiting` after a preemption (or a forked choice that found no block): first
+ *             in line, recomputes [matched, toks.n) from the cache
+ *   PREFILL   in `running`, more than one position left to compute (toks.n - n_kv > 1)
+ *   DECODE    in `running`, exactly one position left (toks.n - n_kv == 1): a decode row
+ *   DONE      in `running`, finished in this step's absorb (sampled its last token, or a warm
+ *             sequence computed all its positions); swept into seq_end in the same step
+ *
+ * Transitions (and who makes them):
+ *   QUEUED | REQUEUED -> PREFILL | DECODE   admit_one (by what is left after the match)
+ *   PREFILL -> PREFILL | DECODE | DONE      absorb (a chunk ran; the first token was sampled)
+ *   DECODE  -> DECODE | DONE                absorb (a token was sampled)
+ *   PREFILL | DECODE -> REQUEUED            preempt
+ *   (new forked choice) -> DECODE | DONE | REQUEUED   fork_choices
+ *   any state -> (freed)                    seq_end, the one exit
+
+ */
+typedef enum sched_state {
+    SEQ_QUEUED = 0,
+    SEQ_REQUEUED,
+    SEQ_PREFILL,
+    SEQ_DECODE,
+    SEQ_DONE,
+} sched_state;
+
+/*
+ * The scheduler's invariants, checked between steps by sched_check (compiled always, run every
+ * step in the sanitizer builds, where the Makefile defines RS_SCHED_CHECK; never in release's
+ * hot path). Numbered so a failure names one.
+ *
+ *  1. Every sequence in `running` is PREFILL or DECODE, with DECODE exactly when
+ *     toks.n - n_kv == 1, n_kv < toks.n, no chunk planned (0), and a block table covering
+ *     n_kv positions (table.n * block_size >= n_kv).
+ *  2. Every sequence in `waiting` is QUEUED or REQUEUED and holds nothing: empty table, no
+ *     pinned node, n_kv == 0.
+ *  3. Every block reference is accounted for: for each pool block b, ref[b] == (occurrences of
+ *     b in running sequences' tables) + (1 if b is on a tree edge, else 0); a block with
+ *     ref 0 is on the free list and n_free counts exactly those.
+ *  4. Pins are held by running sequences: the tree's total pin count equals the number of
+ *     running sequences with a node, and each such node is pinned (count > 0).
+ *  5. Counts: running slots (a not-yet-forked n > 1 request reserves n) <= max_batch;
+ *     n_queued == inbox.n + sequences in `waiting` whose request was never admitted; each
+ *     request's n_live == its sequences in `running` and `waiting`.
+ *  6. The tree's own invariants hold (rt_check: edge structure, sorted siblings, cached /
+ *     pinned block counts, pin counts summing up the tree).
+ */
+
 /* One choice of a request being generated (before the fork of an n > 1 request: the prompt).
  * Invariant: the KV of toks[0, n_kv) is in the pages of `table`; the positions still to be
  * computed are [n_kv, toks.n), and the logits of the last one give the next token. */
@@ -98,6 +149,7 @@ struct sched_seq {
     int chunk;             /* tokens scheduled in the current step (0: not in it) */
     double *emb;           /* embedding: the pooled hidden state so far (hidden floats, owned;
                               mean: the sum over positions [0, n_kv)), NULL until the first row */
+    sched_state state;     /* where it is (see the transitions above) */
 };
 
 /* A growable array of sequence pointers (the waiting and running queues). */
@@ -161,5 +213,10 @@ void sched_seq_free(sched_seq *q);
 void sched_step(sched *s);          /* cancel, admit, plan, forward, sample, emit */
 void sched_drop_all(sched *s);      /* at stop: end every request with an error */
 void sched_publish_stats(sched *s); /* snapshot statistics under mu */
+/* check.c: the invariants above (scheduler thread, between steps). Returns 0, or the number of
+ * the first invariant that fails with a message in *e. */
+int sched_check(sched *s, rs_err *e);
+/* Move q to state `to`, asserting the transition is one the list above allows. */
+void sched_seq_set_state(sched_seq *q, sched_state to);
 
 #endif

@@ -1,7 +1,9 @@
 /* step.c — one scheduler step: cancel, admit, plan the batch (allocating KV, evicting and
  * preempting under memory pressure), run the forward pass, then sample and emit. Everything
  * here runs on the scheduler thread only. */
+#include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,32 @@ void sched_seq_free(sched_seq *q) {
     sched_stopper_free(&q->stopper);
     free(q->emb);
     free(q);
+}
+
+/* Which transitions the list in sched_int.h allows (from -> to). */
+static int allowed(sched_state from, sched_state to) {
+    switch (from) {
+    case SEQ_QUEUED:
+    case SEQ_REQUEUED:
+        return to == SEQ_PREFILL || to == SEQ_DECODE;
+    case SEQ_PREFILL:
+        return to != SEQ_QUEUED;
+    case SEQ_DECODE:
+        return to == SEQ_DECODE || to == SEQ_DONE || to == SEQ_REQUEUED;
+    case SEQ_DONE:
+        return 0;
+    }
+    return 0;
+}
+
+void sched_seq_set_state(sched_seq *q, sched_state to) {
+    assert(allowed(q->state, to)); /* a transition sched_int.h does not list: a scheduler bug */
+    q->state = to;
+}
+
+/* A running sequence's state from what is left to compute: one position is a decode row. */
+static void settle(sched_seq *q) {
+    sched_seq_set_state(q, q->toks.n - q->n_kv == 1 ? SEQ_DECODE : SEQ_PREFILL);
 }
 
 static int seq_slots(const sched_seq *q) {
@@ -169,6 +197,7 @@ static void preempt(sched *s, sched_seq *q) {
     int i = find(&s->running, q);
     sched_seqvec_remove(&s->running, i);
     seq_release_kv(s, q, 1);
+    sched_seq_set_state(q, SEQ_REQUEUED);
     if (sched_seqvec_insert(&s->waiting, 0, q)) {
         fail_request(q->req, RS_ENOMEM, "scheduler: out of memory while preempting");
         seq_end(s, q, END_FAILED);
@@ -224,7 +253,7 @@ static int waits_for_prefill(const sched *s, const sched_seq *q, int matched) {
     int bs = s->cfg.block_size;
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *o = s->running.v[i];
-        if (o->req->ns != q->req->ns || o->toks.n - o->n_kv <= 1) continue;
+        if (o->req->ns != q->req->ns || o->state != SEQ_PREFILL) continue;
         int n = q->toks.n - 1 < o->toks.n ? q->toks.n - 1 : o->toks.n, l = 0;
         while (l < n && q->toks.v[l] == o->toks.v[l]) l++;
         int whole = l / bs * bs;
@@ -287,7 +316,7 @@ static int rank(sched *s, cand *c) {
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->waiting.v[i];
         c[i] = (cand){.q = q, .matched = peek_len(s, q), .order = i};
-        c[i].first = i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s);
+        c[i].first = i == 0 && (q->state == SEQ_REQUEUED || now - q->t_wait > s->cfg.max_wait_s);
     }
     qsort(c, (size_t)n, sizeof *c, cand_cmp);
     return n;
@@ -340,6 +369,7 @@ static int admit_one(sched *s, int at) {
     }
     q->n_kv = m;
     q->n_tree = m / bs;
+    settle(q);
     if (!r->admitted) {
         r->admitted = 1;
         r->cached_tokens = m;
@@ -420,7 +450,7 @@ static int prefill_left(const sched *s) {
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *q = s->running.v[i];
         if (!q->chunk) continue;
-        if (q->toks.n - q->n_kv == 1)
+        if (q->state == SEQ_DECODE)
             decoding = 1;
         else
             prefill += q->chunk;
@@ -440,7 +470,7 @@ static void plan(sched *s) {
             sched_seq *q = s->running.v[i];
             int rem = q->toks.n - q->n_kv, budget = pass ? prefill_left(s) : budget_left(s);
             if (budget <= 0) return;
-            if ((pass == 0) != (rem == 1) || q->chunk) {
+            if ((pass == 0) != (q->state == SEQ_DECODE) || q->chunk) {
                 i++;
                 continue;
             }
@@ -576,7 +606,9 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
             if (k->node) rt_pin(s->tree, k->node);
             memcpy(s->rowcopy, logits, (size_t)s->vocab * sizeof *logits);
             k->admit_no = ++s->admit_counter;
+            k->state = SEQ_PREFILL; /* born running at the end of the prompt it shares */
             if (!sample_emit(s, k, s->rowcopy)) {
+                settle(k);
                 if (sched_seqvec_push(&s->running, k) == 0) continue;
                 fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
             }
@@ -584,7 +616,7 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
             continue;
         }
         seq_release_kv(s, k, 0);
-        k->admit_no = 1; /* counts as preempted: first in line */
+        k->state = SEQ_REQUEUED; /* born waiting, first in line like a preempted one */
         if (sched_seqvec_insert(&s->waiting, 0, k)) {
             fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
             seq_end(s, k, END_FAILED);
@@ -682,24 +714,45 @@ static void absorb(sched *s, int n) {
                 fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for an embedding");
             else if (q->n_kv == q->toks.n) {
                 emit_embedding(s, q);
-                q->chunk = -1; /* finished: swept below */
-            }
+                sched_seq_set_state(q, SEQ_DONE); /* finished: swept below */
+            } else
+                settle(q);
             continue;
         }
-        if (q->n_kv < q->toks.n) continue;
+        if (q->n_kv < q->toks.n) {
+            settle(q);
+            continue;
+        }
         float *row = (float *)s->batch[i].logits;
         if (!q->forked) fork_choices(s, q, row);
-        if (sample_emit(s, q, row)) q->chunk = -1; /* finished: swept below */
+        if (sample_emit(s, q, row))
+            sched_seq_set_state(q, SEQ_DONE); /* finished: swept below */
+        else
+            settle(q);
     }
     for (int i = 0; i < s->running.n;) {
         sched_seq *q = s->running.v[i];
-        if (q->chunk != -1 && !q->req->failed) {
+        if (q->state != SEQ_DONE && !q->req->failed) {
             i++;
             continue;
         }
         sched_seqvec_remove(&s->running, i);
         seq_end(s, q, q->req->failed ? END_FAILED : END_FINISHED);
     }
+}
+
+/* The invariants of sched_int.h after every step, in the builds that define RS_SCHED_CHECK
+ * (the sanitizer modes); a violation aborts with its number and message. */
+static void check_step(sched *s) {
+#ifdef RS_SCHED_CHECK
+    rs_err e = {0};
+    if (sched_check(s, &e)) {
+        fprintf(stderr, "scheduler invariant %s (step %lld)\n", e.msg, (long long)s->steps);
+        abort();
+    }
+#else
+    (void)s;
+#endif
 }
 
 void sched_step(sched *s) {
@@ -710,6 +763,7 @@ void sched_step(sched *s) {
     int n = forward(s);
     absorb(s, n);
     drop_doomed(s, &s->running);
+    check_step(s);
 }
 
 /* ---------------------------------------------------------------- statistics */
