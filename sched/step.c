@@ -168,10 +168,18 @@ static void seq_insert(sched *s, sched_seq *q) {
     q->n_tree = q->n_kv / bs;
 }
 
+/* Put all of toks[0, n_kv) into the tree, the partial last block too: the sequence is letting
+ * go of its blocks, so nothing writes that block again. */
+static void seq_keep(sched *s, sched_seq *q) {
+    if (!s->cfg.prefix_cache || q->n_kv <= q->n_tree * s->cfg.block_size) return;
+    rs_err e = {0};
+    rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, RT_TAIL, NULL, &e);
+}
+
 /* Give back everything the sequence holds in the pool and the tree. keep: insert its KV first
  * (not after a failure, whose KV may be incomplete). */
 static void seq_release_kv(sched *s, sched_seq *q, int keep) {
-    if (keep) seq_insert(s, q);
+    if (keep) seq_keep(s, q);
     if (q->node) rt_unpin(s->tree, q->node);
     q->node = NULL;
     for (int i = 0; i < q->table.n; i++) kv_release(&s->pool, q->table.v[i]);
@@ -343,6 +351,21 @@ static rt_node *pin_exact(sched *s, sched_seq *q, int m, rt_node *node) {
     return node;
 }
 
+/* A match that ended mid-block handed back the tree's block, which q must never write: take a
+ * private copy of it (copy-on-write; the slots past the match are overwritten as q computes
+ * them). The reference q holds keeps the source alive while allocation evicts. Returns 0, or
+ * -1 when no block was free (q then drops the partial block and recomputes those tokens). */
+static int copy_partial(sched *s, sched_seq *q) {
+    int32_t src = q->table.v[q->table.n - 1], b = alloc_block(s);
+    if (b >= 0) kv_copy(&s->pool, b, src);
+    kv_release(&s->pool, src);
+    if (b >= 0)
+        q->table.v[q->table.n - 1] = b;
+    else
+        q->table.n--;
+    return b >= 0 ? 0 : -1;
+}
+
 /* Take q from waiting into running with its cached prefix pinned. Returns 0, or 1 when memory
  * is too tight to start it now (it stays waiting). */
 static int admit_one(sched *s, int at) {
@@ -362,11 +385,12 @@ static int admit_one(sched *s, int at) {
         seq_end(s, q, END_FAILED);
         return 0;
     }
-    q->node = pin_exact(s, q, m, node);
+    q->node = pin_exact(s, q, m / bs * bs, node);
     for (int i = 0; i < s->match_blocks.n; i++) {
         kv_retain(&s->pool, s->match_blocks.v[i]);
         q->table.v[q->table.n++] = s->match_blocks.v[i];
     }
+    if (m % bs && copy_partial(s, q)) m = m / bs * bs;
     q->n_kv = m;
     q->n_tree = m / bs;
     settle(q);
@@ -591,9 +615,7 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
         if (ok && q->n_kv % bs) {
             int32_t b = alloc_block(s);
             if (b >= 0 && rs_ivec_push(&k->table, b) == 0)
-                memcpy(s->pool.mem + (size_t)b * s->pool.block_bytes,
-                       s->pool.mem + (size_t)q->table.v[whole] * s->pool.block_bytes,
-                       s->pool.block_bytes);
+                kv_copy(&s->pool, b, q->table.v[whole]);
             else {
                 if (b >= 0) kv_release(&s->pool, b);
                 ok = 0;
