@@ -133,6 +133,10 @@ void rt_free(rt_tree *t); /* releases every block the tree holds; NULL is a no-o
 int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
              rt_node **node_out);
 
+/* rt_match with flags (RT_COLD: a warming lookup, neither counted nor refreshing LRU). */
+int rt_match_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, int flags,
+                rs_ivec *blocks_out, rt_node **node_out);
+
 /* The token count rt_match would return, without touching anything: no last-access refresh,
  * no statistics. For ranking waiting requests every step without skewing LRU order or the hit
  * ratio; RS_EINVAL on bad arguments. */
@@ -159,6 +163,11 @@ enum {
     RT_TAIL = 1, /* also cache the partial last block (tokens n / bs * bs .. n): it becomes (or
                     grows) a leaf ending mid-block; blocks[n / bs] must be a block the caller
                     will not write again at slots < n % bs (it is released, or done) */
+    RT_COLD = 2, /* warming, not a use: an insert's new nodes get last access 0 (evicted first
+                    under pressure) and nothing on the path is refreshed; its new blocks are
+                    marked warm (the first live match through them counts them in
+                    warm_hit_tokens). A match with RT_COLD counts nothing and refreshes nothing
+                    (rt_match_ex) */
 };
 
 /* rt_insert with flags. With RT_TAIL an edge grows in place where its partial last block is a
@@ -193,6 +202,8 @@ typedef struct rt_stats {
     int32_t pool_blocks;     /* blocks in the pool */
     int32_t free_blocks;     /* blocks on the pool's free list */
     int32_t used_blocks;     /* pool_blocks - free_blocks (cached + private) */
+    int64_t warm_hit_tokens; /* tokens live matches took from blocks warming put (RT_COLD), each
+                                block counted once (a copied partial block's matched part) */
 } rt_stats;
 
 void rt_get_stats(const rt_tree *t, rt_stats *out);

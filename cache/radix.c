@@ -123,7 +123,10 @@ int rt_init(rt_tree **out, kv_pool *pool, rs_err *e) {
     rt_tree *t = calloc(1, sizeof *t);
     if (!t) return rs_errf(e, RS_ENOMEM, "radix tree: out of memory");
     t->in_tree = calloc((size_t)pool->n_blocks, 1);
-    if (!t->in_tree) {
+    t->cold = calloc((size_t)pool->n_blocks, 1);
+    if (!t->in_tree || !t->cold) {
+        free(t->in_tree);
+        free(t->cold);
         free(t);
         return rs_errf(e, RS_ENOMEM, "radix tree: out of memory for %d blocks", pool->n_blocks);
     }
@@ -138,6 +141,7 @@ int rt_init(rt_tree **out, kv_pool *pool, rs_err *e) {
 static void release_edge(rt_tree *t, rt_node *n) {
     for (int i = 0; i < n->n_blocks; i++) {
         t->in_tree[n->blocks[i]] = 0;
+        t->cold[n->blocks[i]] = 0;
         kv_release(t->pool, n->blocks[i]);
     }
     t->cached_blocks -= n->n_blocks;
@@ -164,6 +168,7 @@ void rt_free(rt_tree *t) {
     free(t->root.child);
     rt_lru_free(&t->lru);
     free(t->in_tree);
+    free(t->cold);
     free(t);
 }
 
@@ -258,8 +263,22 @@ static int walk_tokens(const rt_tree *t, uint64_t ns, const int32_t *tokens, int
 
 /* ------------------------------------------------------------------ match / pin */
 
+/* A warm-put block handed to a live match counts its matched tokens once as a warm hit. */
+static void count_warm_hits(rt_tree *t, const int32_t *b, int n_blocks, int last_tokens) {
+    for (int i = 0; i < n_blocks; i++) {
+        if (!t->cold[b[i]]) continue;
+        t->warm_hit_tokens += i == n_blocks - 1 ? last_tokens : t->bs;
+        t->cold[b[i]] = 0;
+    }
+}
+
 int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
              rt_node **node_out) {
+    return rt_match_ex(t, ns, tokens, n, 0, blocks_out, node_out);
+}
+
+int rt_match_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, int flags,
+                rs_ivec *blocks_out, rt_node **node_out) {
     if (node_out) *node_out = NULL;
     if (n < 0 || (n > 0 && !tokens)) return RS_EINVAL;
     int had = blocks_out ? blocks_out->n : 0;
@@ -270,12 +289,15 @@ int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blo
         blocks_out->n = had;
         return RS_ENOMEM;
     }
-    t->lookups++;
     int hit = w.matched * t->bs + x.l;
+    if (node_out && w.matched > 0) *node_out = w.partial ? w.partial : w.node;
+    if (flags & RT_COLD) return hit;
+    t->lookups++;
     t->hit_tokens += hit;
     t->miss_tokens += n - hit;
     touch_path(t, w.node, ++t->clock);
-    if (node_out && w.matched > 0) *node_out = w.partial ? w.partial : w.node;
+    if (blocks_out && blocks_out->n > had)
+        count_warm_hits(t, blocks_out->v + had, blocks_out->n - had, x.l ? x.l : t->bs);
     return hit;
 }
 
@@ -421,12 +443,13 @@ static rt_node *split_edge(rt_tree *t, rt_node *x, int k, rt_node *up) {
     return up;
 }
 
-/* The tree adopts the caller's blocks b[0, n) (one reference each). */
-static void adopt(rt_tree *t, int32_t *dst, const int32_t *b, int n) {
+/* The tree adopts the caller's blocks b[0, n) (one reference each); cold: put by warming. */
+static void adopt(rt_tree *t, int32_t *dst, const int32_t *b, int n, int cold) {
     for (int i = 0; i < n; i++) {
         dst[i] = b[i];
         kv_retain(t->pool, b[i]);
         t->in_tree[b[i]] = 1;
+        t->cold[b[i]] = (uint8_t)cold;
     }
     t->cached_blocks += n;
     t->inserted_blocks += n;
@@ -435,13 +458,15 @@ static void adopt(rt_tree *t, int32_t *dst, const int32_t *b, int n) {
 /* x's partial last block (index kb) is a proper prefix of r: x grows in place to end with r,
  * the caller's blocks replacing the partial one. x stays a leaf and keeps its sorted place
  * (its first-block key only got longer, and no sibling shared the old one as a prefix). */
-static void grow_leaf(rt_tree *t, rt_node *x, int kb, const rt_plan *pl, const int32_t *b) {
+static void grow_leaf(rt_tree *t, rt_node *x, int kb, const rt_plan *pl, const int32_t *b,
+                      int cold) {
     int32_t old = x->blocks[kb];
     t->in_tree[old] = 0;
+    t->cold[old] = 0;
     kv_release(t->pool, old);
     t->cached_blocks--;
     memcpy(x->tokens + (size_t)kb * t->bs, pl->r, (size_t)pl->rlen * sizeof *pl->r);
-    adopt(t, x->blocks + kb, b, pl->n_new);
+    adopt(t, x->blocks + kb, b, pl->n_new, cold);
     if (x->pin > 0) t->pinned_blocks += pl->n_new - 1;
     x->n_tokens = kb * t->bs + pl->rlen;
     x->n_blocks = kb + pl->n_new;
@@ -472,7 +497,7 @@ int rt_insert_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const in
     if (node_out) *node_out = NULL;
     if (n < 0 || (n > 0 && (!tokens || !blocks)))
         return rs_errf(e, RS_EINVAL, "radix insert: bad arguments (n = %d)", n);
-    int nb = n / t->bs, tail = flags & RT_TAIL ? n % t->bs : 0;
+    int nb = n / t->bs, tail = flags & RT_TAIL ? n % t->bs : 0, cold = (flags & RT_COLD) != 0;
     if (nb == 0 && tail == 0) return 0;
     rt_plan pl;
     plan_insert(t, ns, tokens, nb, tail, &pl);
@@ -490,7 +515,7 @@ int rt_insert_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const in
     }
     if (p.split) at = split_edge(t, pl.w.partial, pl.w.k_part, p.split);
     if (pl.grow) {
-        grow_leaf(t, pl.x.node, pl.x.block, &pl, fresh);
+        grow_leaf(t, pl.x.node, pl.x.block, &pl, fresh, cold);
         at = pl.x.node;
     }
     if (p.leaf) {
@@ -499,13 +524,13 @@ int rt_insert_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const in
         leaf->n_tokens = pl.rlen;
         leaf->n_blocks = pl.n_new;
         memcpy(leaf->tokens, pl.r, (size_t)pl.rlen * sizeof *tokens);
-        adopt(t, leaf->blocks, fresh, pl.n_new);
+        adopt(t, leaf->blocks, fresh, pl.n_new, cold);
         attach(t, at, leaf);
         rt_lru_sync(&t->lru, at); /* at has a child now: no longer a leaf */
         t->nodes++;
         at = leaf;
     }
-    touch_path(t, at, ++t->clock);
+    if (!cold) touch_path(t, at, ++t->clock);
     if (node_out) *node_out = at;
     return 0;
 }
@@ -616,6 +641,7 @@ void rt_get_stats(const rt_tree *t, rt_stats *s) {
         .pool_blocks = t->pool->n_blocks,
         .free_blocks = t->pool->n_free,
         .used_blocks = kv_n_used(t->pool),
+        .warm_hit_tokens = t->warm_hit_tokens,
     };
 }
 

@@ -63,6 +63,9 @@ struct rt_tree {
     uint64_t clock;          /* logical clock: +1 per match / insert, never wall time */
     uint64_t next_id;        /* id for the next node created */
     uint8_t *in_tree;        /* per pool block: 1 while an edge references it (catches sharing) */
+    uint8_t *cold;           /* per pool block: 1 while on an edge, put there by a cold (warming)
+                                insert and not yet handed to a live match */
+    int64_t warm_hit_tokens; /* tokens of cold blocks that live matches used (once per block) */
     int64_t lookups;         /* rt_match calls */
     int64_t hit_tokens;      /* tokens served by rt_match */
     int64_t miss_tokens;     /* tokens asked of rt_match and not cached */

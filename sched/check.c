@@ -18,13 +18,26 @@ static int check_queues(const sched *s, rs_err *e) {
                            "chunk %d, %d blocks for %d positions",
                            i, q->state, rem, q->chunk, q->table.n, q->n_kv);
     }
-    for (int i = 0; i < s->waiting.n; i++) {
-        const sched_seq *q = s->waiting.v[i];
-        if ((q->state != SEQ_QUEUED && q->state != SEQ_REQUEUED) || q->table.n || q->node ||
-            q->n_kv)
-            return rs_errf(e, 2, "2: waiting sequence %d is in state %d holding %d blocks", i,
-                           q->state, q->table.n);
+    for (int pass = 0; pass < 2; pass++) {
+        const sched_seqvec *a = pass ? &s->warm : &s->waiting;
+        for (int i = 0; i < a->n; i++) {
+            const sched_seq *q = a->v[i];
+            if ((q->state != SEQ_QUEUED && q->state != SEQ_REQUEUED) || q->table.n || q->node ||
+                q->n_kv || q->cls != (pass ? SEQ_WARM : SEQ_LIVE))
+                return rs_errf(e, 2,
+                               "2: %s sequence %d is in state %d (class %d) holding %d blocks",
+                               pass ? "warm" : "waiting", i, q->state, q->cls, q->table.n);
+        }
     }
+    return 0;
+}
+
+/* 7: a warming job runs alone, with nothing waiting. */
+static int check_warm(const sched *s, rs_err *e) {
+    for (int i = 0; i < s->running.n; i++)
+        if (s->running.v[i]->cls == SEQ_WARM && (s->running.n > 1 || s->waiting.n > 0))
+            return rs_errf(e, 7, "7: a warming job runs beside %d sequences, %d waiting",
+                           s->running.n - 1, s->waiting.n);
     return 0;
 }
 
@@ -71,7 +84,8 @@ static int check_counts(sched *s, rs_err *e) {
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *q = s->running.v[i];
         slots += q->forked ? 1 : q->req->p.n;
-        int live = live_of(&s->running, q->req) + live_of(&s->waiting, q->req);
+        int live =
+            live_of(&s->running, q->req) + live_of(&s->waiting, q->req) + live_of(&s->warm, q->req);
         if (live != q->req->n_live)
             return rs_errf(e, 5, "5: a request has %d sequences queued or running, n_live %d", live,
                            q->req->n_live);
@@ -91,7 +105,7 @@ static int check_counts(sched *s, rs_err *e) {
 int sched_check(sched *s, rs_err *e) {
     int rc;
     if ((rc = check_queues(s, e)) || (rc = check_blocks(s, e)) || (rc = check_pins(s, e)) ||
-        (rc = check_counts(s, e)))
+        (rc = check_counts(s, e)) || (rc = check_warm(s, e)))
         return rc;
     if (rt_check(s->tree, e)) {
         char msg[sizeof e->msg];

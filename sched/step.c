@@ -128,6 +128,13 @@ static void fail_request(sched_request *r, int code, const char *msg) {
 
 /* The request's last event, then the scheduler's side lets go of it. */
 static void request_end(sched *s, sched_request *r) {
+    if (r->warm) { /* nobody reads a warming job: it only leaves the count */
+        pthread_mutex_lock(&s->mu);
+        s->n_warm--;
+        pthread_mutex_unlock(&s->mu);
+        sched_request_unref(r);
+        return;
+    }
     sched_event ev = {.step = s->steps};
     if (r->failed || (atomic_load(&r->cancel) && r->n_finished < r->p.n)) {
         ev.type = SCHED_EV_ERROR;
@@ -156,12 +163,19 @@ static void request_end(sched *s, sched_request *r) {
 
 /* Put the whole blocks of toks[0, n_kv) into the tree (KV computed is KV worth keeping) and
  * move the pin to the deepest inserted node. */
+/* How q's KV goes into the tree: a warming job's as cold nodes (evicted first, no LRU use). */
+static int insert_flags(const sched_seq *q) {
+    return q->cls == SEQ_WARM ? RT_COLD : 0;
+}
+
 static void seq_insert(sched *s, sched_seq *q) {
     int bs = s->cfg.block_size;
     if (!s->cfg.prefix_cache || q->n_kv / bs <= q->n_tree) return;
     rt_node *node = NULL;
     rs_err e = {0};
-    if (rt_insert(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, &node, &e)) return;
+    if (rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, insert_flags(q), &node,
+                     &e))
+        return;
     if (node) rt_pin(s->tree, node);
     if (q->node) rt_unpin(s->tree, q->node);
     q->node = node;
@@ -173,7 +187,8 @@ static void seq_insert(sched *s, sched_seq *q) {
 static void seq_keep(sched *s, sched_seq *q) {
     if (!s->cfg.prefix_cache || q->n_kv <= q->n_tree * s->cfg.block_size) return;
     rs_err e = {0};
-    rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, RT_TAIL, NULL, &e);
+    rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, RT_TAIL | insert_flags(q),
+                 NULL, &e);
 }
 
 /* Give back everything the sequence holds in the pool and the tree. keep: insert its KV first
@@ -231,6 +246,12 @@ static int ensure_blocks(sched *s, sched_seq *q, int upto) {
             if (rs_ivec_push(&q->table, b) == 0) continue;
             kv_release(&s->pool, b);
             fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for a block table");
+            return -1;
+        }
+        if (q->cls == SEQ_WARM) { /* the pool is short: warming gives up, keeping its KV */
+            sched_seqvec_remove(&s->running, find(&s->running, q));
+            s->warm_dropped++;
+            seq_end(s, q, END_CANCELED);
             return -1;
         }
         sched_seq *victim = s->running.v[s->running.n - 1]; /* the newest admission */
@@ -344,7 +365,9 @@ static rt_node *pin_exact(sched *s, sched_seq *q, int m, rt_node *node) {
     rt_node *exact = NULL;
     rs_err e = {0};
     if (m == 0) return NULL; /* a miss may still name a node it touched: nothing to protect */
-    if (node && rt_insert(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, &exact, &e) == 0 &&
+    if (node &&
+        rt_insert_ex(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, insert_flags(q), &exact,
+                     &e) == 0 &&
         exact)
         node = exact;
     rt_pin(s->tree, node);
@@ -366,6 +389,25 @@ static int copy_partial(sched *s, sched_seq *q) {
     return b >= 0 ? 0 : -1;
 }
 
+/* q takes the m matched tokens (s->match_blocks): pins what it holds, a reference to each
+ * block, a private copy of a partial last one; it then has m positions (fewer when no block
+ * was free for the copy) and the state for what is left. Returns the positions it has, or -1
+ * out of memory (nothing taken). */
+static int hold_match(sched *s, sched_seq *q, int m, rt_node *node) {
+    int bs = s->cfg.block_size;
+    if (rs_ivec_reserve(&q->table, s->match_blocks.n + 1)) return -1;
+    q->node = pin_exact(s, q, m / bs * bs, node);
+    for (int i = 0; i < s->match_blocks.n; i++) {
+        kv_retain(&s->pool, s->match_blocks.v[i]);
+        q->table.v[q->table.n++] = s->match_blocks.v[i];
+    }
+    if (m % bs && copy_partial(s, q)) m = m / bs * bs;
+    q->n_kv = m;
+    q->n_tree = m / bs;
+    settle(q);
+    return m;
+}
+
 /* Take q from waiting into running with its cached prefix pinned. Returns 0, or 1 when memory
  * is too tight to start it now (it stays waiting). */
 static int admit_one(sched *s, int at) {
@@ -379,21 +421,12 @@ static int admit_one(sched *s, int at) {
      * (it fits an empty pool by construction). */
     int64_t need = (q->toks.n + bs - 1) / bs - m / bs;
     if (s->running.n > 0 && need + m / bs + s->running.n > available_blocks(s)) return 1;
-    if (rs_ivec_reserve(&q->table, s->match_blocks.n + 1)) {
+    if ((m = hold_match(s, q, m, node)) < 0) {
         fail_request(r, RS_ENOMEM, "scheduler: out of memory for a block table");
         sched_seqvec_remove(&s->waiting, at);
         seq_end(s, q, END_FAILED);
         return 0;
     }
-    q->node = pin_exact(s, q, m / bs * bs, node);
-    for (int i = 0; i < s->match_blocks.n; i++) {
-        kv_retain(&s->pool, s->match_blocks.v[i]);
-        q->table.v[q->table.n++] = s->match_blocks.v[i];
-    }
-    if (m % bs && copy_partial(s, q)) m = m / bs * bs;
-    q->n_kv = m;
-    q->n_tree = m / bs;
-    settle(q);
     if (!r->admitted) {
         r->admitted = 1;
         r->cached_tokens = m;
@@ -431,6 +464,60 @@ static void admit(sched *s) {
     }
 }
 
+/* ---------------------------------------------------------------- warming */
+
+/* A request is running or waiting: warming must not run this step. */
+static int live_present(const sched *s) {
+    if (s->waiting.n > 0) return 1;
+    for (int i = 0; i < s->running.n; i++)
+        if (s->running.v[i]->cls == SEQ_LIVE) return 1;
+    return 0;
+}
+
+/* Yield: a running warming job goes back to the front of `warm`, its KV into the tree (cold),
+ * from where it resumes when the server is idle again. */
+static void park_warm(sched *s) {
+    for (int i = 0; i < s->running.n;) {
+        sched_seq *q = s->running.v[i];
+        if (q->cls != SEQ_WARM) {
+            i++;
+            continue;
+        }
+        sched_seqvec_remove(&s->running, i);
+        seq_release_kv(s, q, 1);
+        sched_seq_set_state(q, SEQ_REQUEUED);
+        s->warm_parks++;
+        if (sched_seqvec_insert(&s->warm, 0, q)) seq_end(s, q, END_FAILED);
+    }
+}
+
+/* Start the next warming job when nothing live runs or waits: it matches its whole text
+ * (no position needs logits) without counting a lookup or refreshing LRU; a job already in
+ * the tree ends at once, one whose uncached part the pool cannot give is dropped. */
+static void admit_warm(sched *s) {
+    int bs = s->cfg.block_size;
+    if (s->running.n > 0) return; /* one warming job at a time, and never beside a live one */
+    while (s->warm.n > 0) {
+        sched_seq *q = s->warm.v[0];
+        sched_seqvec_remove(&s->warm, 0);
+        rt_node *node = NULL;
+        s->match_blocks.n = 0;
+        int m = rt_match_ex(s->tree, q->req->ns, q->toks.v, q->toks.n, RT_COLD, &s->match_blocks,
+                            &node);
+        if (m < 0) m = 0, node = NULL, s->match_blocks.n = 0;
+        int64_t need = (q->toks.n + bs - 1) / bs - m / bs;
+        int done = m == q->toks.n, fits = need + m / bs <= available_blocks(s);
+        if (!done && !fits) s->warm_dropped++;
+        if (done || !fits || hold_match(s, q, m, node) < 0) {
+            seq_end(s, q, END_FINISHED); /* holds nothing: nothing is inserted */
+            continue;
+        }
+        q->admit_no = ++s->admit_counter;
+        if (sched_seqvec_push(&s->running, q)) seq_end(s, q, END_FAILED);
+        return;
+    }
+}
+
 /* ---------------------------------------------------------------- cancellation */
 
 static int doomed(const sched_seq *q) {
@@ -450,6 +537,11 @@ static void drop_doomed(sched *s, sched_seqvec *a) {
 }
 
 void sched_drop_all(sched *s) {
+    while (s->warm.n > 0) {
+        sched_seq *q = s->warm.v[s->warm.n - 1];
+        s->warm.n--;
+        seq_end(s, q, END_FAILED);
+    }
     for (int pass = 0; pass < 2; pass++) {
         sched_seqvec *a = pass ? &s->waiting : &s->running;
         for (int i = 0; i < a->n; i++)
@@ -499,6 +591,7 @@ static void plan(sched *s) {
                 continue;
             }
             int chunk = rem < budget ? rem : budget;
+            if (q->cls == SEQ_WARM && chunk > s->cfg.mixed_prefill) chunk = s->cfg.mixed_prefill;
             if (ensure_blocks(s, q, q->n_kv + chunk) == 0) q->chunk = chunk;
             if (find(&s->running, q) >= 0) i++; /* else preempted: v[i] is the next one */
         }
@@ -657,7 +750,8 @@ static int forward(sched *s) {
     for (int i = 0; i < s->running.n; i++) {
         sched_seq *q = s->running.v[i];
         if (!q->chunk || n == s->cfg.max_batch) continue; /* admission keeps n <= max_batch */
-        int last = q->n_kv + q->chunk == q->toks.n, embed = q->req->p.embed;
+        int last = q->cls == SEQ_LIVE && q->n_kv + q->chunk == q->toks.n, /* wants logits */
+            embed = q->req->p.embed;
         s->rows[n] = q;
         s->batch[n] =
             (eng_seq){.tokens = q->toks.v + q->n_kv,
@@ -725,9 +819,11 @@ static void emit_embedding(sched *s, sched_seq *q) {
 /* After the forward pass: advance each row, insert finished prefill blocks, sample (or pool,
  * for an embedding). */
 static void absorb(sched *s, int n) {
+    int warm = 0;
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->rows[i];
-        int prefill = q->chunk > 1 || !q->forked;
+        int prefill = q->chunk > 1 || !q->forked || q->cls == SEQ_WARM;
+        if (q->cls == SEQ_WARM) s->warm_tokens += q->chunk, warm = 1;
         q->n_kv += q->chunk;
         q->chunk = 0;
         if (prefill) seq_insert(s, q);
@@ -743,6 +839,10 @@ static void absorb(sched *s, int n) {
         }
         if (q->n_kv < q->toks.n) {
             settle(q);
+            continue;
+        }
+        if (q->cls == SEQ_WARM) { /* every position computed: its KV goes to the tree */
+            sched_seq_set_state(q, SEQ_DONE);
             continue;
         }
         float *row = (float *)s->batch[i].logits;
@@ -761,6 +861,7 @@ static void absorb(sched *s, int n) {
         sched_seqvec_remove(&s->running, i);
         seq_end(s, q, q->req->failed ? END_FAILED : END_FINISHED);
     }
+    s->warm_steps += warm;
 }
 
 /* The invariants of sched_int.h after every step, in the builds that define RS_SCHED_CHECK
@@ -780,7 +881,9 @@ static void check_step(sched *s) {
 void sched_step(sched *s) {
     drop_doomed(s, &s->running);
     drop_doomed(s, &s->waiting);
+    if (live_present(s)) park_warm(s); /* warming yields at every step */
     admit(s);
+    if (!live_present(s)) admit_warm(s);
     plan(s);
     int n = forward(s);
     absorb(s, n);
@@ -830,8 +933,14 @@ void sched_publish_stats(sched *s) {
         .cache_nodes = rs.nodes,
         .preemptions = s->preemptions,
         .kv_blocks_private = count_private(s),
+        .warm_tokens = s->warm_tokens,
+        .warm_hit_tokens = rs.warm_hit_tokens,
+        .warm_steps = s->warm_steps,
+        .warm_parks = s->warm_parks,
+        .warm_dropped = s->warm_dropped,
     };
     pthread_mutex_lock(&s->mu);
+    st.warm_queued = s->n_warm;
     s->stats = st;
     pthread_mutex_unlock(&s->mu);
 }
