@@ -530,7 +530,10 @@ int rt_insert_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const in
         t->nodes++;
         at = leaf;
     }
-    if (!cold) touch_path(t, at, ++t->clock);
+    if (!cold)
+        touch_path(t, at, ++t->clock);
+    else if (at)
+        rt_lru_sync(&t->lru, at); /* a new leaf keeps last access 0: the first to go */
     if (node_out) *node_out = at;
     return 0;
 }

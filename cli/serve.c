@@ -36,6 +36,7 @@ typedef struct serve_opts {
     int mixed_prefill;       /* --mixed-prefill: prefill tokens per step beside decoding rows */
     int max_body_mb;         /* --max-body-mb: request bodies above this get 413 */
     char *weights;           /* --weights: quantize at load (NULL: as stored) */
+    int warm_next_turn;      /* --warm-next-turn 0|1: prefill a chat's next turn when idle */
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -73,6 +74,8 @@ static const struct opt {
     {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit (16)"},
     {"weights", OPT_STR, offsetof(serve_opts, weights),
      "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
+    {"warm-next-turn", OPT_INT, offsetof(serve_opts, warm_next_turn),
+     "0|1  after a chat completion, prefill its next turn from spare capacity (1)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -169,6 +172,7 @@ static void opts_defaults(serve_opts *o) {
     o->token_budget = 512;
     o->mixed_prefill = 128;
     o->max_body_mb = 16;
+    o->warm_next_turn = 1;
 }
 
 static void opts_free(serve_opts *o) {
@@ -364,7 +368,8 @@ static int serve(const serve_opts *o) {
                     .any_model_name = o->any_model_name,
                     .max_body_bytes = (size_t)o->max_body_mb << 20,
                     .default_max_tokens = o->default_max_tokens,
-                    .log_requests = 1};
+                    .log_requests = 1,
+                    .warm_next_turn = o->warm_next_turn};
     srv *server;
     if (srv_start(&server, &c, &e)) {
         fprintf(stderr, "radixserve serve: %s\n", e.msg);

@@ -42,6 +42,8 @@ typedef struct srv_config {
     int retry_after_s;       /* Retry-After seconds on 503 */
     int heartbeat_ms;        /* SSE comment heartbeat while a stream has nothing to send */
     int log_requests;        /* 1: one line per request on stderr */
+    int warm_next_turn;      /* 1: after a chat completion, prefill the conversation as its next
+                                request will send it (srv_warm.c), from spare capacity */
 } srv_config;
 
 /* The generation side, as function pointers (see the header comment). */
@@ -60,6 +62,8 @@ typedef struct srv_backend {
     /* sched_cache_json: the radix tree as JSON (*out malloc'd) for GET /v1/cache; NULL: the
      * backend has no tree to show (the answer then carries the summary only) */
     int (*cache_json)(void *ctx, int max_tokens, char **out, rs_err *e);
+    /* sched_warm: prefill ids into the prefix cache as low-priority work; NULL: no warming */
+    int (*warm)(void *ctx, const int32_t *ids, int n, const char *cache_salt, rs_err *e);
 } srv_backend;
 
 /* What the server knows of the served model. */

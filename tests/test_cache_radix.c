@@ -328,7 +328,49 @@ static void test_many_children(void) {
     tc_teardown(&p, t);
 }
 
+/* Warming's cold inserts: new leaves are evicted before everything else, a cold match counts
+ * nothing, and a live match through warm blocks counts them once as warm hits. */
+static void test_cold(void) {
+    kv_pool p;
+    rt_tree *t;
+    tc_setup(&p, &t, BS, 16);
+    int32_t a[8], b[8], c[8];
+    fill(a, 1, 8);
+    fill(b, 2, 8);
+    fill(c, 3, 8);
+    rt_node *n;
+    TAP_OK(tc_insert(t, &p, 0, a, 8, &n) == 0, "cold: insert A (live)");
+    int32_t blk[2];
+    rs_err e = {0};
+    rt_alloc_blocks(t, 2, blk, NULL);
+    TAP_OK(rt_insert_ex(t, 0, b, 8, blk, RT_COLD, NULL, &e) == 0, "cold: insert B (warming)");
+    kv_release_n(&p, blk, 2);
+    TAP_OK(tc_insert(t, &p, 0, c, 8, &n) == 0, "cold: insert C (live, after B)");
+    rs_ivec got = {0};
+    rt_stats s0, s1;
+    rt_get_stats(t, &s0);
+    TAP_OK(rt_match_ex(t, 0, b, 7, RT_COLD, &got, &n) == 7, "cold match sees B");
+    rt_get_stats(t, &s1);
+    TAP_OK(s1.lookups == s0.lookups && s1.hit_tokens == s0.hit_tokens && s1.warm_hit_tokens == 0,
+           "a cold match counts nothing");
+    TAP_OK(rt_evict(t, 1) == 2 && rt_peek(t, 0, b, 8) == 0 && rt_peek(t, 0, a, 8) == 8,
+           "B (cold) is evicted first although A is older");
+    rt_alloc_blocks(t, 2, blk, NULL);
+    rt_insert_ex(t, 0, b, 8, blk, RT_COLD, NULL, &e);
+    kv_release_n(&p, blk, 2);
+    got.n = 0;
+    TAP_OK(rt_match(t, 0, b, 7, &got, &n) == 7, "a live match through warmed B");
+    got.n = 0;
+    rt_match(t, 0, b, 7, &got, &n);
+    rt_get_stats(t, &s1);
+    TAP_OK(s1.warm_hit_tokens == 7, "warm hits counted once: %lld", (long long)s1.warm_hit_tokens);
+    TAP_OK(rt_check(t, &e) == 0, "tree invariants: %s", e.msg);
+    rs_ivec_free(&got);
+    tc_teardown(&p, t);
+}
+
 int main(void) {
+    test_cold();
     test_empty();
     test_match_insert_split();
     test_pin_and_evict();

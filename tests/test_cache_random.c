@@ -473,7 +473,7 @@ static void test_tails(void) {
         if (q.n == 0) continue;
         int lcp = t_lcp_max(set, n_set, q.ns, q.tok, q.n);
         mid += lcp % TBS != 0;
-        ok &= t_request(t, &p, set, &n_set, &q, rnd(4) ? RT_TAIL : 0);
+        ok &= t_request(t, &p, set, &n_set, &q, (rnd(4) ? RT_TAIL : 0) | (rnd(3) ? 0 : RT_COLD));
         recent[rnd(TSEQ)] = q;
         rs_err e = {0};
         if (!(ok &= rt_check(t, &e) == 0)) TAP_DIAG("op %ld: %s", op, e.msg);
