@@ -26,8 +26,9 @@ WARN    := -std=c11 -Wall -Wextra -Werror -Wshadow
 DEFS    := -D_GNU_SOURCE
 INCS    := -I. -I/usr/include/x86_64-linux-gnu/openblas-pthread
 CFLAGS_release := -O2 -g
-CFLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-CFLAGS_tsan    := -O1 -g -fsanitize=thread -fno-omit-frame-pointer
+# The sanitizer modes also check the scheduler's invariants after every step (sched_int.h).
+CFLAGS_asan    := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -DRS_SCHED_CHECK
+CFLAGS_tsan    := -O1 -g -fsanitize=thread -fno-omit-frame-pointer -DRS_SCHED_CHECK
 CFLAGS_fuzz    := -O1 -g -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ALL_CFLAGS  = $(WARN) $(DEFS) $(INCS) $(CFLAGS_$(MODE)) -pthread -MMD -MP $(CFLAGS)
 LDFLAGS_asan := -fsanitize=address,undefined

@@ -4,8 +4,9 @@
  *      prompts plus long per-request tails, the shape of a chat server's cache;
  *   2. memory the tree needs per cached token (rt_mem_bytes / cached tokens), beside the KV
  *      bytes per token it indexes;
- *   3. what caching whole blocks only costs in hit rate: multi-turn chats replayed with block
- *      size 16 against block size 1 (token-granular, the best any cache could do), in two
+ *   3. what 16-token blocks still cost in hit rate now that tails are cached and matches are
+ *      token-granular (issue 21; before, whole blocks only cost ~8 tokens a request): multi-turn
+ *      chats replayed with block size 16 against block size 1 (the best any cache could do), in two
  *      shapes: "append" (the next prompt extends prompt + answer) and "qwen3" (the template
  *      drops the think block of the previous answer, so prompts diverge after the assistant
  *      header; see issue 11).

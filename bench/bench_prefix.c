@@ -150,6 +150,13 @@ static int warm_once(bp *b, double *secs, double *fwd, int *hit, rs_err *e) {
     rt_pin(b->tree, node);
     kv_retain_n(&b->pool, b->matched.v, b->matched.n);
     memcpy(b->table, b->matched.v, sizeof *b->table * (size_t)b->matched.n);
+    if (m % b->pool.block_size) { /* copy-on-write: the tree's partial block is not ours */
+        int32_t src = b->table[b->matched.n - 1], dst = kv_alloc(&b->pool);
+        if (dst < 0) return rs_errf(e, RS_EFULL, "KV pool too small for the copied block");
+        kv_copy(&b->pool, dst, src);
+        kv_release(&b->pool, src);
+        b->table[b->matched.n - 1] = dst;
+    }
     int rc = rt_alloc_blocks(b->tree, b->n_table - b->matched.n, b->table + b->matched.n, e);
     double t = rc ? rc : prefill(b, m, b->warm, e);
     *secs = rs_now() - t0;

@@ -14,7 +14,11 @@
 //
 // Usage: node bench/loadgen.mjs --url http://127.0.0.1:8080 --workload few-shot
 //            [--concurrency 16] [--requests 16] [--max-tokens 32] [--model NAME] [--label TEXT]
-//            [--timeout 1800] [--json] [--dump]
+//            [--timeout 1800] [--think-ms 0] [--json] [--dump]
+// --think-ms T: a multi-turn session waits T ms after each answer before sending its next turn
+// (people read before they reply; a server can use the gap, e.g. radixserve's next-turn
+// warming). The wall time, and so tokens/s, then includes that idle time; TTFT of turns >= 2
+// (ttft_later_*) is the figure the gap is for.
 // Prints one human-readable summary and (with --json) one JSON line with every figure.
 
 import http from 'node:http';
@@ -31,6 +35,8 @@ const nRequests = parseInt(args.requests || '16', 10);
 const maxTokens = parseInt(args['max-tokens'] || '32', 10);
 const timeoutS = parseFloat(args.timeout || '1800');
 const label = args.label || url;
+const thinkMs = parseFloat(args['think-ms'] || '0');
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------- deterministic text
 const WORDS = ('the a of and to in is was for on that with as by at from this it be are or an which ' +
@@ -177,8 +183,10 @@ async function runSession(job, results) {
     }
     const messages = [{ role: 'system', content: `You are assistant number ${job.session}. ${text(500 + job.session, 150)}` }];
     for (let t = 0; t < job.turns; t++) {
+        if (t > 0 && thinkMs > 0) await sleep(thinkMs);
         messages.push({ role: 'user', content: text(20000 + job.session * 10 + t, 120) });
         const r = await chat(messages);
+        r.turn = t;
         results.push(r);
         messages.push({ role: 'assistant', content: r.content });
     }
@@ -210,17 +218,23 @@ async function main() {
     const wall = (performance.now() - t0) / 1000;
     const out = results.reduce((s, r) => s + r.completion, 0);
     const ttft = results.map((r) => r.ttft / 1000);
+    const later = results.filter((r) => r.turn > 0).map((r) => r.ttft / 1000);
     const gaps = results.flatMap((r) => r.gaps);
     const summary = {
         label, workload, concurrency, requests: results.length, max_tokens: maxTokens,
         wall_s: +wall.toFixed(2), output_tokens: out, output_tok_s: +(out / wall).toFixed(2),
         ttft_p50_s: +pct(ttft, 50).toFixed(3), ttft_p99_s: +pct(ttft, 99).toFixed(3),
+        think_ms: thinkMs,
+        ttft_later_p50_s: later.length ? +pct(later, 50).toFixed(3) : null,
+        ttft_later_p99_s: later.length ? +pct(later, 99).toFixed(3) : null,
         itl_p50_ms: +pct(gaps, 50).toFixed(1), itl_p99_ms: +pct(gaps, 99).toFixed(1),
         prompt_tokens: results.reduce((s, r) => s + (r.prompt || 0), 0),
         cached_tokens: results.reduce((s, r) => s + (r.cached || 0), 0),
     };
     console.log(`${label} ${workload} c=${concurrency}: ${summary.output_tok_s} out tok/s, ` +
-        `TTFT p50 ${summary.ttft_p50_s}s p99 ${summary.ttft_p99_s}s, ITL p50 ${summary.itl_p50_ms}ms, ` +
+        `TTFT p50 ${summary.ttft_p50_s}s p99 ${summary.ttft_p99_s}s` +
+        (later.length ? ` (turns >= 2: p50 ${summary.ttft_later_p50_s}s)` : '') +
+        `, ITL p50 ${summary.itl_p50_ms}ms p99 ${summary.itl_p99_ms}ms, ` +
         `prompt ${summary.prompt_tokens} (cached ${summary.cached_tokens}), wall ${summary.wall_s}s`);
     if (args.json) console.log(JSON.stringify(summary));
 }

@@ -13,6 +13,14 @@
 #   --bin        the radixserve binary (default $BIN, else bin/radixserve)
 #   --out        JSON lines are appended here (default build/bench/serve-results.jsonl)
 #   --concurrency LIST  radixserve's (cache on) concurrencies, comma-separated (default 16,4,1)
+#   --think-ms T  multi-turn sessions wait T ms between an answer and their next turn (loadgen's
+#                --think-ms; default 0); the table then also gives TTFT p50 of turns >= 2
+#   --rs-flags "FLAGS"  extra flags for every radixserve server, e.g. "--warm-next-turn 0" to
+#                measure without next-turn warming (recorded as rs_flags in the JSON lines)
+# Warming on vs off at c=16 with think time (issue 21), two runs:
+#   bench/serve_bench.sh --workloads multi-turn --concurrency 16 --think-ms 2000
+#   bench/serve_bench.sh --workloads multi-turn --concurrency 16 --think-ms 2000 --only radixserve \
+#       --rs-flags "--warm-next-turn 0"
 # Environment:
 #   LLAMA_SERVER   llama-server binary (default /tmp/llama.cpp/build/bin/llama-server; absent:
 #                  the peer is skipped with a message)
@@ -35,6 +43,7 @@ cd "$ROOT" || exit 1
 PY=/usr/bin/python3 # Debian's, with numpy (hf_to_gguf.py)
 
 quick=0 only='' workloads=few-shot,multi-turn,unique concurrency=16,4,1 model='' bin=${BIN:-bin/radixserve}
+think_ms=0 rs_flags=''
 out=build/bench/serve-results.jsonl
 usage() {
     awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0" >&2
@@ -49,6 +58,8 @@ while [ $# -gt 0 ]; do
         --model) model=${2:-}; shift ;;
         --bin) bin=${2:-}; shift ;;
         --out) out=${2:-}; shift ;;
+        --think-ms) think_ms=${2:-}; shift ;;
+        --rs-flags) rs_flags=${2:-}; shift ;;
         -h | --help) usage ;;
         *) echo "serve_bench.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -137,6 +148,8 @@ start_server() {
     port=$(free_port) || return 1
     SERVER_LOG=$work/server.log SERVER_URL=http://127.0.0.1:$port
     local cmd=("$bin" serve --model "$model" --host 127.0.0.1 --port "$port")
+    # shellcheck disable=SC2206 # word-split on purpose: the flags as given
+    cmd+=($rs_flags)
     case $1 in
         radixserve-nocache) cmd+=(--no-prefix-cache) ;;
         llama) cmd=("$llama_server" -m "$gguf" -t 2 --parallel 16 -c 32768 --host 127.0.0.1 --port "$port") ;;
@@ -158,7 +171,7 @@ measure() { # server(radixserve|radixserve-nocache|llama) workload concurrency
     # In the background and waited for, so a signal reaches the trap at once.
     timeout -k 10 "$run_timeout" node bench/loadgen.mjs --url "$SERVER_URL" --workload "$w" \
         --concurrency "$c" --requests "$requests" --max-tokens "$max_tokens" \
-        --timeout "$run_timeout" --label "$server" --json >"$work/loadgen.out" &
+        --timeout "$run_timeout" --think-ms "$think_ms" --label "$server" --json >"$work/loadgen.out" &
     LOADGEN_PID=$!
     wait "$LOADGEN_PID"
     local rc=$?
@@ -175,11 +188,12 @@ measure() { # server(radixserve|radixserve-nocache|llama) workload concurrency
         return 1
     fi
     line=$(node -e '
-        const [line, server, model, commit, quick] = process.argv.slice(1);
+        const [line, server, model, commit, quick, rsFlags] = process.argv.slice(1);
         const j = JSON.parse(line);
         const out = { bench: "serve", time: new Date().toISOString().replace(/\.\d+Z$/, "Z"), commit,
             server: server.startsWith("radixserve") ? "radixserve" : "llama-server",
             prefix_cache: server === "radixserve" ? "on" : server === "llama" ? "n/a" : "off",
+            rs_flags: server.startsWith("radixserve") ? rsFlags : "",
             model, quick: quick === "1", ...j };
         delete out.label;
         // With ignore_eos every request yields max_tokens; fewer means errors the stream carried
@@ -191,7 +205,7 @@ measure() { # server(radixserve|radixserve-nocache|llama) workload concurrency
             console.error(`serve_bench.sh: ${server} ${j.workload} c=${j.concurrency}: ` +
                 `${j.output_tokens} output tokens, expected ${expected} (${j.requests} requests x ` +
                 `${j.max_tokens}): some requests failed or stopped early; run marked incomplete`);
-    ' "$line" "$server" "$model" "$commit" "$quick") || return 1
+    ' "$line" "$server" "$model" "$commit" "$quick" "$rs_flags") || return 1
     echo "$line" >>"$out"
     case $line in *'"complete":false'*) failures=$((failures + 1)) ;; *) echo "$line" >>"$run_log" ;; esac
 }
@@ -251,7 +265,7 @@ fi
 # ---------------------------------------------------------------- the table
 
 echo
-echo "serve_bench: $model, commit $commit, $(nproc) cores$([ $quick = 1 ] && echo ', QUICK (smoke only)')"
+echo "serve_bench: $model, commit $commit, $(nproc) cores$([ $quick = 1 ] && echo ', QUICK (smoke only)'), think ${think_ms} ms, radixserve flags '${rs_flags}'"
 node -e '
     const fs = require("fs");
     const rows = fs.readFileSync(process.argv[1], "utf8").split("\n").filter(Boolean).map(JSON.parse);
@@ -260,18 +274,21 @@ node -e '
     const f = (x, d = 2, unit = "") =>
         (x === undefined || x === null || Number.isNaN(x) ? "-" : (+x).toFixed(d) + unit);
     const ratio = (a, b) => (a && b ? a / b : undefined);
-    console.log("| workload | c | radixserve tok/s | TTFT p50 s | ITL p50 ms | cache off tok/s | " +
-        "cache gain | llama tok/s | llama TTFT p50 s | tok/s ratio rs/llama | TTFT ratio rs/llama |");
-    console.log("|---|---|---|---|---|---|---|---|---|---|---|");
+    console.log("| workload | c | radixserve tok/s | TTFT p50 s | TTFT p50 turns>=2 s | ITL p50 ms | " +
+        "ITL p99 ms | cache off tok/s | cache gain | llama tok/s | llama TTFT p50 s | " +
+        "llama TTFT p50 turns>=2 s | tok/s ratio rs/llama | TTFT ratio rs/llama |");
+    console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     const keys = [...new Set(rows.map((r) => r.workload + "|" + r.concurrency))];
     for (const k of keys) {
         const [w, cs] = k.split("|"), c = +cs;
         const on = get(w, c, "radixserve", "on"), off = get(w, c, "radixserve", "off");
         const ll = get(w, c, "llama-server", "n/a");
         console.log(`| ${w} | ${c} | ${f(on?.output_tok_s)} | ${f(on?.ttft_p50_s, 3)} | ` +
-            `${f(on?.itl_p50_ms, 1)} | ${f(off?.output_tok_s)} | ` +
+            `${f(on?.ttft_later_p50_s, 3)} | ${f(on?.itl_p50_ms, 1)} | ${f(on?.itl_p99_ms, 1)} | ` +
+            `${f(off?.output_tok_s)} | ` +
             `${f(ratio(on?.output_tok_s, off?.output_tok_s), 2, "x")} | ${f(ll?.output_tok_s)} | ` +
-            `${f(ll?.ttft_p50_s, 3)} | ${f(ratio(on?.output_tok_s, ll?.output_tok_s))} | ` +
+            `${f(ll?.ttft_p50_s, 3)} | ${f(ll?.ttft_later_p50_s, 3)} | ` +
+            `${f(ratio(on?.output_tok_s, ll?.output_tok_s))} | ` +
             `${f(ratio(on?.ttft_p50_s, ll?.ttft_p50_s), 3)} |`);
     }' "$run_log"
 echo

@@ -81,6 +81,10 @@ static inline int32_t kv_n_used(const kv_pool *p) {
     return p->n_blocks - p->n_free;
 }
 
+/* Copy block src's K/V (every layer, head and slot) into block dst: copy-on-write of a block
+ * whose first slots a sequence shares but must not write. */
+void kv_copy(kv_pool *p, int32_t dst, int32_t src);
+
 /* Reference many blocks at once (a block table); the same contract as kv_retain/kv_release. */
 void kv_retain_n(kv_pool *p, const int32_t *blocks, int n);
 void kv_release_n(kv_pool *p, const int32_t *blocks, int n);
@@ -89,9 +93,13 @@ void kv_release_n(kv_pool *p, const int32_t *blocks, int n);
 
 /*
  * A radix tree over token ids (SGLang's RadixAttention), keyed by (namespace, tokens), whose
- * edges carry runs of whole blocks: an edge of k * block_size tokens owns one reference to each
- * of its k blocks. Only whole blocks are cached; the partial tail block of a sequence stays
- * private to it (docs/arch-cache.md gives the reasons and the measured hit-rate cost).
+ * edges carry runs of blocks: an edge of t tokens owns one reference to each of its
+ * ceil(t / block_size) blocks. Edges start at block boundaries and are whole blocks, except
+ * that a leaf may end with a partial block (a sequence's tail, cached with RT_TAIL). Matching
+ * is token-granular: whole blocks along the path, then the leading tokens shared with the next
+ * block (of an edge, or of the best child). A cached block is never written: a match that ends
+ * inside a block hands back that block, and the caller copies it into a private one
+ * (copy-on-write; docs/arch-cache.md).
  * Namespaces (the scheduler hashes cache_salt; 0 = shared) are separate subtrees: tenants never
  * share a node or a block.
  *
@@ -112,16 +120,22 @@ typedef struct rt_node rt_node; /* opaque */
 int rt_init(rt_tree **out, kv_pool *pool, rs_err *e);
 void rt_free(rt_tree *t); /* releases every block the tree holds; NULL is a no-op */
 
-/* Longest cached prefix of tokens[0, n) in namespace ns, in whole blocks. Appends its block
- * ids to blocks_out (no reference taken: pin first, then kv_retain what the sequence keeps),
- * sets *node_out to the deepest node touched (NULL on a miss) and returns the matched token
- * count (a multiple of block_size, <= n), or a negative RS_E* code (RS_EINVAL for n < 0 or
- * tokens NULL with n > 0, RS_ENOMEM growing blocks_out). The match may end inside *node_out's
- * edge (no split here). Nodes whose whole edge matched get a fresh last-access time.
- * A fully cached prompt must still compute its last token into a private block: ask for
- * n - 1 tokens, so the last block holding token n-1 is never one of the returned blocks. */
+/* Longest cached prefix of tokens[0, n) in namespace ns, token-granular. Appends the block ids
+ * holding it to blocks_out (no reference taken: pin first, then kv_retain what the sequence
+ * keeps), sets *node_out to the deepest node touched by its whole blocks (NULL when no whole
+ * block matched) and returns the matched token count m (<= n), or a negative RS_E* code
+ * (RS_EINVAL for n < 0 or tokens NULL with n > 0, RS_ENOMEM growing blocks_out). When m is not
+ * a multiple of block_size, the last block id holds the match's last m % block_size tokens in
+ * its first slots and is NOT the caller's to write: copy it into a block of its own (the other
+ * slots hold other tokens' K/V, overwritten as the caller computes them). The match may end
+ * inside *node_out's edge (no split here). Nodes whose whole edge matched get a fresh
+ * last-access time. A fully cached prompt must still compute its last token: ask for n - 1. */
 int rt_match(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, rs_ivec *blocks_out,
              rt_node **node_out);
+
+/* rt_match with flags (RT_COLD: a warming lookup, neither counted nor refreshing LRU). */
+int rt_match_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, int flags,
+                rs_ivec *blocks_out, rt_node **node_out);
 
 /* The token count rt_match would return, without touching anything: no last-access refresh,
  * no statistics. For ranking waiting requests every step without skewing LRU order or the hit
@@ -143,6 +157,24 @@ void rt_unpin(rt_tree *t, rt_node *node);
  * already on some edge: a block is never shared between two edges), RS_ENOMEM. */
 int rt_insert(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32_t *blocks,
               rt_node **node_out, rs_err *e);
+
+/* Flags of rt_insert_ex. */
+enum {
+    RT_TAIL = 1, /* also cache the partial last block (tokens n / bs * bs .. n): it becomes (or
+                    grows) a leaf ending mid-block; blocks[n / bs] must be a block the caller
+                    will not write again at slots < n % bs (it is released, or done) */
+    RT_COLD = 2, /* warming, not a use: an insert's new nodes get last access 0 (evicted first
+                    under pressure) and nothing on the path is refreshed; its new blocks are
+                    marked warm (the first live match through them counts them in
+                    warm_hit_tokens). A match with RT_COLD counts nothing and refreshes nothing
+                    (rt_match_ex) */
+};
+
+/* rt_insert with flags. With RT_TAIL an edge grows in place where its partial last block is a
+ * proper prefix of the new tokens (the caller's block replaces it; the tree's old one is
+ * released), and *node_out is the deepest node of the path, which may end mid-block. */
+int rt_insert_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, const int32_t *blocks,
+                 int flags, rt_node **node_out, rs_err *e);
 
 /* Evict least-recently-used unpinned leaves until at least n_blocks blocks have returned to the
  * pool's free list or nothing evictable remains; returns how many were freed. */
@@ -170,9 +202,21 @@ typedef struct rt_stats {
     int32_t pool_blocks;     /* blocks in the pool */
     int32_t free_blocks;     /* blocks on the pool's free list */
     int32_t used_blocks;     /* pool_blocks - free_blocks (cached + private) */
+    int64_t warm_hit_tokens; /* tokens live matches took from blocks warming put (RT_COLD), each
+                                block counted once (a copied partial block's matched part) */
 } rt_stats;
 
 void rt_get_stats(const rt_tree *t, rt_stats *out);
+
+/* 1 when block is on a tree edge (the tree then holds exactly one reference to it), else 0. */
+int rt_holds(const rt_tree *t, int32_t block);
+
+/* Pins held on the tree now (rt_pin calls not yet undone by rt_unpin). O(namespaces). */
+int64_t rt_pins(const rt_tree *t);
+
+/* Walk the whole tree and check its invariants (cache/rt_internal.h lists them): for debug
+ * builds' per-step checks and tests, O(tree). 0, or RS_EINVAL naming the first violation. */
+int rt_check(const rt_tree *t, rs_err *e);
 
 /* Bytes the tree itself allocates (nodes, token copies, block ids, child arrays, heap; not
  * the KV blocks). Walks the whole tree: for benchmarks and debug views, not per step. */
@@ -186,7 +230,8 @@ typedef struct rt_snap_node {
     uint64_t parent;       /* parent's id; 0 for the namespace nodes at the top */
     uint64_t ns;           /* namespace */
     int depth;             /* 0 for namespace nodes, 1 for their children, ... */
-    int n_tokens;          /* tokens on the edge (n_blocks * block_size; 0 for namespace nodes) */
+    int n_tokens;          /* tokens on the edge (0 for namespace nodes; a leaf's last block may
+                              be partial) */
     int n_blocks;          /* blocks on the edge */
     int32_t pin;           /* pins on the node and its descendants */
     uint64_t last_access;  /* logical clock of the last use */

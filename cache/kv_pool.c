@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 size_t kv_block_bytes(const kv_pool_config *c) {
@@ -82,6 +83,12 @@ void kv_retain(kv_pool *p, int32_t b) {
 void kv_release(kv_pool *p, int32_t b) {
     assert(b >= 0 && b < p->n_blocks && p->ref[b] > 0);
     if (--p->ref[b] == 0) p->free_stack[p->n_free++] = b;
+}
+
+void kv_copy(kv_pool *p, int32_t dst, int32_t src) {
+    assert(dst >= 0 && dst < p->n_blocks && src >= 0 && src < p->n_blocks);
+    memcpy(p->mem + (size_t)dst * p->block_bytes, p->mem + (size_t)src * p->block_bytes,
+           p->block_bytes);
 }
 
 void kv_retain_n(kv_pool *p, const int32_t *blocks, int n) {

@@ -3,10 +3,27 @@
  * order) and rt_snapshot.c (read-only views). Nothing outside cache/ includes it.
  *
  * Shape: one root; its children are namespace nodes (no tokens, one per namespace in use,
- * sorted by namespace id); below them, token nodes whose edge is a run of whole blocks. A
- * token node's children are sorted by their first block (lexicographic over block_size tokens):
- * siblings always differ within their first block, because edges split only at block
- * boundaries, so a binary search over the first block finds the one child to follow.
+ * sorted by namespace id); below them, token nodes whose edge is a run of blocks starting at a
+ * block boundary: whole blocks, except that a leaf's last block may be partial (its first
+ * n_tokens % block_size slots hold the edge's last tokens; a prompt's tail that ended there).
+ * A token node's children are sorted by their first block (lexicographic over the first
+ * min(block_size, n_tokens) tokens, a proper prefix first): siblings always differ within the
+ * tokens their first blocks both have, because edges split only at block boundaries and an
+ * insert that extends a partial leaf's tokens grows that leaf instead of adding a sibling, so a
+ * binary search over the first block finds the one child to follow.
+ *
+ * Invariants (rt_check verifies them all):
+ *  T1. Every token node has n_blocks > 0, its parent's pointer to it, and its parent's ns;
+ *      namespace nodes (children of the root) have no tokens and at least one child.
+ *  T2. Siblings are strictly sorted by key (namespace id, or first block).
+ *  T3. Every block on an edge is in range, referenced (ref > 0) and flagged in in_tree; no
+ *      block is on two edges; cached_blocks counts them and in_tree flags nothing else.
+ *  T4. pin of a node >= the sum of its children's pins (the difference is the pins taken on
+ *      the node itself); pinned_blocks == blocks on edges with pin > 0.
+ *  T5. A node is in the LRU heap exactly when it is evictable (an unpinned token leaf), at
+ *      the index it records; nodes and n_ns count the token and namespace nodes.
+ *  T6. n_blocks == ceil(n_tokens / block_size); only a leaf has a partial last block; no
+ *      sibling's first-block tokens are a prefix of another's.
  */
 #ifndef RADIXSERVE_RT_INTERNAL_H
 #define RADIXSERVE_RT_INTERNAL_H
@@ -18,9 +35,11 @@ struct rt_node {
     rt_node **child;      /* children, sorted (by namespace under the root, else first block) */
     int n_child;          /* used entries of child */
     int cap_child;        /* allocated entries of child */
-    int32_t *tokens;      /* n_blocks * block_size token ids of this edge, owned */
+    int32_t *tokens;      /* n_tokens token ids of this edge, owned */
     int32_t *blocks;      /* n_blocks block ids; the tree holds one kv reference to each */
-    int n_blocks;         /* whole blocks on this edge; 0 only for the root and namespace nodes */
+    int n_tokens;         /* tokens on this edge; a multiple of block_size unless a leaf */
+    int n_blocks;         /* blocks on this edge (the last may be partial, at a leaf only); 0
+                             only for the root and namespace nodes */
     int32_t pin;          /* pins on this node plus pins on all its descendants */
     int32_t heap_idx;     /* position in the LRU heap, -1 when not evictable right now */
     uint64_t last_access; /* logical clock value of the last match/insert that used the edge */
@@ -44,6 +63,9 @@ struct rt_tree {
     uint64_t clock;          /* logical clock: +1 per match / insert, never wall time */
     uint64_t next_id;        /* id for the next node created */
     uint8_t *in_tree;        /* per pool block: 1 while an edge references it (catches sharing) */
+    uint8_t *cold;           /* per pool block: 1 while on an edge, put there by a cold (warming)
+                                insert and not yet handed to a live match */
+    int64_t warm_hit_tokens; /* tokens of cold blocks that live matches used (once per block) */
     int64_t lookups;         /* rt_match calls */
     int64_t hit_tokens;      /* tokens served by rt_match */
     int64_t miss_tokens;     /* tokens asked of rt_match and not cached */

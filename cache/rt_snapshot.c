@@ -23,7 +23,7 @@ static void copy_node(const rt_tree *t, rt_snapshot *s, snap_frame f, int max_to
                       size_t *arena_used, size_t *blocks_used) {
     const rt_node *n = f.n;
     rt_snap_node *o = &s->nodes[s->n++];
-    int n_tokens = n->n_blocks * t->bs;
+    int n_tokens = n->n_tokens;
     int k = n_tokens < max_tokens ? n_tokens : max_tokens;
     *o = (rt_snap_node){
         .id = n->id,

@@ -41,6 +41,7 @@ typedef struct serve_opts {
     int max_connections;     /* --max-connections: connections served normally */
     int connection_reserve;  /* --connection-reserve: beyond those, answered fast */
     int max_connections_per_client; /* --max-connections-per-client: per client address */
+    int warm_next_turn;             /* --warm-next-turn 0|1: prefill a chat's next turn when idle */
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -88,6 +89,8 @@ static const struct opt {
      "N  connections from one client address"},
     {"weights", OPT_STR, offsetof(serve_opts, weights),
      "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
+    {"warm-next-turn", OPT_INT, offsetof(serve_opts, warm_next_turn),
+     "0|1  after a chat completion, prefill its next turn from spare capacity (1)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -203,6 +206,7 @@ static void opts_defaults(serve_opts *o) {
     o->max_connections = d.max_conns;
     o->connection_reserve = d.conn_reserve;
     o->max_connections_per_client = d.max_conns_per_client;
+    o->warm_next_turn = 1;
 }
 
 static void opts_free(serve_opts *o) {
@@ -407,7 +411,8 @@ static int serve(const serve_opts *o) {
                     .request_timeout_s = o->request_timeout,
                     .max_conns = o->max_connections,
                     .conn_reserve = o->connection_reserve,
-                    .max_conns_per_client = o->max_connections_per_client};
+                    .max_conns_per_client = o->max_connections_per_client,
+                    .warm_next_turn = o->warm_next_turn};
     srv *server;
     if (srv_start(&server, &c, &e)) {
         fprintf(stderr, "radixserve serve: %s\n", e.msg);

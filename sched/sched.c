@@ -33,6 +33,8 @@ static void sched_destroy(sched *s) {
     free(s->holders);
     rs_ivec_free(&s->match_blocks);
     sched_seqvec_free(&s->inbox);
+    sched_seqvec_free(&s->warm_inbox);
+    sched_seqvec_free(&s->warm);
     sched_seqvec_free(&s->waiting);
     sched_seqvec_free(&s->running);
     free(s->snap_json);
@@ -125,13 +127,17 @@ void sched_stop(sched *s) {
  * Returns 1 when the scheduler must stop. */
 static int take_inbox(sched *s) {
     pthread_mutex_lock(&s->mu);
-    while (!s->stopping && !s->wake && s->inbox.n == 0 && s->waiting.n == 0 && s->running.n == 0)
+    while (!s->stopping && !s->wake && s->inbox.n == 0 && s->waiting.n == 0 && s->running.n == 0 &&
+           s->warm_inbox.n == 0 && s->warm.n == 0)
         pthread_cond_wait(&s->cv, &s->mu);
     s->wake = 0;
     int stop = s->stopping;
     int rc = 0;
     for (int i = 0; i < s->inbox.n && !rc; i++) rc = sched_seqvec_push(&s->waiting, s->inbox.v[i]);
     if (!rc) s->inbox.n = 0;
+    int taken = 0;
+    while (taken < s->warm_inbox.n && !sched_seqvec_push(&s->warm, s->warm_inbox.v[taken])) taken++;
+    for (int i = 0; i < taken; i++) sched_seqvec_remove(&s->warm_inbox, 0); /* the rest: later */
     pthread_mutex_unlock(&s->mu);
     return stop;
 }
@@ -222,13 +228,20 @@ static uint64_t salt_namespace(const char *salt) {
     return h ? h : 1;
 }
 
-static int check_params(const sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
-                        rs_err *e) {
+/* An empty prompt, or an id outside the vocabulary: RS_EINVAL. */
+static int check_ids(const sched *s, const int32_t *prompt, int n_prompt, rs_err *e) {
     if (!prompt || n_prompt <= 0) return rs_errf(e, RS_EINVAL, "the prompt is empty");
     for (int i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= s->vocab)
             return rs_errf(e, RS_EINVAL, "prompt token %d (id %d) is outside the vocabulary of %d",
                            i, prompt[i], s->vocab);
+    return 0;
+}
+
+static int check_params(const sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
+                        rs_err *e) {
+    int rc = check_ids(s, prompt, n_prompt, e);
+    if (rc) return rc;
     if (p->n < 1) return rs_errf(e, RS_EINVAL, "n must be at least 1 (got %d)", p->n);
     if (p->embed && p->n != 1)
         return rs_errf(e, RS_EINVAL, "an embedding has one choice (got n = %d)", p->n);
@@ -326,12 +339,56 @@ int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_para
     return 0;
 }
 
+/* A warming job: a request with no submitter (refs 1, never any event) and one WARM sequence;
+ * its prompt is the whole text to prefill. */
+int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, rs_err *e) {
+    if (!s->cfg.prefix_cache) return 0;
+    int rc = check_ids(s, tokens, n, e);
+    if (rc) return rc;
+    if (n >= s->cfg.ctx_size)
+        return rs_errf(e, RS_ETOOBIG, "warming: %d tokens, the context holds %d", n,
+                       s->cfg.ctx_size);
+    sched_request *r = sched_request_new();
+    if (!r) return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a warming job");
+    r->refs = 1;
+    r->warm = 1;
+    r->admitted = 1; /* never in the request queue's count */
+    r->ns = salt_namespace(cache_salt);
+    sched_params p = {.max_tokens = 1, .n = 1};
+    sched_seq *q = NULL;
+    if (copy_request(r, tokens, n, &p) || !(q = sched_seq_new(s, r, 0, 1))) {
+        sched_request_unref(r);
+        return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a warming job");
+    }
+    q->cls = SEQ_WARM;
+    r->n_live = 1;
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping)
+        rc = rs_errf(e, RS_ECANCELED, "the scheduler is shutting down");
+    else if (s->n_warm >= SCHED_MAX_WARM)
+        rc = rs_errf(e, RS_EFULL, "%d warming jobs are pending", s->n_warm);
+    else if (sched_seqvec_push(&s->warm_inbox, q))
+        rc = rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a warming job");
+    if (!rc) {
+        s->n_warm++;
+        s->wake = 1;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (rc) {
+        sched_seq_free(q);
+        sched_request_unref(r);
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- statistics */
 
 void sched_get_stats(sched *s, sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     *out = s->stats;
     out->waiting += s->inbox.n;
+    out->warm_queued = s->n_warm; /* submitted ones too, not only those the last step saw */
     pthread_mutex_unlock(&s->mu);
 }
 

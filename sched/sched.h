@@ -126,6 +126,16 @@ void sched_stop(sched *s);
 int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
                  sched_request **out, rs_err *e);
 
+/* Warm the prefix cache with tokens[0, n) (a conversation rendered as its next turn will
+ * send it) in the namespace of cache_salt: prefilled as low-priority work, only in steps
+ * where no request runs or waits, parked the moment one arrives, dropped when the pool is
+ * short; its KV goes into the tree as ordinary cached nodes that are evicted first (RT_COLD).
+ * Fire and forget (any thread): 0 when queued or when the prefix cache is off; RS_EINVAL (no
+ * tokens, an id outside the vocabulary), RS_ETOOBIG (n >= ctx_size), RS_EFULL (SCHED_MAX_WARM
+ * jobs pending), RS_ECANCELED (stopping), RS_ENOMEM. */
+#define SCHED_MAX_WARM 64
+int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, rs_err *e);
+
 /* Wait up to timeout_ms (0: do not wait; -1: forever) for the next event. Returns 1 with *ev
  * filled (caller frees with sched_event_free), 0 on time-out. */
 int sched_next_event(sched_request *r, sched_event *ev, int timeout_ms);
@@ -150,6 +160,12 @@ typedef struct sched_stats {
     int64_t preemptions;
     int32_t kv_blocks_private; /* blocks held only by running sequences (not by the tree);
                                   used == cached + private when the accounting is sound */
+    int64_t warm_tokens;       /* positions computed by warming jobs */
+    int64_t warm_hit_tokens;   /* prompt tokens live requests took from warmed blocks */
+    int64_t warm_steps;        /* steps that ran a warming chunk (never with a live row) */
+    int64_t warm_parks;        /* times a warming job yielded to a live request */
+    int64_t warm_dropped;      /* warming jobs dropped because the pool was short */
+    int warm_queued;           /* warming jobs not yet ended */
 } sched_stats;
 
 void sched_get_stats(sched *s, sched_stats *out);

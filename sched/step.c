@@ -1,7 +1,9 @@
 /* step.c — one scheduler step: cancel, admit, plan the batch (allocating KV, evicting and
  * preempting under memory pressure), run the forward pass, then sample and emit. Everything
  * here runs on the scheduler thread only. */
+#include <assert.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +51,32 @@ void sched_seq_free(sched_seq *q) {
     sched_stopper_free(&q->stopper);
     free(q->emb);
     free(q);
+}
+
+/* Which transitions the list in sched_int.h allows (from -> to). */
+static int allowed(sched_state from, sched_state to) {
+    switch (from) {
+    case SEQ_QUEUED:
+    case SEQ_REQUEUED:
+        return to == SEQ_PREFILL || to == SEQ_DECODE;
+    case SEQ_PREFILL:
+        return to != SEQ_QUEUED;
+    case SEQ_DECODE:
+        return to == SEQ_DECODE || to == SEQ_DONE || to == SEQ_REQUEUED;
+    case SEQ_DONE:
+        return 0;
+    }
+    return 0;
+}
+
+void sched_seq_set_state(sched_seq *q, sched_state to) {
+    assert(allowed(q->state, to)); /* a transition sched_int.h does not list: a scheduler bug */
+    q->state = to;
+}
+
+/* A running sequence's state from what is left to compute: one position is a decode row. */
+static void settle(sched_seq *q) {
+    sched_seq_set_state(q, q->toks.n - q->n_kv == 1 ? SEQ_DECODE : SEQ_PREFILL);
 }
 
 static int seq_slots(const sched_seq *q) {
@@ -100,6 +128,13 @@ static void fail_request(sched_request *r, int code, const char *msg) {
 
 /* The request's last event, then the scheduler's side lets go of it. */
 static void request_end(sched *s, sched_request *r) {
+    if (r->warm) { /* nobody reads a warming job: it only leaves the count */
+        pthread_mutex_lock(&s->mu);
+        s->n_warm--;
+        pthread_mutex_unlock(&s->mu);
+        sched_request_unref(r);
+        return;
+    }
     sched_event ev = {.step = s->steps};
     if (r->failed || (atomic_load(&r->cancel) && r->n_finished < r->p.n)) {
         ev.type = SCHED_EV_ERROR;
@@ -128,22 +163,38 @@ static void request_end(sched *s, sched_request *r) {
 
 /* Put the whole blocks of toks[0, n_kv) into the tree (KV computed is KV worth keeping) and
  * move the pin to the deepest inserted node. */
+/* How q's KV goes into the tree: a warming job's as cold nodes (evicted first, no LRU use). */
+static int insert_flags(const sched_seq *q) {
+    return q->cls == SEQ_WARM ? RT_COLD : 0;
+}
+
 static void seq_insert(sched *s, sched_seq *q) {
     int bs = s->cfg.block_size;
     if (!s->cfg.prefix_cache || q->n_kv / bs <= q->n_tree) return;
     rt_node *node = NULL;
     rs_err e = {0};
-    if (rt_insert(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, &node, &e)) return;
+    if (rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, insert_flags(q), &node,
+                     &e))
+        return;
     if (node) rt_pin(s->tree, node);
     if (q->node) rt_unpin(s->tree, q->node);
     q->node = node;
     q->n_tree = q->n_kv / bs;
 }
 
+/* Put all of toks[0, n_kv) into the tree, the partial last block too: the sequence is letting
+ * go of its blocks, so nothing writes that block again. */
+static void seq_keep(sched *s, sched_seq *q) {
+    if (!s->cfg.prefix_cache || q->n_kv <= q->n_tree * s->cfg.block_size) return;
+    rs_err e = {0};
+    rt_insert_ex(s->tree, q->req->ns, q->toks.v, q->n_kv, q->table.v, RT_TAIL | insert_flags(q),
+                 NULL, &e);
+}
+
 /* Give back everything the sequence holds in the pool and the tree. keep: insert its KV first
  * (not after a failure, whose KV may be incomplete). */
 static void seq_release_kv(sched *s, sched_seq *q, int keep) {
-    if (keep) seq_insert(s, q);
+    if (keep) seq_keep(s, q);
     if (q->node) rt_unpin(s->tree, q->node);
     q->node = NULL;
     for (int i = 0; i < q->table.n; i++) kv_release(&s->pool, q->table.v[i]);
@@ -169,6 +220,7 @@ static void preempt(sched *s, sched_seq *q) {
     int i = find(&s->running, q);
     sched_seqvec_remove(&s->running, i);
     seq_release_kv(s, q, 1);
+    sched_seq_set_state(q, SEQ_REQUEUED);
     if (sched_seqvec_insert(&s->waiting, 0, q)) {
         fail_request(q->req, RS_ENOMEM, "scheduler: out of memory while preempting");
         seq_end(s, q, END_FAILED);
@@ -194,6 +246,12 @@ static int ensure_blocks(sched *s, sched_seq *q, int upto) {
             if (rs_ivec_push(&q->table, b) == 0) continue;
             kv_release(&s->pool, b);
             fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for a block table");
+            return -1;
+        }
+        if (q->cls == SEQ_WARM) { /* the pool is short: warming gives up, keeping its KV */
+            sched_seqvec_remove(&s->running, find(&s->running, q));
+            s->warm_dropped++;
+            seq_end(s, q, END_CANCELED);
             return -1;
         }
         sched_seq *victim = s->running.v[s->running.n - 1]; /* the newest admission */
@@ -224,7 +282,7 @@ static int waits_for_prefill(const sched *s, const sched_seq *q, int matched) {
     int bs = s->cfg.block_size;
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *o = s->running.v[i];
-        if (o->req->ns != q->req->ns || o->toks.n - o->n_kv <= 1) continue;
+        if (o->req->ns != q->req->ns || o->state != SEQ_PREFILL) continue;
         int n = q->toks.n - 1 < o->toks.n ? q->toks.n - 1 : o->toks.n, l = 0;
         while (l < n && q->toks.v[l] == o->toks.v[l]) l++;
         int whole = l / bs * bs;
@@ -287,7 +345,7 @@ static int rank(sched *s, cand *c) {
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->waiting.v[i];
         c[i] = (cand){.q = q, .matched = peek_len(s, q), .order = i};
-        c[i].first = i == 0 && (q->admit_no > 0 || now - q->t_wait > s->cfg.max_wait_s);
+        c[i].first = i == 0 && (q->state == SEQ_REQUEUED || now - q->t_wait > s->cfg.max_wait_s);
     }
     qsort(c, (size_t)n, sizeof *c, cand_cmp);
     return n;
@@ -307,11 +365,47 @@ static rt_node *pin_exact(sched *s, sched_seq *q, int m, rt_node *node) {
     rt_node *exact = NULL;
     rs_err e = {0};
     if (m == 0) return NULL; /* a miss may still name a node it touched: nothing to protect */
-    if (node && rt_insert(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, &exact, &e) == 0 &&
+    if (node &&
+        rt_insert_ex(s->tree, q->req->ns, q->toks.v, m, s->match_blocks.v, insert_flags(q), &exact,
+                     &e) == 0 &&
         exact)
         node = exact;
     rt_pin(s->tree, node);
     return node;
+}
+
+/* A match that ended mid-block handed back the tree's block, which q must never write: take a
+ * private copy of it (copy-on-write; the slots past the match are overwritten as q computes
+ * them). The reference q holds keeps the source alive while allocation evicts. Returns 0, or
+ * -1 when no block was free (q then drops the partial block and recomputes those tokens). */
+static int copy_partial(sched *s, sched_seq *q) {
+    int32_t src = q->table.v[q->table.n - 1], b = alloc_block(s);
+    if (b >= 0) kv_copy(&s->pool, b, src);
+    kv_release(&s->pool, src);
+    if (b >= 0)
+        q->table.v[q->table.n - 1] = b;
+    else
+        q->table.n--;
+    return b >= 0 ? 0 : -1;
+}
+
+/* q takes the m matched tokens (s->match_blocks): pins what it holds, a reference to each
+ * block, a private copy of a partial last one; it then has m positions (fewer when no block
+ * was free for the copy) and the state for what is left. Returns the positions it has, or -1
+ * out of memory (nothing taken). */
+static int hold_match(sched *s, sched_seq *q, int m, rt_node *node) {
+    int bs = s->cfg.block_size;
+    if (rs_ivec_reserve(&q->table, s->match_blocks.n + 1)) return -1;
+    q->node = pin_exact(s, q, m / bs * bs, node);
+    for (int i = 0; i < s->match_blocks.n; i++) {
+        kv_retain(&s->pool, s->match_blocks.v[i]);
+        q->table.v[q->table.n++] = s->match_blocks.v[i];
+    }
+    if (m % bs && copy_partial(s, q)) m = m / bs * bs;
+    q->n_kv = m;
+    q->n_tree = m / bs;
+    settle(q);
+    return m;
 }
 
 /* Take q from waiting into running with its cached prefix pinned. Returns 0, or 1 when memory
@@ -327,19 +421,12 @@ static int admit_one(sched *s, int at) {
      * (it fits an empty pool by construction). */
     int64_t need = (q->toks.n + bs - 1) / bs - m / bs;
     if (s->running.n > 0 && need + m / bs + s->running.n > available_blocks(s)) return 1;
-    if (rs_ivec_reserve(&q->table, s->match_blocks.n + 1)) {
+    if ((m = hold_match(s, q, m, node)) < 0) {
         fail_request(r, RS_ENOMEM, "scheduler: out of memory for a block table");
         sched_seqvec_remove(&s->waiting, at);
         seq_end(s, q, END_FAILED);
         return 0;
     }
-    q->node = pin_exact(s, q, m, node);
-    for (int i = 0; i < s->match_blocks.n; i++) {
-        kv_retain(&s->pool, s->match_blocks.v[i]);
-        q->table.v[q->table.n++] = s->match_blocks.v[i];
-    }
-    q->n_kv = m;
-    q->n_tree = m / bs;
     if (!r->admitted) {
         r->admitted = 1;
         r->cached_tokens = m;
@@ -377,6 +464,60 @@ static void admit(sched *s) {
     }
 }
 
+/* ---------------------------------------------------------------- warming */
+
+/* A request is running or waiting: warming must not run this step. */
+static int live_present(const sched *s) {
+    if (s->waiting.n > 0) return 1;
+    for (int i = 0; i < s->running.n; i++)
+        if (s->running.v[i]->cls == SEQ_LIVE) return 1;
+    return 0;
+}
+
+/* Yield: a running warming job goes back to the front of `warm`, its KV into the tree (cold),
+ * from where it resumes when the server is idle again. */
+static void park_warm(sched *s) {
+    for (int i = 0; i < s->running.n;) {
+        sched_seq *q = s->running.v[i];
+        if (q->cls != SEQ_WARM) {
+            i++;
+            continue;
+        }
+        sched_seqvec_remove(&s->running, i);
+        seq_release_kv(s, q, 1);
+        sched_seq_set_state(q, SEQ_REQUEUED);
+        s->warm_parks++;
+        if (sched_seqvec_insert(&s->warm, 0, q)) seq_end(s, q, END_FAILED);
+    }
+}
+
+/* Start the next warming job when nothing live runs or waits: it matches its whole text
+ * (no position needs logits) without counting a lookup or refreshing LRU; a job already in
+ * the tree ends at once, one whose uncached part the pool cannot give is dropped. */
+static void admit_warm(sched *s) {
+    int bs = s->cfg.block_size;
+    if (s->running.n > 0) return; /* one warming job at a time, and never beside a live one */
+    while (s->warm.n > 0) {
+        sched_seq *q = s->warm.v[0];
+        sched_seqvec_remove(&s->warm, 0);
+        rt_node *node = NULL;
+        s->match_blocks.n = 0;
+        int m = rt_match_ex(s->tree, q->req->ns, q->toks.v, q->toks.n, RT_COLD, &s->match_blocks,
+                            &node);
+        if (m < 0) m = 0, node = NULL, s->match_blocks.n = 0;
+        int64_t need = (q->toks.n + bs - 1) / bs - m / bs;
+        int done = m == q->toks.n, fits = need + m / bs <= available_blocks(s);
+        if (!done && !fits) s->warm_dropped++;
+        if (done || !fits || hold_match(s, q, m, node) < 0) {
+            seq_end(s, q, END_FINISHED); /* holds nothing: nothing is inserted */
+            continue;
+        }
+        q->admit_no = ++s->admit_counter;
+        if (sched_seqvec_push(&s->running, q)) seq_end(s, q, END_FAILED);
+        return;
+    }
+}
+
 /* ---------------------------------------------------------------- cancellation */
 
 static int doomed(const sched_seq *q) {
@@ -396,6 +537,11 @@ static void drop_doomed(sched *s, sched_seqvec *a) {
 }
 
 void sched_drop_all(sched *s) {
+    while (s->warm.n > 0) {
+        sched_seq *q = s->warm.v[s->warm.n - 1];
+        s->warm.n--;
+        seq_end(s, q, END_FAILED);
+    }
     for (int pass = 0; pass < 2; pass++) {
         sched_seqvec *a = pass ? &s->waiting : &s->running;
         for (int i = 0; i < a->n; i++)
@@ -420,7 +566,7 @@ static int prefill_left(const sched *s) {
     for (int i = 0; i < s->running.n; i++) {
         const sched_seq *q = s->running.v[i];
         if (!q->chunk) continue;
-        if (q->toks.n - q->n_kv == 1)
+        if (q->state == SEQ_DECODE)
             decoding = 1;
         else
             prefill += q->chunk;
@@ -440,11 +586,12 @@ static void plan(sched *s) {
             sched_seq *q = s->running.v[i];
             int rem = q->toks.n - q->n_kv, budget = pass ? prefill_left(s) : budget_left(s);
             if (budget <= 0) return;
-            if ((pass == 0) != (rem == 1) || q->chunk) {
+            if ((pass == 0) != (q->state == SEQ_DECODE) || q->chunk) {
                 i++;
                 continue;
             }
             int chunk = rem < budget ? rem : budget;
+            if (q->cls == SEQ_WARM && chunk > s->cfg.mixed_prefill) chunk = s->cfg.mixed_prefill;
             if (ensure_blocks(s, q, q->n_kv + chunk) == 0) q->chunk = chunk;
             if (find(&s->running, q) >= 0) i++; /* else preempted: v[i] is the next one */
         }
@@ -561,9 +708,7 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
         if (ok && q->n_kv % bs) {
             int32_t b = alloc_block(s);
             if (b >= 0 && rs_ivec_push(&k->table, b) == 0)
-                memcpy(s->pool.mem + (size_t)b * s->pool.block_bytes,
-                       s->pool.mem + (size_t)q->table.v[whole] * s->pool.block_bytes,
-                       s->pool.block_bytes);
+                kv_copy(&s->pool, b, q->table.v[whole]);
             else {
                 if (b >= 0) kv_release(&s->pool, b);
                 ok = 0;
@@ -576,7 +721,9 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
             if (k->node) rt_pin(s->tree, k->node);
             memcpy(s->rowcopy, logits, (size_t)s->vocab * sizeof *logits);
             k->admit_no = ++s->admit_counter;
+            k->state = SEQ_PREFILL; /* born running at the end of the prompt it shares */
             if (!sample_emit(s, k, s->rowcopy)) {
+                settle(k);
                 if (sched_seqvec_push(&s->running, k) == 0) continue;
                 fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
             }
@@ -584,7 +731,7 @@ static void fork_choices(sched *s, sched_seq *q, const float *logits) {
             continue;
         }
         seq_release_kv(s, k, 0);
-        k->admit_no = 1; /* counts as preempted: first in line */
+        k->state = SEQ_REQUEUED; /* born waiting, first in line like a preempted one */
         if (sched_seqvec_insert(&s->waiting, 0, k)) {
             fail_request(r, RS_ENOMEM, "scheduler: out of memory forking choices");
             seq_end(s, k, END_FAILED);
@@ -603,7 +750,8 @@ static int forward(sched *s) {
     for (int i = 0; i < s->running.n; i++) {
         sched_seq *q = s->running.v[i];
         if (!q->chunk || n == s->cfg.max_batch) continue; /* admission keeps n <= max_batch */
-        int last = q->n_kv + q->chunk == q->toks.n, embed = q->req->p.embed;
+        int last = q->cls == SEQ_LIVE && q->n_kv + q->chunk == q->toks.n, /* wants logits */
+            embed = q->req->p.embed;
         s->rows[n] = q;
         s->batch[n] =
             (eng_seq){.tokens = q->toks.v + q->n_kv,
@@ -671,9 +819,11 @@ static void emit_embedding(sched *s, sched_seq *q) {
 /* After the forward pass: advance each row, insert finished prefill blocks, sample (or pool,
  * for an embedding). */
 static void absorb(sched *s, int n) {
+    int warm = 0;
     for (int i = 0; i < n; i++) {
         sched_seq *q = s->rows[i];
-        int prefill = q->chunk > 1 || !q->forked;
+        int prefill = q->chunk > 1 || !q->forked || q->cls == SEQ_WARM;
+        if (q->cls == SEQ_WARM) s->warm_tokens += q->chunk, warm = 1;
         q->n_kv += q->chunk;
         q->chunk = 0;
         if (prefill) seq_insert(s, q);
@@ -682,34 +832,63 @@ static void absorb(sched *s, int n) {
                 fail_request(q->req, RS_ENOMEM, "scheduler: out of memory for an embedding");
             else if (q->n_kv == q->toks.n) {
                 emit_embedding(s, q);
-                q->chunk = -1; /* finished: swept below */
-            }
+                sched_seq_set_state(q, SEQ_DONE); /* finished: swept below */
+            } else
+                settle(q);
             continue;
         }
-        if (q->n_kv < q->toks.n) continue;
+        if (q->n_kv < q->toks.n) {
+            settle(q);
+            continue;
+        }
+        if (q->cls == SEQ_WARM) { /* every position computed: its KV goes to the tree */
+            sched_seq_set_state(q, SEQ_DONE);
+            continue;
+        }
         float *row = (float *)s->batch[i].logits;
         if (!q->forked) fork_choices(s, q, row);
-        if (sample_emit(s, q, row)) q->chunk = -1; /* finished: swept below */
+        if (sample_emit(s, q, row))
+            sched_seq_set_state(q, SEQ_DONE); /* finished: swept below */
+        else
+            settle(q);
     }
     for (int i = 0; i < s->running.n;) {
         sched_seq *q = s->running.v[i];
-        if (q->chunk != -1 && !q->req->failed) {
+        if (q->state != SEQ_DONE && !q->req->failed) {
             i++;
             continue;
         }
         sched_seqvec_remove(&s->running, i);
         seq_end(s, q, q->req->failed ? END_FAILED : END_FINISHED);
     }
+    s->warm_steps += warm;
+}
+
+/* The invariants of sched_int.h after every step, in the builds that define RS_SCHED_CHECK
+ * (the sanitizer modes); a violation aborts with its number and message. */
+static void check_step(sched *s) {
+#ifdef RS_SCHED_CHECK
+    rs_err e = {0};
+    if (sched_check(s, &e)) {
+        fprintf(stderr, "scheduler invariant %s (step %lld)\n", e.msg, (long long)s->steps);
+        abort();
+    }
+#else
+    (void)s;
+#endif
 }
 
 void sched_step(sched *s) {
     drop_doomed(s, &s->running);
     drop_doomed(s, &s->waiting);
+    if (live_present(s)) park_warm(s); /* warming yields at every step */
     admit(s);
+    if (!live_present(s)) admit_warm(s);
     plan(s);
     int n = forward(s);
     absorb(s, n);
     drop_doomed(s, &s->running);
+    check_step(s);
 }
 
 /* ---------------------------------------------------------------- statistics */
@@ -754,8 +933,14 @@ void sched_publish_stats(sched *s) {
         .cache_nodes = rs.nodes,
         .preemptions = s->preemptions,
         .kv_blocks_private = count_private(s),
+        .warm_tokens = s->warm_tokens,
+        .warm_hit_tokens = rs.warm_hit_tokens,
+        .warm_steps = s->warm_steps,
+        .warm_parks = s->warm_parks,
+        .warm_dropped = s->warm_dropped,
     };
     pthread_mutex_lock(&s->mu);
+    st.warm_queued = s->n_warm;
     s->stats = st;
     pthread_mutex_unlock(&s->mu);
 }

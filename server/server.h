@@ -58,6 +58,8 @@ typedef struct srv_config {
     int max_conns;         /* connections served normally, in all */
     int conn_reserve;      /* connections beyond max_conns answered fast (/health or 503) */
     int max_conns_per_client; /* connections from one client address (more are refused) */
+    int warm_next_turn;       /* 1: after a chat completion, prefill the conversation as its next
+                                 request will send it (srv_warm.c), from spare capacity */
 } srv_config;
 
 /* The one owner of every default: a zero field of a srv_config given to srv_start takes the
@@ -83,6 +85,8 @@ typedef struct srv_backend {
     /* sched_cache_json: the radix tree as JSON (*out malloc'd) for GET /v1/cache; NULL: the
      * backend has no tree to show (the answer then carries the summary only) */
     int (*cache_json)(void *ctx, int max_tokens, char **out, rs_err *e);
+    /* sched_warm: prefill ids into the prefix cache as low-priority work; NULL: no warming */
+    int (*warm)(void *ctx, const int32_t *ids, int n, const char *cache_salt, rs_err *e);
 } srv_backend;
 
 /* What the server knows of the served model. */

@@ -53,6 +53,11 @@ typedef struct srv_job {
     double t_out;                /* when bytes were last handed over (heartbeats) */
     char *echo[API_MAX_CHOICES]; /* completions with echo: each prompt's text (owned) */
     srv_resp *resp;              /* /v1/responses: its output state (owned), else NULL */
+    cJSON *warm_req;     /* chat with warming: the template input to render the next turn from
+                            (owned; NULL: no warming, e.g. n > 1 or the answer called tools) */
+    char *warm_salt;     /* its cache_salt (owned, NULL: shared) */
+    api_buf warm_answer; /* choice 0's content so far, as the client will send it back */
+    int done_ok;         /* every DONE arrived: the answer is complete */
 } srv_job;
 
 /* ---------------------------------------------------------------- prompt -> scheduler */
@@ -185,6 +190,11 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, const char *pr
 
 static void job_free(srv_job *j) {
     if (!j) return;
+    if (j->warm_req && j->done_ok)
+        srv_warm_next_turn(j->s, j->warm_req, api_buf_str(&j->warm_answer), j->warm_salt);
+    cJSON_Delete(j->warm_req);
+    free(j->warm_salt);
+    api_buf_free(&j->warm_answer);
     for (int i = 0; i < j->n_req; i++) j->s->be.request_free(j->r[i]); /* cancels the running */
     if (j->n_req) atomic_fetch_sub(&j->s->active, 1);
     for (int i = 0; i < API_MAX_CHOICES; i++) {
@@ -276,6 +286,12 @@ static void job_text(srv_job *j, int idx, const char *text, api_lp *lp, const ch
     if (finish && j->chat && chat_reader_n_calls(&j->rd[idx]) && !strcmp(finish, "stop"))
         finish = "tool_calls";
     int n_calls = cJSON_GetArraySize(calls);
+    if (idx == 0 && j->warm_req) {
+        if (n_calls || api_buf_append(&j->warm_answer, api_buf_str(&c), c.n)) {
+            cJSON_Delete(j->warm_req); /* tool calls render their own way: no guessing */
+            j->warm_req = NULL;
+        }
+    }
     if (j->resp) {
         api_rs_feed(&j->resp->st, api_buf_str(&r), api_buf_str(&c), calls,
                     j->stream ? &j->out : NULL);
@@ -329,6 +345,7 @@ static void job_done(srv_job *j, int ri, const sched_event *ev) {
     j->usage.completion_tokens += ev->completion_tokens;
     if (++j->n_req_done < j->n_req) return;
     j->finished = 1;
+    j->done_ok = 1;
     double now = rs_now(), first = j->t_first ? j->t_first : now;
     j->usage.timed = 1;
     j->usage.prompt_ms = (first - j->c->t0) * 1e3;
@@ -579,6 +596,10 @@ enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_
         chat_reader_init(&j->rd[i], s->model.chat, req->tpl, text, base);
     }
     free(text);
+    if (!resp && s->cfg.warm_next_turn && j->n == 1) { /* best effort: no memory, no warming */
+        j->warm_req = cJSON_Duplicate(req->tpl, 1);
+        j->warm_salt = req->gen.cache_salt ? strdup(req->gen.cache_salt) : NULL;
+    }
     enum MHD_Result ret = run(j, conn, &req->gen, &ids, 1, param);
     rs_ivec_free(&ids);
     return ret;

@@ -154,6 +154,12 @@ int srv_prompt_ids(srv *s, const api_prompt *p, const char *param, rs_ivec *ids,
 /* The client's socket hung up (POLLRDHUP); fd < 0: never. */
 int srv_client_gone(int fd);
 
+/* Turn-aware warming (srv_warm.c): render the request's conversation with the answer as an
+ * assistant message, as the next request will render it, tokenize it and hand it to the
+ * backend's warm (errors are dropped: warming is best effort). tpl_req is the template input
+ * the request was rendered from (api_chat_request.tpl). */
+void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const char *cache_salt);
+
 /* Generation routes (srv_gen.c, srv_embed.c). */
 enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn);
 enum MHD_Result srv_completions(srv_conn *c, struct MHD_Connection *conn);

@@ -104,6 +104,19 @@ static void put_sched(api_buf *o, const sched_stats *st) {
     put_metric(o, "radixserve_cache_nodes", "gauge", "Radix-tree nodes", (double)st->cache_nodes);
     put_metric(o, "radixserve_preemptions_total", "counter", "Sequences preempted for memory",
                (double)st->preemptions);
+    put_metric(o, "radixserve_warm_tokens_computed_total", "counter",
+               "Positions prefilled by next-turn warming (spare capacity only)",
+               (double)st->warm_tokens);
+    put_metric(o, "radixserve_warm_tokens_hit_total", "counter",
+               "Prompt tokens later served from blocks warming computed",
+               (double)st->warm_hit_tokens);
+    put_metric(o, "radixserve_warm_steps_total", "counter",
+               "Steps that ran a warming chunk (never beside a request)", (double)st->warm_steps);
+    put_metric(o, "radixserve_warm_yields_total", "counter",
+               "Times warming was parked for an arriving request", (double)st->warm_parks);
+    put_metric(o, "radixserve_warm_dropped_total", "counter",
+               "Warming jobs dropped because the KV pool was short", (double)st->warm_dropped);
+    put_metric(o, "radixserve_warm_queue", "gauge", "Warming jobs pending", st->warm_queued);
 }
 
 char *srv_metrics_text(srv_metrics *m, const sched_stats *st) {

@@ -25,6 +25,10 @@ static int b_cache_json(void *ctx, int max_tokens, char **out, rs_err *e) {
     return sched_cache_json(((srv_sched_ctx *)ctx)->s, max_tokens, out, e);
 }
 
+static int b_warm(void *ctx, const int32_t *ids, int n, const char *cache_salt, rs_err *e) {
+    return sched_warm(((srv_sched_ctx *)ctx)->s, ids, n, cache_salt, e);
+}
+
 void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
     be->ctx = ctx;
     be->submit = b_submit;
@@ -36,4 +40,5 @@ void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
     be->encode = b_encode;
     be->decode = b_decode;
     be->cache_json = b_cache_json;
+    be->warm = b_warm;
 }

@@ -67,13 +67,13 @@ static void test_match_insert_split(void) {
                b.v[2] == 2,
            "full match returns all blocks in order");
     b.n = 0;
-    TAP_OK(rt_match(t, 0, a, 11, &b, &node) == 8 && node == leaf && b.n == 2,
-           "fully cached prompt asked as n-1: the last block is left to recompute privately");
+    TAP_OK(rt_match(t, 0, a, 11, &b, &node) == 11 && node == leaf && b.n == 3 && b.v[2] == 2,
+           "fully cached prompt asked as n-1: 11 tokens, the last block's 3 to copy");
     rt_get_stats(t, &s);
     TAP_OK(s.nodes == 1, "a match ending inside an edge does not split it");
     b.n = 0;
-    TAP_OK(rt_match(t, 0, a, 7, &b, &node) == 4 && node == leaf,
-           "a prompt that is a prefix of a cached one matches its whole blocks");
+    TAP_OK(rt_match(t, 0, a, 7, &b, &node) == 7 && node == leaf && b.n == 2,
+           "a prompt that is a prefix of a cached one matches every token (mid-block)");
     memcpy(c, a, sizeof a);
     fill(c + 12, 2, 8);
     b.n = 0;
@@ -81,7 +81,8 @@ static void test_match_insert_split(void) {
            "a longer prompt matches the cached sequence");
     c[6] = 1500; /* diverge inside block 1 */
     b.n = 0;
-    TAP_OK(rt_match(t, 0, c, 20, &b, &node) == 4 && b.n == 1, "divergence mid-block: whole blocks");
+    TAP_OK(rt_match(t, 0, c, 20, &b, &node) == 6 && b.n == 2,
+           "divergence mid-block: the whole block, then 2 tokens of the next");
     char r[512];
     TAP_OK(tc_insert(t, &p, 0, c, 20, &node) == 0, "insert a sequence diverging in block 1");
     render(t, 0, r);
@@ -259,19 +260,19 @@ static void test_stats_and_snapshot(void) {
     int32_t a[12];
     fill(a, 1, 12);
     TAP_OK(tc_request(t, &p, 0, a, 10, 12) == 0, "cold request");
-    TAP_OK(tc_request(t, &p, 0, a, 12, 12) == 8, "warm: 8 of 11 asked tokens hit");
+    TAP_OK(tc_request(t, &p, 0, a, 12, 12) == 11, "warm: all 11 asked tokens hit");
     rt_stats s;
     rt_get_stats(t, &s);
-    TAP_OK(s.lookups == 2 && s.hit_tokens == 8 && s.miss_tokens == 9 + 3,
-           "lookups 2, hit 8, miss 12 (got %lld %lld %lld)", (long long)s.lookups,
+    TAP_OK(s.lookups == 2 && s.hit_tokens == 11 && s.miss_tokens == 9,
+           "lookups 2, hit 11, miss 9 (got %lld %lld %lld)", (long long)s.lookups,
            (long long)s.hit_tokens, (long long)s.miss_tokens);
     TAP_OK(s.used_blocks == 3 && s.pinned_blocks == 0, "after both requests only the tree holds");
-    TAP_OK(rt_peek(t, 0, a, 12) == 12 && rt_peek(t, 0, a, 7) == 4 && rt_peek(t, 1, a, 12) == 0 &&
+    TAP_OK(rt_peek(t, 0, a, 12) == 12 && rt_peek(t, 0, a, 7) == 7 && rt_peek(t, 1, a, 12) == 0 &&
                rt_peek(t, 0, a, -1) == RS_EINVAL,
            "peek gives match lengths");
     rt_stats s2;
     rt_get_stats(t, &s2);
-    TAP_OK(s2.lookups == 2 && s2.hit_tokens == 8, "peek counts no lookups and no hits");
+    TAP_OK(s2.lookups == 2 && s2.hit_tokens == 11, "peek counts no lookups and no hits");
     rt_node *n;
     rs_ivec b = {0};
     rt_match(t, 0, a, 12, &b, &n);
@@ -327,7 +328,49 @@ static void test_many_children(void) {
     tc_teardown(&p, t);
 }
 
+/* Warming's cold inserts: new leaves are evicted before everything else, a cold match counts
+ * nothing, and a live match through warm blocks counts them once as warm hits. */
+static void test_cold(void) {
+    kv_pool p;
+    rt_tree *t;
+    tc_setup(&p, &t, BS, 16);
+    int32_t a[8], b[8], c[8];
+    fill(a, 1, 8);
+    fill(b, 2, 8);
+    fill(c, 3, 8);
+    rt_node *n;
+    TAP_OK(tc_insert(t, &p, 0, a, 8, &n) == 0, "cold: insert A (live)");
+    int32_t blk[2];
+    rs_err e = {0};
+    rt_alloc_blocks(t, 2, blk, NULL);
+    TAP_OK(rt_insert_ex(t, 0, b, 8, blk, RT_COLD, NULL, &e) == 0, "cold: insert B (warming)");
+    kv_release_n(&p, blk, 2);
+    TAP_OK(tc_insert(t, &p, 0, c, 8, &n) == 0, "cold: insert C (live, after B)");
+    rs_ivec got = {0};
+    rt_stats s0, s1;
+    rt_get_stats(t, &s0);
+    TAP_OK(rt_match_ex(t, 0, b, 7, RT_COLD, &got, &n) == 7, "cold match sees B");
+    rt_get_stats(t, &s1);
+    TAP_OK(s1.lookups == s0.lookups && s1.hit_tokens == s0.hit_tokens && s1.warm_hit_tokens == 0,
+           "a cold match counts nothing");
+    TAP_OK(rt_evict(t, 1) == 2 && rt_peek(t, 0, b, 8) == 0 && rt_peek(t, 0, a, 8) == 8,
+           "B (cold) is evicted first although A is older");
+    rt_alloc_blocks(t, 2, blk, NULL);
+    rt_insert_ex(t, 0, b, 8, blk, RT_COLD, NULL, &e);
+    kv_release_n(&p, blk, 2);
+    got.n = 0;
+    TAP_OK(rt_match(t, 0, b, 7, &got, &n) == 7, "a live match through warmed B");
+    got.n = 0;
+    rt_match(t, 0, b, 7, &got, &n);
+    rt_get_stats(t, &s1);
+    TAP_OK(s1.warm_hit_tokens == 7, "warm hits counted once: %lld", (long long)s1.warm_hit_tokens);
+    TAP_OK(rt_check(t, &e) == 0, "tree invariants: %s", e.msg);
+    rs_ivec_free(&got);
+    tc_teardown(&p, t);
+}
+
 int main(void) {
+    test_cold();
     test_empty();
     test_match_insert_split();
     test_pin_and_evict();

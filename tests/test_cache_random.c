@@ -126,7 +126,22 @@ static void m_pin(model *m, uint64_t ns, const int32_t *tok, int k, int d) {
     for (int j = 1; j <= k; j++) m->e[m_find(m, ns, tok, j)].pin += d;
 }
 
-/* rt_match's expected result; *end_k / end_tok name the node to pin (0 on a miss). */
+/* Tokens of the block after the k matched whole ones that the query tok[k*BS, n) shares at
+ * most: the longest common prefix with any cached block continuing that path (< BS). */
+static int m_partial(const model *m, uint64_t ns, const int32_t *tok, int k, int n) {
+    int best = 0, rl = n - k * BS < BS ? n - k * BS : BS;
+    for (int i = 0; i < m->n; i++) {
+        const ment *e = &m->e[i];
+        if (e->ns != ns || e->k != k + 1 || memcmp(e->tok, tok, sizeof *tok * k * BS)) continue;
+        int l = 0;
+        while (l < rl && e->tok[k * BS + l] == tok[k * BS + l]) l++;
+        if (l > best) best = l;
+    }
+    return best;
+}
+
+/* rt_match's expected result (whole blocks; the partial rest is m_partial, checked apart);
+ * *end_k / end_tok name the node to pin (0 on a miss). */
 static int m_match(model *m, uint64_t ns, const int32_t *tok, int n, int32_t *blocks, int *end_k,
                    int32_t *end_tok) {
     int k = m_matched(m, ns, tok, n / BS);
@@ -199,6 +214,19 @@ static int m_alloc(model *m, int n) {
     return m_free(m) < n ? RS_EFULL : 0;
 }
 
+/* The partial block a match handed back really holds the matched tokens: a cached block of
+ * the same path whose first l tokens are the query's. */
+static int m_partial_ok(const model *m, uint64_t ns, const int32_t *tok, int k, int l,
+                        int32_t block) {
+    for (int i = 0; i < m->n; i++) {
+        const ment *e = &m->e[i];
+        if (e->block == block && e->ns == ns && e->k == k + 1 &&
+            !memcmp(e->tok, tok, sizeof *tok * (size_t)(k * BS + l)))
+            return 1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ comparison */
 
 static int expect(int cond, long op, const char *what) {
@@ -238,6 +266,8 @@ static void compare(const rt_tree *t, const kv_pool *p, const model *m, long op)
     ok &= expect(s.stats.cached_blocks == m->n && s.stats.pinned_blocks == pinned, op,
                  "cached/pinned block stats");
     ok &= expect(s.clock == m->clock, op, "clock");
+    rs_err e = {0};
+    ok &= expect(rt_check(t, &e) == 0, op, e.msg);
     for (int b = 0; b < POOL && ok; b++)
         ok &= expect(p->ref[b] == m->ref[b], op, "pool refcount != cache + sequences");
     rt_snapshot_free(&s);
@@ -267,10 +297,13 @@ static void op_start(rt_tree *t, kv_pool *p, model *m, seq *q, long op) {
     int32_t want[MAXT];
     int end_k;
     int hit = m_match(m, q->ns, q->tok, ask, want, &end_k, q->pin_tok);
+    int part = m_partial(m, q->ns, q->tok, hit / BS, ask);
     q->table.n = 0;
     int got = rt_match(t, q->ns, q->tok, ask, &q->table, &q->node);
-    expect(got == hit && q->table.n == hit / BS &&
-               (hit == 0 || !memcmp(q->table.v, want, sizeof *want * (size_t)q->table.n)) &&
+    expect(got == hit + part && q->table.n == hit / BS + (part > 0) &&
+               (hit == 0 || !memcmp(q->table.v, want, sizeof *want * (size_t)(hit / BS))) &&
+               (part == 0 ||
+                m_partial_ok(m, q->ns, q->tok, hit / BS, part, q->table.v[q->table.n - 1])) &&
                (q->node != NULL) == (end_k > 0),
            op, "match result");
     rt_pin(t, q->node);
@@ -278,6 +311,19 @@ static void op_start(rt_tree *t, kv_pool *p, model *m, seq *q, long op) {
     if (end_k) m_pin(m, q->ns, q->pin_tok, end_k, +1);
     kv_retain_n(p, q->table.v, q->table.n);
     for (int i = 0; i < q->table.n; i++) m->ref[q->table.v[i]]++;
+    if (part == 0) return;
+    /* Copy-on-write of the partial block, as the scheduler does (the model evicts alike). */
+    int32_t src = q->table.v[q->table.n - 1];
+    int want_rc = m_alloc(m, 1);
+    int rc = tc_copy_last(t, p, &q->table);
+    expect(rc == want_rc, op, "copy-on-write allocation status");
+    m->ref[src]--;
+    if (rc) { /* no block for the copy: the match ends at its whole blocks */
+        kv_release(p, src);
+        q->table.n--;
+        return;
+    }
+    m->ref[q->table.v[q->table.n - 1]] = 1;
 }
 
 /* Decode a few tokens, allocate the blocks they need, insert, move the pin to the new end. */
@@ -327,16 +373,133 @@ static void op_lookup(rt_tree *t, model *m, long op) {
     int32_t want[MAXT], end_tok[MAXT];
     int end_k;
     int hit = m_match(m, ns, q.tok, q.n, want, &end_k, end_tok);
+    int part = m_partial(m, ns, q.tok, hit / BS, q.n);
     rt_node *node;
     int peek = rt_peek(t, ns, q.tok, q.n);
     int got = rt_match(t, ns, q.tok, q.n, &q.table, &node);
-    expect(got == hit && peek == hit &&
-               (hit == 0 || !memcmp(q.table.v, want, sizeof *want * (size_t)(hit / BS))),
+    expect(got == hit + part && peek == got &&
+               (hit == 0 || !memcmp(q.table.v, want, sizeof *want * (size_t)(hit / BS))) &&
+               (part == 0 || m_partial_ok(m, ns, q.tok, hit / BS, part, q.table.v[hit / BS])),
            op, "lookup result");
     rs_ivec_free(&q.table);
 }
 
+/* ------------------------------------------------------------------ token-granular tails */
+
+/* A second workload for partial blocks (RT_TAIL inserts, mid-block matches, leaves that grow):
+ * the model is the set of inserted token sequences, and a match must return the longest
+ * common prefix with any of them, token for token. Every position's K slot is written with a
+ * hash of the prefix it ends, so a returned block (shared or copied) is checked to hold the
+ * query's own prefix at every matched slot. The pool is cleared (everything evicted) when it
+ * runs low, and the model with it. */
+enum { TBS = 4, TPOOL = 400, TMAXT = 26, TSEQ = 64, TOPS = 20000 };
+
+static float prefix_hash(const int32_t *tok, int p) {
+    uint32_t h = 2166136261u;
+    for (int i = 0; i <= p; i++) h = (h ^ (uint32_t)tok[i]) * 16777619u;
+    return (float)(h & 0xFFFFF); /* exact in a float */
+}
+
+static float *slot(kv_pool *p, int32_t block, int j) {
+    return (float *)kv_tile(p, block, 0, 0, 0) + j;
+}
+
+typedef struct tseq {
+    uint64_t ns;
+    int32_t tok[TMAXT];
+    int n;
+} tseq;
+
+static int t_lcp_max(const tseq *set, int n_set, uint64_t ns, const int32_t *q, int n) {
+    int best = 0;
+    for (int i = 0; i < n_set; i++) {
+        if (set[i].ns != ns) continue;
+        int l = 0;
+        while (l < n && l < set[i].n && set[i].tok[l] == q[l]) l++;
+        if (l > best) best = l;
+    }
+    return best;
+}
+
+/* Match as the scheduler does (copying a partial block), compute the rest, insert (with the
+ * tail or not), release. Checks the match against the model and the slots it handed back. */
+static int t_request(rt_tree *t, kv_pool *p, tseq *set, int *n_set, const tseq *q, int flags) {
+    rs_ivec table = {0};
+    rt_node *node = NULL;
+    int ok = 1;
+    int m = rt_match(t, q->ns, q->tok, q->n, &table, &node);
+    ok &= m == t_lcp_max(set, *n_set, q->ns, q->tok, q->n) && rt_peek(t, q->ns, q->tok, q->n) == m;
+    for (int i = 0; i < m && ok; i++)
+        ok &= *slot(p, table.v[i / TBS], i % TBS) == prefix_hash(q->tok, i);
+    rt_pin(t, node);
+    kv_retain_n(p, table.v, table.n);
+    int need = (q->n + TBS - 1) / TBS - table.n;
+    ok &= rs_ivec_reserve(&table, table.n + need + 1) == 0;
+    if (ok && m % TBS) ok &= tc_copy_last(t, p, &table) == 0;
+    ok &= ok && rt_alloc_blocks(t, need, table.v + table.n, NULL) == 0;
+    if (ok) {
+        table.n += need;
+        for (int i = m; i < q->n; i++) *slot(p, table.v[i / TBS], i % TBS) = prefix_hash(q->tok, i);
+        rs_err e = {0};
+        ok &= rt_insert_ex(t, q->ns, q->tok, q->n, table.v, flags, NULL, &e) == 0;
+        int kept = flags & RT_TAIL ? q->n : q->n / TBS * TBS;
+        if (kept > 0 && *n_set < TOPS) {
+            set[*n_set] = *q;
+            set[(*n_set)++].n = kept;
+        }
+    }
+    rt_unpin(t, node);
+    kv_release_n(p, table.v, table.n);
+    rs_ivec_free(&table);
+    return ok;
+}
+
+static void test_tails(void) {
+    kv_pool p;
+    rt_tree *t;
+    TAP_OK(tc_setup(&p, &t, TBS, TPOOL) == 0, "tails: pool and tree");
+    tseq *set = calloc(TOPS, sizeof *set), recent[TSEQ] = {{0}};
+    int n_set = 0, ok = 1, mid = 0, clears = 0;
+    for (long op = 0; op < TOPS && ok; op++) {
+        tseq q = {.ns = rnd(4) == 0};
+        const tseq *b = &recent[rnd(TSEQ)];
+        if (rnd(10) < 8 && b->n) { /* a prefix of a recent one, then new tokens */
+            q.ns = b->ns;
+            q.n = (int)rnd((uint32_t)b->n + 1);
+            memcpy(q.tok, b->tok, sizeof *q.tok * (size_t)q.n);
+        }
+        int target = q.n + (int)rnd(TMAXT - q.n + 1);
+        while (q.n < target) q.tok[q.n++] = (int32_t)rnd(3);
+        if (q.n == 0) continue;
+        int lcp = t_lcp_max(set, n_set, q.ns, q.tok, q.n);
+        mid += lcp % TBS != 0;
+        ok &= t_request(t, &p, set, &n_set, &q, (rnd(4) ? RT_TAIL : 0) | (rnd(3) ? 0 : RT_COLD));
+        recent[rnd(TSEQ)] = q;
+        rs_err e = {0};
+        if (!(ok &= rt_check(t, &e) == 0)) TAP_DIAG("op %ld: %s", op, e.msg);
+        rt_stats s;
+        rt_get_stats(t, &s);
+        ok &= s.used_blocks == s.cached_blocks && s.pinned_blocks == 0;
+        if (s.free_blocks < 16) {
+            rt_evict(t, TPOOL);
+            n_set = 0;
+            clears++;
+            ok &= p.n_free == TPOOL;
+        }
+        if (!ok) TAP_DIAG("op %ld failed (%d cached sequences)", op, n_set);
+    }
+    TAP_OK(ok,
+           "tails: %d requests, each match == the longest common prefix with what was "
+           "inserted, every matched slot holds its own prefix's K, tree invariants hold",
+           TOPS);
+    TAP_OK(mid > 1000 && clears > 3, "tails: %d matches ended mid-block, %d pool clears", mid,
+           clears);
+    free(set);
+    tc_teardown(&p, t);
+}
+
 int main(void) {
+    test_tails();
     kv_pool p;
     rt_tree *t;
     TAP_OK(tc_setup(&p, &t, BS, POOL) == 0, "pool and tree");

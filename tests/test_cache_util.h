@@ -40,8 +40,23 @@ static inline uint32_t tc_rnd(uint64_t *state, uint32_t n) {
     return (uint32_t)(*state % n);
 }
 
+/* Copy-on-write of a match that ended mid-block: the last block of the table (held, one
+ * reference) is the tree's; replace it by a fresh private copy (allocating, maybe evicting: the
+ * reference held keeps the source alive). Returns 0 or rt_alloc_blocks' status (the table is
+ * then left as it was). */
+static inline int tc_copy_last(rt_tree *t, kv_pool *p, rs_ivec *table) {
+    int32_t src = table->v[table->n - 1], dst;
+    int rc = rt_alloc_blocks(t, 1, &dst, NULL);
+    if (rc) return rc;
+    kv_copy(p, dst, src);
+    kv_release(p, src);
+    table->v[table->n - 1] = dst;
+    return 0;
+}
+
 /* One request as the scheduler runs it: match all but the last prompt token (a fully cached
- * prompt recomputes its last token privately), pin, hold the matched blocks, allocate the rest
+ * prompt recomputes its last token privately), pin, hold the matched blocks (copying a partial
+ * last one), allocate the rest
  * (evicting), "compute", insert prompt + output, unpin, release. Returns the matched token
  * count, or a negative RS_E* code when allocation failed (nothing held then). */
 static inline int tc_request(rt_tree *t, kv_pool *p, uint64_t ns, const int32_t *toks, int n_prompt,
@@ -53,12 +68,13 @@ static inline int tc_request(rt_tree *t, kv_pool *p, uint64_t ns, const int32_t 
     if (hit < 0) return hit;
     rt_pin(t, node);
     kv_retain_n(p, blocks.v, blocks.n);
+    int rc = hit % bs ? tc_copy_last(t, p, &blocks) : 0;
     int need = (n_total + bs - 1) / bs - blocks.n;
-    int rc = rs_ivec_reserve(&blocks, blocks.n + need);
+    if (!rc) rc = rs_ivec_reserve(&blocks, blocks.n + need);
     if (!rc) rc = rt_alloc_blocks(t, need, blocks.v + blocks.n, NULL);
     if (!rc) {
         blocks.n += need;
-        rc = rt_insert(t, ns, toks, n_total, blocks.v, NULL, NULL);
+        rc = rt_insert_ex(t, ns, toks, n_total, blocks.v, RT_TAIL, NULL, NULL);
     }
     rt_unpin(t, node);
     kv_release_n(p, blocks.v, blocks.n);
