@@ -36,7 +36,7 @@ ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mfma -mf16c
 
-ROOMS    ?= util cache tokenizer engine api chat sched server cli
+ROOMS    ?= util cache tokenizer grammar engine api chat sched server cli
 LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libradixserve.a
