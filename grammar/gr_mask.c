@@ -214,6 +214,26 @@ int gr_vocab_new(gr_vocab **out, int n_tokens, const char *const *bytes, const i
     return 0;
 }
 
+int gr_vocab_from_tokenizer(gr_vocab **out, const tok_tokenizer *t, int n_tokens,
+                            const int32_t *eos, int n_eos, rs_err *e) {
+    *out = NULL;
+    char **bytes = calloc((size_t)n_tokens + 1, sizeof *bytes);
+    int *lens = calloc((size_t)n_tokens + 1, sizeof *lens);
+    int rc = bytes && lens ? 0 : rs_errf(e, RS_ENOMEM, "grammar: out of memory");
+    int have = t ? tok_vocab_size(t) : 0;
+    for (int i = 0; i < n_tokens && i < have && !rc; i++) {
+        size_t n = 0;
+        int r = tok_token_bytes(t, i, &bytes[i], &n, e);
+        if (r < 0 && r != RS_EINVAL) rc = r; /* an id nothing uses stays NULL */
+        lens[i] = (int)n;
+    }
+    if (!rc) rc = gr_vocab_new(out, n_tokens, (const char *const *)bytes, lens, eos, n_eos, e);
+    for (int i = 0; bytes && i < n_tokens; i++) free(bytes[i]);
+    free(bytes);
+    free(lens);
+    return rc;
+}
+
 void gr_vocab_free(gr_vocab *v) {
     if (!v) return;
     trie_free(&v->all);

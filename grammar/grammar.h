@@ -4,7 +4,7 @@
  * walks it one accepted token at a time, and per decode step computes the mask of every
  * vocabulary token whose bytes the automaton can take next, by walking a trie of the
  * vocabulary's byte strings against the current state (as xgrammar and llguidance do).
- * Includes nothing of the project but util (and cJSON for the schema).
+ * Includes the doors of util and tokenizer (for token byte strings) only, and cJSON.
  *
  * Ownership and threads:
  *   - gr_grammar: built by gr_compile_* on any thread (an HTTP thread parses the request), then
@@ -39,6 +39,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
 #define GR_MAX_WS     8  /* whitespace bytes per gap inside objects and arrays */
@@ -87,6 +88,10 @@ void gr_free(gr_grammar *g);
  * exactly when the value is complete). */
 int gr_vocab_new(gr_vocab **out, int n_tokens, const char *const *bytes, const int *lens,
                  const int32_t *eos, int n_eos, rs_err *e);
+/* The same from a tokenizer (tok_token_bytes of every id; special tokens and ids at or beyond
+ * the tokenizer's size are never allowed), for a model of n_tokens logits. */
+int gr_vocab_from_tokenizer(gr_vocab **out, const tok_tokenizer *t, int n_tokens,
+                            const int32_t *eos, int n_eos, rs_err *e);
 void gr_vocab_free(gr_vocab *v);
 int gr_vocab_size(const gr_vocab *v);
 

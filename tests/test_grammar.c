@@ -253,8 +253,8 @@ static void test_mask_qwen(const char *root) {
     }
     int32_t eos = tok_special_id(tok, "<|im_end|>");
     gr_vocab *v = NULL;
-    TAP_OK(gr_vocab_new(&v, n, (const char *const *)bytes, lens, &eos, 1, &e) == 0,
-           "Qwen3 vocabulary trie (%s)", e.msg);
+    TAP_OK(gr_vocab_from_tokenizer(&v, tok, n, &eos, 1, &e) == 0, "Qwen3 vocabulary trie (%s)",
+           e.msg);
     TAP_OK(lens[tok_special_id(tok, "<tool_call>")] == 11, "<tool_call> is its 11 bytes");
     const char *schema =
         "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"maxLength\":5},"
