@@ -551,6 +551,37 @@ static int set_root(gr_grammar **out, int kid, rs_err *e) {
     return kid;
 }
 
+/* Every anyOf / $ref node must lead to a node that is a value (a fixpoint over the ALT nodes):
+ * a $ref that only refers to itself admits nothing, and would be a dead end mid-generation. */
+static int check_start(gr_grammar **out, rs_err *e) {
+    gr_grammar *g = *out;
+    unsigned char *ok = calloc((size_t)g->n, 1);
+    if (!ok) {
+        gr_free(*out);
+        *out = NULL;
+        return rs_errf(e, RS_ENOMEM, "grammar: out of memory");
+    }
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int i = 0; i < g->n; i++) {
+            const gr_node *nd = &g->nodes[i];
+            int v = nd->kind != GK_ALT && nd->kind != GK_NONE;
+            for (int k = 0; !v && nd->kind == GK_ALT && k < nd->n_kids; k++) v = ok[nd->kids[k]];
+            if (v && !ok[i]) ok[i] = 1, changed = 1;
+        }
+    }
+    int bad = -1;
+    for (int i = 0; i < g->n && bad < 0; i++)
+        if (!ok[i]) bad = i;
+    free(ok);
+    if (bad < 0) return 0;
+    gr_free(*out);
+    *out = NULL;
+    return rs_errf(e, RS_EINVAL,
+                   "the schema has a $ref that only refers to itself (it admits no "
+                   "value) at #");
+}
+
 int gr_compile_schema(gr_grammar **out, const cJSON *schema, rs_err *e) {
     if (e) e->code = 0;
     int rc = new_grammar(out, e);
@@ -558,7 +589,8 @@ int gr_compile_schema(gr_grammar **out, const cJSON *schema, rs_err *e) {
     comp c = {.g = *out, .root = schema, .e = e};
     int kid = compile(&c, schema, "#");
     free(c.memo);
-    return set_root(out, kid, e);
+    if ((rc = set_root(out, kid, e))) return rc;
+    return check_start(out, e);
 }
 
 int gr_compile_json_object(gr_grammar **out, rs_err *e) {

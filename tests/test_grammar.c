@@ -152,6 +152,9 @@ static void test_errors(void) {
         {"{\"type\":\"strin\"}", "strin"},
         {"{\"type\":\"object\",\"required\":[\"x\"],\"properties\":{}}", "'x'"},
         {"false", "false"},
+        {"{\"type\":\"object\",\"properties\":{\"v\":{\"$ref\":\"#/$defs/a\"}},\"$defs\":{\"a\":"
+         "{\"$ref\":\"#/$defs/a\"}}}",
+         "refers to itself"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         rs_err e = {0};
