@@ -413,6 +413,13 @@ int gr_matcher_mask(gr_matcher *m, const gr_vocab *v, uint32_t *mask) {
 }
 
 void gr_mask_apply(const uint32_t *mask, int mask_tokens, float *logits, int n) {
-    for (int t = 0; t < n; t++)
+    int full = (mask_tokens < n ? mask_tokens : n) / 32; /* words wholly inside both */
+    for (int w = 0; w < full; w++) {
+        uint32_t bits = mask[w];
+        if (bits == UINT32_MAX) continue;
+        for (int b = 0; b < 32; b++)
+            if (!(bits >> b & 1)) logits[w * 32 + b] = -INFINITY;
+    }
+    for (int t = full * 32; t < n; t++)
         if (t >= mask_tokens || !(mask[t >> 5] >> (t & 31) & 1)) logits[t] = -INFINITY;
 }
