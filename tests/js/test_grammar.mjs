@@ -9,10 +9,10 @@
 // naming it; max_tokens cutting a value gives "length". Prints TAP; the server is always stopped.
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
+import { freePort, tap, waitReady } from './harness.mjs';
 import Ajv2020 from 'ajv/dist/2020.js';
 import { generateObject, jsonSchema } from 'ai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
@@ -20,12 +20,7 @@ import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 const root = process.env.RADIXSERVE_ROOT ||
     path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.resolve(root, process.env.BIN || 'bin/radixserve');
-let n = 0, failed = 0;
-const ok = (cond, what) => {
-    n++;
-    if (!cond) failed++;
-    console.log(`${cond ? '' : 'not '}ok ${n} - ${what}`);
-};
+const { ok, done } = tap();
 
 if (!fs.existsSync(bin)) {
     console.log(`ok 1 - # SKIP ${bin} not built`);
@@ -40,10 +35,6 @@ if (made.status !== 0) {
     process.exit(0);
 }
 
-const freePort = () => new Promise((res) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => res(p)); });
-});
 const port = await freePort();
 const base = `http://127.0.0.1:${port}`;
 const server = spawn(bin, ['serve', '--model', model, '--port', String(port), '--kv-cache-mb', '64',
@@ -57,13 +48,6 @@ const slow = ['asan', 'tsan'].includes(process.env.MODE) ? 6 : 1;
 const watchdog = setTimeout(() => { console.log('not ok - timed out'); stop(); process.exit(1); },
     600000 * slow);
 
-async function waitReady() {
-    for (let i = 0; i < 300; i++) {
-        try { if ((await fetch(`${base}/health`)).status === 200) return true; } catch { /* not up */ }
-        await new Promise((r) => setTimeout(r, 100));
-    }
-    return false;
-}
 
 // ------------------------------------------------------------------ random schemas
 
@@ -160,7 +144,7 @@ async function streamed(body) {
 }
 
 async function main() {
-    if (!(await waitReady())) { ok(false, `server ready (log: ${log.slice(-300)})`); return; }
+    if (!(await waitReady(base, 300))) { ok(false, `server ready (log: ${log.slice(-300)})`); return; }
     const ajv = new Ajv2020({ strict: false, allErrors: true });
 
     // 200 random schemas, greedy and sampled, 16 at a time (the server batches them).
@@ -309,5 +293,4 @@ try {
 }
 clearTimeout(watchdog);
 stop();
-console.log(`1..${n}`);
-process.exit(failed ? 1 : 0);
+process.exit(done());
