@@ -668,5 +668,6 @@ int gr_compile_tools(gr_grammar **out, const gr_tool *tools, int n_tools, const 
     r->sep = sep;
     r->lo = 1;
     r->hi = parallel ? -1 : 1;
-    return set_root(out, rep, e);
+    if ((rc = set_root(out, rep, e))) return rc;
+    return check_start(out, e);
 }

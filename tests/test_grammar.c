@@ -323,10 +323,43 @@ static void test_mask_qwen(const char *root) {
     tok_free(tok);
 }
 
+/* Tool calls: the markers around {"name", "arguments"}; one call unless parallel. */
+static void test_tools(void) {
+    cJSON *par = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"c\":{\"type\":"
+                             "\"string\",\"maxLength\":3}},\"required\":[\"c\"],"
+                             "\"additionalProperties\":false}");
+    gr_tool tools[] = {{"get_w", par}, {"now", NULL}};
+    for (int parallel = 0; parallel < 2; parallel++) {
+        gr_grammar *g = NULL;
+        rs_err e = {0};
+        if (!TAP_OK(gr_compile_tools(&g, tools, 2, "<tool_call>", "</tool_call>", parallel, &e) ==
+                        0,
+                    "tool grammar compiles (%s)", e.msg))
+            continue;
+        const char *one = "<tool_call>\n{\"name\": \"get_w\", \"arguments\": {\"c\": \"ab\"}}\n"
+                          "</tool_call>";
+        char two[512];
+        snprintf(two, sizeof two, "%s\n%s", one,
+                 "<tool_call>\n{\"arguments\":{\"x\":[1]},\"name\":\"now\"}\n</tool_call>");
+        TAP_OK(judge(g, one) == WHOLE, "parallel %d: one call", parallel);
+        TAP_OK(judge(g, two) == (parallel ? WHOLE : REJECT), "parallel %d: two calls %s", parallel,
+               parallel ? "accepted" : "refused");
+        TAP_OK(judge(g, "<tool_call>\n{\"name\": \"get_w\", \"arguments\": {\"c\": 1}}") == REJECT,
+               "parallel %d: arguments must match the tool's parameters", parallel);
+        TAP_OK(judge(g, "<tool_call>\n{\"name\": \"other\"") == REJECT,
+               "parallel %d: an unknown name is refused", parallel);
+        TAP_OK(judge(g, "hello") == REJECT, "parallel %d: text before the call is refused",
+               parallel);
+        gr_free(g);
+    }
+    cJSON_Delete(par);
+}
+
 int main(void) {
     const char *root = getenv("RADIXSERVE_ROOT");
     test_vectors();
     test_errors();
+    test_tools();
     test_random_walk();
     test_mask_qwen(root ? root : ".");
     return tap_done();
