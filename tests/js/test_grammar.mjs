@@ -291,6 +291,12 @@ try {
 } catch (e) {
     ok(false, `threw: ${e.stack || e}`);
 }
-clearTimeout(watchdog);
 stop();
+const code = await new Promise((res) => {
+    if (server.exitCode !== null) return res(server.exitCode);
+    server.on('exit', (c) => res(c));
+});
+// under AddressSanitizer a leaked grammar or matcher makes this non-zero
+ok(code === 0, `server exits 0 on SIGTERM (${code}${code ? `: ${log.slice(-400)}` : ''})`);
+clearTimeout(watchdog);
 process.exit(done());
