@@ -43,7 +43,7 @@ ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vn
 # them) are built without instrumentation: clang takes tens of minutes on them with it.
 ISA_fuzz_fuzz := -fno-sanitize=address,undefined,fuzzer-no-link
 
-ROOMS    ?= util cache tokenizer engine api chat sched server cli
+ROOMS    ?= util cache tokenizer grammar engine api chat sched server cli
 LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 LIB      := $(BUILD)/libradixserve.a

@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "grammar/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
@@ -89,10 +90,12 @@ typedef struct api_gen {
     int top_logprobs;     /* alternatives per token, 0 .. API_MAX_TOP_LOGPROBS */
     api_logit_bias *bias; /* logit_bias entries (owned) */
     int n_bias;
-    int stream;        /* SSE streaming */
-    int include_usage; /* stream_options.include_usage */
-    int ignore_eos;    /* keep generating past EOS */
-    char *cache_salt;  /* prefix-cache namespace (owned), NULL: shared */
+    int stream;          /* SSE streaming */
+    int include_usage;   /* stream_options.include_usage */
+    int ignore_eos;      /* keep generating past EOS */
+    char *cache_salt;    /* prefix-cache namespace (owned), NULL: shared */
+    gr_grammar *grammar; /* response_format (or a forced tool call) compiled (owned; the server
+                            hands it to the scheduler), NULL: free text */
 } api_gen;
 
 /* A parsed /v1/chat/completions request. */

@@ -187,17 +187,51 @@ static int parse_stream(const cJSON *root, api_gen *g, api_error *err) {
     return 0;
 }
 
-static int parse_response_format(const cJSON *root, api_error *err) {
+/* A schema compiled for response_format; a refused keyword is a 400 naming it. */
+static int compile_format(const cJSON *schema, const char *param, api_gen *g, api_error *err) {
+    rs_err e = {0};
+    int rc = schema ? gr_compile_schema(&g->grammar, schema, &e)
+                    : gr_compile_json_object(&g->grammar, &e);
+    if (rc == RS_ENOMEM) return oom(err);
+    if (rc) return api_errorf(err, 400, INVALID, param, "invalid_schema", "%s: %s", param, e.msg);
+    return 0;
+}
+
+/* response_format: {"type":"text"} (none), {"type":"json_object"} (any object; llama.cpp's
+ * "schema" beside it is a schema), {"type":"json_schema","json_schema":{"name","schema",
+ * "strict"}}. */
+static int parse_response_format(const cJSON *root, api_gen *g, api_error *err) {
     const cJSON *f = field(root, "response_format");
     if (!f) return 0;
     if (!cJSON_IsObject(f)) return bad_type(err, "response_format", "an object");
     const cJSON *t = field(f, "type");
     if (!cJSON_IsString(t)) return bad_type(err, "response_format.type", "a string");
-    if (strcmp(t->valuestring, "text") != 0)
-        return api_errorf(err, 400, INVALID, "response_format", "unsupported_value",
-                          "response_format type '%s' is not supported yet (only 'text')",
-                          RS_CLIP(t->valuestring, 48));
-    return 0;
+    if (!strcmp(t->valuestring, "text")) return 0;
+    if (!strcmp(t->valuestring, "json_object")) {
+        const cJSON *sch = field(f, "schema");
+        if (sch && !cJSON_IsObject(sch) && !cJSON_IsBool(sch))
+            return bad_type(err, "response_format.schema", "an object");
+        return compile_format(sch, "response_format.schema", g, err);
+    }
+    if (strcmp(t->valuestring, "json_schema"))
+        return api_errorf(err, 400, INVALID, "response_format.type", "invalid_value",
+                          "response_format type '%s' is not one of 'text', 'json_object', "
+                          "'json_schema'",
+                          RS_CLIP(t->valuestring, 40));
+    const cJSON *js = field(f, "json_schema");
+    if (!cJSON_IsObject(js)) return bad_type(err, "response_format.json_schema", "an object");
+    const cJSON *name = field(js, "name"), *strict = field(js, "strict"),
+                *sch = field(js, "schema");
+    if (name && !cJSON_IsString(name))
+        return bad_type(err, "response_format.json_schema.name", "a string");
+    if (strict && !cJSON_IsBool(strict))
+        return bad_type(err, "response_format.json_schema.strict", "a boolean");
+    if (!sch)
+        return api_errorf(err, 400, INVALID, "response_format.json_schema.schema", "missing_field",
+                          "'response_format.json_schema.schema' is required");
+    if (!cJSON_IsObject(sch) && !cJSON_IsBool(sch))
+        return bad_type(err, "response_format.json_schema.schema", "an object");
+    return compile_format(sch, "response_format.json_schema.schema", g, err);
 }
 
 /* Completion tokens asked for: max_completion_tokens wins over the older max_tokens. */
@@ -223,7 +257,7 @@ static int parse_gen(const cJSON *root, api_gen *g, int chat, api_error *err) {
         parse_seed(root, g, err) || parse_stop(root, g, err) ||
         get_int(root, "n", 1, API_MAX_N, &g->n, err) || parse_logit_bias(root, g, err) ||
         parse_stream(root, g, err) || get_bool(root, "ignore_eos", &g->ignore_eos, err) ||
-        get_str(root, "cache_salt", &g->cache_salt, err) || parse_response_format(root, err))
+        get_str(root, "cache_salt", &g->cache_salt, err) || parse_response_format(root, g, err))
         return RS_EINVAL;
     const cJSON *user = field(root, "user");
     if (user && !cJSON_IsString(user)) return bad_type(err, "user", "a string");
@@ -251,6 +285,7 @@ static void gen_free(api_gen *g) {
     for (int i = 0; i < g->n_stop; i++) free(g->stop[i]);
     free(g->bias);
     free(g->cache_salt);
+    gr_free(g->grammar);
     memset(g, 0, sizeof *g);
 }
 

@@ -6,7 +6,8 @@
 # Usage: bench/run.sh [BUILD] [--quick] [--skip LIST]
 #   BUILD    build directory holding bench/bench_* (default build/release; `make bench-bins`)
 #   --quick  smoke run (under two minutes): tiny sizes, a tiny random Qwen3, one repetition
-#   --skip   comma-separated steps to leave out: kernels,engine,peers,cache,tokenizer,prefix,serve
+#   --skip   comma-separated steps to leave out: kernels,engine,peers,cache,tokenizer,prefix,
+#            grammar,serve
 # Environment: BIN (the radixserve binary, default bin/radixserve); LLAMA_GIT and IK_GIT (bare git
 # dirs of github:unslothai/llama.cpp and github:ikawrakow/ik_llama.cpp, from the search tool's
 # fetch) turn the peers step on; PEERS_WORK as bench/peers.sh has it; serve_bench.sh's variables
@@ -21,9 +22,10 @@
 # bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
 # weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
 # bench_tokenizer, if built (10); prefix = bench_prefix, a 2,000-token prompt cold vs 1,900
-# tokens cached (11); serve = bench/serve_bench.sh against llama-server (15). The full run's
-# model is build/bench/qwen3-0.6b (BF16, Qwen3-0.6B's exact shapes), written once by
-# bench/model.sh (bench/make_model.py); every step uses that one file.
+# tokens cached (11); grammar = bench_grammar, mask time per step over Qwen3's vocabulary and
+# constrained vs free batch-1 decode (20); serve = bench/serve_bench.sh against llama-server (15).
+# The full run's model is build/bench/qwen3-0.6b (BF16, Qwen3-0.6B's exact shapes), written
+# once by bench/model.sh (bench/make_model.py); every step uses that one file.
 #
 # Output: each step's own table on stdout; every step's output also in
 # build/bench/logs/STEP-TIME.txt and one JSON line per step in build/bench/results.jsonl
@@ -171,6 +173,8 @@ elif want tokenizer; then
 fi
 want prefix && need bench_prefix &&
     step prefix "$build/bench/bench_prefix" "$model" "${quick_args[@]}" --json build/bench/prefix-results.jsonl
+want grammar && need bench_grammar &&
+    step grammar "$build/bench/bench_grammar" --model "$model" "${quick_args[@]}"
 # serve_bench has its own time limits per server and run, and its own JSON lines.
 want serve && limit=$serve_limit step serve bash bench/serve_bench.sh "${quick_args[@]}" --bin "$bin" --model "$model"
 

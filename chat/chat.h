@@ -14,7 +14,8 @@
  * Where the facts come from: tokenizer_config.json is read once, by the tokenizer room
  * (tok_config: the template text, the special tokens); this room compiles and runs it. The
  * OpenAI request shape (content parts joined, fields type-checked) is api/'s: the template input
- * object below is what api_parse_chat builds. It builds on api/ (api_buf), tokenizer/ and util/.
+ * object below is what api_parse_chat builds. It builds on api/ (api_buf), grammar/ (a forced tool
+ * call's grammar), tokenizer/ and util/.
  *
  * The chat template:
  * We run it with our own Jinja subset interpreter (chat/jinja*.c) and produce exactly the bytes
@@ -187,6 +188,14 @@ typedef struct chat_format {
  */
 int chat_format_init(chat_format *f, const tok_config *c, const tok_tokenizer *tok, rs_err *e);
 void chat_format_free(chat_format *f);
+
+/* tool_choice "required" or {"type":"function","function":{"name"}}: compile the grammar of
+ * f->tool.open "\n" {"name": ..., "arguments": <that tool's parameters>} "\n" f->tool.close
+ * blocks (exactly one when parallel_tool_calls is false or a function is named) into
+ * r->gen.grammar, which constrains decoding to it. "auto", "none" or absent: nothing. A 400 names
+ * the field: no tools, an unknown function, a bad parameters schema, response_format beside a
+ * forced call, a model without tool-call markers. */
+int chat_tool_grammar(const chat_format *f, api_chat_request *r, api_error *err);
 
 /* Render a request (chat_tpl_render with the format's template). */
 int chat_format_render(const chat_format *f, const cJSON *request, char **out, size_t *out_len,

@@ -112,3 +112,74 @@ int chat_tools_flush(chat_tools *t, api_buf *content) {
     t->inside = 0;
     return rc;
 }
+
+/* ---------------------------------------------------------------- forced tool calls */
+
+static int tool_err(api_error *err, const char *param, const char *fmt, const char *what) {
+    return api_errorf(err, 400, "invalid_request_error", param, "invalid_value", fmt, what);
+}
+
+/* The tools' names and parameters (only `only` when it is not NULL). */
+static int collect_tools(const cJSON *tools, const char *only, gr_tool *out, int *n,
+                         api_error *err) {
+    const cJSON *t;
+    int i = 0;
+    *n = 0;
+    cJSON_ArrayForEach(t, tools) {
+        char param[64];
+        snprintf(param, sizeof param, "tools[%d].function", i++);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        const cJSON *par = cJSON_GetObjectItemCaseSensitive(fn, "parameters");
+        if (!cJSON_IsObject(fn) || !cJSON_IsString(name))
+            return tool_err(err, param, "'%s' must be an object with a string 'name'", param);
+        if (par && !cJSON_IsNull(par) && !cJSON_IsObject(par))
+            return tool_err(err, param, "'%s.parameters' must be an object", param);
+        if (only && strcmp(only, name->valuestring)) continue;
+        out[(*n)++] = (gr_tool){name->valuestring, cJSON_IsObject(par) ? par : NULL};
+    }
+    return 0;
+}
+
+int chat_tool_grammar(const chat_format *f, api_chat_request *r, api_error *err) {
+    const char *open = f ? f->tool.open : NULL, *close = f ? f->tool.close : NULL;
+    const cJSON *par = cJSON_GetObjectItemCaseSensitive(r->tpl, "parallel_tool_calls");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(r->tpl, "tool_choice");
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(r->tpl, "tools");
+    const char *only = NULL;
+    if (!tc || cJSON_IsNull(tc)) return 0;
+    if (cJSON_IsString(tc)) {
+        if (!strcmp(tc->valuestring, "auto") || !strcmp(tc->valuestring, "none")) return 0;
+        if (strcmp(tc->valuestring, "required"))
+            return tool_err(err, "tool_choice",
+                            "tool_choice '%.40s' is not one of 'none', 'auto', 'required'",
+                            tc->valuestring);
+    } else {
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        if (!cJSON_IsString(name))
+            return tool_err(err, "tool_choice.function.name", "'%s' must be a string",
+                            "tool_choice.function.name");
+        only = name->valuestring;
+    }
+    int n = cJSON_GetArraySize(tools);
+    if (n == 0) return tool_err(err, "tool_choice", "'%s' needs 'tools'", "tool_choice");
+    if (r->gen.grammar)
+        return tool_err(err, "tool_choice", "a forced tool call cannot be combined with %s",
+                        "response_format");
+    if (!open || !close)
+        return tool_err(err, "tool_choice", "this model's chat format has no tool-call %s",
+                        "markers");
+    gr_tool *list = calloc((size_t)n, sizeof *list);
+    if (!list) return api_errorf(err, 500, "server_error", NULL, NULL, "out of memory");
+    int m = 0, rc = collect_tools(tools, only, list, &m, err);
+    if (!rc && m == 0)
+        rc = tool_err(err, "tool_choice.function.name", "no tool is named '%.64s'", only);
+    rs_err e = {0};
+    if (!rc && (rc = gr_compile_tools(&r->gen.grammar, list, m, open, close,
+                                      !cJSON_IsFalse(par) && !only, &e)))
+        rc = rc == RS_ENOMEM ? api_errorf(err, 500, "server_error", NULL, NULL, "out of memory")
+                             : tool_err(err, "tools", "%s", e.msg);
+    free(list);
+    return rc ? RS_EINVAL : 0;
+}

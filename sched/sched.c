@@ -28,6 +28,8 @@ static void sched_destroy(sched *s) {
     free(s->scratch);
     free(s->rowcopy);
     free(s->hidden_rows);
+    gr_vocab_free(s->gv);
+    free(s->mask);
     free(s->batch);
     free(s->rows);
     free(s->holders);
@@ -64,9 +66,12 @@ static int sched_alloc(sched *s, rs_err *e) {
     s->batch = calloc((size_t)c->max_batch, sizeof *s->batch);
     s->rows = calloc((size_t)c->max_batch, sizeof *s->rows);
     s->holders = calloc((size_t)s->pool.n_blocks, sizeof *s->holders);
+    s->mask = calloc((size_t)(s->vocab + 31) / 32, sizeof *s->mask);
     if (!s->logits || !s->scratch || !s->rowcopy || !s->hidden_rows || !s->batch || !s->rows ||
-        !s->holders)
+        !s->holders || !s->mask)
         return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for step buffers");
+    if (s->tok)
+        return gr_vocab_from_tokenizer(&s->gv, s->tok, s->vocab, s->mc->eos_ids, s->mc->n_eos, e);
     return 0;
 }
 
@@ -264,6 +269,8 @@ static int check_params(const sched *s, const int32_t *prompt, int n_prompt, con
         if (p->sampling.bias[i].token < 0 || p->sampling.bias[i].token >= s->vocab)
             return rs_errf(e, RS_EINVAL, "logit_bias token %d is outside the vocabulary of %d",
                            p->sampling.bias[i].token, s->vocab);
+    if (p->grammar && !s->gv)
+        return rs_errf(e, RS_EINVAL, "constrained decoding needs the model's tokenizer");
     if (n_prompt >= s->cfg.ctx_size)
         return rs_errf(e, RS_ETOOBIG,
                        "the prompt has %d tokens; the context holds %d (prompt + completion)",
@@ -303,9 +310,11 @@ int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_para
     *out = NULL;
     if (!p) return rs_errf(e, RS_EINVAL, "sched_submit: no parameters");
     int rc = check_params(s, prompt, n_prompt, p, e);
-    if (rc) return rc;
-    sched_request *r = sched_request_new();
-    if (!r) return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
+    sched_request *r = rc ? NULL : sched_request_new();
+    if (!r) {
+        gr_free(p->grammar); /* taken even when refused */
+        return rc ? rc : rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
+    }
     r->ns = salt_namespace(p->cache_salt);
     sched_seq *q = NULL;
     if (copy_request(r, prompt, n_prompt, p) || !(q = sched_seq_new(s, r, 0, 0))) {

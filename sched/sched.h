@@ -18,6 +18,7 @@
 
 #include "cache/cache.h"
 #include "engine/engine.h"
+#include "grammar/grammar.h"
 #include "tokenizer/tokenizer.h"
 #include "util/util.h"
 
@@ -67,6 +68,12 @@ typedef struct sched_params {
                                pooling need every position's state, so they skip the prefix
                                cache's match (their KV is still inserted); last-token pooling
                                uses it like any prompt */
+    gr_grammar *grammar;    /* constrained decoding (NULL: free text). sched_submit takes it,
+                               also when it fails: the request frees it when it ends. Each
+                               choice gets its own matcher; EOS is allowed only when the value
+                               is complete, and the choice ends ("stop") as soon as nothing
+                               can follow. Logprobs stay those of the raw distribution, before
+                               the mask. */
 } sched_params;
 
 typedef enum sched_event_type {
@@ -121,7 +128,8 @@ void sched_stop(sched *s);
 /* Submit a prompt. RS_EFULL: the waiting queue is full (answer 503 + Retry-After);
  * RS_ETOOBIG: the request could never fit (prompt >= ctx_size, which is never more than the
  * pool holds, or n > max_batch); RS_EINVAL: an empty prompt, an id or logit_bias token outside
- * the vocabulary, n < 1, max_tokens < 1, too many stop strings or top_logprobs;
+ * the vocabulary, n < 1, max_tokens < 1, too many stop strings or top_logprobs, a grammar
+ * without a tokenizer;
  * RS_ECANCELED: the scheduler is stopping. */
 int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_params *p,
                  sched_request **out, rs_err *e);

@@ -157,6 +157,8 @@ struct sched_seq {
     tok_stream ts;         /* incremental decoder of the generated ids */
     int ts_live;           /* ts initialised */
     sched_stopper stopper; /* stop-string hold-back */
+    gr_matcher *gm;        /* constrained decoding state (owned), NULL when unconstrained; it
+                              depends only on the generated ids, so preemption keeps it */
     double t_wait;         /* rs_now() when it (re-)entered the waiting queue */
     int64_t admit_no;      /* admission counter value (larger = newer) */
     int chunk;             /* tokens scheduled in the current step (0: not in it) */
@@ -213,6 +215,8 @@ struct sched {
     float *scratch;        /* one row of vocab floats (raw copy for logprobs) */
     float *rowcopy;        /* one row of vocab floats (pristine logits for forked choices) */
     float *hidden_rows;    /* token_budget rows of hidden floats (embeddings' final states) */
+    gr_vocab *gv;          /* the vocabulary's byte strings for grammars (NULL without tok) */
+    uint32_t *mask;        /* one row's allowed-token bits (vocab bits) */
     eng_seq *batch;        /* the step's rows (max_batch) */
     sched_seq **rows;      /* the sequence of each row */
     rs_ivec match_blocks;  /* scratch for rt_match */

@@ -40,6 +40,11 @@ sched_seq *sched_seq_new(sched *s, sched_request *r, int index, int forked) {
     }
     sched_stopper_init(&q->stopper, r->stop_copy, r->p.n_stop);
     q->t_wait = rs_now();
+    rs_err e;
+    if (r->p.grammar && gr_matcher_new(&q->gm, r->p.grammar, &e)) {
+        sched_seq_free(q);
+        return NULL;
+    }
     return q;
 }
 
@@ -50,6 +55,7 @@ void sched_seq_free(sched_seq *q) {
     if (q->ts_live) tok_stream_free(&q->ts);
     sched_stopper_free(&q->stopper);
     free(q->emb);
+    gr_matcher_free(q->gm);
     free(q);
 }
 
@@ -639,6 +645,20 @@ static char *tail_text(sched_seq *q, int *stopped) {
     return emit ? emit : dup_str("");
 }
 
+/* A constrained choice: every token its matcher cannot take gets -inf (after the logprobs were
+ * read from the raw row). 0, or -1 with the request failed. */
+static int mask_row(sched *s, sched_seq *q, float *logits) {
+    int allowed = gr_matcher_mask(q->gm, s->gv, s->mask);
+    if (allowed <= 0) {
+        fail_request(q->req, allowed < 0 ? RS_ENOMEM : RS_EINVAL,
+                     allowed < 0 ? "scheduler: out of memory for the grammar"
+                                 : "grammar: no token can continue the value");
+        return -1;
+    }
+    gr_mask_apply(s->mask, gr_vocab_size(s->gv), logits, s->vocab);
+    return 0;
+}
+
 /* Sample the next token of q from its logits row and emit it; returns 1 when q finished. */
 static int sample_emit(sched *s, sched_seq *q, float *logits) {
     sched_request *r = q->req;
@@ -650,10 +670,12 @@ static int sample_emit(sched *s, sched_seq *q, float *logits) {
         lse = row_lse_top(s->scratch, s->vocab, r->p.top_logprobs, ev.top);
         ev.n_top = r->p.top_logprobs;
     }
+    if (q->gm && mask_row(s, q, logits)) return 1;
     int n_gen = q->toks.n - r->n_prompt;
     int32_t t = eng_sample(&r->p.sampling, &q->rng, logits, s->vocab, r->prompt, r->n_prompt,
                            q->toks.v + r->n_prompt, n_gen, NULL);
-    if (t < 0 || t >= s->vocab || rs_ivec_push(&q->toks, t)) {
+    if (t < 0 || t >= s->vocab || rs_ivec_push(&q->toks, t) ||
+        (q->gm && gr_matcher_accept_token(q->gm, s->gv, t) != 1)) {
         fail_request(r, RS_EINVAL, "sampling failed");
         return 1;
     }
@@ -662,7 +684,9 @@ static int sample_emit(sched *s, sched_seq *q, float *logits) {
     ev.token = t;
     if (want_lp) ev.logprob = (float)(s->scratch[t] - lse);
     const char *reason = NULL;
-    if (!r->p.ignore_eos && is_eos(s, t)) {
+    int stop_string = 0;
+    /* a constrained choice ends at EOS even with ignore_eos: its value is complete */
+    if ((!r->p.ignore_eos || q->gm) && is_eos(s, t)) {
         reason = "stop";
     } else {
         char *piece = NULL, *emit = NULL;
@@ -670,16 +694,17 @@ static int sample_emit(sched *s, sched_seq *q, float *logits) {
         if (q->ts_live && tok_stream_push(&q->ts, t, &piece, &e)) piece = NULL;
         int rc = sched_stopper_feed(&q->stopper, piece ? piece : "", 0, &emit);
         free(piece);
-        if (rc == 1) reason = "stop";
+        if (rc == 1) reason = "stop", stop_string = 1;
         ev.text = emit ? emit : dup_str("");
         push_event(r, &ev);
+        if (!reason && q->gm && gr_matcher_done(q->gm)) reason = "stop"; /* nothing can follow */
     }
     if (!reason && (n_gen >= r->p.max_tokens || q->toks.n >= s->cfg.ctx_size)) reason = "length";
     if (!reason) return 0;
     sched_event fin = {
         .type = SCHED_EV_FINISH, .index = q->index, .finish_reason = reason, .step = s->steps};
     int stopped = 0;
-    fin.text = strcmp(reason, "stop") == 0 && !is_eos(s, t) ? dup_str("") : tail_text(q, &stopped);
+    fin.text = stop_string ? dup_str("") : tail_text(q, &stopped);
     if (stopped) fin.finish_reason = "stop";
     push_event(r, &fin);
     r->n_finished++;

@@ -142,8 +142,8 @@ int srv_check_prompt(const srv *s, int n, const char *param, api_error *err) {
     return 0;
 }
 
-static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *param,
-                  api_error *err) {
+/* The grammar moves from g to the scheduler (which takes it even when it refuses). */
+static int submit(srv_job *j, api_gen *g, const rs_ivec *ids, const char *param, api_error *err) {
     srv *s = j->s;
     if (srv_check_prompt(s, ids->n, param, err)) return RS_EINVAL;
     sched_params p;
@@ -153,6 +153,8 @@ static int submit(srv_job *j, const api_gen *g, const rs_ivec *ids, const char *
         free(bias);
         return RS_EINVAL;
     }
+    p.grammar = g->grammar;
+    g->grammar = NULL;
     int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r[j->n_req], &e);
     free(bias);
     if (rc) return srv_submit_error(rc, &e, err);
@@ -539,10 +541,18 @@ static enum MHD_Result answer_stream(srv_job *j, struct MHD_Connection *conn) {
 
 /* Submit each prompt (all or nothing: a refused one frees those already submitted), then
  * answer. */
-static enum MHD_Result run(srv_job *j, struct MHD_Connection *conn, const api_gen *g,
-                           const rs_ivec *ids, int n_prompts, const char *param) {
+static enum MHD_Result run(srv_job *j, struct MHD_Connection *conn, api_gen *g, const rs_ivec *ids,
+                           int n_prompts, const char *param) {
     api_error err = {0};
     srv_conn *c = j->c;
+    if (g->grammar && n_prompts > 1) { /* one compiled grammar is one sequence's */
+        api_errorf(&err, 400, "invalid_request_error", "response_format", "invalid_value",
+                   "response_format with %d prompts is not supported (send one prompt per "
+                   "request)",
+                   n_prompts);
+        job_free(j);
+        return srv_reply_error(c, conn, &err);
+    }
     for (int i = 0; i < n_prompts; i++)
         if (submit(j, g, &ids[i], param, &err)) {
             job_free(j);
@@ -568,7 +578,7 @@ enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_
     rs_ivec ids = {0};
     char *text = NULL;
     const char *param = resp ? "input" : "messages";
-    if (check_model(s, &req->gen, &err)) {
+    if (check_model(s, &req->gen, &err) || chat_tool_grammar(s->model.chat, req, &err)) {
         srv_resp_free(resp);
         return srv_reply_error(c, conn, &err);
     }

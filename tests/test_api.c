@@ -8,7 +8,12 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "chat/chat.h"
 #include "tests/tap.h"
+
+#define TOOLS                                                                                      \
+    "[{\"type\":\"function\",\"function\":{\"name\":\"a\",\"parameters\":{\"type\":\"object\"}}}," \
+    "{\"type\":\"function\",\"function\":{\"name\":\"b\"}}]"
 
 static int chat(const char *body, api_chat_request *r, api_error *err) {
     return api_parse_chat(body, strlen(body), r, err);
@@ -99,7 +104,20 @@ static void test_chat_rejects(void) {
     REJ("\"logit_bias\":{\"5\":101}", "logit_bias");
     REJ("\"stream\":\"yes\"", "stream");
     REJ("\"stream_options\":{\"include_usage\":1}", "stream_options.include_usage");
-    REJ("\"response_format\":{\"type\":\"json_object\"}", "response_format");
+    REJ("\"response_format\":\"json\"", "response_format");
+    REJ("\"response_format\":{\"type\":\"xml\"}", "response_format.type");
+    REJ("\"response_format\":{\"type\":\"json_schema\"}", "response_format.json_schema");
+    REJ("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"x\"}}",
+        "response_format.json_schema.schema");
+    REJ("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":1,"
+        "\"schema\":{}}}",
+        "response_format.json_schema.name");
+    REJ("\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"schema\":{"
+        "\"type\":\"string\",\"pattern\":\"a\"}}}",
+        "response_format.json_schema.schema");
+    REJ("\"response_format\":{\"type\":\"json_object\",\"schema\":{\"format\":\"uri\"}}",
+        "response_format.schema");
+    REJ("\"parallel_tool_calls\":1", "parallel_tool_calls");
     REJ("\"top_logprobs\":2", "top_logprobs");
     REJ("\"logprobs\":true,\"top_logprobs\":21", "top_logprobs");
     REJ("\"seed\":\"1\"", "seed");
@@ -499,12 +517,75 @@ static void test_utf8(void) {
            "api_errorf makes message and param valid whatever it is given");
 }
 
+/* response_format and a forced tool_choice compile to a grammar (or a 400 naming the field). */
+static void test_formats(void) {
+    const chat_format qwen = {.tool = {CHAT_TOOL_OPEN, CHAT_TOOL_CLOSE, -1, -1}};
+    static const struct {
+        const char *extra; /* fields after "messages" */
+        int grammar;       /* 1: a grammar is compiled */
+        const char *param; /* NULL: accepted; else the 400's param (chat_tool_grammar) */
+    } cases[] = {
+        {"\"response_format\":{\"type\":\"text\"}", 0, NULL},
+        {"\"response_format\":{\"type\":\"json_object\"}", 1, NULL},
+        {"\"response_format\":{\"type\":\"json_object\",\"schema\":{\"type\":\"object\"}}", 1,
+         NULL},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+         "\"strict\":true,\"schema\":{\"type\":\"array\",\"items\":{\"type\":\"null\"}}}}",
+         1, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"none\"", 0, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"auto\"", 0, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"required\"", 1, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"required\",\"parallel_tool_calls\":false", 1, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+         "\"b\"}}",
+         1, NULL},
+        {"\"tools\":" TOOLS ",\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":"
+         "\"zz\"}}",
+         0, "tool_choice.function.name"},
+        {"\"tool_choice\":\"required\"", 0, "tool_choice"},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"sometimes\"", 0, "tool_choice"},
+        {"\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"p\",\"parameters\":{"
+         "\"type\":\"object\",\"patternProperties\":{}}}}],\"tool_choice\":\"required\"",
+         0, "tools"},
+        {"\"tools\":" TOOLS ",\"tool_choice\":\"required\",\"response_format\":{\"type\":"
+         "\"json_object\"}",
+         0, "tool_choice"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char body[1024];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s}",
+                 cases[i].extra);
+        api_chat_request r;
+        api_error err = {0};
+        int rc = chat(body, &r, &err);
+        if (!rc) rc = chat_tool_grammar(&qwen, &r, &err);
+        if (cases[i].param)
+            TAP_OK(rc && err.status == 400 && !strcmp(err.param, cases[i].param),
+                   "%s -> 400 param %s (got '%s': %s)", cases[i].extra, cases[i].param, err.param,
+                   err.message);
+        else
+            TAP_OK(rc == 0 && (r.gen.grammar != NULL) == cases[i].grammar, "%s -> %s (%s)",
+                   cases[i].extra, cases[i].grammar ? "a grammar" : "free text", err.message);
+        api_chat_request_free(&r);
+    }
+    api_chat_request r;
+    api_error err = {0};
+    chat("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":" TOOLS
+         ",\"tool_choice\":\"required\"}",
+         &r, &err);
+    const chat_format plain = {.tool = {NULL, NULL, -1, -1}};
+    TAP_OK(chat_tool_grammar(&plain, &r, &err) && !strcmp(err.param, "tool_choice"),
+           "a model without tool-call markers: 400 tool_choice (%s)", err.message);
+    api_chat_request_free(&r);
+}
+
 int main(void) {
     test_utf8();
     test_responses_parse();
     test_embed_finish();
     test_integer_messages();
     test_chat_fields();
+    test_formats();
     test_chat_rejects();
     test_malformed_corpus();
     test_completion();

@@ -702,6 +702,65 @@ static void test_preemption(void) {
     sched_stop(tiny);
 }
 
+/* Constrained choices under preemption: each keeps its matcher while requeued, so a tiny pool
+ * gives the outputs of an ample one, and every finished value parses as JSON. */
+static gr_grammar *schema_grammar(void) {
+    cJSON *j = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"s\":{\"type\":\"string\","
+                           "\"maxLength\":10},\"n\":{\"type\":\"array\",\"items\":{\"type\":"
+                           "\"integer\"},\"maxItems\":2}},\"required\":[\"s\",\"n\"],"
+                           "\"additionalProperties\":false}");
+    gr_grammar *g = NULL;
+    rs_err e;
+    if (gr_compile_schema(&g, j, &e)) g = NULL;
+    cJSON_Delete(j);
+    return g;
+}
+
+static void test_grammar_preemption(void) {
+    sched *big = start(8 << 20, 8, 16, 512, 0), *tiny = start(14 * 20480, 8, 16, 64, 1);
+    if (!TAP_OK(big && tiny, "constrained: a tiny pool of 14 blocks")) return;
+    int32_t pr[6][64];
+    int np[6];
+    result alone[6], pressed[6];
+    sched_request *rq[6];
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < 6; i++) {
+            sched_params p = greedy(MAXT);
+            if (i % 2) p.sampling.temperature = 0.9f, p.sampling.seed = (uint64_t)i;
+            p.grammar = i == 5 ? NULL : schema_grammar(); /* one free request among them */
+            p.logprobs = 1;
+            if (pass == 0) np[i] = make_prompt(pr[i], 20 + i % 2, 20, 10);
+            rs_err e;
+            if (sched_submit(pass ? tiny : big, pr[i], np[i], &p, &rq[i], &e))
+                TAP_DIAG("%s", e.msg);
+            if (pass == 0) {
+                collect(rq[i], &alone[i]);
+                sched_request_free(rq[i]);
+            }
+        }
+    int same = 0, parsed = 0;
+    for (int i = 0; i < 6; i++) {
+        collect(rq[i], &pressed[i]);
+        same += same_result(&alone[i], &pressed[i], 1);
+        cJSON *j = cJSON_Parse(alone[i].text[0]);
+        parsed += i == 5 || (j && alone[i].reason[0] && !strcmp(alone[i].reason[0], "stop"));
+        if (i < 5 && !j) TAP_DIAG("not JSON (%s after %d ids)", alone[i].reason[0], alone[i].n[0]);
+        cJSON_Delete(j);
+        sched_request_free(rq[i]);
+    }
+    sched_stats st;
+    sched_get_stats(tiny, &st);
+    TAP_OK(st.preemptions > 0 && same == 6,
+           "constrained under a tiny pool: %lld preemptions, %d/6 outputs (text, ids, logprobs) "
+           "identical to an ample pool",
+           (long long)st.preemptions, same);
+    TAP_OK(parsed == 6, "constrained outputs end with \"stop\" and parse as JSON (%d/5 + 1 free)",
+           parsed - 1);
+    check_idle(tiny, "after constrained preemption");
+    sched_stop(big);
+    sched_stop(tiny);
+}
+
 /* ---------------------------------------------------------------- cancellation */
 
 static void wait_steps(sched *s, int64_t more) {
@@ -968,6 +1027,7 @@ int main(void) {
     test_step_delay();
     test_mixed_prefill();
     test_preemption();
+    test_grammar_preemption();
     test_batched_equals_alone();
     test_stress();
     tok_free(g_tok);

@@ -95,8 +95,8 @@ code=$(status "${A[@]}" "$U/v1/completions" --data-binary @"$TMP/big"); ok $([ "
 long=$($PY -c 'import json; print(json.dumps({"prompt":"Once upon a time "*200}))')
 code=$(status "${A[@]}" "$U/v1/completions" -d "$long")
 ok $([ "$code" = 400 ] && grep -q 512 "$TMP/body" && grep -q context_length_exceeded "$TMP/body"; echo $?) "400 prompt >= ctx-size names the limit"
-code=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}')
-ok $([ "$code" = 400 ] && grep -q "not supported yet" "$TMP/body"; echo $?) "400 response_format json_object not supported yet"
+code=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"string","pattern":"^a"}}}}')
+ok $([ "$code" = 400 ] && grep -q "'pattern'" "$TMP/body" && grep -q '"param":"response_format.json_schema.schema"' "$TMP/body"; echo $?) "400 response_format with an unsupported keyword names it"
 code=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"x"}],"max_tokens":"9"}')
 ok $([ "$code" = 400 ] && grep -q '"param":"max_tokens"' "$TMP/body"; echo $?) "400 wrong type names the field"
 bad=0

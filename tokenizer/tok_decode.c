@@ -294,3 +294,67 @@ int tok_stream_flush(tok_stream *s, char **out, rs_err *e) {
     *out = NULL;
     return stream_step(s, 1, out, e);
 }
+
+/* ---- one token's bytes (for constrained decoding) ------------------------------------------ */
+
+/* Byte-level text back to raw bytes, without the UTF-8 repair decoding does: a token may hold
+ * part of a character. Text that is not byte-level (an added token) stays as written. */
+static int bytelevel_raw(const tok_tokenizer *t, const char *s, size_t n, tok_bytes *out) {
+    size_t mark = out->n;
+    for (size_t k = 0; k < n;) {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t l =
+            utf8proc_iterate((const utf8proc_uint8_t *)s + k, (utf8proc_ssize_t)(n - k), &cp);
+        if (l <= 0 || cp >= 324 || t->bl_byte[cp] < 0) {
+            out->n = mark;
+            return tb_put(out, s, n);
+        }
+        unsigned char b = (unsigned char)t->bl_byte[cp];
+        if (tb_put(out, &b, 1)) return RS_ENOMEM;
+        k += (size_t)l;
+    }
+    return 0;
+}
+
+int tok_token_bytes(const tok_tokenizer *t, int32_t id, char **out, size_t *n, rs_err *e) {
+    *out = NULL;
+    *n = 0;
+    int rc = check_ids(t, &id, 1, e);
+    if (rc) return rc;
+    if (t->id_flags[id] & TOKF_SPECIAL) return 1;
+    int bv = (t->id_flags[id] & TOKF_BYTE) && has_bytefallback(t)
+                 ? byte_token(t->id_str[id], (size_t)t->id_len[id])
+                 : -1;
+    tok_list cur = {0}, nxt = {0};
+    tok_bytes b = {0};
+    tok_dec_mode m = {0, 1, 0}; /* inside a text: nothing acts on the text start */
+    if (bv >= 0) {
+        unsigned char c = (unsigned char)bv;
+        rc = tb_put(&b, &c, 1);
+    } else {
+        rc = tl_push(&cur, t->id_str[id], (size_t)t->id_len[id]);
+        for (int k = 0; k < t->n_dec && !rc; k++) {
+            tl_clear(&nxt);
+            if (t->dec[k].kind == DEC_BYTELEVEL) {
+                tok_bytes raw = {0};
+                rc = bytelevel_raw(t, tl_ptr(&cur, 0), cur.s[0].len, &raw);
+                if (!rc) rc = tl_push(&nxt, raw.p ? raw.p : "", raw.n);
+                tb_free(&raw);
+            } else {
+                rc = dec_step(t, &t->dec[k], &cur, &nxt, &m);
+            }
+            tok_list tmp = cur;
+            cur = nxt, nxt = tmp;
+        }
+        for (int i = 0; i < cur.n && !rc; i++) rc = tb_put(&b, tl_ptr(&cur, i), cur.s[i].len);
+    }
+    tl_free(&cur);
+    tl_free(&nxt);
+    if (rc || tb_cstr(&b)) {
+        tb_free(&b);
+        return oom(e);
+    }
+    *out = b.p ? b.p : strdup("");
+    *n = b.n;
+    return *out ? 0 : oom(e);
+}

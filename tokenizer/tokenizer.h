@@ -86,6 +86,13 @@ void tok_config_free(tok_config *c);
  * tokenizer_config.json). Valid as long as t. */
 const tok_config *tok_get_config(const tok_tokenizer *t);
 
+/* The bytes token `id` stands for inside a text, for constrained decoding: byte-level tokens
+ * give their raw bytes (possibly part of a UTF-8 character, unlike decoding, which repairs
+ * them), a byte-fallback <0xNN> token its byte, other decoders (Metaspace, Replace) act as they
+ * do mid-text. *out is malloc'd (NUL-terminated, *n bytes without it). Returns 1 for a special
+ * token (decoding skips it; *out NULL), 0, RS_EINVAL (id out of range) or RS_ENOMEM. */
+int tok_token_bytes(const tok_tokenizer *t, int32_t id, char **out, size_t *n, rs_err *e);
+
 /*
  * Incremental decoding for streaming: feed ids one at a time; each call appends to `out` only
  * whole UTF-8 characters that can no longer change, keeping the leading space of a continuation

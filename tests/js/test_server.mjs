@@ -89,8 +89,9 @@ async function main() {
         model: 'gpt-4o' }));
     await expectError('bad temperature', 400, () => client.chat.completions.create({ ...chatReq,
         temperature: 5 }));
-    await expectError('json_object', 400, () => client.chat.completions.create({ ...chatReq,
-        response_format: { type: 'json_object' } }));
+    await expectError('unsupported schema keyword', 400, () => client.chat.completions.create({
+        ...chatReq, response_format: { type: 'json_schema', json_schema: { name: 'n',
+            schema: { type: 'object', minProperties: 1 } } } }));
     await expectError('prompt over the context', 400, () => client.completions.create({
         prompt: 'Once upon a time '.repeat(200), max_tokens: 4 }));
 
