@@ -65,7 +65,7 @@ const corpus = [
     ['tokenize role of e-acutes', post('/tokenize', `{"messages":[{"role":"${'a' + 'é'.repeat(100)}","content":"x"}]}`), 400, 'messages[0].role'],
     ['an invalid key', post('/v1/chat/completions', Buffer.concat([u(`{${msgs},"`), b('\xff'), u('":1}')])), 400],
     ['raw invalid bytes outside strings', post('/v1/chat/completions', b('{\xff}')), 400],
-    ['response_format type of e-acutes', post('/v1/chat/completions', `{${msgs},"response_format":{"type":"${e300}"}}`), 400, 'response_format'],
+    ['response_format type of e-acutes', post('/v1/chat/completions', `{${msgs},"response_format":{"type":"${e300}"}}`), 400, 'response_format.type'],
     ['logit_bias key of e-acutes', post('/v1/chat/completions', `{${msgs},"logit_bias":{"${'a' + 'é'.repeat(60)}":1}}`), 400, 'logit_bias'],
     ['detokenize out-of-range id', post('/detokenize', '{"tokens":[99999999]}'), 400, 'tokens'],
     ['a body over the limit', b('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +

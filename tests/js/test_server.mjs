@@ -109,14 +109,20 @@ async function main() {
     ok(st2 === g.text && u.outputTokens === 30, `AI SDK streamText (${JSON.stringify(u.outputTokens)})`);
 
     // A client that aborts mid-stream frees its sequence and blocks within a second.
-    const steps0 = await metric('radixserve_steps_total');
-    const ac = new AbortController();
-    try {
-        const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000, n: 16,
-            ignore_eos: true, stream: true }, { signal: ac.signal });
-        let got = 0;
-        for await (const ch of long) { if (++got === 5) ac.abort(); void ch; }
-    } catch { /* the abort */ }
+    // (A stream that fails before its fifth chunk on a loaded machine is tried again, twice at
+    // most, so the check below is about the abort, not about start-up timing.)
+    let steps0 = 0, got = 0, why = '';
+    for (let attempt = 0; attempt < 3 && got < 5; attempt++) {
+        steps0 = await metric('radixserve_steps_total');
+        const ac = new AbortController();
+        got = 0;
+        try {
+            const long = await client.completions.create({ prompt: 'Once', max_tokens: 100000, n: 16,
+                ignore_eos: true, stream: true }, { signal: ac.signal });
+            for await (const ch of long) { if (++got === 5) ac.abort(); void ch; }
+        } catch (e) { why = String(e && e.message); /* the abort, or a failure before it */ }
+    }
+    if (got < 5) console.log(`# the long stream never reached 5 chunks: ${why}`);
     let running = NaN, pinned = NaN;
     const t0 = Date.now();
     while (Date.now() - t0 < 1000) {
