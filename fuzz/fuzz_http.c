@@ -93,7 +93,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     FUZZ_CHECK(chat_format_init(&g_fmt, &tc, NULL, &e) == 0, "plain chat format");
     static srv_backend be = {
         NULL,       fake_submit, fake_next,   fake_cancel, fake_free, fake_event_free,
-        fake_stats, fake_encode, fake_decode, NULL};
+        fake_stats, fake_encode, fake_decode, NULL,        NULL};
     srv_model m = {.chat = &g_fmt, .ctx_size = 4096, .vocab_size = 256};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(g_srv, &be, &m);
