@@ -400,12 +400,23 @@ static void repr_str(const char *s, size_t n, jj_buf *b) {
     jj_putc(b, q);
 }
 
-static void repr_items(jv v, jj_buf *b) {
+/* Nesting printed before "[...]" stands for the rest: a list or namespace can hold itself
+ * (ns.x = ns), and its repr must end, as Python's does, instead of recursing off the stack. */
+enum { REPR_DEPTH_MAX = 64 };
+
+static void repr_depth(jv v, jj_buf *b, int depth);
+static void to_str_depth(jv v, jj_buf *b, int depth);
+
+static void repr_items(jv v, jj_buf *b, int depth) {
+    if (depth > REPR_DEPTH_MAX) {
+        jj_puts(b, "[...]");
+        return;
+    }
     if (v.t == JV_LIST) {
         jj_putc(b, v.u.l->tuple ? '(' : '[');
         for (int i = 0; i < v.u.l->n; i++) {
             if (i) jj_puts(b, ", ");
-            jv_repr(v.u.l->v[i], b);
+            repr_depth(v.u.l->v[i], b, depth + 1);
         }
         if (v.u.l->tuple && v.u.l->n == 1) jj_putc(b, ',');
         jj_putc(b, v.u.l->tuple ? ')' : ']');
@@ -415,24 +426,32 @@ static void repr_items(jv v, jj_buf *b) {
     jj_putc(b, '{');
     for (int i = 0; i < v.u.d->n; i++) {
         if (i) jj_puts(b, ", ");
-        jv_repr(v.u.d->k[i], b);
+        repr_depth(v.u.d->k[i], b, depth + 1);
         jj_puts(b, ": ");
-        jv_repr(v.u.d->v[i], b);
+        repr_depth(v.u.d->v[i], b, depth + 1);
     }
     jj_putc(b, '}');
     if (v.u.d->ns) jj_putc(b, '>');
 }
 
-void jv_repr(jv v, jj_buf *b) {
+static void repr_depth(jv v, jj_buf *b, int depth) {
     if (v.t == JV_STR)
         repr_str(v.u.s.p, v.u.s.n, b);
     else if (v.t == JV_UNDEF)
         jj_puts(b, "Undefined");
     else
-        jv_to_str(v, b);
+        to_str_depth(v, b, depth);
+}
+
+void jv_repr(jv v, jj_buf *b) {
+    repr_depth(v, b, 0);
 }
 
 void jv_to_str(jv v, jj_buf *b) {
+    to_str_depth(v, b, 0);
+}
+
+static void to_str_depth(jv v, jj_buf *b, int depth) {
     char tmp[64];
     switch (v.t) {
     case JV_UNDEF:
@@ -450,7 +469,7 @@ void jv_to_str(jv v, jj_buf *b) {
         return jj_put(b, v.u.s.p, v.u.s.n);
     case JV_LIST:
     case JV_DICT:
-        return repr_items(v, b);
+        return repr_items(v, b, depth);
     case JV_LOOP:
         snprintf(tmp, sizeof tmp, "<LoopContext %lld/%lld>", (long long)v.u.lp->i + 1,
                  (long long)v.u.lp->n);
