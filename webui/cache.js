@@ -265,9 +265,10 @@ function bindNumber(id, key, min, max) {
     input.value = String(view[key]);
     input.addEventListener('change', () => {
         const v = Math.round(Number(input.value));
-        if (!Number.isFinite(v)) return;
-        view[key] = Math.max(min, Math.min(max, v));
-        input.value = String(view[key]);
+        const next = Number.isFinite(v) ? Math.max(min, Math.min(max, v)) : view[key];
+        input.value = String(next);
+        if (next === view[key]) return; // (a change on blur must not redraw under a click)
+        view[key] = next;
         store.set(key === 'depth' ? 'cacheDepth' : 'cacheMaxNodes', view[key]);
         view.open.clear();
         render();

@@ -394,8 +394,9 @@ function bind() {
 }
 
 async function loadModel() {
+    let r = null;
     try {
-        const r = await api('/v1/models');
+        r = await api('/v1/models');
         if (!r.ok) throw new Error(await errorText(r));
         const j = await r.json();
         state.model = j.data && j.data[0] ? j.data[0].id : null;
@@ -403,7 +404,9 @@ async function loadModel() {
         document.title = `${state.model} \u2014 radixserve`;
     } catch (e) {
         $('model').textContent = `unavailable (${e.message || e})`;
-        setTimeout(loadModel, 2000); // still loading, or the key was refused: try again
+        // Still loading, or not reachable: try again. No key given (the dialog was cancelled):
+        // the next request asks again.
+        if (!r || r.status !== 401) setTimeout(loadModel, 2000);
         return;
     }
     showConv();

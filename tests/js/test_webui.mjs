@@ -200,6 +200,15 @@ async function chat(ctx, base) {
     const leaves = await tree.evaluate(() => document.querySelector('.node.shared .badge.shared').textContent);
     const ratio = await tree.evaluate(() => document.querySelector('[data-fig="hit_ratio"] dd').textContent);
     ok(leaves === 'shared by 2' && parseFloat(ratio) > 0, `the shared node: "${leaves}", hit ratio ${ratio}`);
+    await tree.fill('#depth', '1');
+    await tree.dispatchEvent('#depth', 'change');
+    const cut = await tree.evaluate(() => ({ nodes: document.querySelectorAll('.node').length, more: document.querySelector('.more')?.textContent }));
+    await tree.click('.node.shared >> xpath=preceding-sibling::button[contains(@class,"twisty")]');
+    const opened = await tree.evaluate(() => document.querySelectorAll('.node').length);
+    ok(cut.nodes === 2 && /^2 more nodes/.test(cut.more || '') && opened === 4,
+        `a depth limit folds the tree (${cut.nodes} nodes drawn, "${cut.more}"), a click unfolds a node (${opened})`);
+    await tree.fill('#depth', '8');
+    await tree.dispatchEvent('#depth', 'change');
     await tree.waitForTimeout(1300); // past the first poll's highlight
     await tree.screenshot({ path: path.join(shots, 'cache.png'), fullPage: true });
     await tree.setViewportSize({ width: 375, height: 740 });
@@ -330,7 +339,8 @@ async function mobile(ctx, base) {
 }
 
 async function apiKey(ctx) {
-    const srv = await startServer(['--api-key', 'sekret']);
+    // A 1 MB pool (51 blocks): a few requests evict, for the cache view's fading nodes below.
+    const srv = await startServer(['--api-key', 'sekret', '--kv-cache-mb', '1']);
     const pub = await fetch(`${srv.base}/`), api = await fetch(`${srv.base}/v1/models`);
     ok(pub.status === 200 && (await fetch(`${srv.base}/webui/chat.js`)).status === 200 && api.status === 401,
         '--api-key: the pages stay public, the API answers 401');
@@ -352,6 +362,29 @@ async function apiKey(ctx) {
     await page.waitForFunction(() => document.getElementById('model').textContent === 'stories260K', null, { timeout: 10000 });
     const asked = await page.evaluate(() => document.getElementById('key-dialog').open);
     ok(!asked, 'after a reload the kept key is used without asking');
+
+    const tree = watch(await ctx.newPage(), 'cache-key');
+    await tree.goto(`${srv.base}/cache`);
+    const ask = (system) => fetch(`${srv.base}/v1/chat/completions`, { method: 'POST',
+        headers: { 'Content-Type': 'application/json', Authorization: 'Bearer sekret' },
+        body: JSON.stringify({ messages: [{ role: 'system', content: system }, { role: 'user', content: 'Go on.' }],
+            temperature: 0, max_tokens: 100 }) }).then((r) => r.json());
+    await ask(SYSTEM);
+    const first = await tree.waitForFunction(() => document.querySelector('.node[data-id] .badge.tok') &&
+        document.querySelectorAll('.node:not(.ns)').length > 0, null, { timeout: 5000 })
+        .then(() => tree.evaluate(() => [...document.querySelectorAll('.node:not(.ns)')].map((e) => e.dataset.id)));
+    for (let i = 0; i < 8; i++) await ask(`${i} ${'Tom had a red ball and a big blue kite. '.repeat(2)}`);
+    const ghost = await tree.waitForFunction((ids) => {
+        const g = [...document.querySelectorAll('.node.ghost')].find((e) => ids.includes(e.dataset.id));
+        return g && { id: g.dataset.id, opacity: Number(getComputedStyle(g).opacity) };
+    }, first, { timeout: 5000 }).then((h) => h.jsonValue(), () => null);
+    ok(ghost && ghost.opacity < 1, `the cache view (same key) shows an evicted node fading (${JSON.stringify(ghost)})`);
+    if (ghost) {
+        await tree.waitForTimeout(5000);
+        const gone = await tree.evaluate((id) => !document.querySelector(`.node[data-id="${id}"]`), ghost.id);
+        ok(gone, 'and then drops it');
+    }
+    await tree.close();
     errors.splice(mark, errors.length - mark, ...errors.slice(mark).filter((e) => !expected(e)));
     await page.close();
 }
