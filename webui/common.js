@@ -33,9 +33,36 @@ export function el(tag, cls, text) {
 
 let asking = null; // one dialog at a time, however many requests got a 401
 
+// The key dialog, made on first use: <dialog id="key-dialog"> with #key-msg, #key-input and
+// the buttons Cancel and Save (#key-save).
+function keyDialog() {
+    let dlg = $('key-dialog');
+    if (dlg) return dlg;
+    dlg = el('dialog');
+    dlg.id = 'key-dialog';
+    const form = el('form');
+    form.method = 'dialog';
+    const msg = el('p');
+    msg.id = 'key-msg';
+    const input = el('input');
+    Object.assign(input, { id: 'key-input', type: 'password', autocomplete: 'off' });
+    input.setAttribute('aria-label', 'API key');
+    const row = el('div', 'row end');
+    const cancel = el('button', null, 'Cancel'), save = el('button', null, 'Save');
+    cancel.value = 'cancel';
+    cancel.formNoValidate = true;
+    save.value = 'ok';
+    save.id = 'key-save';
+    row.append(cancel, save);
+    form.append(msg, input, row);
+    dlg.append(form);
+    document.body.append(dlg);
+    return dlg;
+}
+
 function askKey(again) {
     if (asking) return asking;
-    const dlg = $('key-dialog'), input = $('key-input'), msg = $('key-msg');
+    const dlg = keyDialog(), input = $('key-input'), msg = $('key-msg');
     msg.textContent = again ? 'That key was not accepted. API key:' : 'This server needs an API key:';
     input.value = '';
     asking = new Promise((resolve) => {

@@ -360,7 +360,7 @@ async function apiKey(ctx) {
     ok(true, 'the key dialog asks again after a wrong key, then the page works');
     await page.reload();
     await page.waitForFunction(() => document.getElementById('model').textContent === 'stories260K', null, { timeout: 10000 });
-    const asked = await page.evaluate(() => document.getElementById('key-dialog').open);
+    const asked = await page.evaluate(() => Boolean(document.getElementById('key-dialog')?.open));
     ok(!asked, 'after a reload the kept key is used without asking');
 
     const tree = watch(await ctx.newPage(), 'cache-key');
