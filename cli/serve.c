@@ -436,6 +436,9 @@ static int serve(const serve_opts *o) {
             "application/json' -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 64, "
             "\"temperature\": 0}'\n",
             o->host, srv_port(server));
+    if (!o->no_webui)
+        fprintf(stderr, "radixserve: chat in a browser: http://%s:%d/ (the prefix cache: /cache)\n",
+                o->host, srv_port(server));
     int sig;
     while ((sig = wait_for_signal(&set)) == SIGPIPE) {
     }
