@@ -405,7 +405,8 @@ async function noWebui() {
 
 async function main() {
     fs.mkdirSync(shots, { recursive: true });
-    const srv = await startServer([], { RADIXSERVE_TEST_STEP_DELAY_MS: '20' }); // tokens arrive over seconds
+    // Tokens arrive over seconds; no warmed next turns, so the tree holds exactly the chats sent.
+    const srv = await startServer(['--warm-next-turn', '0'], { RADIXSERVE_TEST_STEP_DELAY_MS: '20' });
     await staticFiles(srv.base);
     const ctx = await browser();
     try {
