@@ -45,7 +45,9 @@ ISA_fuzz_fuzz := -fno-sanitize=address,undefined,fuzzer-no-link
 
 ROOMS    ?= util cache tokenizer grammar engine api chat sched server cli
 LIB_SRCS := $(foreach r,$(ROOMS),$(wildcard $(r)/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/webui.o
+# The web UI (webui/, served by server/srv_static.c) is compiled into the binary as C arrays.
+WEBUI_FILES := $(shell find webui -type f -not -name '.*' | LC_ALL=C sort)
 LIB      := $(BUILD)/libradixserve.a
 BIN      ?= bin/radixserve$(if $(filter release,$(MODE)),,-$(MODE))
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -58,7 +60,7 @@ FUZZ_SECONDS ?= 600
 FUZZ_JOBS    ?= 1
 
 .PHONY: all deps deps-test run test test-asan test-tsan bench format clean tests bench-bins \
-        fuzz fuzz-bins
+        fuzz fuzz-bins FORCE
 
 all: $(BIN)
 
@@ -73,6 +75,18 @@ deps-test:
 $(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$*),$(ISA_avx512) $(ISA_fuzz_$(MODE)),$(if $(findstring _avx2,$*),$(ISA_avx2) $(ISA_fuzz_$(MODE)))) -c $< -o $@
+
+# The list of embedded files is rewritten only when it changes, so removing a file re-embeds too.
+$(BUILD)/gen/webui.list: FORCE
+	@mkdir -p $(dir $@)
+	@echo $(WEBUI_FILES) | cmp -s - $@ || echo $(WEBUI_FILES) >$@
+
+$(BUILD)/gen/webui.c: $(BUILD)/gen/webui.list $(WEBUI_FILES) scripts/embed-webui.sh
+	bash scripts/embed-webui.sh $@ $(WEBUI_FILES)
+
+$(BUILD)/obj/gen/webui.o: $(BUILD)/gen/webui.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)

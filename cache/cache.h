@@ -235,6 +235,7 @@ typedef struct rt_snap_node {
     int n_blocks;          /* blocks on the edge */
     int32_t pin;           /* pins on the node and its descendants */
     uint64_t last_access;  /* logical clock of the last use */
+    int64_t hits;          /* rt_match calls that reused blocks of the edge (see rt_internal.h) */
     const int32_t *tokens; /* the first min(n_tokens, max_tokens) tokens (snapshot's arena) */
     int n_copied;          /* how many tokens were copied */
     const int32_t *blocks; /* all n_blocks block ids of the edge (snapshot's block arena) */
@@ -252,7 +253,7 @@ typedef struct rt_snapshot {
 /* Copy the tree, keeping up to max_tokens tokens per edge (max_tokens >= 0). */
 int rt_snapshot_take(const rt_tree *t, int max_tokens, rt_snapshot *out, rs_err *e);
 void rt_snapshot_free(rt_snapshot *s);
-/* The snapshot as JSON: {"clock":..,"stats":{..},"nodes":[{"id":..,"parent":..,...,
+/* The snapshot as JSON: {"clock":..,"stats":{..},"nodes":[{"id":..,"parent":..,...,"hits":..,
  * "tokens":[first tokens]}]}; *out is malloc'd, NUL-terminated, the caller frees it. */
 int rt_snapshot_json(const rt_snapshot *s, char **out, rs_err *e);
 

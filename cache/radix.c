@@ -218,6 +218,13 @@ static void touch_path(rt_tree *t, rt_node *n, uint64_t stamp) {
     }
 }
 
+/* Count a reuse on every node whose blocks a match served: the fully matched path and the edge
+ * it ended inside. */
+static void count_hits(rt_tree *t, const rt_walk *w) {
+    if (w->partial) w->partial->hits++;
+    for (rt_node *n = w->node; n && n != &t->root && n->n_blocks > 0; n = n->parent) n->hits++;
+}
+
 static rt_node *find_ns(const rt_tree *t, uint64_t ns) {
     return find_child(t, &t->root, ns, NULL);
 }
@@ -298,6 +305,7 @@ int rt_match_ex(rt_tree *t, uint64_t ns, const int32_t *tokens, int n, int flags
     touch_path(t, w.node, ++t->clock);
     if (blocks_out && blocks_out->n > had)
         count_warm_hits(t, blocks_out->v + had, blocks_out->n - had, x.l ? x.l : t->bs);
+    count_hits(t, &w);
     return hit;
 }
 
@@ -425,6 +433,7 @@ static rt_node *split_edge(rt_tree *t, rt_node *x, int k, rt_node *up) {
     up->n_tokens = k * t->bs;
     up->pin = x->pin;
     up->last_access = x->last_access;
+    up->hits = x->hits;
     memcpy(up->tokens, x->tokens, (size_t)k * bs * sizeof *x->tokens);
     memcpy(up->blocks, x->blocks, (size_t)k * sizeof *x->blocks);
     parent->child[i] = up; /* same first block, so the same sorted place */

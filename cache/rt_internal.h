@@ -43,6 +43,8 @@ struct rt_node {
     int32_t pin;          /* pins on this node plus pins on all its descendants */
     int32_t heap_idx;     /* position in the LRU heap, -1 when not evictable right now */
     uint64_t last_access; /* logical clock value of the last match/insert that used the edge */
+    int64_t hits;         /* rt_match calls that reused at least one block of this edge (a split
+                             gives both halves the count so far: an upper bound for the lower) */
     uint64_t id;          /* creation number: unique, stable, the LRU tie-break */
     uint64_t ns;          /* namespace this node belongs to */
 };

@@ -34,6 +34,7 @@ static void copy_node(const rt_tree *t, rt_snapshot *s, snap_frame f, int max_to
         .n_blocks = n->n_blocks,
         .pin = n->pin,
         .last_access = n->last_access,
+        .hits = n->hits,
         .tokens = s->arena + *arena_used,
         .n_copied = k,
         .blocks = s->block_arena + *blocks_used,
@@ -92,8 +93,10 @@ static void json_stats(FILE *f, const rt_stats *s) {
 static void json_node(FILE *f, const rt_snap_node *n) {
     fprintf(f,
             "{\"id\":%" PRIu64 ",\"parent\":%" PRIu64 ",\"ns\":\"%" PRIu64 "\",\"depth\":%d"
-            ",\"n_tokens\":%d,\"n_blocks\":%d,\"pin\":%d,\"last_access\":%" PRIu64 ",\"tokens\":[",
-            n->id, n->parent, n->ns, n->depth, n->n_tokens, n->n_blocks, n->pin, n->last_access);
+            ",\"n_tokens\":%d,\"n_blocks\":%d,\"pin\":%d,\"last_access\":%" PRIu64
+            ",\"hits\":%" PRId64 ",\"tokens\":[",
+            n->id, n->parent, n->ns, n->depth, n->n_tokens, n->n_blocks, n->pin, n->last_access,
+            n->hits);
     for (int i = 0; i < n->n_copied; i++) fprintf(f, "%s%d", i ? "," : "", n->tokens[i]);
     fputs("],\"blocks\":[", f);
     for (int i = 0; i < n->n_blocks; i++) fprintf(f, "%s%d", i ? "," : "", n->blocks[i]);

@@ -42,6 +42,7 @@ typedef struct serve_opts {
     int connection_reserve;  /* --connection-reserve: beyond those, answered fast */
     int max_connections_per_client; /* --max-connections-per-client: per client address */
     int warm_next_turn;             /* --warm-next-turn 0|1: prefill a chat's next turn when idle */
+    int no_webui;                   /* --no-webui */
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -91,6 +92,8 @@ static const struct opt {
      "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
     {"warm-next-turn", OPT_INT, offsetof(serve_opts, warm_next_turn),
      "0|1  after a chat completion, prefill its next turn from spare capacity (1)"},
+    {"no-webui", OPT_FLAG, offsetof(serve_opts, no_webui),
+     "  no chat page (/) and no cache view (/cache)"},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
 
@@ -412,7 +415,8 @@ static int serve(const serve_opts *o) {
                     .max_conns = o->max_connections,
                     .conn_reserve = o->connection_reserve,
                     .max_conns_per_client = o->max_connections_per_client,
-                    .warm_next_turn = o->warm_next_turn};
+                    .warm_next_turn = o->warm_next_turn,
+                    .no_webui = o->no_webui};
     srv *server;
     if (srv_start(&server, &c, &e)) {
         fprintf(stderr, "radixserve serve: %s\n", e.msg);
@@ -432,6 +436,9 @@ static int serve(const serve_opts *o) {
             "application/json' -d '{\"prompt\": \"Once upon a time\", \"max_tokens\": 64, "
             "\"temperature\": 0}'\n",
             o->host, srv_port(server));
+    if (!o->no_webui)
+        fprintf(stderr, "radixserve: chat in a browser: http://%s:%d/ (the prefix cache: /cache)\n",
+                o->host, srv_port(server));
     int sig;
     while ((sig = wait_for_signal(&set)) == SIGPIPE) {
     }

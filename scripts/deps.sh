@@ -32,6 +32,7 @@ if [ $want_test = 1 ]; then
     else
         missing+=(python3-torch python3-jinja2 python3-numpy)
     fi
+    need_file /usr/bin/chromium chromium # the web UI's browser test (tests/js/test_webui.mjs)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
@@ -52,7 +53,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}" >/dev/null
 fi
 
-# Test-side npm packages (openai SDK, transformers.js-derived tokenizer, chat-UI client), pinned
+# Test-side npm packages (openai SDK, transformers.js-derived tokenizer, chat-UI client,
+# playwright-core to drive Chromium; it downloads no browser of its own), pinned
 # by tests/js/package-lock.json. Reinstalled only when the lock file changed.
 if [ $want_test = 1 ] && [ -f tests/js/package-lock.json ]; then
     stamp=tests/js/node_modules/.radixserve-lock

@@ -325,7 +325,7 @@ static enum MHD_Result route_detokenize(srv_conn *c, struct MHD_Connection *conn
 typedef enum MHD_Result (*route_fn)(srv_conn *c, struct MHD_Connection *conn);
 
 typedef struct route {
-    const char *path; /* exact path, or a prefix when it ends with '/' */
+    const char *path; /* exact path, or a prefix when it ends with '/' (but "/" is exact) */
     const char *method;
     route_fn fn;     /* NULL: the models route (takes the url) */
     int needs_model; /* 503 while loading */
@@ -345,11 +345,16 @@ static const route ROUTES[] = {
     {"/v1/responses", "POST", srv_responses, 1, 0, 1},
     {"/tokenize", "POST", route_tokenize, 1, 0, 0},
     {"/detokenize", "POST", route_detokenize, 1, 0, 0},
+    /* the web UI (srv_static.c): pages and their files, public */
+    {"/", "GET", srv_static, 0, 1, 0},
+    {"/index.html", "GET", srv_static, 0, 1, 0},
+    {"/cache", "GET", srv_static, 0, 1, 0},
+    {"/webui/", "GET", srv_static, 0, 1, 0},
 };
 
 static int path_matches(const char *p, const char *url) {
     size_t n = strlen(p);
-    return p[n - 1] == '/' ? (!strncmp(url, p, n) && url[n]) : !strcmp(url, p);
+    return n > 1 && p[n - 1] == '/' ? (!strncmp(url, p, n) && url[n]) : !strcmp(url, p);
 }
 
 /* The route of url; *canon is url with "/v1" put back when an alias was used. */

@@ -60,6 +60,7 @@ typedef struct srv_config {
     int max_conns_per_client; /* connections from one client address (more are refused) */
     int warm_next_turn;       /* 1: after a chat completion, prefill the conversation as its next
                                  request will send it (srv_warm.c), from spare capacity */
+    int no_webui;             /* 1: no chat page (/) and no cache view (/cache) */
 } srv_config;
 
 /* The one owner of every default: a zero field of a srv_config given to srv_start takes the

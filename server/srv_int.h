@@ -170,4 +170,21 @@ enum MHD_Result srv_responses(srv_conn *c, struct MHD_Connection *conn);
 enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_request *req,
                              srv_resp *resp);
 
+/* ---------------------------------------------------------------- the web UI (srv_static.c) */
+
+/* One file of webui/, embedded at build time (scripts/embed-webui.sh writes the table into
+ * $(BUILD)/gen/webui.c). */
+typedef struct srv_asset {
+    const char *name;          /* path below webui/, e.g. "chat.js", "vendor/purify.min.js" */
+    const unsigned char *data; /* its bytes */
+    size_t size;               /* their count */
+} srv_asset;
+
+extern const srv_asset SRV_ASSETS[];
+extern const int SRV_N_ASSETS;
+
+/* GET / and /index.html (the chat), /cache (the tree view), /webui/NAME (their files): public,
+ * under a strict Content-Security-Policy; 404 when the server runs with --no-webui. */
+enum MHD_Result srv_static(srv_conn *c, struct MHD_Connection *conn);
+
 #endif

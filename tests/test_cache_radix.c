@@ -283,11 +283,14 @@ static void test_stats_and_snapshot(void) {
                snap.nodes[1].tokens[1] == 1001 && snap.nodes[1].pin == 1 &&
                snap.nodes[1].parent == snap.nodes[0].id && snap.nodes[0].parent == 0,
            "snapshot node: tokens, first tokens, pin, parent");
+    TAP_OK(snap.nodes[1].hits == 2 && snap.nodes[0].hits == 0,
+           "hits: the warm match ending inside the edge and the full one (got %lld)",
+           (long long)snap.nodes[1].hits);
     char *js = NULL;
     TAP_OK(rt_snapshot_json(&snap, &js, NULL) == 0 && js, "json");
     TAP_OK(js && strstr(js, "\"n_tokens\":12") && strstr(js, "\"tokens\":[1000,1001]") &&
                strstr(js, "\"pin\":1") && strstr(js, "\"cached_blocks\":3") &&
-               strstr(js, "\"ns\":\"0\""),
+               strstr(js, "\"ns\":\"0\"") && strstr(js, "\"hits\":2"),
            "json has the fields: %.200s", js ? js : "");
     free(js);
     rt_snapshot_free(&snap);

@@ -41,6 +41,8 @@ typedef struct ment {
     uint64_t last_access; /* clock of the last use */
     int pin;              /* pins covering this block */
     int start;            /* 1 if a tree node starts at this block */
+    int64_t hits;         /* matches that reused this block; a block that starts a node by a
+                             split takes the hits of the node's old first block (the tree's rule) */
 } ment;
 
 typedef struct model {
@@ -148,7 +150,11 @@ static int m_match(model *m, uint64_t ns, const int32_t *tok, int n, int32_t *bl
     m->clock++;
     *end_k = 0;
     if (k == 0) return 0;
-    for (int j = 1; j <= k; j++) blocks[j - 1] = m->e[m_find(m, ns, tok, j)].block;
+    for (int j = 1; j <= k; j++) {
+        ment *e = &m->e[m_find(m, ns, tok, j)];
+        blocks[j - 1] = e->block;
+        e->hits++;
+    }
     int whole = m_cont(m, m_find(m, ns, tok, k)) < 0;
     m_touch(m, ns, tok, whole ? k : m_node_start(m, ns, tok, k) - 1);
     *end_k = m_node_end(m, ns, tok, k, end_tok);
@@ -161,7 +167,10 @@ static void m_insert(model *m, uint64_t ns, const int32_t *tok, int n, const int
     int k = m_matched(m, ns, tok, nb);
     if (k > 0) {
         int c = m_cont(m, m_find(m, ns, tok, k));
-        if (c >= 0) m->e[c].start = 1; /* the insert diverged or ended inside that node */
+        if (c >= 0) { /* the insert diverged or ended inside that node: split it */
+            m->e[c].start = 1;
+            m->e[c].hits = m->e[m_find(m, ns, tok, m_node_start(m, ns, tok, k))].hits;
+        }
     }
     for (int j = k; j < nb; j++) {
         ment *e = &m->e[m->n++];
@@ -258,6 +267,7 @@ static void compare(const rt_tree *t, const kv_pool *p, const model *m, long op)
             ok &= expect(e->last_access == n->last_access, op, "last access differs");
             ok &= expect(e->pin == n->pin, op, "pin count differs");
             ok &= expect(e->start == (b == 0), op, "node boundary differs");
+            ok &= expect(b > 0 || e->hits == n->hits, op, "hit count differs");
             seen++;
             pinned += n->pin > 0;
         }

@@ -34,6 +34,10 @@ ok $? "make run prints the URL"
 grep -q "curl http://127.0.0.1:$port/v1/completions" "$log"
 ok $? "make run prints a ready-to-paste curl command"
 
+grep -q "chat in a browser: http://127.0.0.1:$port/ " "$log" &&
+    curl -sf "http://127.0.0.1:$port/" | grep -q '<title>radixserve chat</title>'
+ok $? "make run prints the chat page's URL, and the page is there (the README's In a browser)"
+
 cmd=$(grep -m1 '^    curl http://127.0.0.1:8080/v1/completions' README.md | sed "s/^    //; s/:8080/:$port/")
 [ -n "$cmd" ]
 ok $? "the README gives a curl command"

@@ -694,16 +694,29 @@ static void test_errors(void) {
            "CORS preflight");
 }
 
-static void test_auth(void) {
-    srv_config c = {.host = "127.0.0.1", .api_key = "sekret", .model_name = "fake-model"};
+/* A second server (never made ready) that http() talks to until other_stop; NULL if it failed. */
+static int g_saved_port;
+static srv *other_start(const srv_config *c, const char *what) {
     srv *s;
     rs_err e;
-    if (srv_start(&s, &c, &e)) {
-        TAP_OK(0, "auth server starts: %s", e.msg);
-        return;
+    if (srv_start(&s, c, &e)) {
+        TAP_OK(0, "%s server starts: %s", what, e.msg);
+        return NULL;
     }
-    int saved = g_port;
+    g_saved_port = g_port;
     g_port = srv_port(s);
+    return s;
+}
+
+static void other_stop(srv *s) {
+    srv_stop(s);
+    g_port = g_saved_port;
+}
+
+static void test_auth(void) {
+    srv_config c = {.host = "127.0.0.1", .api_key = "sekret", .model_name = "fake-model"};
+    srv *s = other_start(&c, "auth");
+    if (!s) return;
     reply r;
     http(&r, "GET", "/v1/models", NULL, NULL);
     TAP_OK(r.status == 401 && strstr(r.body, "invalid_api_key"), "401 without a key");
@@ -711,8 +724,43 @@ static void test_auth(void) {
     TAP_OK(r.status == 401, "401 with a wrong key");
     http(&r, "GET", "/health", NULL, NULL);
     TAP_OK(r.status == 503, "/health needs no key (503 loading here)");
-    srv_stop(s);
-    g_port = saved;
+    http(&r, "GET", "/", NULL, NULL);
+    TAP_OK(r.status == 200 && strcasestr(r.headers, "Content-Security-Policy: default-src 'none'"),
+           "the chat page needs no key and no model, under a CSP");
+    http(&r, "GET", "/webui/chat.js", NULL, NULL);
+    TAP_OK(r.status == 200 && strcasestr(r.headers, "Content-Type: text/javascript"),
+           "its files need no key");
+    other_stop(s);
+}
+
+/* The web UI's routes: pages, files, what is not there, and --no-webui. */
+static void test_webui(void) {
+    reply r;
+    http(&r, "GET", "/cache", NULL, NULL);
+    TAP_OK(r.status == 200 && strstr(r.body, "cache.js") &&
+               strcasestr(r.headers, "Content-Type: text/html"),
+           "GET /cache is the tree view");
+    http(&r, "GET", "/index.html", NULL, "-I");
+    TAP_OK(r.status == 200 && strcasestr(r.headers, "X-Content-Type-Options: nosniff"),
+           "HEAD /index.html");
+    const char *missing[] = {"/webui/", "/webui/nope.js", "/webui/../server.c", "/index.htm"};
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+        http(&r, "GET", missing[i], NULL, "--path-as-is");
+        TAP_OK(r.status == 404 && strstr(r.body, "\"not_found\""), "GET %s: 404", missing[i]);
+    }
+    http(&r, "POST", "/", "{}", NULL);
+    TAP_OK(r.status == 405, "POST / is 405");
+    srv_config c = {.host = "127.0.0.1", .model_name = "fake-model", .no_webui = 1};
+    srv *s = other_start(&c, "no-webui");
+    if (!s) return;
+    const char *off[] = {"/", "/index.html", "/cache", "/webui/chat.js"};
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++) {
+        http(&r, "GET", off[i], NULL, NULL);
+        TAP_OK(r.status == 404 && strstr(r.body, "--no-webui"), "no_webui: GET %s is 404", off[i]);
+    }
+    http(&r, "GET", "/nothing", NULL, NULL);
+    TAP_OK(r.status == 404 && strstr(r.body, "Unknown route"), "no_webui: other paths as before");
+    other_stop(s);
 }
 
 /* --served-model-name a,b with --any-model-name: every name listed, any name accepted and an
@@ -821,6 +869,7 @@ int main(void) {
     test_auth();
     test_any_model(&be, &m);
     test_longer_than_idle();
+    test_webui();
     test_disconnect("streaming mid-prefill",
                     "{\"messages\":[{\"role\":\"user\",\"content\":\"SLOW\"}],\"stream\":true}",
                     500);
