@@ -73,8 +73,9 @@ typedef struct figures {
     double tensor_bytes; /* bytes of every weight matrix as held */
     double rss_load;     /* resident memory right after load (and quantization) */
 #ifdef ENG_PROFILE
-    double phase_s[8][ENG_PH_N]; /* per decode batch: seconds in each phase (all steps) */
-    double sample_s[8];          /* per decode batch: seconds in the greedy pick (all steps) */
+    double phase_s[8][ENG_PH_N];      /* per decode batch: seconds in each phase (all steps) */
+    double sample_s[8];               /* per decode batch: seconds in the greedy pick (all steps) */
+    double prefill_phase_s[ENG_PH_N]; /* prefill: seconds in each phase, over all reps */
 #endif
 } figures;
 
@@ -142,12 +143,18 @@ static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
     eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL, NULL};
     int rc = eng_forward(b->ctx, &b->pool, &warm, 1, e);
     if (rc) return rc;
+#ifdef ENG_PROFILE
+    memset(&eng_prof, 0, sizeof eng_prof);
+#endif
     for (int r = 0; r < o->reps; r++) {
         double t0 = rs_now();
         if ((rc = eng_forward(b->ctx, &b->pool, &q, 1, e))) return rc;
         double t = rs_now() - t0;
         if (r == 0 || t < f->prefill_s) f->prefill_s = t;
     }
+#ifdef ENG_PROFILE
+    memcpy(f->prefill_phase_s, eng_prof.sec, sizeof eng_prof.sec);
+#endif
     return 0;
 }
 
@@ -237,8 +244,7 @@ static const char *const phase_names[ENG_PH_N] = {
     "embedding, positions",
     "residual adds + RMSNorm",
     "q/k/v projections",
-    "biases, q/k norm, RoPE",
-    "K/V into the pages",
+    "biases, q/k norm, RoPE, K/V",
     "attention",
     "o_proj",
     "gate/up projections",
@@ -249,7 +255,21 @@ static const char *const phase_names[ENG_PH_N] = {
 
 /* Where a decode step's time went, per batch size: the forward pass's phases (each pool job's
  * wait for its slowest worker included), the greedy pick, and what hand-offs alone cost. */
+static void print_prefill_profile(const opts *o, const figures *f) {
+    double sum = 0;
+    for (int p = 0; p < ENG_PH_N; p++) sum += f->prefill_phase_s[p];
+    printf(
+        "prefill profile, prompt %d: %.1f ms per call (mean of %d; calling thread's wall time)\n",
+        o->prompt, sum / o->reps * 1e3, o->reps);
+    printf("| %-28s | %9s | %6s |\n", "phase", "ms/call", "%");
+    printf("|------------------------------|-----------|--------|\n");
+    for (int p = 0; p < ENG_PH_N; p++)
+        printf("| %-28s | %9.2f | %6.1f |\n", phase_names[p], f->prefill_phase_s[p] / o->reps * 1e3,
+               100 * f->prefill_phase_s[p] / sum);
+}
+
 static void print_profile(const opts *o, const eng_model *m, const figures *f) {
+    print_prefill_profile(o, f);
     int L = eng_model_config(m)->n_layers;
     int handoffs = 5 * L + 1; /* q/k/v, attention, o, gate/up, down per layer; the LM head */
     double hus = handoff_us(o->threads);

@@ -179,6 +179,9 @@ static void matmul_piece(void *a, int i0, int i1) {
  * would cost about what it saves. (Low enough that the forward test's 150-row prefills of its
  * small model take the pool path, and are compared with one-row decode steps, which never do.) */
 enum { ROWS_PARALLEL_MIN = 4096 };
+/* Rows of biases, q/k norms, RoPE and K/V stores below which one thread does them (a row is a few
+ * microseconds; a hand-off to the pool costs about as much as one). */
+enum { QKV_PARALLEL_MIN = 4 };
 
 /* Rows of x quantized into c->qx (a row's blocks are its own: any split gives the same). */
 typedef struct quant_job {
@@ -374,19 +377,6 @@ static void store_kv(const kv_pool *kv, void *tile, int slot, const float *src) 
     for (int i = 0; i < d; i++) dst[i] = eng_f32_to_bf16(src[i]);
 }
 
-static void write_kv(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int layer, int T) {
-    const eng_config *g = &c->m->cfg;
-    size_t kvd = (size_t)g->n_kv_heads * (size_t)g->head_dim;
-    for (int r = 0; r < T; r++) {
-        int p = c->row_pos[r], blk = seqs[c->row_seq[r]].blocks[p / kv->block_size];
-        for (int h = 0; h < g->n_kv_heads; h++) {
-            size_t off = (size_t)r * kvd + (size_t)h * (size_t)g->head_dim;
-            store_kv(kv, kv_tile(kv, blk, layer, 0, h), p % kv->block_size, c->kx + off);
-            store_kv(kv, kv_tile(kv, blk, layer, 1, h), p % kv->block_size, c->vx + off);
-        }
-    }
-}
-
 /* ---------------------------------------------------------------- per-row work on the pool */
 
 /* Element-wise and per-row steps between the weight products, split over rows (each row's
@@ -424,14 +414,54 @@ static void residual_norm(eng_ctx *c, int T, int add_tmp, const float *norm_w) {
     rows_run(c, T, (size_t)c->m->cfg.hidden, residual_norm_piece, &j);
 }
 
-/* gate = SiLU(gate) * up, row by row. */
+/* gate = SiLU(gate) * up, row by row (the table's silu_mul). */
 static void swiglu_piece(void *a, int r0, int r1) {
     const rows_job *j = a;
     size_t F = (size_t)j->c->m->cfg.intermediate;
-    for (size_t i = (size_t)r0 * F; i < (size_t)r1 * F; i++) {
-        float g = j->c->gate[i];
-        j->c->gate[i] = g / (1.0f + expf(-g)) * j->c->up[i];
+    j->c->k->silu_mul(j->c->gate + (size_t)r0 * F, j->c->up + (size_t)r0 * F,
+                      (size_t)(r1 - r0) * F);
+}
+
+/* The attention inputs of rows [r0, r1) of one layer: biases, per-head q/k norms and RoPE,
+ * then each row's K/V rounded into its own page slot (rows never share a slot). */
+typedef struct qkv_job {
+    eng_ctx *c;
+    kv_pool *kv;
+    const eng_seq *seqs;
+    int layer;
+} qkv_job;
+
+static void qkv_rows_piece(void *a, int r0, int r1) {
+    const qkv_job *j = a;
+    eng_ctx *c = j->c;
+    const eng_config *g = &c->m->cfg;
+    const eng_layer *L = &c->m->layers[j->layer];
+    int d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
+    for (int r = r0; r < r1; r++) {
+        float *q = c->q + (size_t)r * qd, *k = c->kx + (size_t)r * kvd,
+              *v = c->vx + (size_t)r * kvd;
+        add_bias(q, L->q_bias, 1, qd);
+        add_bias(k, L->k_bias, 1, kvd);
+        add_bias(v, L->v_bias, 1, kvd);
+        const float *cs = c->cos + (size_t)r * (d / 2), *sn = c->sin + (size_t)r * (d / 2);
+        heads_norm_rope(q, g->n_heads, L->q_norm, g, cs, sn);
+        heads_norm_rope(k, g->n_kv_heads, L->k_norm, g, cs, sn);
+        int p = c->row_pos[r], bs = j->kv->block_size;
+        int blk = j->seqs[c->row_seq[r]].blocks[p / bs];
+        for (int h = 0; h < g->n_kv_heads; h++) {
+            store_kv(j->kv, kv_tile(j->kv, blk, j->layer, 0, h), p % bs, k + (size_t)h * d);
+            store_kv(j->kv, kv_tile(j->kv, blk, j->layer, 1, h), p % bs, v + (size_t)h * d);
+        }
     }
+}
+
+/* Rows [0, T) of qkv_rows_piece, on the pool if that pays. */
+static void qkv_rows(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int layer, int T) {
+    qkv_job j = {c, kv, seqs, layer};
+    if (T < QKV_PARALLEL_MIN)
+        qkv_rows_piece(&j, 0, T);
+    else
+        eng_pool_run(c->pool, T, qkv_rows_piece, &j);
 }
 
 /* ---------------------------------------------------------------- the pass */
@@ -445,17 +475,8 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     mm_part qkv[3] = {{c->q, L->q, qd}, {c->kx, L->k, kvd}, {c->vx, L->v, kvd}};
     matmul_parts(c, c->xn, T, H, qkv, 3);
     ENG_PROF_MARK(ENG_PH_QKV);
-    add_bias(c->q, L->q_bias, T, qd);
-    add_bias(c->kx, L->k_bias, T, kvd);
-    add_bias(c->vx, L->v_bias, T, kvd);
-    for (int r = 0; r < T; r++) {
-        const float *cs = c->cos + (size_t)r * (d / 2), *sn = c->sin + (size_t)r * (d / 2);
-        heads_norm_rope(c->q + (size_t)r * qd, g->n_heads, L->q_norm, g, cs, sn);
-        heads_norm_rope(c->kx + (size_t)r * kvd, g->n_kv_heads, L->k_norm, g, cs, sn);
-    }
+    qkv_rows(c, kv, seqs, l, T);
     ENG_PROF_MARK(ENG_PH_ROPE);
-    write_kv(c, kv, seqs, l, T);
-    ENG_PROF_MARK(ENG_PH_KV_WRITE);
     attend_job aj = {c, kv, seqs, l, 1.0f / sqrtf((float)d), eng_pool_threads(c->pool)};
     eng_pool_run(c->pool, aj.n_threads, attend_piece, &aj);
     ENG_PROF_MARK(ENG_PH_ATTEND);

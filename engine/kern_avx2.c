@@ -516,10 +516,32 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
     eng_attend_rows_avx2(&row, 1, kv, layer, kv_head, scale);
 }
 
+/* ---------------------------------------------------------------- SwiGLU */
+
+AVX2_INLINE __m256 silu_mul8(__m256 g, __m256 u) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+/* SwiGLU with exp8 (about 2 ulp of expf); the tail goes through the same vector code. */
+void eng_silu_mul_avx2(float *g, const float *u, size_t n) {
+    size_t i = 0;
+    for (; i + AVX2_LANES <= n; i += AVX2_LANES)
+        _mm256_storeu_ps(g + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) {
+        float tg[AVX2_LANES] = {0}, tu[AVX2_LANES] = {0};
+        memcpy(tg, g + i, (n - i) * sizeof *tg);
+        memcpy(tu, u + i, (n - i) * sizeof *tu);
+        _mm256_storeu_ps(tg, silu_mul8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tu)));
+        memcpy(g + i, tg, (n - i) * sizeof *tg);
+    }
+}
+
 const eng_kernels eng_kernels_avx2 = {
     .name = "avx2",
     .matmul = avx2_matmul,
     .qmatmul = eng_qmatmul_avx2,
     .attend = eng_attend_avx2,
     .attend_rows = eng_attend_rows_avx2,
+    .silu_mul = eng_silu_mul_avx2,
 };

@@ -335,4 +335,5 @@ const eng_kernels eng_kernels_avx512 = {
     .qmatmul = eng_qmatmul_avx512,
     .attend = eng_attend_avx2,
     .attend_rows = eng_attend_rows_avx2,
+    .silu_mul = eng_silu_mul_avx2,
 };

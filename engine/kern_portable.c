@@ -225,10 +225,16 @@ static void port_qmatmul(float *y, int ldy, const eng_qact *x, int M, const void
                 eng_qdot_ref(wdt, (const char *)W + (size_t)n * rb, x, m);
 }
 
+/* SwiGLU with libm's expf. */
+static void port_silu_mul(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 const eng_kernels eng_kernels_portable = {
     .name = "portable",
     .matmul = port_matmul,
     .qmatmul = port_qmatmul,
     .attend = port_attend,
+    .silu_mul = port_silu_mul,
     .attend_rows = NULL, /* the forward pass loops over rows */
 };

@@ -169,4 +169,7 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
 void eng_attend_rows_avx2(const eng_att_row *rows, int R, const kv_pool *kv, int layer, int kv_head,
                           float scale);
 
+/* silu_mul of the AVX2 and AVX-512 tables (kern_avx2.c): the attention's exp8 in 8 lanes. */
+void eng_silu_mul_avx2(float *g, const float *u, size_t n);
+
 #endif

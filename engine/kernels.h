@@ -72,6 +72,13 @@ typedef struct eng_kernels {
      */
     void (*attend_rows)(const eng_att_row *rows, int R, const kv_pool *kv, int layer, int kv_head,
                         float scale);
+
+    /*
+     * SwiGLU's element-wise step: g[i] = g[i] / (1 + e^-g[i]) * u[i] for i < n. Each element's
+     * arithmetic is its own and the same wherever it falls in [0, n) (no tail path of another
+     * kind), so any split over rows or threads gives the same numbers.
+     */
+    void (*silu_mul)(float *g, const float *u, size_t n);
 } eng_kernels;
 
 extern const eng_kernels eng_kernels_portable;

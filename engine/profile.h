@@ -12,17 +12,16 @@
 #define RADIXSERVE_ENGINE_PROFILE_H
 
 typedef enum eng_phase {
-    ENG_PH_EMBED,    /* embedding rows, rotary factors, attention item list */
-    ENG_PH_NORM,     /* residual adds and RMSNorms between blocks */
-    ENG_PH_QKV,      /* q/k/v projections (one pool job) */
-    ENG_PH_ROPE,     /* biases, per-head q/k norms, RoPE */
-    ENG_PH_KV_WRITE, /* new K/V rounded into the pages */
-    ENG_PH_ATTEND,   /* attention over the pages (one pool job) */
-    ENG_PH_O,        /* o_proj */
-    ENG_PH_GATE_UP,  /* gate and up projections (one pool job) */
-    ENG_PH_SWIGLU,   /* SiLU(gate) * up */
-    ENG_PH_DOWN,     /* down_proj */
-    ENG_PH_LM_HEAD,  /* final norm, LM head, logits copied out */
+    ENG_PH_EMBED,   /* embedding rows, rotary factors, attention item list */
+    ENG_PH_NORM,    /* residual adds and RMSNorms between blocks */
+    ENG_PH_QKV,     /* q/k/v projections (one pool job) */
+    ENG_PH_ROPE,    /* biases, per-head q/k norms, RoPE, new K/V rounded into the pages */
+    ENG_PH_ATTEND,  /* attention over the pages (one pool job) */
+    ENG_PH_O,       /* o_proj */
+    ENG_PH_GATE_UP, /* gate and up projections (one pool job) */
+    ENG_PH_SWIGLU,  /* SiLU(gate) * up */
+    ENG_PH_DOWN,    /* down_proj */
+    ENG_PH_LM_HEAD, /* final norm, LM head, logits copied out */
     ENG_PH_N
 } eng_phase;
 

@@ -7,7 +7,9 @@
  *   - batch invariance bit for bit: M = 1 rows == M = 512 rows, arbitrary n0/n1 splits, odd K
  *     and N (tails), any row count in between;
  *   - attention against a double-precision softmax, and bit-for-bit invariance to where the
- *     blocks are in the pool and to what lies beyond n_pos.
+ *     blocks are in the pool and to what lies beyond n_pos;
+ *   - silu_mul against a double-precision SiLU(g) * u, and bit for bit the same wherever an
+ *     element falls in the range (any split, any tail).
  */
 #include <cblas.h>
 #include <math.h>
@@ -516,6 +518,34 @@ static void test_attend_rows(const eng_kernels *k, kv_dtype dt, int head_dim, in
     kv_pool_free(&p);
 }
 
+/* ---------------------------------------------------------------- SwiGLU */
+
+static void test_silu_mul(const eng_kernels *k) {
+    enum { N = 3072 + 5 };
+    float *g = rnd_vec(N, 91), *u = rnd_vec(N, 92), *all = malloc(N * sizeof *all),
+          *cut = malloc(N * sizeof *cut);
+    for (int i = 0; i < N; i++) g[i] *= 40.0f; /* exp's range, both tails */
+    g[0] = -100.0f, g[1] = 100.0f, g[2] = 0.0f;
+    memcpy(all, g, N * sizeof *all);
+    k->silu_mul(all, u, N);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * (double)u[i];
+        double err = fabs(all[i] - want) / (fabs(want) + 1e-30);
+        if (fabs(want) > 1e-30 && err > worst) worst = err;
+    }
+    TAP_OK(worst < 1e-6, "%s silu_mul within 1e-6 relative of double (worst %.2g)", k->name, worst);
+    int same = 1;
+    for (int cut0 = 1; cut0 < 40 && same; cut0 += 3) { /* pieces [0, cut0), [cut0, N) */
+        memcpy(cut, g, N * sizeof *cut);
+        k->silu_mul(cut, u, (size_t)cut0);
+        k->silu_mul(cut + cut0, u + cut0, (size_t)(N - cut0));
+        same = !memcmp(cut, all, N * sizeof *cut);
+    }
+    TAP_OK(same, "%s silu_mul: any split gives the same bits", k->name);
+    free(g), free(u), free(all), free(cut);
+}
+
 int main(void) {
     openblas_set_num_threads(1);
     test_selection();
@@ -531,6 +561,7 @@ int main(void) {
         }
         test_matmul(k);
         test_attend(k);
+        test_silu_mul(k);
         if (!strcmp(k->name, "avx2"))
             for (int t = 0; t < 3; t++) {
                 test_avx2_spec(k, (eng_dtype)t, 7);
