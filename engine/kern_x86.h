@@ -155,8 +155,8 @@ void eng_qmatmul_avx2(float *y, int ldy, const eng_qact *x, int M, const void *W
 void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
                         int n0, int n1);
 
-/* The AVX2 attention (kern_avx2.c), also used by the AVX-512 table: attention reads little
- * compared with the weights, so a second SIMD version would only add code. */
+/* The AVX2 attention (kern_avx2.c), also the AVX-512 table's over F32 pages (its BF16 pages take
+ * VDPBF16PS in kern_avx512.c). */
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
                      int layer, int kv_head, int n_pos, float scale);
 

@@ -381,6 +381,8 @@ static float kv_at(const kv_pool *p, const int32_t *table, int layer, int kvi, i
                               : eng_bf16_to_f32(((const uint16_t *)tile)[at]);
 }
 
+static float bf16_round(float f);
+
 /* Worst |out - softmax attention in double| for one (layer, head, n_pos). */
 static double attend_error(const float *out, const float *q, const kv_pool *p, const int32_t *table,
                            int layer, int head, int n_pos, float scale) {
@@ -424,6 +426,13 @@ static void test_attend_geometry(const eng_kernels *k, kv_dtype dt, int head_dim
     float *q = rnd_vec((size_t)head_dim, 5u + (uint64_t)head_dim);
     float *oa = malloc((size_t)head_dim * sizeof *oa), *ob = malloc((size_t)head_dim * sizeof *ob);
     float scale = 1.0f / sqrtf((float)head_dim) * 3.0f; /* peaked enough to test the max shift */
+    /* The AVX-512 table's attention over BF16 pages reads the query rounded to BF16 and rounds
+     * the softmax weights to BF16 before they multiply V (kern_avx512.c): its reference takes the
+     * rounded query, and each weight's relative error of up to 2^-9 allows 4e-3 (|V| <= 1). */
+    int rounds = !strcmp(k->name, "avx512") && dt == KV_BF16;
+    double tol = rounds ? 4e-3 : 2e-5;
+    float *qr = malloc((size_t)head_dim * sizeof *qr);
+    for (int i = 0; i < head_dim; i++) qr[i] = rounds ? bf16_round(q[i]) : q[i];
     double worst = 0;
     int same_blocks = 1, same_beyond = 1;
     const int lens[] = {1, 2, bs - 1, bs, bs + 1, 3 * bs + 2, 100, n_pos_max};
@@ -437,7 +446,7 @@ static void test_attend_geometry(const eng_kernels *k, kv_dtype dt, int head_dim
             for (int h = 0; h < 2; h++) {
                 k->attend(oa, q, &a, ta, layer, h, n, scale);
                 k->attend(ob, q, &b, tb, layer, h, n, scale);
-                double err = attend_error(oa, q, &a, ta, layer, h, n, scale);
+                double err = attend_error(oa, qr, &a, ta, layer, h, n, scale);
                 if (!(err <= worst)) worst = err;
                 same_blocks &= !memcmp(oa, ob, (size_t)head_dim * sizeof *oa);
             }
@@ -448,13 +457,14 @@ static void test_attend_geometry(const eng_kernels *k, kv_dtype dt, int head_dim
         k->attend(ob, q, &b, tb, 1, 1, n, scale);
         same_beyond &= !memcmp(oa, ob, (size_t)head_dim * sizeof *oa);
     }
-    TAP_OK(worst <= 2e-5, "%s attend kv=%s d=%d bs=%d: within 2e-5 of a double softmax (%.3g)",
-           k->name, dn, head_dim, bs, worst);
+    TAP_OK(worst <= tol, "%s attend kv=%s d=%d bs=%d: within %g of a double softmax%s (%.3g)",
+           k->name, dn, head_dim, bs, tol, rounds ? " of the BF16 query" : "", worst);
     TAP_OK(same_blocks, "%s attend kv=%s d=%d bs=%d: bit-identical wherever the blocks sit",
            k->name, dn, head_dim, bs);
     TAP_OK(same_beyond, "%s attend kv=%s d=%d bs=%d: positions >= n_pos are never read", k->name,
            dn, head_dim, bs);
     free(q);
+    free(qr);
     free(oa);
     free(ob);
     kv_pool_free(&a);
