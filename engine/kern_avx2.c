@@ -343,19 +343,19 @@ AVX2_INLINE void rescale_add(float *out, float corr, const float *p, const void 
  * so decode and prefill share it.
  */
 AVX2_INLINE __m256 exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3365447505531f), hi = _mm256_set1_ps(88.0f);
+    const __m256 lo = _mm256_set1_ps(ENG_EXP_LO), hi = _mm256_set1_ps(ENG_EXP_HI);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
     x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(ENG_EXP_L2E)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ENG_EXP_LN1), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(ENG_EXP_LN2), r);
+    __m256 y = _mm256_set1_ps(ENG_EXP_P0);
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(ENG_EXP_P1));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(ENG_EXP_P2));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(ENG_EXP_P3));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(ENG_EXP_P4));
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(ENG_EXP_P5));
     y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
     __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);

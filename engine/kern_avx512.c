@@ -355,19 +355,19 @@ enum {
 
 /* e^x in 16 lanes: exp8's range reduction and polynomial (kern_avx2.c); below -87.3 gives 0. */
 AVX512_INLINE __m512 exp16(__m512 x) {
-    const __m512 lo = _mm512_set1_ps(-87.3365447505531f), hi = _mm512_set1_ps(88.0f);
+    const __m512 lo = _mm512_set1_ps(ENG_EXP_LO), hi = _mm512_set1_ps(ENG_EXP_HI);
     __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
     x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(ENG_EXP_L2E)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ENG_EXP_LN1), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(ENG_EXP_LN2), r);
+    __m512 y = _mm512_set1_ps(ENG_EXP_P0);
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(ENG_EXP_P1));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(ENG_EXP_P2));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(ENG_EXP_P3));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(ENG_EXP_P4));
+    y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(ENG_EXP_P5));
     y = _mm512_add_ps(_mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
     __m512i e =
         _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);

@@ -9,6 +9,20 @@
 #include "engine/kernels.h"
 
 /* Largest activation-row count of one tile. */
+/* e^x's constants, one owner for the AVX2 exp8 and the AVX-512 exp16 (the same reduction and
+ * polynomial in 8 or 16 lanes): clamp range, log2(e), ln 2 in two parts, degree-6 coefficients. */
+#define ENG_EXP_LO  (-87.3365447505531f)
+#define ENG_EXP_HI  88.0f
+#define ENG_EXP_L2E 1.44269504088896341f
+#define ENG_EXP_LN1 0.693359375f
+#define ENG_EXP_LN2 (-2.12194440e-4f)
+#define ENG_EXP_P0  1.9875691500e-4f
+#define ENG_EXP_P1  1.3981999507e-3f
+#define ENG_EXP_P2  8.3334519073e-3f
+#define ENG_EXP_P3  4.1665795894e-2f
+#define ENG_EXP_P4  1.6666665459e-1f
+#define ENG_EXP_P5  5.0000001201e-1f
+
 #define ENG_TILE_MR 4
 
 /* What every tile of one matmul call shares. */
