@@ -8,7 +8,6 @@
 
 #include "engine/kernels.h"
 
-/* Largest activation-row count of one tile. */
 /* e^x's constants, one owner for the AVX2 exp8 and the AVX-512 exp16 (the same reduction and
  * polynomial in 8 or 16 lanes): clamp range, log2(e), ln 2 in two parts, degree-6 coefficients. */
 #define ENG_EXP_LO  (-87.3365447505531f)
@@ -23,6 +22,7 @@
 #define ENG_EXP_P4  1.6666665459e-1f
 #define ENG_EXP_P5  5.0000001201e-1f
 
+/* Largest activation-row count of one tile. */
 #define ENG_TILE_MR 4
 
 /* What every tile of one matmul call shares. */
