@@ -55,11 +55,11 @@ static const struct opt {
 } OPTS[] = {
     {"model", OPT_STR, offsetof(serve_opts, model), "DIR  Hugging Face model directory"},
     {"host", OPT_STR, offsetof(serve_opts, host), "ADDR  bind address (127.0.0.1)"},
-    {"port", OPT_INT, offsetof(serve_opts, port), "N  TCP port (8080)"},
+    {"port", OPT_INT, offsetof(serve_opts, port), "N  TCP port"},
     {"threads", OPT_INT, offsetof(serve_opts, threads), "N  forward-pass threads (all cores)"},
-    {"kv-cache-mb", OPT_INT, offsetof(serve_opts, kv_cache_mb), "M  KV cache budget (4096)"},
-    {"max-batch", OPT_INT, offsetof(serve_opts, max_batch), "B  running sequences (32)"},
-    {"max-queue", OPT_INT, offsetof(serve_opts, max_queue), "Q  waiting requests (256)"},
+    {"kv-cache-mb", OPT_INT, offsetof(serve_opts, kv_cache_mb), "M  KV cache budget"},
+    {"max-batch", OPT_INT, offsetof(serve_opts, max_batch), "B  running sequences"},
+    {"max-queue", OPT_INT, offsetof(serve_opts, max_queue), "Q  waiting requests"},
     {"api-key", OPT_STR, offsetof(serve_opts, api_key), "KEY  require Bearer KEY"},
     {"served-model-name", OPT_STR, offsetof(serve_opts, served_model_name),
      "A,B,..  model ids, all in /v1/models (model dir's base name)"},
@@ -72,11 +72,11 @@ static const struct opt {
     {"cors-origin", OPT_STR, offsetof(serve_opts, cors_origin), "ORIGIN  CORS origin (*)"},
     {"no-prefix-cache", OPT_FLAG, offsetof(serve_opts, no_prefix_cache),
      "  disable the radix-tree prefix cache"},
-    {"block-size", OPT_INT, offsetof(serve_opts, block_size), "N  tokens per KV block (16)"},
+    {"block-size", OPT_INT, offsetof(serve_opts, block_size), "N  tokens per KV block"},
     {"token-budget", OPT_INT, offsetof(serve_opts, token_budget),
-     "N  new tokens per scheduler step (512)"},
+     "N  new tokens per scheduler step"},
     {"mixed-prefill", OPT_INT, offsetof(serve_opts, mixed_prefill),
-     "N  prefill tokens per step while streams decode (128)"},
+     "N  prefill tokens per step while streams decode"},
     {"max-body-mb", OPT_INT, offsetof(serve_opts, max_body_mb), "M  request body limit"},
     {"idle-timeout", OPT_INT, offsetof(serve_opts, idle_timeout),
      "S  close a connection after S seconds without I/O, never while answering"},
@@ -91,7 +91,7 @@ static const struct opt {
     {"weights", OPT_STR, offsetof(serve_opts, weights),
      "q8_0|q4_k_m|q4_0  quantize the weights at load (as stored)"},
     {"warm-next-turn", OPT_INT, offsetof(serve_opts, warm_next_turn),
-     "0|1  after a chat completion, prefill its next turn from spare capacity (1)"},
+     "0|1  after a chat completion, prefill its next turn from spare capacity"},
     {"no-webui", OPT_FLAG, offsetof(serve_opts, no_webui),
      "  no chat page (/) and no cache view (/cache)"},
 };
@@ -191,15 +191,17 @@ static void opts_defaults(serve_opts *o) {
     memset(o, 0, sizeof *o);
     o->host = strdup("127.0.0.1");
     o->port = 8080;
-    o->kv_cache_mb = 4096;
-    o->max_batch = 32;
-    o->max_queue = 256;
+    sched_config sd; /* the scheduler's settings: sched_config_default owns their defaults */
+    sched_config_default(&sd);
+    o->kv_cache_mb = (int)(sd.kv_cache_bytes >> 20);
+    o->max_batch = sd.max_batch;
+    o->max_queue = sd.max_queue;
+    o->block_size = sd.block_size;
+    o->token_budget = sd.token_budget;
+    o->mixed_prefill = sd.mixed_prefill;
     o->api_key = strdup("");
     o->served_model_name = strdup("");
     o->cors_origin = strdup("*");
-    o->block_size = 16;
-    o->token_budget = 512;
-    o->mixed_prefill = 128;
     srv_config d; /* the server's settings: srv_config_default owns their defaults */
     srv_config_default(&d);
     o->default_max_tokens = d.default_max_tokens;

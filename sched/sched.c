@@ -6,18 +6,38 @@
 
 #include "sched/sched_int.h"
 
+void sched_config_default(sched_config *c) {
+    *c = (sched_config){
+        .n_threads = 1,
+        .kv_cache_bytes = (size_t)4096 << 20,
+        .block_size = 16,
+        .kv_dtype = -1,
+        .max_batch = 32,
+        .max_queue = 256,
+        .token_budget = 512,
+        .mixed_prefill = 128,
+        .ctx_size = 0, /* the model's, fitted to the pool */
+        .prefix_cache = 1,
+        .max_wait_s = 2.0,
+    };
+}
+
+/* Zero or negative fields take sched_config_default's values; then the limits that depend on
+ * each other and on the model. */
 static void fill_defaults(sched_config *c, const eng_config *mc) {
-    if (c->n_threads <= 0) c->n_threads = 1;
-    if (c->kv_cache_bytes == 0) c->kv_cache_bytes = (size_t)64 << 20;
-    if (c->block_size <= 0) c->block_size = 16;
-    if (c->max_batch <= 0) c->max_batch = 16;
-    if (c->max_queue <= 0) c->max_queue = 256;
-    if (c->token_budget <= 0) c->token_budget = 512;
+    sched_config d;
+    sched_config_default(&d);
+    if (c->n_threads <= 0) c->n_threads = d.n_threads;
+    if (c->kv_cache_bytes == 0) c->kv_cache_bytes = d.kv_cache_bytes;
+    if (c->block_size <= 0) c->block_size = d.block_size;
+    if (c->max_batch <= 0) c->max_batch = d.max_batch;
+    if (c->max_queue <= 0) c->max_queue = d.max_queue;
+    if (c->token_budget <= 0) c->token_budget = d.token_budget;
     if (c->token_budget < c->max_batch) c->token_budget = c->max_batch;
-    if (c->mixed_prefill <= 0) c->mixed_prefill = 128;
+    if (c->mixed_prefill <= 0) c->mixed_prefill = d.mixed_prefill;
     if (c->mixed_prefill > c->token_budget) c->mixed_prefill = c->token_budget;
     if (c->ctx_size <= 0 || c->ctx_size > mc->max_pos) c->ctx_size = mc->max_pos;
-    if (c->max_wait_s <= 0) c->max_wait_s = 2.0;
+    if (c->max_wait_s <= 0) c->max_wait_s = d.max_wait_s;
 }
 
 static void sched_destroy(sched *s) {

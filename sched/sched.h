@@ -42,11 +42,14 @@ typedef struct sched_config {
                               disconnect (serve reads RADIXSERVE_TEST_STEP_DELAY_MS) */
 } sched_config;
 
-/* Zero or negative fields of a sched_config get defaults at sched_start: n_threads 1,
- * kv_cache_bytes 64 MiB, block_size 16, max_batch 16, max_queue 256, token_budget 512 (raised
- * to max_batch), mixed_prefill 128 (at most token_budget), ctx_size the model's
- * max_position_embeddings lowered to what the pool holds for one sequence. prefix_cache is taken as
- * given (0 = off); kv_dtype < 0 = the model's. */
+/* The defaults, one owner for the scheduler and `radixserve serve`'s flags: n_threads 1,
+ * kv_cache_bytes 4 GiB (a budget: the pool is sized by it and the model), block_size 16,
+ * max_batch 32, max_queue 256, token_budget 512, mixed_prefill 128, ctx_size 0 (the model's),
+ * prefix_cache 1, max_wait_s 2, kv_dtype -1 (the model's). Zero or negative fields of a
+ * sched_config given to sched_start take these values; then token_budget is raised to max_batch,
+ * mixed_prefill lowered to token_budget, and ctx_size to max_position_embeddings and to what the
+ * pool holds for one sequence. prefix_cache is taken as given (0 = off). */
+void sched_config_default(sched_config *c);
 
 #define SCHED_MAX_STOP         4
 #define SCHED_MAX_TOP_LOGPROBS 20

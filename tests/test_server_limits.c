@@ -21,6 +21,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "sched/sched.h"
 #include "server/server.h"
 #include "tests/tap.h"
 
@@ -253,10 +254,13 @@ static void test_config_checks(void) {
            d.max_conns_per_client);
 }
 
-/* configs/default.json says what srv_config_default says (the CLI starts from the latter). */
+/* configs/default.json says what srv_config_default and sched_config_default say (the CLI starts
+ * from them). */
 static void test_default_json(void) {
     srv_config d;
     srv_config_default(&d);
+    sched_config sd;
+    sched_config_default(&sd);
     char path[1024], *text = NULL;
     size_t len;
     rs_err e;
@@ -273,11 +277,17 @@ static void test_default_json(void) {
                 {"connection-reserve", d.conn_reserve},
                 {"max-connections-per-client", d.max_conns_per_client},
                 {"max-body-mb", (long)(d.max_body_bytes >> 20)},
-                {"default-max-tokens", d.default_max_tokens}};
+                {"default-max-tokens", d.default_max_tokens},
+                {"kv-cache-mb", (long)(sd.kv_cache_bytes >> 20)},
+                {"max-batch", sd.max_batch},
+                {"max-queue", sd.max_queue},
+                {"block-size", sd.block_size},
+                {"token-budget", sd.token_budget},
+                {"mixed-prefill", sd.mixed_prefill}};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, keys[i].key);
         TAP_OK(cJSON_IsNumber(v) && (long)v->valuedouble == keys[i].want,
-               "configs/default.json %s = srv_config_default's %ld", keys[i].key, keys[i].want);
+               "configs/default.json %s = the built-in default %ld", keys[i].key, keys[i].want);
     }
     cJSON_Delete(j);
 }
