@@ -6,8 +6,8 @@
 # Usage: bench/run.sh [BUILD] [--quick] [--skip LIST]
 #   BUILD    build directory holding bench/bench_* (default build/release; `make bench-bins`)
 #   --quick  smoke run (under two minutes): tiny sizes, a tiny random Qwen3, one repetition
-#   --skip   comma-separated steps to leave out: kernels,engine,peers,cache,tokenizer,prefix,
-#            grammar,serve
+#   --skip   comma-separated steps to leave out: kernels,engine,pairs,peers,cache,tokenizer,
+#            prefix,grammar,serve
 # Environment: BIN (the radixserve binary, default bin/radixserve); LLAMA_GIT and IK_GIT (bare git
 # dirs of github:unslothai/llama.cpp and github:ikawrakow/ik_llama.cpp, from the search tool's
 # fetch) turn the peers step on; PEERS_WORK as bench/peers.sh has it; serve_bench.sh's variables
@@ -18,7 +18,10 @@
 # decode profile at batch 1 and 16 (bench_engine_profile, 27), then the
 # same after cached context (engine-context, engine-shared: issue 15's shapes), then pp512 and
 # decode with the weights quantized at load (engine-q8_0, engine-q4_k_m, engine-q4_0, with
-# weight memory: RSS after load vs tensor bytes; issue 19); peers =
+# weight memory: RSS after load vs tensor bytes; issue 19); pairs = bench/pairs.sh, three
+# interleaved pairs of llama-bench and bench_engine on the same weights (BF16, Q8_0, Q4_0,
+# Q4_K_M) with the median ratios, when LLAMA_BENCH and the GGUFs (PAIRS_GGUF_DIR, default
+# /work/bench, written by ../shared/peers' converter and llama-quantize) are there (27, 19); peers =
 # bench/peers.sh, llama-bench -t 2 -p 512 -n 128 of llama.cpp and ik_llama.cpp on the same
 # weights (9; builds them the first time, ~50 minutes); cache = bench_cache (11); tokenizer =
 # bench_tokenizer, if built (10); prefix = bench_prefix, a 2,000-token prompt cold vs 1,900
@@ -154,6 +157,19 @@ for wq in q8_0 q4_k_m q4_0; do
     want engine && need bench_engine &&
         step engine-$wq "$build/bench/bench_engine" "$model" "${quick_args[@]}" --weights $wq \
             --batch 1 --json build/bench/engine-results.jsonl
+done
+# Interleaved pairs against llama-bench on the same weights, medians of three (issues 27, 19);
+# needs a built llama-bench (LLAMA_BENCH) and llama.cpp's GGUF files of the model (pairs.sh).
+lbench=${LLAMA_BENCH:-/tmp/llama.cpp/build/bin/llama-bench}
+for wq in bf16 q8_0 q4_0 q4_k_m; do
+    if ! want pairs || [ $quick = 1 ]; then
+        break
+    elif [ ! -x "$lbench" ] || [ ! -f "${PAIRS_GGUF_DIR:-/work/bench}/qwen3-0.6b-$wq.gguf" ]; then
+        echo "== pairs-$wq: skipped (needs $lbench and ${PAIRS_GGUF_DIR:-/work/bench}/qwen3-0.6b-$wq.gguf)"
+    else
+        step pairs-$wq bash bench/pairs.sh --weights $wq --model "$model" --build "$build" \
+            --gguf "${PAIRS_GGUF_DIR:-/work/bench}/qwen3-0.6b-$wq.gguf"
+    fi
 done
 if ! want peers; then
     :
