@@ -26,6 +26,8 @@ static inline int bu_file_exists(const char *path) {
  * (which needs the repository root as the working directory). */
 static inline int bu_ensure_model(const char *dir, rs_err *e) {
     char cfg[4096];
+    if (eng_is_gguf(dir))
+        return bu_file_exists(dir) ? 0 : rs_errf(e, RS_ENOTFOUND, "%s not found", dir);
     if (rs_path_join(cfg, sizeof cfg, dir, "config.json", e)) return e->code;
     if (bu_file_exists(cfg)) return 0;
     if (strcmp(dir, BU_DEFAULT_MODEL))
