@@ -38,7 +38,7 @@ LIBS    := -lmicrohttpd -lcjson -lopenblas -lpcre2-8 -lutf8proc -lm -lpthread
 ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 
 ISA_avx2   := -mavx2 -mfma -mf16c
-ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mfma -mf16c
+ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
 # MODE=fuzz: the ISA kernels (arithmetic over shapes the loader checked; no fuzz target runs
 # them) are built without instrumentation: clang takes tens of minutes on them with it.
 ISA_fuzz_fuzz := -fno-sanitize=address,undefined,fuzzer-no-link

@@ -405,17 +405,56 @@ BF16_TARGET static void peak_part(int i, int n, void *arg) {
     j->sink[i] = s;
 }
 
-/* GFLOPS of the register-only dpbf16 loop on t's threads. */
-static double bench_dpbf16_peak(team *t, const opts *o) {
+/* The same with F32 FMAs, 16 lanes (what an AVX-512F table without BF16 would multiply with,
+ * BF16 weights widened) and 8 lanes (the AVX2 table's): 24 chains, 32 or 16 FLOPs each. */
+BF16_TARGET static void peak_fma512_part(int i, int n, void *arg) {
+    (void)n;
+    peak_job *j = arg;
+    __m512 a[24], f = _mm512_set1_ps(0.5f), g = _mm512_set1_ps(0.25f);
+    for (int c = 0; c < 24; c++) a[c] = _mm512_set1_ps((float)c);
+    for (long it = 0; it < j->iters; it++) {
+#pragma GCC unroll 24
+        for (int c = 0; c < 24; c++) a[c] = _mm512_fmadd_ps(f, g, a[c]);
+        __asm__ volatile("" : "+v"(f), "+v"(g));
+    }
+    float s = 0;
+    for (int c = 0; c < 24; c++) s += _mm512_reduce_add_ps(a[c]);
+    j->sink[i] = s;
+}
+
+__attribute__((target("avx2,fma"))) static void peak_fma256_part(int i, int n, void *arg) {
+    (void)n;
+    peak_job *j = arg;
+    __m256 a[12], f = _mm256_set1_ps(0.5f), g = _mm256_set1_ps(0.25f);
+    for (int c = 0; c < 12; c++) a[c] = _mm256_set1_ps((float)c);
+    for (long it = 0; it < j->iters; it++) {
+#pragma GCC unroll 12
+        for (int c = 0; c < 12; c++) a[c] = _mm256_fmadd_ps(f, g, a[c]);
+        __asm__ volatile("" : "+x"(f), "+x"(g));
+    }
+    float s = 0, t[8];
+    for (int c = 0; c < 12; c++) {
+        _mm256_storeu_ps(t, a[c]);
+        for (int k = 0; k < 8; k++) s += t[k];
+    }
+    j->sink[i] = s;
+}
+
+/* GFLOPS of a register-only loop (fn: chains x FLOPs per instruction per trip) on t's threads. */
+static double bench_peak(team *t, const opts *o, void (*fn)(int, int, void *), double flops) {
     peak_job j = {.iters = 20 * 1000 * 1000};
     double best = 1e30;
     for (int r = 0; r < o->reps + 1; r++) {
         double t0 = rs_now();
-        team_run(t, peak_part, &j);
+        team_run(t, fn, &j);
         double dt = rs_now() - t0;
         if (dt < best) best = dt;
     }
-    return (double)j.iters * 24 * 64 * t->n / best / 1e9;
+    return (double)j.iters * flops * t->n / best / 1e9;
+}
+
+static double bench_dpbf16_peak(team *t, const opts *o) {
+    return bench_peak(t, o, peak_part, 24 * 64);
 }
 
 typedef struct freegemm_job {
@@ -490,6 +529,11 @@ static void bench_bf16_limits(team *one, team *all, const opts *o) {
     printf("AVX512-BF16 limits:\n");
     printf("  dpbf16 register-only loop: %.1f GFLOPS (1 thread), %.1f GFLOPS (%d threads)\n",
            bench_dpbf16_peak(one, o), bench_dpbf16_peak(all, o), all->n);
+    /* what decides an AVX-512F table without BF16 (Skylake-SP to Ice Lake): its products would
+     * be 16-lane FMAs on widened BF16 against the AVX2 table's 8-lane ones */
+    printf("  F32 FMA register-only loop, 1 thread: 16 lanes %.1f GFLOPS, 8 lanes %.1f GFLOPS\n",
+           bench_peak(one, o, peak_fma512_part, 24 * 32),
+           bench_peak(one, o, peak_fma256_part, 12 * 16));
     printf("  invariance-free GEMM 512 x 3072 x 1024 (packed panels, no horizontal sums): %.1f "
            "GFLOPS (1 thread), %.1f GFLOPS (%d threads)\n",
            bench_freegemm(one, o, 512, 3072, 1024), bench_freegemm(all, o, 512, 3072, 1024),

@@ -38,8 +38,8 @@ static int cpu_has_avx512(void) {
     const unsigned long long zmm_state = 0xe6; /* SSE, AVX, opmask, ZMM0-15 upper, ZMM16-31 */
     return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bf16") &&
-           __builtin_cpu_supports("avx512vnni") && (os_xcr0() & zmm_state) == zmm_state;
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni") &&
+           (os_xcr0() & zmm_state) == zmm_state;
 }
 
 /* One known table: its name, whether this CPU runs it, and the table itself. */
