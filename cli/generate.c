@@ -20,6 +20,7 @@ typedef struct gen_opts {
     const char *prompt_ids; /* --prompt-ids 1,2,3 */
     const char *prompt;     /* --prompt TEXT */
     const char *logits_out; /* --logits-out FILE, or NULL */
+    const char *lora;       /* --lora DIR: a PEFT adapter applied to every token, or NULL */
     int n;                  /* -n: tokens to generate */
     int top_logits;         /* --top-logits K (0: print the generation instead) */
     int threads;            /* --threads */
@@ -39,7 +40,7 @@ static void usage(FILE *f) {
            "         [--temperature T] [--top-p P] [--top-k K] [--min-p P]\n"
            "         [--repetition-penalty R] [--seed S] [--top-logits K] [--logits-out FILE]\n"
            "         [--kv-dtype f32|bf16] [--weights q8_0|q4_k_m|q4_0] [--threads N]\n"
-           "         [--chunk N] [--ignore-eos]\n"
+           "         [--chunk N] [--ignore-eos] [--lora DIR]\n"
            "\n"
            "  -n N              tokens to generate (default 64); stops early at EOS unless\n"
            "                    --ignore-eos\n"
@@ -48,7 +49,9 @@ static void usage(FILE *f) {
            "                    with the K largest logits before sampling\n"
            "  --logits-out FILE every step's logits, float32 little-endian, vocab_size per step\n"
            "  --chunk N         prefill the prompt N tokens per forward pass\n"
-           "  --weights W       quantize the weights at load (default: as stored)\n");
+           "  --weights W       quantize the weights at load (default: as stored)\n"
+           "  --lora DIR        apply the LoRA adapter in DIR (PEFT's adapter_config.json and\n"
+           "                    adapter_model.safetensors)\n");
 }
 
 static int parse_int(const char *s, long lo, long hi, int *out) {
@@ -84,6 +87,7 @@ static int parse_valued(gen_opts *o, const char *k, const char *v) {
     if (!strcmp(k, "--prompt-ids")) return o->prompt_ids = v, 0;
     if (!strcmp(k, "--prompt")) return o->prompt = v, 0;
     if (!strcmp(k, "--logits-out")) return o->logits_out = v, 0;
+    if (!strcmp(k, "--lora")) return o->lora = v, 0;
     if (!strcmp(k, "-n")) return parse_int(v, 0, 1 << 24, &o->n);
     if (!strcmp(k, "--top-logits")) return parse_int(v, 0, 1 << 20, &o->top_logits);
     if (!strcmp(k, "--threads")) return parse_int(v, 1, 1024, &o->threads);
@@ -161,19 +165,21 @@ static void apply_defaults(gen_opts *o, const eng_gen_defaults *d) {
 
 /* Everything one generation owns. */
 typedef struct gen_run {
-    eng_model *m;       /* the model */
-    eng_ctx *ctx;       /* scratch and workers */
-    kv_pool kv;         /* pages for this one sequence */
-    int32_t *blocks;    /* its block table */
-    int n_blocks;       /* entries in blocks */
-    float *logits;      /* vocab floats of the current step */
-    float *work;        /* copy the sampler may modify */
-    int32_t *top;       /* --top-logits ids */
-    FILE *logits_f;     /* --logits-out, or NULL */
-    tok_tokenizer *tok; /* the model's tokenizer, or NULL (then ids are printed) */
-    tok_stream text;    /* incremental decoding of the generated ids (when tok) */
-    int as_text;        /* plain output is text (a tokenizer and no --print-ids) */
-    int n_printed;      /* ids printed so far (when not as_text) */
+    eng_model *m;         /* the model */
+    eng_lora_reg *loras;  /* --lora: the one adapter's registry, or NULL */
+    const eng_lora *lora; /* its reference, or NULL */
+    eng_ctx *ctx;         /* scratch and workers */
+    kv_pool kv;           /* pages for this one sequence */
+    int32_t *blocks;      /* its block table */
+    int n_blocks;         /* entries in blocks */
+    float *logits;        /* vocab floats of the current step */
+    float *work;          /* copy the sampler may modify */
+    int32_t *top;         /* --top-logits ids */
+    FILE *logits_f;       /* --logits-out, or NULL */
+    tok_tokenizer *tok;   /* the model's tokenizer, or NULL (then ids are printed) */
+    tok_stream text;      /* incremental decoding of the generated ids (when tok) */
+    int as_text;          /* plain output is text (a tokenizer and no --print-ids) */
+    int n_printed;        /* ids printed so far (when not as_text) */
 } gen_run;
 
 static void run_free(gen_run *r) {
@@ -186,6 +192,8 @@ static void run_free(gen_run *r) {
     free(r->blocks);
     kv_pool_free(&r->kv);
     eng_ctx_free(r->ctx);
+    eng_lora_release(r->lora);
+    eng_lora_reg_free(r->loras);
     eng_model_free(r->m);
 }
 
@@ -211,7 +219,7 @@ static int run_init(gen_run *r, const gen_opts *o, int total, int max_tokens, rs
 
 /* Forward ids[0, n) at positions pos0.. ; logits of the last one into r->logits if want. */
 static int run_forward(gen_run *r, const int32_t *ids, int n, int pos0, int want, rs_err *e) {
-    eng_seq s = {ids, n, pos0, r->blocks, r->n_blocks, want ? r->logits : NULL, NULL};
+    eng_seq s = {ids, n, pos0, r->blocks, r->n_blocks, want ? r->logits : NULL, NULL, r->lora};
     return eng_forward(r->ctx, &r->kv, &s, 1, e);
 }
 
@@ -319,6 +327,9 @@ int cli_generate(int argc, char **argv) {
     gen_run r = {0};
     rs_err e = {0};
     int rc = cli_load_model(&r.m, o.model, (eng_weights)o.weights, o.threads, &e);
+    if (!rc && o.lora) rc = eng_lora_reg_init(&r.loras, r.m, &e);
+    if (!rc && o.lora) rc = eng_lora_load(r.loras, "lora", o.lora, &e);
+    if (!rc && o.lora) rc = eng_lora_acquire(r.loras, "lora", &r.lora, &e);
     if (!rc) rc = load_tokenizer(&r, &o, &prompt, &e);
     if (!rc && prompt.n == 0) rc = rs_errf(&e, RS_EINVAL, "the prompt encodes to no tokens");
     if (!rc) {

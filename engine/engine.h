@@ -151,6 +151,64 @@ int eng_gguf_meta_json(const char *path, struct cJSON **out, rs_err *e);
 /* The KV pool geometry this model needs (dtype: the model's, unless forced by kv_dtype >= 0). */
 kv_pool_config eng_kv_config(const eng_model *m, int block_size, int kv_dtype, size_t budget_bytes);
 
+/* ---------------------------------------------------------------- LoRA adapters (lora.c) */
+
+/*
+ * LoRA adapters in PEFT's layout, served beside the base model (docs/arch-engine.md, "LoRA").
+ *
+ * An adapter directory holds adapter_config.json (r, lora_alpha, target_modules among q_proj,
+ * k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj; use_rslora) and
+ * adapter_model.safetensors (base_model.model.model.layers.{i}.{self_attn|mlp}.{module}.lora_A
+ * .weight [r][in] and .lora_B.weight [out][r], F32/BF16/F16). A linear layer's output becomes
+ * y = W x + scale * B (A x), scale = alpha / r (alpha / sqrt(r) with use_rslora), for the rows
+ * of sequences that name the adapter (eng_seq.lora), computed per row by the kernel table's
+ * own product, so a row's numbers do not depend on its neighbours (batch invariance holds).
+ * Anything the config or the file asks that is not served (another target module, bias,
+ * DoRA, fan_in_fan_out, per-layer patterns, modules_to_save, a missing or misshapen tensor)
+ * is RS_EINVAL naming the key or tensor; nothing is loaded then.
+ *
+ * Ownership and threads: a registry (eng_lora_reg) owns the adapters of one model; every call
+ * on it and on an adapter's references is thread-safe (one mutex). An adapter is immutable
+ * once loaded; a holder of a reference (eng_lora_acquire / eng_lora_retain) may read it from
+ * any thread, the forward pass included, until eng_lora_release. Unloading hides the name at
+ * once (acquire and retain then fail with RS_ENOTFOUND) and waits for the last reference to go
+ * before freeing. Each load gets an id never reused by the registry (the prefix cache's
+ * namespace, so KV of an adapter reloaded under the same name is never shared).
+ */
+typedef struct eng_lora eng_lora;         /* one loaded adapter (opaque, immutable) */
+typedef struct eng_lora_reg eng_lora_reg; /* name -> adapter, reference counted */
+
+#define ENG_LORA_NAME_MAX 128 /* bytes of a name, NUL included */
+#define ENG_LORA_MAX      64  /* adapters loaded at once in one registry */
+#define ENG_LORA_MAX_RANK 512 /* largest r served */
+
+int eng_lora_reg_init(eng_lora_reg **out, const eng_model *m, rs_err *e);
+/* Frees every adapter; no reference may be outstanding (asserted). */
+void eng_lora_reg_free(eng_lora_reg *r);
+
+/* Load dir as adapter `name` (1..127 bytes of [A-Za-z0-9._:/+-]). RS_EINVAL: a bad name, a name
+ * already loaded (or being unloaded), a file or config not served; RS_EFULL: ENG_LORA_MAX
+ * loaded; RS_EIO: a file missing or unreadable. Files are read on the calling thread. */
+int eng_lora_load(eng_lora_reg *r, const char *name, const char *dir, rs_err *e);
+/* Unload `name`: hidden at once, freed when its last reference is released (this call waits for
+ * that). RS_ENOTFOUND when no such adapter is loaded (or it is being unloaded already). */
+int eng_lora_unload(eng_lora_reg *r, const char *name, rs_err *e);
+
+/* A reference to adapter `name` into *out. RS_ENOTFOUND when absent or being unloaded. */
+int eng_lora_acquire(eng_lora_reg *r, const char *name, const eng_lora **out, rs_err *e);
+/* One more reference to a held adapter; RS_ENOTFOUND when it is being unloaded. */
+int eng_lora_retain(const eng_lora *a);
+/* Drop a reference (NULL: nothing). */
+void eng_lora_release(const eng_lora *a);
+
+/* The loaded adapters' names (not those being unloaded), load order, into names[max]
+ * (ENG_LORA_NAME_MAX bytes each). Returns how many were written. */
+int eng_lora_names(eng_lora_reg *r, char (*names)[ENG_LORA_NAME_MAX], int max);
+
+const char *eng_lora_name(const eng_lora *a);
+uint64_t eng_lora_id(const eng_lora *a); /* >= 1, unique per load within its registry */
+int eng_lora_rank(const eng_lora *a);
+
 /* ---------------------------------------------------------------- forward pass */
 
 /* One sequence's part of a batch. */
@@ -160,9 +218,11 @@ typedef struct eng_seq {
     int pos0;              /* position of tokens[0]; KV of [0, pos0) is in the pages already */
     const int32_t *blocks; /* block table, covering at least pos0 + n_tokens positions */
     int n_blocks;
-    float *logits; /* out: vocab_size floats for the last new token; NULL: not needed */
-    float *hidden; /* out: [n_tokens][hidden] final-normed hidden states (what the LM head
-                      reads) of the new tokens, for embeddings; NULL: not needed */
+    float *logits;        /* out: vocab_size floats for the last new token; NULL: not needed */
+    float *hidden;        /* out: [n_tokens][hidden] final-normed hidden states (what the LM head
+                             reads) of the new tokens, for embeddings; NULL: not needed */
+    const eng_lora *lora; /* the adapter its rows use (a reference the caller holds for the
+                             call, loaded for this model); NULL: the base model */
 } eng_seq;
 
 typedef struct eng_ctx eng_ctx; /* opaque: scratch buffers and the worker pool */

@@ -37,30 +37,31 @@ typedef struct att_item {
 } att_item;
 
 struct eng_ctx {
-    const eng_model *m;   /* the model (not owned) */
-    const eng_kernels *k; /* the kernel table, fixed for the context's life */
-    eng_pool *pool;       /* workers */
-    int max_tokens;       /* capacity of the scratch rows */
-    float *x;             /* [T][hidden] residual stream */
-    float *xn;            /* [T][hidden] normalised input of a block */
-    float *tmp;           /* [T][hidden] output of o_proj / down_proj */
-    float *q, *att;       /* [T][heads * head_dim] queries, attention output */
-    float *kx, *vx;       /* [T][kv_heads * head_dim] new keys and values */
-    float *gate, *up;     /* [T][intermediate] MLP activations */
-    float *cos, *sin;     /* [T][head_dim / 2] rotary factors of each row's position */
-    int *row_seq;         /* [T] sequence of each row */
-    int *row_pos;         /* [T] position of each row */
-    int *row_npos;        /* [T] positions each row attends to (its position + 1) */
-    int *seq_row0;        /* [T] first batch row of each sequence */
-    int *seq_order;       /* [T] sequences sorted by block table (see att_items_make) */
-    int *att_order;       /* [T] batch rows in attention-item order */
-    att_item *att_items;  /* attention work of one step (see att_items_make) */
-    int n_att_items;      /* items in att_items */
-    eng_qact qx;          /* [T][max K] activations quantized for block-quantized weights
-                             (qx.qs NULL when the model has none) */
-    float *head_rows;     /* [S][hidden] final-normed rows that need logits (grown on demand) */
-    float *logit_rows;    /* [S][vocab] their logits */
-    int head_cap;         /* rows head_rows / logit_rows hold */
+    const eng_model *m;    /* the model (not owned) */
+    const eng_kernels *k;  /* the kernel table, fixed for the context's life */
+    eng_pool *pool;        /* workers */
+    int max_tokens;        /* capacity of the scratch rows */
+    float *x;              /* [T][hidden] residual stream */
+    float *xn;             /* [T][hidden] normalised input of a block */
+    float *tmp;            /* [T][hidden] output of o_proj / down_proj */
+    float *q, *att;        /* [T][heads * head_dim] queries, attention output */
+    float *kx, *vx;        /* [T][kv_heads * head_dim] new keys and values */
+    float *gate, *up;      /* [T][intermediate] MLP activations */
+    float *cos, *sin;      /* [T][head_dim / 2] rotary factors of each row's position */
+    int *row_seq;          /* [T] sequence of each row */
+    int *row_pos;          /* [T] position of each row */
+    int *row_npos;         /* [T] positions each row attends to (its position + 1) */
+    int *seq_row0;         /* [T] first batch row of each sequence */
+    int *seq_order;        /* [T] sequences sorted by block table (see att_items_make) */
+    int *att_order;        /* [T] batch rows in attention-item order */
+    att_item *att_items;   /* attention work of one step (see att_items_make) */
+    int n_att_items;       /* items in att_items */
+    eng_qact qx;           /* [T][max K] activations quantized for block-quantized weights
+                              (qx.qs NULL when the model has none) */
+    float *head_rows;      /* [S][hidden] final-normed rows that need logits (grown on demand) */
+    float *logit_rows;     /* [S][vocab] their logits */
+    int head_cap;          /* rows head_rows / logit_rows hold */
+    eng_lora_scratch lora; /* the adapters' gathered products (grown on demand) */
 };
 
 /* Room for T rows of the longest product input (hidden, heads x head_dim or intermediate). */
@@ -137,6 +138,7 @@ void eng_ctx_free(eng_ctx *c) {
     free(c->seq_order);
     free(c->att_order);
     free(c->att_items);
+    eng_lora_scratch_free(&c->lora);
     free(c);
 }
 
@@ -466,7 +468,14 @@ static void qkv_rows(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int layer, in
 
 /* ---------------------------------------------------------------- the pass */
 
-static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l, int T) {
+/* y[T][N] += each adapter's low-rank product of module mod for its own rows (lora.c). */
+static void lora_add(eng_ctx *c, const eng_seq *seqs, int n_seqs, int l, eng_lora_module mod,
+                     const float *x, int K, float *y, int N) {
+    eng_lora_apply(&c->lora, c->k, c->pool, seqs, n_seqs, l, mod, x, K, y, N);
+}
+
+static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, int l,
+                            int T) {
     const eng_config *g = &c->m->cfg;
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, d = g->head_dim, qd = g->n_heads * d, kvd = g->n_kv_heads * d;
@@ -474,6 +483,8 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     ENG_PROF_MARK(ENG_PH_NORM);
     mm_part qkv[3] = {{c->q, L->q, qd}, {c->kx, L->k, kvd}, {c->vx, L->v, kvd}};
     matmul_parts(c, c->xn, T, H, qkv, 3);
+    for (int p = 0; p < 3; p++)
+        lora_add(c, seqs, n_seqs, l, ENG_LORA_Q + p, c->xn, H, qkv[p].y, qkv[p].N);
     ENG_PROF_MARK(ENG_PH_QKV);
     qkv_rows(c, kv, seqs, l, T);
     ENG_PROF_MARK(ENG_PH_ROPE);
@@ -481,10 +492,11 @@ static void attention_block(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int l,
     eng_pool_run(c->pool, aj.n_threads, attend_piece, &aj);
     ENG_PROF_MARK(ENG_PH_ATTEND);
     matmul(c, c->tmp, c->att, T, L->o, qd, H); /* added to x by mlp_block */
+    lora_add(c, seqs, n_seqs, l, ENG_LORA_O, c->att, qd, c->tmp, H);
     ENG_PROF_MARK(ENG_PH_O);
 }
 
-static void mlp_block(eng_ctx *c, int l, int T) {
+static void mlp_block(eng_ctx *c, const eng_seq *seqs, int n_seqs, int l, int T) {
     const eng_config *g = &c->m->cfg;
     const eng_layer *L = &c->m->layers[l];
     int H = g->hidden, F = g->intermediate;
@@ -492,11 +504,14 @@ static void mlp_block(eng_ctx *c, int l, int T) {
     ENG_PROF_MARK(ENG_PH_NORM);
     mm_part gu[2] = {{c->gate, L->gate, F}, {c->up, L->up, F}};
     matmul_parts(c, c->xn, T, H, gu, 2);
+    lora_add(c, seqs, n_seqs, l, ENG_LORA_GATE, c->xn, H, c->gate, F);
+    lora_add(c, seqs, n_seqs, l, ENG_LORA_UP, c->xn, H, c->up, F);
     ENG_PROF_MARK(ENG_PH_GATE_UP);
     rows_job sj = {c, NULL, 0};
     rows_run(c, T, (size_t)F, swiglu_piece, &sj);
     ENG_PROF_MARK(ENG_PH_SWIGLU);
     matmul(c, c->tmp, c->gate, T, L->down, F, H);
+    lora_add(c, seqs, n_seqs, l, ENG_LORA_DOWN, c->gate, F, c->tmp, H);
     ENG_PROF_MARK(ENG_PH_DOWN);
     residual_norm(c, T, 1, NULL);
     ENG_PROF_MARK(ENG_PH_NORM);
@@ -578,7 +593,7 @@ static int check_batch(const eng_ctx *c, const kv_pool *kv, const eng_seq *seqs,
 }
 
 /* Rows in batch order: embedding, and the position (with its rotary factors) of each. */
-static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
+static void embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
     const eng_config *g = &c->m->cfg;
     int r = 0, half = g->head_dim / 2;
     for (int s = 0; s < n_seqs; s++) {
@@ -593,7 +608,6 @@ static int embed_rows(eng_ctx *c, const eng_seq *seqs, int n_seqs) {
                          g->head_dim, g->rope_theta);
         }
     }
-    return r;
 }
 
 int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err *e) {
@@ -602,13 +616,16 @@ int eng_forward(eng_ctx *c, kv_pool *kv, const eng_seq *seqs, int n_seqs, rs_err
     int want = 0;
     for (int s = 0; s < n_seqs; s++) want += seqs[s].logits != NULL;
     if ((rc = grow_head(c, want, e))) return rc;
+    int T = 0;
+    for (int s = 0; s < n_seqs; s++) T += seqs[s].n_tokens;
+    if ((rc = eng_lora_prepare(&c->lora, c->m, seqs, n_seqs, T, e))) return rc;
     ENG_PROF_START();
-    int T = embed_rows(c, seqs, n_seqs);
+    embed_rows(c, seqs, n_seqs);
     c->n_att_items = att_items_make(c, seqs, n_seqs, kv->block_size);
     ENG_PROF_MARK(ENG_PH_EMBED);
     for (int l = 0; l < c->m->cfg.n_layers; l++) {
-        attention_block(c, kv, seqs, l, T);
-        mlp_block(c, l, T);
+        attention_block(c, kv, seqs, n_seqs, l, T);
+        mlp_block(c, seqs, n_seqs, l, T);
     }
     lm_head(c, seqs, n_seqs);
     ENG_PROF_MARK(ENG_PH_LM_HEAD);

@@ -103,6 +103,8 @@ typedef struct eng_st_set {
 
 /* Open model.safetensors or model.safetensors.index.json + shards in dir. */
 int eng_st_open(eng_st_set *s, const char *dir, rs_err *e);
+/* Open one safetensors file (a LoRA adapter's). */
+int eng_st_open_file(eng_st_set *s, const char *path, rs_err *e);
 void eng_st_close(eng_st_set *s);
 const eng_tensor *eng_st_find(const eng_st_set *s, const char *name);
 
@@ -149,18 +151,61 @@ struct eng_model {
     int64_t n_params; /* parameters of the bound tensors (a tied matrix once) */
     void **owned;     /* matrices quantized or copied at load (eng_model_quantize), owned */
     int n_owned;
-    int gguf;         /* loaded from a GGUF file (tensor names are llama.cpp's) */
+    int gguf; /* loaded from a GGUF file (tensor names are llama.cpp's) */
 };
 
 /* Whether any matrix is block-quantized (then eng_ctx keeps quantized-activation scratch). */
 int eng_model_has_quant(const eng_model *m);
+
+/* ---------------------------------------------------------------- LoRA (lora.c) */
+
+/* The linear layers an adapter may target, in the order of the forward pass. */
+typedef enum eng_lora_module {
+    ENG_LORA_Q = 0,
+    ENG_LORA_K,
+    ENG_LORA_V,
+    ENG_LORA_O,
+    ENG_LORA_GATE,
+    ENG_LORA_UP,
+    ENG_LORA_DOWN,
+    ENG_LORA_N_MODULES
+} eng_lora_module;
+
+struct eng_kernels;
+typedef struct eng_pool eng_pool;
+
+/* A forward context's LoRA scratch, grown on demand (eng_lora_prepare), owned by the context. */
+typedef struct eng_lora_scratch {
+    float *gx;  /* [rows][max in] the gathered input rows of one adapter */
+    float *t;   /* [rows][rank] A x */
+    float *u;   /* [rows][max out] B (A x) */
+    int *rows;  /* [rows] batch rows of the adapter being applied */
+    size_t n_x; /* floats gx and u hold */
+    size_t n_t; /* floats t holds */
+    int n_rows; /* ints rows holds */
+    int any;    /* this step has a row with an adapter */
+} eng_lora_scratch;
+
+/* Before a step: RS_EINVAL if a sequence's adapter was loaded for another model; grows s for
+ * T rows and the batch's largest rank (RS_ENOMEM; nothing else changes then). */
+int eng_lora_prepare(eng_lora_scratch *s, const eng_model *m, const eng_seq *seqs, int n_seqs,
+                     int T, rs_err *e);
+/* y[T][N] += scale * B (A x[T][K]) of module `mod` of `layer`, for each adapter of the batch
+ * over its own rows only (sequences in batch order, rows consecutive). Each adapter's rows are
+ * gathered and multiplied by the kernel table's matmul (per-element arithmetic independent of
+ * the rows and the column split), then added once per element: a row's result depends only on
+ * that row. */
+void eng_lora_apply(eng_lora_scratch *s, const struct eng_kernels *k, eng_pool *p,
+                    const eng_seq *seqs, int n_seqs, int layer, eng_lora_module mod, const float *x,
+                    int K, float *y, int N);
+void eng_lora_scratch_free(eng_lora_scratch *s);
 
 /* ---------------------------------------------------------------- worker pool (pool.c) */
 
 /* A piece of a parallel loop: handle items [i0, i1) of the job described by arg. */
 typedef void (*eng_task_fn)(void *arg, int i0, int i1);
 
-typedef struct eng_pool eng_pool; /* opaque: n_threads - 1 workers plus the calling thread */
+/* opaque: n_threads - 1 workers plus the calling thread (declared above, defined in pool.c) */
 
 /* Start n_threads - 1 workers (n_threads >= 1; 1 starts none). */
 int eng_pool_init(eng_pool **out, int n_threads, rs_err *e);

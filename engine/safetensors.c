@@ -246,6 +246,13 @@ int eng_st_open(eng_st_set *s, const char *dir, rs_err *e) {
     return rc;
 }
 
+int eng_st_open_file(eng_st_set *s, const char *path, rs_err *e) {
+    *s = (eng_st_set){0};
+    int rc = add_file(s, path, e);
+    if (rc) eng_st_close(s);
+    return rc;
+}
+
 void eng_st_close(eng_st_set *s) {
     for (int i = 0; i < s->n_files; i++) {
         if (s->files[i].map) munmap(s->files[i].map, s->files[i].size);
