@@ -24,6 +24,8 @@
  *              repetitions, best reported (3; --quick: 1, and --gen 16)
  *   --weights  quantize the weights at load (as serve --weights); the table then also gives
  *              the weight memory: the matrices' bytes and the RSS right after load
+ *   --lora DIR every sequence (prefill and decode) runs under the PEFT adapter in DIR (bench/
+ *              make_lora.py writes one), to set beside the same run without it
  *   --json     append one JSON line with every figure
  */
 #include <stdio.h>
@@ -52,18 +54,21 @@ typedef struct opts {
     int context;       /* positions already cached before the prompt / the decode steps */
     int shared;        /* 1: decoding sequences share the context's blocks */
     int weights;       /* --weights: an eng_weights (quantized at load) */
+    const char *lora;  /* --lora DIR: the adapter every sequence uses, or NULL */
 } opts;
 
 typedef struct eb {
-    eng_model *m;    /* the model */
-    eng_ctx *ctx;    /* scratch and workers, for max(prompt, largest batch) tokens */
-    kv_pool pool;    /* blocks for the prompt or for every decoding sequence */
-    int pool_ok;     /* pool initialised */
-    int vocab;       /* logits per row */
-    int32_t *blocks; /* block ids: one table per sequence, each `per_seq` long */
-    int per_seq;     /* blocks in one table */
-    float *logits;   /* one row of logits per sequence */
-    int32_t *tokens; /* the prompt; also each sequence's current token in decode */
+    eng_model *m;         /* the model */
+    eng_ctx *ctx;         /* scratch and workers, for max(prompt, largest batch) tokens */
+    kv_pool pool;         /* blocks for the prompt or for every decoding sequence */
+    int pool_ok;          /* pool initialised */
+    int vocab;            /* logits per row */
+    int32_t *blocks;      /* block ids: one table per sequence, each `per_seq` long */
+    int per_seq;          /* blocks in one table */
+    float *logits;        /* one row of logits per sequence */
+    int32_t *tokens;      /* the prompt; also each sequence's current token in decode */
+    eng_lora_reg *loras;  /* --lora: the registry of its one adapter */
+    const eng_lora *lora; /* --lora: the adapter (a held reference), else NULL */
 } eb;
 
 typedef struct figures {
@@ -72,6 +77,7 @@ typedef struct figures {
     double weight_bytes; /* bytes of weights one token streams */
     double tensor_bytes; /* bytes of every weight matrix as held */
     double rss_load;     /* resident memory right after load (and quantization) */
+    int rank;            /* --lora: the adapter's r */
 #ifdef ENG_PROFILE
     double phase_s[8][ENG_PH_N];      /* per decode batch: seconds in each phase (all steps) */
     double sample_s[8];               /* per decode batch: seconds in the greedy pick (all steps) */
@@ -97,7 +103,12 @@ static int eb_init(eb *b, const opts *o, figures *f, rs_err *e) {
     if ((rc = bu_ensure_model(o->model, e)) || (rc = eng_model_load(&b->m, o->model, e)) ||
         (rc = eng_model_quantize(b->m, (eng_weights)o->weights, o->threads, NULL, NULL, e)))
         return rc;
+    if (o->lora && ((rc = eng_lora_reg_init(&b->loras, b->m, e)) ||
+                    (rc = eng_lora_load(b->loras, "bench", o->lora, e)) ||
+                    (rc = eng_lora_acquire(b->loras, "bench", &b->lora, e))))
+        return rc;
     f->rss_load = rss_bytes();
+    f->rank = b->lora ? eng_lora_rank(b->lora) : 0;
     f->tensor_bytes = eng_model_weight_bytes(b->m, 0);
     f->weight_bytes = eng_model_weight_bytes(b->m, 1);
     b->vocab = eng_model_config(b->m)->vocab_size;
@@ -132,15 +143,17 @@ static void eb_free(eb *b) {
     free(b->tokens);
     eng_ctx_free(b->ctx);
     if (b->pool_ok) kv_pool_free(&b->pool);
+    eng_lora_release(b->lora);
+    eng_lora_reg_free(b->loras);
     eng_model_free(b->m);
 }
 
 /* The prompt in one forward call (as llama-bench's pp: one batch), best of reps. */
 static int run_prefill(eb *b, const opts *o, figures *f, rs_err *e) {
     bu_tokens(b->tokens, o->prompt, b->vocab, 1);
-    eng_seq q = {b->tokens, o->prompt, o->context, b->blocks, b->per_seq, b->logits, NULL};
+    eng_seq q = {b->tokens, o->prompt, o->context, b->blocks, b->per_seq, b->logits, NULL, b->lora};
     /* One untimed token first: it faults the memory-mapped weights in, which is load time. */
-    eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL, NULL};
+    eng_seq warm = {b->tokens, 1, o->context, b->blocks, b->per_seq, NULL, NULL, b->lora};
     int rc = eng_forward(b->ctx, &b->pool, &warm, 1, e);
     if (rc) return rc;
 #ifdef ENG_PROFILE
@@ -168,7 +181,7 @@ static int run_decode(eb *b, const opts *o, int n, double *secs, double *phase_s
         q[s] = (eng_seq){b->tokens + s, 1,
                          o->context,    b->blocks + (size_t)s * b->per_seq,
                          b->per_seq,    b->logits + (size_t)s * b->vocab,
-                         NULL};
+                         NULL,          b->lora};
 #ifdef ENG_PROFILE
     memset(&eng_prof, 0, sizeof eng_prof);
 #endif
@@ -199,6 +212,7 @@ static void print_table(const opts *o, const figures *f) {
     printf("bench_engine: %s, isa %s, %d threads, weights %s, %.3f GB of weights per token\n",
            o->model, eng_isa_name(), o->threads, eng_weights_name((eng_weights)o->weights),
            f->weight_bytes / 1e9);
+    if (o->lora) printf("every sequence under the LoRA adapter %s (r = %d)\n", o->lora, f->rank);
     printf("weight memory: %.3f GB of tensors, RSS after load %.3f GB (%.1f%% of the tensors)\n",
            f->tensor_bytes / 1e9, f->rss_load / 1e9, 100.0 * f->rss_load / f->tensor_bytes);
     printf("| %-34s | %10s | %12s | %14s |\n", "measure", "tokens/s", "ms per call",
@@ -310,6 +324,7 @@ static int append_json(const opts *o, const figures *f, rs_err *e) {
         fprintf(fp, ",\"decode_b%d_tok_s\":%.2f,\"decode_b%d_weights_gb_s\":%.3f", o->batch[i],
                 o->batch[i] * steps, o->batch[i], steps * f->weight_bytes / 1e9);
     }
+    fprintf(fp, ",\"lora\":\"%s\",\"lora_rank\":%d", o->lora ? o->lora : "", f->rank);
     fprintf(fp, ",\"weights\":\"%s\",\"tensor_bytes\":%.0f,\"rss_after_load\":%.0f}\n",
             eng_weights_name((eng_weights)o->weights), f->tensor_bytes, f->rss_load);
     return fclose(fp) ? rs_errf(e, RS_EIO, "cannot write %s", o->json) : 0;
@@ -327,7 +342,7 @@ static int parse_batches(opts *o, const char *v) {
 }
 
 static int parse(opts *o, int argc, char **argv) {
-    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL, 0, 0, ENG_WEIGHTS_SOURCE};
+    *o = (opts){BU_DEFAULT_MODEL, 2, 512, 128, {1, 8}, 2, 3, NULL, 0, 0, ENG_WEIGHTS_SOURCE, NULL};
     int quick = 0, gen_set = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -362,6 +377,8 @@ static int parse(opts *o, int argc, char **argv) {
             bad = (o->weights = eng_weights_parse(v)) < 0;
         else if (!strcmp(a, "--reps"))
             bad = bu_int_arg(v, 1, 1000, &o->reps);
+        else if (!strcmp(a, "--lora"))
+            o->lora = v;
         else
             return -1;
         if (bad) return -1;
@@ -379,7 +396,7 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "usage: %s [MODEL_DIR (%s)] [--threads T (2)] [--prompt N (512)] [--gen N (128)] "
                 "[--batch LIST (1,8; each <= %d)] [--context C (0)] [--shared] [--reps R (3)] "
-                "[--weights q8_0|q4_k_m|q4_0] [--quick] [--json FILE]\n",
+                "[--weights q8_0|q4_k_m|q4_0] [--lora DIR] [--quick] [--json FILE]\n",
                 argv[0], BU_DEFAULT_MODEL, MAX_BATCH);
         return 2;
     }

@@ -109,7 +109,7 @@ static double prefill(bp *b, int pos0, float *out, rs_err *e) {
     for (int p = pos0; p < b->o->prompt; p += b->o->chunk) {
         int n = b->o->prompt - p < b->o->chunk ? b->o->prompt - p : b->o->chunk;
         eng_seq q = {b->tokens + p, n, p, b->table, b->n_table, p + n == b->o->prompt ? out : NULL,
-                     NULL};
+                     NULL, NULL};
         double t0 = rs_now();
         int rc = eng_forward(b->ctx, &b->pool, &q, 1, e);
         if (rc) return rc;

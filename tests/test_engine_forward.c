@@ -62,7 +62,7 @@ static void seq_alloc(runner *r, tseq *s) {
 /* Forward tokens[0, n) of s at pos0; logits of the last into out (may be NULL). */
 static int run1(runner *r, tseq *s, const int32_t *tokens, int n, int pos0, float *out) {
     rs_err e = {0};
-    eng_seq q = {tokens, n, pos0, s->blocks, s->n_blocks, out, NULL};
+    eng_seq q = {tokens, n, pos0, s->blocks, s->n_blocks, out, NULL, NULL};
     int rc = eng_forward(r->c, &r->kv, &q, 1, &e);
     if (rc) TAP_DIAG("forward: %s", e.msg);
     return rc;
@@ -165,9 +165,9 @@ static void check_batch(eng_model *m, int kvdt, const char *what) {
     /* The same prefixes in both pools (same block ids, same calls). */
     rc |= run1(&a, &s[1], tb, NB - 1, 0, NULL) | run1(&b, &s[4], tb, NB - 1, 0, NULL);
     rc |= run1(&a, &s[2], tc, 9, 0, NULL) | run1(&b, &s[5], tc, 9, 0, NULL);
-    eng_seq q[3] = {{ta, NA, 0, s[0].blocks, s[0].n_blocks, l[0], NULL},
-                    {tb + NB - 1, 1, NB - 1, s[1].blocks, s[1].n_blocks, l[1], NULL},
-                    {tc + 9, NC - 9, 9, s[2].blocks, s[2].n_blocks, l[2], NULL}};
+    eng_seq q[3] = {{ta, NA, 0, s[0].blocks, s[0].n_blocks, l[0], NULL, NULL},
+                    {tb + NB - 1, 1, NB - 1, s[1].blocks, s[1].n_blocks, l[1], NULL, NULL},
+                    {tc + 9, NC - 9, 9, s[2].blocks, s[2].n_blocks, l[2], NULL, NULL}};
     rs_err e = {0};
     rc |= eng_forward(a.c, &a.kv, q, 3, &e);
     rc |= run1(&b, &s[3], ta, NA, 0, l[3]);
@@ -218,7 +218,7 @@ static void check_shared_prefix(eng_model *m, int kvdt, const char *what) {
         int n = step ? 1 : NEW, pos = step ? P + NEW + step - 1 : P;
         eng_seq q[NS];
         for (int i = 0; i < NS; i++)
-            q[i] = (eng_seq){tok[i] + pos - P, n, pos, s[0][i].blocks, NB, l[0][i], NULL};
+            q[i] = (eng_seq){tok[i] + pos - P, n, pos, s[0][i].blocks, NB, l[0][i], NULL, NULL};
         rs_err e = {0};
         rc |= eng_forward(r[0].c, &r[0].kv, q, NS, &e);
         for (int i = 0; i < NS; i++) {
@@ -306,18 +306,18 @@ static void check_validation(eng_model *m) {
     unsigned char *before = malloc(r.kv.mem_bytes);
     memcpy(before, r.kv.mem, r.kv.mem_bytes);
     rs_err e = {0};
-    eng_seq q = {badtok, 2, 0, s.blocks, s.n_blocks, NULL, NULL};
+    eng_seq q = {badtok, 2, 0, s.blocks, s.n_blocks, NULL, NULL, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q, 1, &e) == RS_EINVAL, "token id out of range: %s", e.msg);
-    eng_seq q2[2] = {{ok, 4, 0, s.blocks, s.n_blocks, NULL, NULL},
-                     {ok, 4, 60, s.blocks, 1, NULL, NULL}};
+    eng_seq q2[2] = {{ok, 4, 0, s.blocks, s.n_blocks, NULL, NULL, NULL},
+                     {ok, 4, 60, s.blocks, 1, NULL, NULL, NULL}};
     TAP_OK(eng_forward(r.c, &r.kv, q2, 2, &e) == RS_EINVAL, "block table too short: %s", e.msg);
-    eng_seq q3 = {many, 9, 0, s.blocks, s.n_blocks, NULL, NULL};
+    eng_seq q3 = {many, 9, 0, s.blocks, s.n_blocks, NULL, NULL, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q3, 1, &e) == RS_EINVAL, "more tokens than max_tokens: %s",
            e.msg);
     int32_t badblk[2] = {0, 99999};
-    eng_seq q4 = {ok, 4, 2, badblk, 2, NULL, NULL};
+    eng_seq q4 = {ok, 4, 2, badblk, 2, NULL, NULL, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q4, 1, &e) == RS_EINVAL, "block id out of range: %s", e.msg);
-    eng_seq q5 = {ok, 0, 0, s.blocks, s.n_blocks, NULL, NULL};
+    eng_seq q5 = {ok, 0, 0, s.blocks, s.n_blocks, NULL, NULL, NULL};
     TAP_OK(eng_forward(r.c, &r.kv, &q5, 1, &e) == RS_EINVAL, "zero tokens: %s", e.msg);
     TAP_OK(!memcmp(before, r.kv.mem, r.kv.mem_bytes), "no page written by a rejected batch");
     free(before);

@@ -158,7 +158,7 @@ static int logits_of(const char *dir, float *out) {
     kv_pool_init(&kv, &kc, &e);
     eng_ctx_init(&c, m, 8, 1, &e);
     int32_t tok[5] = {5, 17, 250, 3, 99}, blk = kv_alloc(&kv);
-    eng_seq q = {tok, 5, 0, &blk, 1, out, NULL};
+    eng_seq q = {tok, 5, 0, &blk, 1, out, NULL, NULL};
     int rc = eng_forward(c, &kv, &q, 1, &e);
     eng_ctx_free(c);
     kv_pool_free(&kv);

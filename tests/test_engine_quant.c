@@ -289,7 +289,7 @@ static double logits_rel_err(eng_model *a, eng_model *b, int n_tok) {
         kv_pool_init(&kv, &kc, &e);
         eng_ctx_init(&ctx, ms[i], n_tok, 2, &e);
         for (int j = 0; j < nb; j++) blocks[j] = kv_alloc(&kv);
-        eng_seq q = {tok, n_tok, 0, blocks, nb, lg[i], NULL};
+        eng_seq q = {tok, n_tok, 0, blocks, nb, lg[i], NULL, NULL};
         eng_forward(ctx, &kv, &q, 1, &e);
         eng_ctx_free(ctx);
         kv_pool_free(&kv);
@@ -413,7 +413,7 @@ static int dec_init(dec *d, const eng_model *m, int n_pos) {
 
 static int dec_step(dec *d, int32_t tok, int pos) {
     rs_err e = {0};
-    eng_seq q = {&tok, 1, pos, d->blocks, (pos + 16) / 16, d->logits, NULL};
+    eng_seq q = {&tok, 1, pos, d->blocks, (pos + 16) / 16, d->logits, NULL, NULL};
     return eng_forward(d->ctx, &d->kv, &q, 1, &e);
 }
 
