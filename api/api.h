@@ -163,6 +163,18 @@ void api_tokenize_request_free(api_tokenize_request *r);
 /* POST /detokenize: {"tokens": [ids]}. *ids is malloc'd (caller frees). */
 int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, api_error *err);
 
+/* POST /v1/load_lora_adapter {"lora_name", "lora_path"} and /v1/unload_lora_adapter
+ * {"lora_name"} (vLLM's routes and bodies). lora_name is required; lora_path too when
+ * need_path. Strings owned (api_lora_request_free). */
+typedef struct api_lora_request {
+    char *name; /* lora_name */
+    char *path; /* lora_path (NULL when not needed and absent) */
+} api_lora_request;
+
+int api_parse_lora(const char *body, size_t len, int need_path, api_lora_request *out,
+                   api_error *err);
+void api_lora_request_free(api_lora_request *r);
+
 /* ---------------------------------------------------------------- embeddings */
 
 /* Inputs per /v1/embeddings request at most (each is a scheduler request). */

@@ -659,3 +659,34 @@ int api_parse_detokenize(const char *body, size_t len, int32_t **ids, int *n, ap
     cJSON_Delete(root);
     return rc ? RS_EINVAL : 0;
 }
+
+/* ---------------------------------------------------------------- LoRA adapter routes */
+
+/* A required, non-empty string field into *out (owned). */
+static int need_str(const cJSON *root, const char *name, char **out, api_error *err) {
+    if (get_str(root, name, out, err)) return RS_EINVAL;
+    if (!*out || !**out)
+        return api_errorf(err, 400, INVALID, name, "missing_field",
+                          "'%s' is required (a non-empty string)", name);
+    return 0;
+}
+
+int api_parse_lora(const char *body, size_t len, int need_path, api_lora_request *out,
+                   api_error *err) {
+    cJSON *root;
+    *out = (api_lora_request){0};
+    if (api_parse_object(body, len, &root, err)) return RS_EINVAL;
+    int rc = need_str(root, "lora_name", &out->name, err);
+    if (!rc)
+        rc = need_path ? need_str(root, "lora_path", &out->path, err)
+                       : get_str(root, "lora_path", &out->path, err);
+    cJSON_Delete(root);
+    if (rc) api_lora_request_free(out);
+    return rc ? RS_EINVAL : 0;
+}
+
+void api_lora_request_free(api_lora_request *r) {
+    free(r->name);
+    free(r->path);
+    *r = (api_lora_request){0};
+}

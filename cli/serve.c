@@ -43,6 +43,8 @@ typedef struct serve_opts {
     int max_connections_per_client; /* --max-connections-per-client: per client address */
     int warm_next_turn;             /* --warm-next-turn 0|1: prefill a chat's next turn when idle */
     int no_webui;                   /* --no-webui */
+    char *lora[ENG_LORA_MAX];       /* --lora NAME=DIR (repeatable; config key "lora": a list) */
+    int n_lora;
 } serve_opts;
 
 typedef enum { OPT_STR, OPT_INT, OPT_FLAG } opt_kind;
@@ -107,6 +109,8 @@ static void usage(FILE *f) {
     fprintf(f, "usage: radixserve serve --model DIR|FILE.gguf [options]\n\noptions (a --config "
                "FILE.json holds the same keys; flags override it):\n");
     fprintf(f, "  --config FILE  JSON settings file (e.g. configs/default.json)\n");
+    fprintf(f, "  --lora NAME=DIR  serve the PEFT LoRA adapter in DIR as model NAME "
+               "(repeatable; config key \"lora\": a list)\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         fprintf(f, "  --%s %s", OPTS[i].name, OPTS[i].help);
         if (OPTS[i].kind == OPT_INT && !strchr(OPTS[i].help, '('))
@@ -145,8 +149,36 @@ static int set_int(serve_opts *o, const struct opt *d, const char *v) {
     return 0;
 }
 
+/* One --lora NAME=DIR, kept as given (split at load). */
+static int add_lora(serve_opts *o, const char *v) {
+    if (!strchr(v, '=') || v[0] == '=' || !strchr(v, '=')[1]) {
+        fprintf(stderr, "radixserve serve: --lora needs NAME=DIR (got '%s')\n", v);
+        return -1;
+    }
+    if (o->n_lora == ENG_LORA_MAX) {
+        fprintf(stderr, "radixserve serve: at most %d --lora adapters\n", ENG_LORA_MAX);
+        return -1;
+    }
+    return (o->lora[o->n_lora] = strdup(v)) ? (o->n_lora++, 0) : -1;
+}
+
+/* The config file's "lora": a list of "NAME=DIR" strings. */
+static int apply_lora_json(serve_opts *o, const cJSON *it, const char *path) {
+    const cJSON *s;
+    if (!cJSON_IsArray(it)) {
+        fprintf(stderr, "radixserve serve: %s: 'lora' must be a list of \"NAME=DIR\"\n", path);
+        return -1;
+    }
+    cJSON_ArrayForEach(s, it) if (!cJSON_IsString(s) || add_lora(o, s->valuestring)) {
+        fprintf(stderr, "radixserve serve: %s: 'lora' must be a list of \"NAME=DIR\"\n", path);
+        return -1;
+    }
+    return 0;
+}
+
 /* One key of the config file, typed like its flag. */
 static int apply_json(serve_opts *o, const cJSON *it, const char *path) {
+    if (!strcmp(it->string, "lora")) return apply_lora_json(o, it, path);
     const struct opt *d = find_opt(it->string);
     char num[32];
     if (!d) {
@@ -217,6 +249,7 @@ static void opts_defaults(serve_opts *o) {
 static void opts_free(serve_opts *o) {
     for (size_t i = 0; i < N_OPTS; i++)
         if (OPTS[i].kind == OPT_STR) free(*(char **)slot(o, &OPTS[i]));
+    for (int i = 0; i < o->n_lora; i++) free(o->lora[i]);
 }
 
 /* Settings where 0 means nothing sensible (threads, ctx-size and port take 0 as "choose"). */
@@ -242,6 +275,10 @@ static int parse_args(serve_opts *o, int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
         if (!strcmp(a, "--config")) {
             if (++i >= argc) return -1;
+            continue;
+        }
+        if (!strcmp(a, "--lora")) {
+            if (++i >= argc || add_lora(o, argv[i])) return -1;
             continue;
         }
         const struct opt *d = strncmp(a, "--", 2) ? NULL : find_opt(a + 2);
@@ -280,6 +317,7 @@ typedef struct served {
     chat_format chat;
     int chat_ok;
     eng_model *model;
+    eng_lora_reg *loras; /* the model's adapters: --lora, then the run-time routes */
     sched *sched;
     srv_sched_ctx bctx;
 } served;
@@ -306,6 +344,27 @@ static int env_ms(const char *name) {
     return x > 0 ? x : 0;
 }
 
+/* The registry with every --lora adapter loaded (NAME=DIR; a NAME also served as the base
+ * model's name could never be picked, so it is refused). */
+static int load_loras(served *sv, const serve_opts *o, const char *served_names, rs_err *e) {
+    int rc = eng_lora_reg_init(&sv->loras, sv->model, e);
+    for (int i = 0; !rc && i < o->n_lora; i++) {
+        char *eq = strchr(o->lora[i], '=');
+        char name[ENG_LORA_NAME_MAX];
+        snprintf(name, sizeof name, "%.*s", (int)(eq - o->lora[i]), o->lora[i]);
+        for (const char *p = served_names; *p && !rc;) {
+            size_t n = strcspn(p, ",");
+            if (n == strlen(name) && !strncmp(p, name, n))
+                rc = rs_errf(e, RS_EINVAL, "--lora %s: that is the base model's name", name);
+            p += n + (p[n] == ',');
+        }
+        if (!rc) rc = eng_lora_load(sv->loras, name, eq + 1, e);
+        if (rc) return rs_errf(e, rc, "--lora %s: %s", o->lora[i], RS_CLIP(e->msg, 400));
+        fprintf(stderr, "radixserve: LoRA adapter '%s' from %s\n", name, eq + 1);
+    }
+    return rc;
+}
+
 /* Say when the context in force (the scheduler's: the model's maximum, lowered to what the KV
  * pool holds for one sequence) is not what was asked for. */
 static void report_ctx(const serve_opts *o, const eng_model *m, int in_force) {
@@ -317,7 +376,7 @@ static void report_ctx(const serve_opts *o, const eng_model *m, int in_force) {
                 asked, in_force, o->kv_cache_mb);
 }
 
-static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
+static int load(served *sv, const serve_opts *o, const char *served_names, srv *server, rs_err *e) {
     double t0 = rs_now();
     usleep((useconds_t)env_ms("RADIXSERVE_TEST_LOAD_DELAY_MS") * 1000u); /* /health loading */
     step("tokenizer", t0, 0);
@@ -331,6 +390,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     eng_weights w = o->weights ? (eng_weights)eng_weights_parse(o->weights) : ENG_WEIGHTS_SOURCE;
     if (cli_load_model(&sv->model, o->model, w, threads, e)) return -1;
     step("weights", t0, 1);
+    if (load_loras(sv, o, served_names, e)) return -1;
     sched_config sc = {
         .n_threads = threads,
         .kv_cache_bytes = (size_t)o->kv_cache_mb << 20,
@@ -350,6 +410,7 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
     report_ctx(o, sv->model, sc.ctx_size);
     sv->bctx.s = sv->sched;
     sv->bctx.tok = sv->tok;
+    sv->bctx.loras = sv->loras;
     srv_backend be;
     srv_backend_sched(&be, &sv->bctx);
     srv_model sm = {
@@ -374,7 +435,8 @@ static int load(served *sv, const serve_opts *o, srv *server, rs_err *e) {
 }
 
 static void unload(served *sv) {
-    if (sv->sched) sched_stop(sv->sched);
+    if (sv->sched) sched_stop(sv->sched); /* the requests' adapter references go with it */
+    eng_lora_reg_free(sv->loras);
     if (sv->model) eng_model_free(sv->model);
     if (sv->chat_ok) chat_format_free(&sv->chat);
     if (sv->tok) tok_free(sv->tok);
@@ -427,7 +489,7 @@ static int serve(const serve_opts *o) {
     fprintf(stderr, "radixserve: listening on http://%s:%d (model '%s' loading)\n", o->host,
             srv_port(server), name);
     served sv = {0};
-    if (load(&sv, o, server, &e)) {
+    if (load(&sv, o, name, server, &e)) {
         fprintf(stderr, "\nradixserve serve: %s\n", e.msg);
         srv_stop(server);
         unload(&sv);

@@ -36,6 +36,7 @@ static void request_destroy(sched_request *r) {
     for (int i = 0; i < SCHED_MAX_STOP; i++) free(r->stop_copy[i]);
     free(r->bias);
     gr_free(r->p.grammar);
+    eng_lora_release(r->p.lora);
     free(r->prompt);
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);

@@ -245,12 +245,30 @@ int sched_cache_json(sched *s, int max_tokens, char **out, rs_err *e) {
 
 /* ---------------------------------------------------------------- submission */
 
-static uint64_t salt_namespace(const char *salt) {
-    if (!salt || !*salt) return 0;
+/* The one owner of a request's prefix-cache namespace: (cache_salt, adapter). 0 for neither
+ * (the shared space of the base model); the salt alone hashes as it always did; an adapter
+ * adds its load id (unique per load, so an adapter reloaded under the same name never meets
+ * KV of the old weights) after a separator no salt byte can be. */
+static uint64_t sched_namespace(const char *salt, const eng_lora *lora) {
+    if ((!salt || !*salt) && !lora) return 0;
     uint64_t h = 1469598103934665603ull; /* FNV-1a: stable across runs, cheap */
-    for (const unsigned char *p = (const unsigned char *)salt; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)(salt ? salt : ""); *p; p++)
         h = (h ^ *p) * 1099511628211ull;
+    if (lora) {
+        uint64_t id = eng_lora_id(lora);
+        h = (h ^ 0x100u) * 1099511628211ull;
+        for (int i = 0; i < 8; i++) h = (h ^ ((id >> (8 * i)) & 0xffu)) * 1099511628211ull;
+    }
     return h ? h : 1;
+}
+
+/* A reference of the request's own to the adapter (none for the base model). */
+static int take_lora(sched_request *r, const eng_lora *lora, rs_err *e) {
+    if (!lora) return 0;
+    if (eng_lora_retain(lora))
+        return rs_errf(e, RS_ENOTFOUND, "the adapter %s is being unloaded", eng_lora_name(lora));
+    r->p.lora = lora;
+    return 0;
 }
 
 /* An empty prompt, or an id outside the vocabulary: RS_EINVAL. */
@@ -321,6 +339,7 @@ static int copy_request(sched_request *r, const int32_t *prompt, int n_prompt,
     }
     r->p.sampling.bias = r->bias;
     r->p.cache_salt = NULL; /* only its hash is kept */
+    r->p.lora = NULL;       /* take_lora takes the request's own reference */
     r->t_submit = rs_now();
     return 0;
 }
@@ -335,13 +354,19 @@ int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_para
         gr_free(p->grammar); /* taken even when refused */
         return rc ? rc : rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
     }
-    r->ns = salt_namespace(p->cache_salt);
     sched_seq *q = NULL;
     if (copy_request(r, prompt, n_prompt, p) || !(q = sched_seq_new(s, r, 0, 0))) {
         r->refs = 1;
         sched_request_unref(r);
         return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a request");
     }
+    if ((rc = take_lora(r, p->lora, e))) {
+        sched_seq_free(q);
+        r->refs = 1;
+        sched_request_unref(r);
+        return rc;
+    }
+    r->ns = sched_namespace(p->cache_salt, r->p.lora);
     r->n_live = 1;
     r->s = s; /* published to the scheduler under s->mu below */
     pthread_mutex_lock(&s->mu);
@@ -370,7 +395,8 @@ int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_para
 
 /* A warming job: a request with no submitter (refs 1, never any event) and one WARM sequence;
  * its prompt is the whole text to prefill. */
-int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, rs_err *e) {
+int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, const eng_lora *lora,
+               rs_err *e) {
     if (!s->cfg.prefix_cache) return 0;
     int rc = check_ids(s, tokens, n, e);
     if (rc) return rc;
@@ -382,13 +408,18 @@ int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, r
     r->refs = 1;
     r->warm = 1;
     r->admitted = 1; /* never in the request queue's count */
-    r->ns = salt_namespace(cache_salt);
     sched_params p = {.max_tokens = 1, .n = 1};
     sched_seq *q = NULL;
     if (copy_request(r, tokens, n, &p) || !(q = sched_seq_new(s, r, 0, 1))) {
         sched_request_unref(r);
         return rs_errf(e, RS_ENOMEM, "scheduler: out of memory for a warming job");
     }
+    if ((rc = take_lora(r, lora, e))) {
+        sched_seq_free(q);
+        sched_request_unref(r);
+        return rc;
+    }
+    r->ns = sched_namespace(cache_salt, r->p.lora);
     q->cls = SEQ_WARM;
     r->n_live = 1;
     pthread_mutex_lock(&s->mu);

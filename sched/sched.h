@@ -65,6 +65,12 @@ typedef struct sched_params {
     int logprobs;           /* 1: report each token's logprob */
     int top_logprobs;       /* 0..SCHED_MAX_TOP_LOGPROBS alternatives per token */
     const char *cache_salt; /* namespace of the prefix cache; NULL: the shared one */
+    const eng_lora *lora;   /* the LoRA adapter every row of the request uses (NULL: the base
+                               model), held by the caller across sched_submit, which takes its
+                               own reference (RS_ENOTFOUND when the adapter is being unloaded)
+                               and drops it when the request is freed. The prefix-cache
+                               namespace is (cache_salt, adapter): prefixes are shared only
+                               within one adapter */
     int embed;              /* 1: an embedding: the prompt is prefilled and nothing sampled; its
                                FINISH carries the final hidden states pooled as the model says
                                (eng_config.pooling; not normalised). n must be 1. Mean and CLS
@@ -129,6 +135,7 @@ int sched_start(sched **out, eng_model *model, const tok_tokenizer *tok, const s
 void sched_stop(sched *s);
 
 /* Submit a prompt. RS_EFULL: the waiting queue is full (answer 503 + Retry-After);
+ * RS_ENOTFOUND: p->lora is being unloaded;
  * RS_ETOOBIG: the request could never fit (prompt >= ctx_size, which is never more than the
  * pool holds, or n > max_batch); RS_EINVAL: an empty prompt, an id or logit_bias token outside
  * the vocabulary, n < 1, max_tokens < 1, too many stop strings or top_logprobs, a grammar
@@ -138,14 +145,17 @@ int sched_submit(sched *s, const int32_t *prompt, int n_prompt, const sched_para
                  sched_request **out, rs_err *e);
 
 /* Warm the prefix cache with tokens[0, n) (a conversation rendered as its next turn will
- * send it) in the namespace of cache_salt: prefilled as low-priority work, only in steps
- * where no request runs or waits, parked the moment one arrives, dropped when the pool is
- * short; its KV goes into the tree as ordinary cached nodes that are evicted first (RT_COLD).
- * Fire and forget (any thread): 0 when queued or when the prefix cache is off; RS_EINVAL (no
- * tokens, an id outside the vocabulary), RS_ETOOBIG (n >= ctx_size), RS_EFULL (SCHED_MAX_WARM
- * jobs pending), RS_ECANCELED (stopping), RS_ENOMEM. */
+ * send it) in the namespace of cache_salt and lora (NULL: the base model; a reference of its
+ * own is taken as sched_submit does, and an adapter being unloaded warms nothing): prefilled as
+ * low-priority work, only in steps where no request runs or waits, parked the moment one arrives,
+ * dropped when the pool is short; its KV goes into the tree as ordinary cached nodes that are
+ * evicted first (RT_COLD). Fire and forget (any thread): 0 when queued or when the prefix cache is
+ * off; RS_EINVAL (no tokens, an id outside the vocabulary), RS_ENOTFOUND (the adapter is being
+ * unloaded), RS_ETOOBIG (n >= ctx_size), RS_EFULL (SCHED_MAX_WARM jobs pending), RS_ECANCELED
+ * (stopping), RS_ENOMEM. */
 #define SCHED_MAX_WARM 64
-int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, rs_err *e);
+int sched_warm(sched *s, const int32_t *tokens, int n, const char *cache_salt, const eng_lora *lora,
+               rs_err *e);
 
 /* Wait up to timeout_ms (0: do not wait; -1: forever) for the next event. Returns 1 with *ev
  * filled (caller frees with sched_event_free), 0 on time-out. */

@@ -53,10 +53,12 @@ struct sched_request {
     /* Scheduler side (written before the handle is published, then scheduler thread only). */
     int32_t *prompt;                 /* the prompt ids (owned) */
     int n_prompt;                    /* prompt length */
-    sched_params p;                  /* copy of the parameters; stop strings and bias owned */
+    sched_params p;                  /* copy of the parameters; stop strings, bias and a
+                                        reference to p.lora owned */
     char *stop_copy[SCHED_MAX_STOP]; /* owned copies of the stop strings */
     eng_logit_bias *bias;            /* owned copy of the logit bias entries */
-    uint64_t ns;                     /* prefix-cache namespace (hash of cache_salt; 0 = shared) */
+    uint64_t ns;                     /* prefix-cache namespace (sched_namespace: cache_salt and
+                                        adapter; 0 = shared, base model) */
     double t_submit;                 /* rs_now() at submission */
     int n_live;                      /* scheduler: choices not yet released (before fork: 1) */
     int n_finished;                  /* scheduler: choices that sent FINISH */
@@ -203,24 +205,24 @@ struct sched {
     rs_err snap_err;         /* mu: the answer's error */
     int exited;              /* mu: the thread has left its loop (nobody answers any more) */
     /* Scheduler thread only. */
-    eng_ctx *ctx;          /* forward-pass scratch and workers */
-    kv_pool pool;          /* the KV block pool */
-    rt_tree *tree;         /* the radix tree */
-    sched_seqvec waiting;  /* seqs waiting for admission (preempted ones first) */
-    sched_seqvec running;  /* admitted seqs, oldest admission first */
-    sched_seqvec warm;     /* warming jobs waiting for spare capacity (parked ones first) */
+    eng_ctx *ctx;         /* forward-pass scratch and workers */
+    kv_pool pool;         /* the KV block pool */
+    rt_tree *tree;        /* the radix tree */
+    sched_seqvec waiting; /* seqs waiting for admission (preempted ones first) */
+    sched_seqvec running; /* admitted seqs, oldest admission first */
+    sched_seqvec warm;    /* warming jobs waiting for spare capacity (parked ones first) */
     int64_t warm_tokens, warm_steps, warm_parks, warm_dropped; /* warming statistics */
-    int64_t admit_counter; /* admissions so far */
-    float *logits;         /* max_batch rows of vocab floats */
-    float *scratch;        /* one row of vocab floats (raw copy for logprobs) */
-    float *rowcopy;        /* one row of vocab floats (pristine logits for forked choices) */
-    float *hidden_rows;    /* token_budget rows of hidden floats (embeddings' final states) */
-    gr_vocab *gv;          /* the vocabulary's byte strings for grammars (NULL without tok) */
-    uint32_t *mask;        /* one row's allowed-token bits (vocab bits) */
-    eng_seq *batch;        /* the step's rows (max_batch) */
-    sched_seq **rows;      /* the sequence of each row */
-    rs_ivec match_blocks;  /* scratch for rt_match */
-    int32_t *holders;      /* per block: references held by sequences (accounting) */
+    int64_t admit_counter;                                     /* admissions so far */
+    float *logits;                                             /* max_batch rows of vocab floats */
+    float *scratch;       /* one row of vocab floats (raw copy for logprobs) */
+    float *rowcopy;       /* one row of vocab floats (pristine logits for forked choices) */
+    float *hidden_rows;   /* token_budget rows of hidden floats (embeddings' final states) */
+    gr_vocab *gv;         /* the vocabulary's byte strings for grammars (NULL without tok) */
+    uint32_t *mask;       /* one row's allowed-token bits (vocab bits) */
+    eng_seq *batch;       /* the step's rows (max_batch) */
+    sched_seq **rows;     /* the sequence of each row */
+    rs_ivec match_blocks; /* scratch for rt_match */
+    int32_t *holders;     /* per block: references held by sequences (accounting) */
     int64_t steps, preemptions, lookups, hit_tokens, miss_tokens;
 };
 

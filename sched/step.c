@@ -785,7 +785,8 @@ static int forward(sched *s) {
                       .blocks = q->table.v,
                       .n_blocks = q->table.n,
                       .logits = last && !embed ? s->logits + (size_t)n * s->vocab : NULL,
-                      .hidden = embed ? s->hidden_rows + hrow * (size_t)s->mc->hidden : NULL};
+                      .hidden = embed ? s->hidden_rows + hrow * (size_t)s->mc->hidden : NULL,
+                      .lora = q->req->p.lora};
         if (embed) hrow += (size_t)q->chunk; /* the plan keeps the rows within token_budget */
         n++;
     }

@@ -104,10 +104,13 @@ const char *srv_model_name(const srv *s, const char *asked) {
     return s->names[0];
 }
 
-int srv_check_model(const srv *s, const char *asked, api_error *err) {
-    if (!asked || !asked[0] || s->cfg.any_model_name) return 0; /* "" = the default */
+int srv_resolve_model(const srv *s, const char *asked, const eng_lora **lora, api_error *err) {
+    *lora = NULL;
+    if (!asked || !asked[0]) return 0; /* "" = the default */
     for (int i = 0; i < s->n_names; i++)
         if (!strcmp(asked, s->names[i])) return 0;
+    if (s->be.lora_acquire && !s->be.lora_acquire(s->be.ctx, asked, lora, NULL)) return 0;
+    if (s->cfg.any_model_name) return 0;
     return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found",
                       "The model '%s' does not exist (this server serves '%s')",
                       RS_CLIP(asked, 200), RS_CLIP(s->model_name, 200));
@@ -133,18 +136,31 @@ static cJSON *model_json(srv *s, const char *name) {
     return m;
 }
 
+/* A LoRA adapter's entry: the base model's, with its own id and `parent` the base model's. */
+static cJSON *adapter_json(srv *s, const char *name) {
+    cJSON *m = model_json(s, name);
+    cJSON_AddStringToObject(m, "parent", s->names[0]);
+    return m;
+}
+
 static enum MHD_Result route_models(srv_conn *c, struct MHD_Connection *conn, const char *url) {
     srv *s = c->s;
     if (!strcmp(url, "/v1/models")) {
         cJSON *o = cJSON_CreateObject(), *data = cJSON_AddArrayToObject(o, "data");
         cJSON_AddStringToObject(o, "object", "list");
         for (int i = 0; i < s->n_names; i++) cJSON_AddItemToArray(data, model_json(s, s->names[i]));
+        char list[ENG_LORA_MAX][ENG_LORA_NAME_MAX]; /* 8 KB on the connection's stack */
+        int n = s->be.lora_names ? s->be.lora_names(s->be.ctx, list, ENG_LORA_MAX) : 0;
+        for (int i = 0; i < n; i++) cJSON_AddItemToArray(data, adapter_json(s, list[i]));
         return reply_json(c, conn, o);
     }
     const char *name = url + strlen("/v1/models/");
     api_error err;
-    if (srv_check_model(s, name, &err)) return srv_reply_error(c, conn, &err);
-    return reply_json(c, conn, model_json(s, srv_model_name(s, name)));
+    const eng_lora *lora;
+    if (srv_resolve_model(s, name, &lora, &err)) return srv_reply_error(c, conn, &err);
+    cJSON *m = lora ? adapter_json(s, eng_lora_name(lora)) : model_json(s, srv_model_name(s, name));
+    eng_lora_release(lora);
+    return reply_json(c, conn, m);
 }
 
 static enum MHD_Result route_metrics(srv_conn *c, struct MHD_Connection *conn) {
@@ -343,6 +359,8 @@ static const route ROUTES[] = {
     {"/v1/completions", "POST", srv_completions, 1, 0, 1},
     {"/v1/embeddings", "POST", srv_embeddings, 1, 0, 1},
     {"/v1/responses", "POST", srv_responses, 1, 0, 1},
+    {"/v1/load_lora_adapter", "POST", srv_lora_load, 1, 0, 1},
+    {"/v1/unload_lora_adapter", "POST", srv_lora_unload, 1, 0, 1},
     {"/tokenize", "POST", route_tokenize, 1, 0, 0},
     {"/detokenize", "POST", route_detokenize, 1, 0, 0},
     /* the web UI (srv_static.c): pages and their files, public */

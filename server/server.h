@@ -87,7 +87,14 @@ typedef struct srv_backend {
      * backend has no tree to show (the answer then carries the summary only) */
     int (*cache_json)(void *ctx, int max_tokens, char **out, rs_err *e);
     /* sched_warm: prefill ids into the prefix cache as low-priority work; NULL: no warming */
-    int (*warm)(void *ctx, const int32_t *ids, int n, const char *cache_salt, rs_err *e);
+    int (*warm)(void *ctx, const int32_t *ids, int n, const char *cache_salt, const eng_lora *lora,
+                rs_err *e);
+    /* LoRA adapters (eng_lora_acquire / _load / _unload / _names of the served registry); NULL:
+     * the backend serves none (requests naming one get 404, the load routes 404) */
+    int (*lora_acquire)(void *ctx, const char *name, const eng_lora **out, rs_err *e);
+    int (*lora_load)(void *ctx, const char *name, const char *path, rs_err *e);
+    int (*lora_unload)(void *ctx, const char *name, rs_err *e);
+    int (*lora_names)(void *ctx, char (*names)[ENG_LORA_NAME_MAX], int max);
 } srv_backend;
 
 /* What the server knows of the served model. */
@@ -109,6 +116,7 @@ typedef struct srv_model {
 typedef struct srv_sched_ctx {
     sched *s;                 /* the running scheduler */
     const tok_tokenizer *tok; /* the served model's tokenizer */
+    eng_lora_reg *loras;      /* the model's LoRA adapters (--lora and the load routes) */
 } srv_sched_ctx;
 
 void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx);

@@ -24,6 +24,7 @@ typedef struct embed_job {
     int prompt_tokens;                      /* summed over inputs */
     int cached_tokens;                      /* of which served from the prefix cache */
     int cancelled;                          /* shutdown: asked the scheduler to cancel */
+    const eng_lora *lora;                   /* the adapter named (held), NULL: base model */
 } embed_job;
 
 static void embed_job_free(embed_job *j) {
@@ -32,6 +33,7 @@ static void embed_job_free(embed_job *j) {
         free(j->vec[i]);
     }
     if (j->n_req) atomic_fetch_sub(&j->s->active, 1);
+    eng_lora_release(j->lora);
     free(j);
 }
 
@@ -40,6 +42,7 @@ static int embed_submit(embed_job *j, const rs_ivec *ids, api_error *err) {
     srv *s = j->s;
     sched_params p = {.max_tokens = 1, .n = 1, .embed = 1};
     p.sampling = (eng_sampling){.top_p = 1, .repetition_penalty = 1}; /* nothing is sampled */
+    p.lora = j->lora;
     rs_err e = {0};
     if (srv_check_prompt(s, ids->n, "input", err)) return RS_EINVAL;
     int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r[j->n_req], &e);
@@ -89,7 +92,7 @@ static int embed_wait_one(embed_job *j, int i, api_error *err) {
 /* Parse, check the model and dimensions, tokenize and submit every input. */
 static int embed_start(embed_job *j, const api_embed_request *req, api_error *err) {
     srv *s = j->s;
-    if (srv_check_model(s, req->model, err)) return RS_EINVAL;
+    if (srv_resolve_model(s, req->model, &j->lora, err)) return RS_EINVAL;
     if (s->model.embed_dim <= 0)
         return api_errorf(err, 400, "invalid_request_error", NULL, "unsupported_value",
                           "this model serves no embeddings");
@@ -134,8 +137,9 @@ enum MHD_Result srv_embeddings(srv_conn *c, struct MHD_Connection *conn) {
         for (int i = 0; i < j->n_req; i++)
             j->dims[i] = api_embed_finish(j->vec[i], j->dims[i], req.dimensions,
                                           s->model.embed_normalize || req.dimensions > 0);
-        body = api_embeddings_response(srv_model_name(s, req.model), j->vec, j->dims, j->n_req,
-                                       req.base64, j->prompt_tokens, j->cached_tokens);
+        body = api_embeddings_response(
+            j->lora ? eng_lora_name(j->lora) : srv_model_name(s, req.model), j->vec, j->dims,
+            j->n_req, req.base64, j->prompt_tokens, j->cached_tokens);
         c->prompt_tokens = j->prompt_tokens;
         c->cached_tokens = j->cached_tokens;
     }

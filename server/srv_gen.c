@@ -53,17 +53,19 @@ typedef struct srv_job {
     double t_out;                /* when bytes were last handed over (heartbeats) */
     char *echo[API_MAX_CHOICES]; /* completions with echo: each prompt's text (owned) */
     srv_resp *resp;              /* /v1/responses: its output state (owned), else NULL */
-    cJSON *warm_req;     /* chat with warming: the template input to render the next turn from
-                            (owned; NULL: no warming, e.g. n > 1 or the answer called tools) */
-    char *warm_salt;     /* its cache_salt (owned, NULL: shared) */
-    api_buf warm_answer; /* choice 0's content so far, as the client will send it back */
-    int done_ok;         /* every DONE arrived: the answer is complete */
+    cJSON *warm_req;      /* chat with warming: the template input to render the next turn from
+                             (owned; NULL: no warming, e.g. n > 1 or the answer called tools) */
+    char *warm_salt;      /* its cache_salt (owned, NULL: shared) */
+    const eng_lora *lora; /* the adapter the request named (a reference held for the job's
+                             life: submit and warming use it), NULL: the base model */
+    api_buf warm_answer;  /* choice 0's content so far, as the client will send it back */
+    int done_ok;          /* every DONE arrived: the answer is complete */
 } srv_job;
 
 /* ---------------------------------------------------------------- prompt -> scheduler */
 
-static int check_model(srv *s, const api_gen *g, api_error *err) {
-    return srv_check_model(s, g->model, err);
+static int check_model(srv *s, const api_gen *g, const eng_lora **lora, api_error *err) {
+    return srv_resolve_model(s, g->model, lora, err);
 }
 
 static uint64_t fresh_seed(srv *s) {
@@ -127,6 +129,9 @@ int srv_submit_error(int rc, const rs_err *e, api_error *err) {
                           e->msg);
     if (rc == RS_EINVAL)
         return api_errorf(err, 400, "invalid_request_error", NULL, NULL, "%s", e->msg);
+    if (rc == RS_ENOTFOUND) /* the adapter began unloading after the request named it */
+        return api_errorf(err, 404, "invalid_request_error", "model", "model_not_found", "%s",
+                          e->msg);
     return api_errorf(err, 500, "server_error", NULL, NULL, "%s", e->msg);
 }
 
@@ -155,6 +160,7 @@ static int submit(srv_job *j, api_gen *g, const rs_ivec *ids, const char *param,
     }
     p.grammar = g->grammar;
     g->grammar = NULL;
+    p.lora = j->lora;
     int rc = s->be.submit(s->be.ctx, ids->v, ids->n, &p, &j->r[j->n_req], &e);
     free(bias);
     if (rc) return srv_submit_error(rc, &e, err);
@@ -164,11 +170,16 @@ static int submit(srv_job *j, api_gen *g, const rs_ivec *ids, const char *param,
     return 0;
 }
 
-/* prefix: the id's ("chatcmpl", "cmpl", "resp"); anything but "cmpl" answers a chat. */
+/* prefix: the id's ("chatcmpl", "cmpl", "resp"); anything but "cmpl" answers a chat. The job
+ * takes lora (released on failure too). */
 static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, const char *prefix,
-                        const api_gen *g) {
+                        const api_gen *g, const eng_lora *lora) {
     srv_job *j = calloc(1, sizeof *j);
-    if (!j) return NULL;
+    if (!j) {
+        eng_lora_release(lora);
+        return NULL;
+    }
+    j->lora = lora;
     srv *s = c->s;
     j->s = s;
     j->c = c;
@@ -183,7 +194,7 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, const char *pr
     snprintf(j->meta.id, sizeof j->meta.id, "%s%s%llx%08llx", prefix,
              strcmp(prefix, "resp") ? "-" : "_", (unsigned long long)time(NULL),
              (unsigned long long)atomic_fetch_add(&s->next_id, 1));
-    j->meta.model = srv_model_name(s, g->model);
+    j->meta.model = lora ? eng_lora_name(lora) : srv_model_name(s, g->model);
     j->meta.created = (long long)time(NULL);
     j->meta.fingerprint = s->fingerprint;
     j->t_out = rs_now();
@@ -193,7 +204,7 @@ static srv_job *job_new(srv_conn *c, struct MHD_Connection *conn, const char *pr
 static void job_free(srv_job *j) {
     if (!j) return;
     if (j->warm_req && j->done_ok)
-        srv_warm_next_turn(j->s, j->warm_req, api_buf_str(&j->warm_answer), j->warm_salt);
+        srv_warm_next_turn(j->s, j->warm_req, api_buf_str(&j->warm_answer), j->warm_salt, j->lora);
     cJSON_Delete(j->warm_req);
     free(j->warm_salt);
     api_buf_free(&j->warm_answer);
@@ -207,6 +218,7 @@ static void job_free(srv_job *j) {
     api_buf_free(&j->out);
     free(j->last_finish);
     srv_resp_free(j->resp);
+    eng_lora_release(j->lora); /* after the requests: the name in meta.model is its */
     free(j);
 }
 
@@ -578,11 +590,13 @@ enum MHD_Result srv_run_chat(srv_conn *c, struct MHD_Connection *conn, api_chat_
     rs_ivec ids = {0};
     char *text = NULL;
     const char *param = resp ? "input" : "messages";
-    if (check_model(s, &req->gen, &err) || chat_tool_grammar(s->model.chat, req, &err)) {
+    const eng_lora *lora = NULL;
+    if (check_model(s, &req->gen, &lora, &err) || chat_tool_grammar(s->model.chat, req, &err)) {
+        eng_lora_release(lora);
         srv_resp_free(resp);
         return srv_reply_error(c, conn, &err);
     }
-    srv_job *j = job_new(c, conn, resp ? "resp" : "chatcmpl", &req->gen);
+    srv_job *j = job_new(c, conn, resp ? "resp" : "chatcmpl", &req->gen, lora);
     if (j && resp) {
         j->resp = resp;
         api_rs_init(&resp->st, j->meta.id, j->meta.created, j->meta.model, resp->echo);
@@ -655,7 +669,9 @@ enum MHD_Result srv_completions(srv_conn *c, struct MHD_Connection *conn) {
     if (api_parse_completion(api_buf_str(&c->body), c->body.n, &req, &err))
         return srv_reply_error(c, conn, &err);
     srv_job *j = NULL;
-    int rc = check_model(s, &req.gen, &err) || !(j = job_new(c, conn, "cmpl", &req.gen));
+    const eng_lora *lora = NULL;
+    int rc =
+        check_model(s, &req.gen, &lora, &err) || !(j = job_new(c, conn, "cmpl", &req.gen, lora));
     for (int i = 0; i < req.n_prompts && !rc; i++)
         rc = srv_prompt_ids(s, &req.prompts[i], "prompt", &ids[i], req.echo ? &j->echo[i] : NULL,
                             &err);

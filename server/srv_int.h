@@ -136,9 +136,14 @@ void srv_add_common_headers(srv *s, struct MHD_Response *r);
 
 /* The served name a request asked for (the first one when absent or unknown). */
 const char *srv_model_name(const srv *s, const char *asked);
-/* 0 when `asked` is absent, "", a served name, or anything under any_model_name; else a 404
- * model_not_found (as OpenAI answers). */
-int srv_check_model(const srv *s, const char *asked, api_error *err);
+/* The model a request names: a loaded LoRA adapter (*lora gets a reference the caller
+ * releases, eng_lora_release), or the base model (*lora NULL) when `asked` is absent, "", a
+ * served name, or anything under any_model_name; else a 404 model_not_found (as OpenAI
+ * answers; also for an adapter being unloaded). */
+int srv_resolve_model(const srv *s, const char *asked, const eng_lora **lora, api_error *err);
+/* POST /v1/load_lora_adapter and /v1/unload_lora_adapter (srv_lora.c). */
+enum MHD_Result srv_lora_load(srv_conn *c, struct MHD_Connection *conn);
+enum MHD_Result srv_lora_unload(srv_conn *c, struct MHD_Connection *conn);
 /* A token's text as it reads inside a sequence (malloc'd; "" when it cannot be decoded). */
 char *srv_token_text(srv *s, int32_t id);
 
@@ -158,7 +163,8 @@ int srv_client_gone(int fd);
  * assistant message, as the next request will render it, tokenize it and hand it to the
  * backend's warm (errors are dropped: warming is best effort). tpl_req is the template input
  * the request was rendered from (api_chat_request.tpl). */
-void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const char *cache_salt);
+void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const char *cache_salt,
+                        const eng_lora *lora);
 
 /* Generation routes (srv_gen.c, srv_embed.c). */
 enum MHD_Result srv_chat(srv_conn *c, struct MHD_Connection *conn);

@@ -25,8 +25,25 @@ static int b_cache_json(void *ctx, int max_tokens, char **out, rs_err *e) {
     return sched_cache_json(((srv_sched_ctx *)ctx)->s, max_tokens, out, e);
 }
 
-static int b_warm(void *ctx, const int32_t *ids, int n, const char *cache_salt, rs_err *e) {
-    return sched_warm(((srv_sched_ctx *)ctx)->s, ids, n, cache_salt, e);
+static int b_warm(void *ctx, const int32_t *ids, int n, const char *cache_salt,
+                  const eng_lora *lora, rs_err *e) {
+    return sched_warm(((srv_sched_ctx *)ctx)->s, ids, n, cache_salt, lora, e);
+}
+
+static int b_lora_acquire(void *ctx, const char *name, const eng_lora **out, rs_err *e) {
+    return eng_lora_acquire(((srv_sched_ctx *)ctx)->loras, name, out, e);
+}
+
+static int b_lora_load(void *ctx, const char *name, const char *path, rs_err *e) {
+    return eng_lora_load(((srv_sched_ctx *)ctx)->loras, name, path, e);
+}
+
+static int b_lora_unload(void *ctx, const char *name, rs_err *e) {
+    return eng_lora_unload(((srv_sched_ctx *)ctx)->loras, name, e);
+}
+
+static int b_lora_names(void *ctx, char (*names)[ENG_LORA_NAME_MAX], int max) {
+    return eng_lora_names(((srv_sched_ctx *)ctx)->loras, names, max);
 }
 
 void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
@@ -41,4 +58,8 @@ void srv_backend_sched(srv_backend *be, srv_sched_ctx *ctx) {
     be->decode = b_decode;
     be->cache_json = b_cache_json;
     be->warm = b_warm;
+    be->lora_acquire = b_lora_acquire;
+    be->lora_load = b_lora_load;
+    be->lora_unload = b_lora_unload;
+    be->lora_names = b_lora_names;
 }

@@ -36,7 +36,8 @@ static int render_turn(const srv *s, const cJSON *tpl_req, const char *answer, c
     return rc;
 }
 
-void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const char *cache_salt) {
+void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const char *cache_salt,
+                        const eng_lora *lora) {
     if (!s->cfg.warm_next_turn || !s->be.warm || !s->model.prefix_cache) return;
     char *a = NULL, *b = NULL;
     rs_err e = {0};
@@ -50,7 +51,7 @@ void srv_warm_next_turn(srv *s, const cJSON *tpl_req, const char *answer, const 
         while (a[n] && a[n] == b[n]) n++;
         if (n > 0 && !s->be.encode(s->be.ctx, a, n, 0, &ids, &e) && ids.n > 0 &&
             ids.n < s->model.ctx_size)
-            s->be.warm(s->be.ctx, ids.v, ids.n, cache_salt, &e); /* best effort: no answer */
+            s->be.warm(s->be.ctx, ids.v, ids.n, cache_salt, lora, &e); /* best effort */
     }
     free(a);
     free(b);

@@ -399,7 +399,7 @@ static void test_warm(void) {
     memcpy(next, hist, sizeof *hist * (size_t)nh);
     int nn = nh + make_prompt(next + nh, 91, 0, 29) - 1; /* + 29 new tokens (no BOS) */
     memmove(next + nh, next + nh + 1, sizeof *next * 29);
-    TAP_OK(sched_warm(s, hist, nh, NULL, &e) == 0, "sched_warm queues a job");
+    TAP_OK(sched_warm(s, hist, nh, NULL, NULL, &e) == 0, "sched_warm queues a job");
     sched_stats st = warm_idle(s);
     TAP_OK(st.warm_tokens == nh && st.warm_steps >= nh / 16,
            "warming computed the whole history: %lld tokens in %lld steps (chunks <= 16)",
@@ -425,7 +425,7 @@ static void test_warm(void) {
     int32_t job[3][420];
     int jobs_ok = 1;
     for (int k = 0; k < 3; k++)
-        jobs_ok &= sched_warm(s, job[k], make_prompt(job[k], 100 + k, 400, 0), NULL, &e) == 0;
+        jobs_ok &= sched_warm(s, job[k], make_prompt(job[k], 100 + k, 400, 0), NULL, NULL, &e) == 0;
     for (int i = 0; i < 2000; i++) { /* until warming is under way */
         sched_get_stats(s, &st);
         if (st.warm_tokens > nh + 32) break;
@@ -462,8 +462,8 @@ static void test_warm(void) {
     TAP_OK(on_r.n[0] == off_r.n[0] &&
                !memcmp(on_r.tok[0], off_r.tok[0], sizeof(int32_t) * (size_t)on_r.n[0]),
            "the request that interrupted warming == cache off");
-    TAP_OK(sched_warm(s, hist, 0, NULL, &e) == RS_EINVAL &&
-               sched_warm(s, job[0], 600, NULL, &e) == RS_ETOOBIG,
+    TAP_OK(sched_warm(s, hist, 0, NULL, NULL, &e) == RS_EINVAL &&
+               sched_warm(s, job[0], 600, NULL, NULL, &e) == RS_ETOOBIG,
            "sched_warm refuses an empty or too long text");
     check_idle(s, "warming");
     sched_stop(s);

@@ -853,9 +853,10 @@ int main(void) {
     chat_format fmt;
     TAP_OK(chat_format_init(&fmt, &tc, NULL, &e) == 0 && fmt.think.open && fmt.tool.open,
            "the fake model's chat format has think and tool-call markers");
-    srv_backend be = {NULL,        fake_submit,     fake_next,  fake_cancel,
-                      fake_free,   fake_event_free, fake_stats, fake_encode,
-                      fake_decode, fake_cache_json, NULL};
+    srv_backend be = {
+        NULL,       fake_submit, fake_next,   fake_cancel,     fake_free, fake_event_free,
+        fake_stats, fake_encode, fake_decode, fake_cache_json, NULL,      NULL,
+        NULL,       NULL,        NULL};
     srv_model m = {.chat = &fmt, .ctx_size = 256, .vocab_size = 256, .prefix_cache = 1};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(s, &be, &m);
