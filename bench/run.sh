@@ -18,7 +18,8 @@
 # decode profile at batch 1 and 16 (bench_engine_profile, 27), then the
 # same after cached context (engine-context, engine-shared: issue 15's shapes), then pp512 and
 # decode with the weights quantized at load (engine-q8_0, engine-q4_k_m, engine-q4_0, with
-# weight memory: RSS after load vs tensor bytes; issue 19); pairs = bench/pairs.sh, three
+# weight memory: RSS after load vs tensor bytes; issue 19), then decode under an r = 16 LoRA
+# adapter on all seven modules (engine-lora, issue 26); pairs = bench/pairs.sh, three
 # interleaved pairs of llama-bench and bench_engine on the same weights (BF16, Q8_0, Q4_0,
 # Q4_K_M) with the median ratios, when LLAMA_BENCH and the GGUFs (PAIRS_GGUF_DIR, default
 # /work/bench, written by ../shared/peers' converter and llama-quantize) are there (27, 19); peers =
@@ -153,6 +154,16 @@ want engine && need bench_engine &&
 want engine && need bench_engine &&
     step engine-shared "$build/bench/bench_engine" "$model" "${quick_args[@]}" --context $shared_ctx \
         --shared --prompt 128 --batch 16 --gen 16 --reps 1 --json build/bench/engine-results.jsonl
+# LoRA (issue 26): decode at batch 1 and 8 with every sequence under one r = 16 adapter on all
+# seven modules (bench/make_lora.py, written once beside the model), to set beside `engine`.
+lora_dir=$model-lora-r16
+if want engine && need bench_engine; then
+    [ -f "$lora_dir/adapter_model.safetensors" ] ||
+        /usr/bin/python3 bench/make_lora.py --model "$model" --out "$lora_dir" --r 16 \
+            --alpha 32 --dtype bf16 >/dev/null || note_failure engine-lora "bench/make_lora.py"
+    step engine-lora "$build/bench/bench_engine" "$model" "${quick_args[@]}" --lora "$lora_dir" \
+        --prompt 64 --reps 1 --json build/bench/engine-results.jsonl
+fi
 for wq in q8_0 q4_k_m q4_0; do
     want engine && need bench_engine &&
         step engine-$wq "$build/bench/bench_engine" "$model" "${quick_args[@]}" --weights $wq \

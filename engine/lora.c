@@ -459,10 +459,18 @@ static void lora_mm_piece(void *arg, int n0, int n1) {
     j->k->matmul(j->y, j->N, j->x, j->M, j->w, ENG_F32, j->K, n0, n1);
 }
 
+/* Below this many multiply-adds a product stays on the calling thread: a decode step's
+ * low-rank products are tens of thousands of them, less than a pool hand-off costs (and a step
+ * has 14 per layer). Who computes a column never changes its arithmetic. */
+enum { LORA_PARALLEL_MIN = 1 << 19 };
+
 static void lora_matmul(const eng_kernels *k, eng_pool *p, float *y, const float *x, int M,
                         const float *w, int K, int N) {
     lora_mm j = {k, y, x, w, M, K, N};
-    eng_pool_run(p, N, lora_mm_piece, &j);
+    if ((size_t)M * (size_t)K * (size_t)N < LORA_PARALLEL_MIN)
+        lora_mm_piece(&j, 0, N);
+    else
+        eng_pool_run(p, N, lora_mm_piece, &j);
 }
 
 /* Batch rows of the sequences using adapter a, in batch order, into s->rows; their count. */

@@ -6,7 +6,7 @@
 # running; a server that cannot start is a clear failure, not a hang. When built (make bench-bins):
 # bench_prefix (issue 11) gives bit-identical logits from the cache on a short prompt, and
 # bench_engine (issue 9) runs and counts the weight bytes a token streams, also with the
-# weights quantized at load (issue 19).
+# weights quantized at load (issue 19) and under a LoRA adapter (issue 26).
 set -u
 ROOT=${RADIXSERVE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$ROOT" || exit 1
@@ -88,6 +88,13 @@ if [ -x "$BUILD/bench/bench_engine" ]; then
     rc=$?
     ok "$([ $rc = 0 ] && grep -q '"context":40,"shared":1,"decode_b4_tok_s":[0-9]' "$TMP/engine.jsonl"; echo $?)" \
         "bench_engine --context 40 --shared: prefill and decode behind a shared cached prefix run (status $rc)"
+    $PY bench/make_lora.py --model "$model" --out "$TMP/lora" --r 16 --dtype bf16 >/dev/null 2>&1
+    timeout -k 5 120 "$BUILD/bench/bench_engine" "$model" --prompt 16 --gen 4 --batch 1,8 --reps 1 \
+        --lora "$TMP/lora" --json "$TMP/engine.jsonl" >"$TMP/log7" 2>&1
+    rc=$?
+    ok "$([ $rc = 0 ] && grep -q '"decode_b8_tok_s":[0-9.]*,.*"lora":"[^"]*/lora","lora_rank":16,' "$TMP/engine.jsonl" &&
+        grep -q 'under the LoRA adapter .* (r = 16)' "$TMP/log7"; echo $?)" \
+        "bench_engine --lora (bench/make_lora.py, r 16, all seven modules): decode at batch 1 and 8 runs (status $rc)"
 else
     ok 0 "# SKIP $BUILD/bench/bench_engine not built (make bench-bins)"
 fi

@@ -172,9 +172,10 @@ static void check_mixed(eng_model *m, const eng_lora *a, const eng_lora *b, cons
     for (int i = 0; i < NSEQ * STEPS && bad < 0; i++)
         if (memcmp(alone + (size_t)i * vocab, mixed + (size_t)i * vocab, vb)) bad = i;
     TAP_OK(!rc && bad < 0,
-           "%s: adapters A, base, B, A batched (prefills, a chunk beside decode rows; 3 threads) "
+           "%s: sequences under A, the base, %s, A batched (prefills, a chunk beside decode rows; "
+           "3 threads) "
            "== each alone (1 thread), logits of %d steps bit for bit (first differing: %d)",
-           isa, STEPS, bad);
+           isa, b ? "B" : "the base", STEPS, bad);
     /* and the adapter matters: sequence 0's prompt under the base model gives other logits */
     s[0].lora = NULL;
     eng_seq q = step_of(&s[0], 0, 0, mixed);
@@ -287,6 +288,21 @@ int main(void) {
                     eng_lora_acquire(reg, "B", &b, &e) == 0,
                 "load and acquire A and B: %s", e.msg))
         return tap_done();
+    /* A wider model and rank 64: the batched step's low-rank products are big enough to be
+     * split over the pool's threads, while each sequence alone stays on the calling thread. */
+    tm_spec wide = sp;
+    wide.hidden = 256, wide.inter = 512, wide.head_dim = 64, wide.layers = 1, wide.seed = 3;
+    char dw[1024], lw[1024];
+    tm_tmpdir(dw, sizeof dw, "engine_lora_wide");
+    tm_tmpdir(lw, sizeof lw, "engine_lora_wide_a");
+    eng_model *mw = NULL;
+    eng_lora_reg *regw = NULL;
+    const eng_lora *aw = NULL;
+    TAP_OK(tm_write(&wide, dw) == 0 && eng_model_load(&mw, dw, &e) == 0 &&
+               write_adapter(&wide, lw, 64, 32, 0, 0x7f, 8) == 0 &&
+               eng_lora_reg_init(&regw, mw, &e) == 0 && eng_lora_load(regw, "W", lw, &e) == 0 &&
+               eng_lora_acquire(regw, "W", &aw, &e) == 0,
+           "wide model (hidden 256) and a rank-64 adapter on all seven: %s", e.msg);
     const char *isas[] = {"portable", "avx2", "avx512"};
     for (int i = 0; i < 3; i++) {
         setenv("RADIXSERVE_ISA", isas[i], 1);
@@ -299,11 +315,17 @@ int main(void) {
         }
         eng_ctx_free(c);
         check_mixed(m, a, b, isas[i]);
+        char what[64];
+        snprintf(what, sizeof what, "%s, wide, pool-split products", isas[i]);
+        if (aw) check_mixed(mw, aw, NULL, what);
     }
     unsetenv("RADIXSERVE_ISA");
     eng_lora_release(a);
     eng_lora_release(b);
     eng_lora_reg_free(reg);
+    eng_lora_release(aw);
+    eng_lora_reg_free(regw);
+    eng_model_free(mw);
     check_registry(m, m2, la, lb);
     eng_model_free(m);
     eng_model_free(m2);
