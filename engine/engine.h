@@ -200,6 +200,8 @@ int eng_lora_acquire(eng_lora_reg *r, const char *name, const eng_lora **out, rs
 int eng_lora_retain(const eng_lora *a);
 /* Drop a reference (NULL: nothing). */
 void eng_lora_release(const eng_lora *a);
+/* 1 once an unload of a (held) has begun: best-effort holders (warming) let go then. */
+int eng_lora_unloading(const eng_lora *a);
 
 /* The loaded adapters' names (not those being unloaded), load order, into names[max]
  * (ENG_LORA_NAME_MAX bytes each). Returns how many were written. */

@@ -21,6 +21,7 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,8 @@ struct eng_lora {
     float **a;                    /* [layer * N_MODULES + mod]: [r][in] F32, NULL if untargeted */
     float **b;                    /* likewise [out][r] */
     int refs;                     /* references held outside the registry (under reg->mu) */
-    int listed;                   /* 1 while its name is served */
+    atomic_int listed; /* 1 while its name is served (written under reg->mu; eng_lora_unloading
+                          reads it without) */
 };
 
 struct eng_lora_reg {
@@ -324,7 +326,7 @@ int eng_lora_load(eng_lora_reg *r, const char *name, const char *dir, rs_err *e)
         rc = rs_errf(e, RS_EFULL, "%d adapters are loaded already (the limit)", ENG_LORA_MAX);
     if (!rc) {
         a->id = r->next_id++;
-        a->listed = 1;
+        atomic_store(&a->listed, 1);
         r->v[r->n++] = a;
     }
     pthread_mutex_unlock(&r->mu);
@@ -336,12 +338,12 @@ int eng_lora_unload(eng_lora_reg *r, const char *name, rs_err *e) {
     pthread_mutex_lock(&r->mu);
     int i = name ? find_locked(r, name) : -1;
     eng_lora *a = i >= 0 ? r->v[i] : NULL;
-    if (!a || !a->listed) {
+    if (!a || !atomic_load(&a->listed)) {
         pthread_mutex_unlock(&r->mu);
         return rs_errf(e, RS_ENOTFOUND, "no adapter named %s is loaded",
                        name ? RS_CLIP(name, 160) : "(none)");
     }
-    a->listed = 0; /* from here acquire and retain refuse it */
+    atomic_store(&a->listed, 0); /* from here acquire and retain refuse it */
     while (a->refs > 0) pthread_cond_wait(&r->cv, &r->mu);
     i = find_locked(r, name); /* others may have moved while we waited */
     memmove(&r->v[i], &r->v[i + 1], (size_t)(r->n - i - 1) * sizeof r->v[0]);
@@ -355,7 +357,7 @@ int eng_lora_acquire(eng_lora_reg *r, const char *name, const eng_lora **out, rs
     *out = NULL;
     pthread_mutex_lock(&r->mu);
     int i = name ? find_locked(r, name) : -1;
-    if (i >= 0 && r->v[i]->listed) {
+    if (i >= 0 && atomic_load(&r->v[i]->listed)) {
         r->v[i]->refs++;
         *out = r->v[i];
     }
@@ -368,7 +370,7 @@ int eng_lora_acquire(eng_lora_reg *r, const char *name, const eng_lora **out, rs
 int eng_lora_retain(const eng_lora *ca) {
     eng_lora *a = (eng_lora *)ca; /* the reference count is the one mutable field */
     pthread_mutex_lock(&a->reg->mu);
-    int ok = a->listed;
+    int ok = atomic_load(&a->listed);
     if (ok) a->refs++;
     pthread_mutex_unlock(&a->reg->mu);
     return ok ? 0 : RS_ENOTFOUND;
@@ -380,7 +382,7 @@ void eng_lora_release(const eng_lora *ca) {
     eng_lora_reg *r = a->reg;
     pthread_mutex_lock(&r->mu);
     assert(a->refs > 0);
-    if (--a->refs == 0 && !a->listed) pthread_cond_broadcast(&r->cv);
+    if (--a->refs == 0 && !atomic_load(&a->listed)) pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
 }
 
@@ -388,9 +390,13 @@ int eng_lora_names(eng_lora_reg *r, char (*names)[ENG_LORA_NAME_MAX], int max) {
     int k = 0;
     pthread_mutex_lock(&r->mu);
     for (int i = 0; i < r->n && k < max; i++)
-        if (r->v[i]->listed) memcpy(names[k++], r->v[i]->name, ENG_LORA_NAME_MAX);
+        if (atomic_load(&r->v[i]->listed)) memcpy(names[k++], r->v[i]->name, ENG_LORA_NAME_MAX);
     pthread_mutex_unlock(&r->mu);
     return k;
+}
+
+int eng_lora_unloading(const eng_lora *a) {
+    return !atomic_load(&((eng_lora *)a)->listed);
 }
 
 const char *eng_lora_name(const eng_lora *a) {

@@ -526,8 +526,12 @@ static void admit_warm(sched *s) {
 
 /* ---------------------------------------------------------------- cancellation */
 
+/* Cancelled, failed, or a warming job whose adapter is being unloaded (the unload waits for
+ * every reference; warming is best effort and must not hold it up). */
 static int doomed(const sched_seq *q) {
-    return atomic_load(&q->req->cancel) || q->req->failed;
+    const sched_request *r = q->req;
+    return atomic_load(&r->cancel) || r->failed ||
+           (r->warm && r->p.lora && eng_lora_unloading(r->p.lora));
 }
 
 static void drop_doomed(sched *s, sched_seqvec *a) {
@@ -907,6 +911,7 @@ static void check_step(sched *s) {
 void sched_step(sched *s) {
     drop_doomed(s, &s->running);
     drop_doomed(s, &s->waiting);
+    drop_doomed(s, &s->warm);
     if (live_present(s)) park_warm(s); /* warming yields at every step */
     admit(s);
     if (!live_present(s)) admit_warm(s);

@@ -18,7 +18,10 @@ PEFT adapters from start-up (--lora a=DIR --lora b=DIR, bench/make_lora.py) chec
   - under load (requests on the base, a and c running while c is unloaded): every request
     answers 200, except requests for c sent after its unload began, which get 404
     model_not_found; the unload answers only after every request running under c finished;
-    c loaded again serves again.
+    c loaded again serves again;
+  - with next-turn warming on, a chat under c leaves a warming job holding c; while the server
+    is busy (so warming cannot run) unloading c returns at once: the job is dropped, not waited
+    for (without that, the unload waited for the busy request to end).
 """
 
 import json
@@ -63,11 +66,11 @@ def request(url, body=None, timeout=120):
         return status, raw.decode("utf-8", "replace")
 
 
-def serve(model_dir, loras, log_path, env=None):
+def serve(model_dir, loras, log_path, env=None, warm=0):
     port = free_port()
     log = open(log_path, "w")
     cmd = [refmodel.binary(), "serve", "--model", model_dir, "--port", str(port), "--threads", "1",
-           "--kv-cache-mb", "32", "--served-model-name", "base", "--warm-next-turn", "0"]
+           "--kv-cache-mb", "32", "--served-model-name", "base", "--warm-next-turn", str(warm)]
     for name, d in loras:
         cmd += ["--lora", "%s=%s" % (name, d)]
     full_env = dict(os.environ)
@@ -267,6 +270,32 @@ def check_under_load(tap, url, c_dir):
     tap.ok(st == 200 and st2 == 200, "c loaded a third time serves again")
 
 
+def check_warm_unload(tap, url, c_dir):
+    """A chat under c leaves a next-turn warming job holding c; while a base request keeps the
+    server busy (so warming cannot run), unloading c must not wait for that job."""
+    load, unload = url + "/v1/load_lora_adapter", url + "/v1/unload_lora_adapter"
+    st, _ = request(load, {"lora_name": "c", "lora_path": c_dir})
+    done = {}
+
+    def busy():
+        done["st"], _ = complete(url, "base", n=150)
+        done["t"] = time.time()
+
+    t = threading.Thread(target=busy)
+    t.start()
+    time.sleep(0.3)
+    st2, r = request(url + "/v1/chat/completions",
+                     {"model": "c", "messages": [{"role": "user", "content": "Hi there"}],
+                      "max_tokens": 2, "temperature": 0})
+    st3, _ = request(unload, {"lora_name": "c"}, timeout=60)
+    t_unload = time.time()
+    t.join()
+    tap.ok(st == 200 and st2 == 200 and st3 == 200 and done.get("st") == 200 and
+           t_unload < done["t"],
+           "unload of c with c's next-turn warming job queued behind a busy server returns at "
+           "once (%.2f s before the busy request ended)" % (done.get("t", 0) - t_unload))
+
+
 def main():
     tap = refmodel.Tap()
     if not os.access(refmodel.binary(), os.X_OK):
@@ -296,6 +325,14 @@ def main():
                       {"RADIXSERVE_TEST_STEP_DELAY_MS": "20"})
     try:
         check_under_load(tap, url, c_dir)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    # warming on: a queued warming job must not hold an unload up
+    proc, url = serve(model_dir, dirs, os.path.join(tmp, "log-warm"),
+                      {"RADIXSERVE_TEST_STEP_DELAY_MS": "20"}, warm=1)
+    try:
+        check_warm_unload(tap, url, c_dir)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
