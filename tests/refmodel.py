@@ -482,6 +482,37 @@ def generate(model_dir, prompt_ids, n, vocab=None, env=None, extra=(), logits_pa
     return Generation(p.returncode, p.stdout, p.stderr, logits_path, vocab)
 
 
+def start_server(args, log_path, env=None):
+    """`radixserve serve --port P ARGS` on a free port, its output in log_path; waits (up to
+    30 s, or until it exits) for /health to answer 200. Returns (process, base URL)."""
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    log = open(log_path, "w")
+    proc = subprocess.Popen([binary(), "serve", "--port", str(port)] + list(args), stdout=log,
+                            stderr=log, env=full_env)
+    url = "http://127.0.0.1:%d" % port
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    return proc, url
+
+
 # ------------------------------------------------------------------ comparisons
 
 # Tolerances of issue 8: the exact F32 path (F32 weights and KV) vs any BF16/F16 rounding, and

@@ -342,15 +342,7 @@ int main(void) {
         return tap_done();
     const char *isas[] = {"portable", "avx2", "avx512"};
     for (int i = 0; i < 3; i++) {
-        setenv("RADIXSERVE_ISA", isas[i], 1);
-        eng_ctx *c;
-        if (eng_ctx_init(&c, q3, 1, 1, &e)) {
-            char why[600];
-            snprintf(why, sizeof why, "kernel table %s: %s", isas[i], e.msg);
-            tap_skip(why);
-            continue;
-        }
-        eng_ctx_free(c);
+        if (!tm_force_isa(q3, isas[i])) continue;
         check_model(q3, "qwen3 bf16");
         check_model(q2, "qwen2 f32");
         check_story("");

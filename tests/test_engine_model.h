@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "engine/engine.h"
+#include "tests/tap.h"
 
 /* The shape of a test model. */
 typedef struct tm_spec {
@@ -181,6 +182,22 @@ static inline int tm_write(const tm_spec *s, const char *dir) {
     free(hdr);
     free(t);
     return fclose(f);
+}
+
+/* Force kernel table `isa` (RADIXSERVE_ISA) for the contexts made next: 1 if this CPU runs it,
+ * else 0 after a SKIP line naming why. */
+static inline int tm_force_isa(const eng_model *m, const char *isa) {
+    setenv("RADIXSERVE_ISA", isa, 1);
+    eng_ctx *c;
+    rs_err e = {0};
+    if (eng_ctx_init(&c, m, 1, 1, &e)) {
+        char why[600];
+        snprintf(why, sizeof why, "kernel table %s: %s", isa, e.msg);
+        tap_skip(why);
+        return 0;
+    }
+    eng_ctx_free(c);
+    return 1;
 }
 
 /* Scratch directory for a test's files. */

@@ -17,9 +17,7 @@ import base64
 import json
 import os
 import shutil
-import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -34,14 +32,6 @@ import refmodel  # noqa: E402
 TOL = 1e-4
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def post(url, body):
     req = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
@@ -52,21 +42,8 @@ def post(url, body):
 
 
 def serve(model_dir, log_path):
-    port = free_port()
-    log = open(log_path, "w")
-    proc = subprocess.Popen([refmodel.binary(), "serve", "--model", model_dir, "--port", str(port),
-                             "--threads", "1", "--kv-cache-mb", "16", "--token-budget", "16"],
-                            stdout=log, stderr=log)
-    url = "http://127.0.0.1:%d" % port
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    return proc, url
+    return refmodel.start_server(["--model", model_dir, "--threads", "1", "--kv-cache-mb", "16",
+                                  "--token-budget", "16"], log_path)
 
 
 def pooled(ref, ids, pooling):

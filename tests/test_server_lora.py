@@ -26,7 +26,6 @@ PEFT adapters from start-up (--lora a=DIR --lora b=DIR, bench/make_lora.py) chec
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -41,14 +40,6 @@ sys.path.insert(0, os.path.join(refmodel.repo_root(), "bench"))
 import make_lora  # noqa: E402
 
 PROMPT = [(7 * i + 11) % 900 + 3 for i in range(40)]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def request(url, body=None, timeout=120):
@@ -67,27 +58,11 @@ def request(url, body=None, timeout=120):
 
 
 def serve(model_dir, loras, log_path, env=None, warm=0):
-    port = free_port()
-    log = open(log_path, "w")
-    cmd = [refmodel.binary(), "serve", "--model", model_dir, "--port", str(port), "--threads", "1",
-           "--kv-cache-mb", "32", "--served-model-name", "base", "--warm-next-turn", str(warm)]
+    args = ["--model", model_dir, "--threads", "1", "--kv-cache-mb", "32", "--served-model-name",
+            "base", "--warm-next-turn", str(warm)]
     for name, d in loras:
-        cmd += ["--lora", "%s=%s" % (name, d)]
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=full_env)
-    url = "http://127.0.0.1:%d" % port
-    for _ in range(300):
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    return proc, url
+        args += ["--lora", "%s=%s" % (name, d)]
+    return refmodel.start_server(args, log_path, env)
 
 
 def complete(url, model, prompt=PROMPT, n=8, salt=None, logprobs=False):
