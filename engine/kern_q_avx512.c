@@ -13,8 +13,6 @@
  */
 #include "engine/kern_q_x86.h"
 
-/* Row i of the tile's activations. */
-
 /* 16 -> 8 -> 4 -> 2 -> 1, the AVX-512 table's fixed reduction. */
 QI float qhsum16(__m512 v) {
     __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -40,50 +38,202 @@ QI void zero_tile(__m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
         for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
 }
 
-/* Two F32 values, each in 8 lanes: [lo x 8, hi x 8]. */
-QI __m512 pair8(float lo, float hi) {
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(lo)), _mm256_set1_ps(hi), 1);
+/* ---------------------------------------------------------------- Q8_0, packed panels */
+
+/*
+ * Q8_0 takes another route than the formats below, so that prefill runs ~4x fewer instructions
+ * per multiply-add: each lane of a vector is one weight row, not 4 elements of one row. A
+ * thread packs 16 weight rows (a panel) x QP_KC blocks into a qp_block per block: the 16 rows'
+ * scales widened to F32 and their int8 values + 128 (unsigned, for VNNI), dword g of lane j =
+ * values 4g .. 4g + 3 of row j (a 16 x 16 dword transpose per two blocks). One dpbusd per 4
+ * values then adds into lane j with the activation's 4 values broadcast, 8 of them make the
+ * block's exact integer sum of row j, started at qneg = -128 x sum(q) to take the offset out,
+ * and a register tile of up to 4 activation rows x 2 panels reuses every packed vector 4 times
+ * and every broadcast 2 times. The float part per (row, block) is the scalar reference's own:
+ * acc + (float)isum x (dw x dx), in block order, no FMA, so every table entry equals
+ * eng_qdot_ref bit for bit, whatever M, the tile or the column split (K is cut into chunks of
+ * QP_KC blocks only to bound the panel; the running sum waits in y between chunks, exactly).
+ * Decode (M = 1) runs the same code: the pack's transpose costs about what the per-row lanes'
+ * float work did, and it hides under the weight stream.
+ */
+enum {
+    QP_ROWS = 16, /* weight rows per panel (lanes) */
+    QP_NV = 2,    /* panels per register tile */
+    QP_KC = 48,   /* blocks per K chunk: the tile's packed weights, 55 KB, stay in L2 */
+};
+
+typedef struct qp_block {
+    float d[QP_ROWS];          /* row j's scale */
+    uint8_t q[8][4 * QP_ROWS]; /* [g][4 j + e]: row j's value 4 g + e, + 128 */
+} qp_block;
+
+/* The 16 x 16 dword transpose: r[j] dword k -> o[k] dword j. */
+QI void transpose16(__m512i r[16], __m512i o[16]) {
+    __m512i t[16], u[16];
+    for (int p = 0; p < 16; p += 2) {
+        t[p] = _mm512_unpacklo_epi32(r[p], r[p + 1]);
+        t[p + 1] = _mm512_unpackhi_epi32(r[p], r[p + 1]);
+    }
+    for (int p = 0; p < 16; p += 4) { /* u[p + c]: column c of each 128-bit lane, rows p..p+3 */
+        u[p] = _mm512_unpacklo_epi64(t[p], t[p + 2]);
+        u[p + 1] = _mm512_unpackhi_epi64(t[p], t[p + 2]);
+        u[p + 2] = _mm512_unpacklo_epi64(t[p + 1], t[p + 3]);
+        u[p + 3] = _mm512_unpackhi_epi64(t[p + 1], t[p + 3]);
+    }
+    for (int c = 0; c < 4; c++) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88),
+                v1 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd),
+                w0 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88),
+                w1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+        o[c] = _mm512_shuffle_i32x4(v0, w0, 0x88);
+        o[8 + c] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        o[4 + c] = _mm512_shuffle_i32x4(v1, w1, 0x88);
+        o[12 + c] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+    }
 }
 
-/* ---------------------------------------------------------------- Q8_0 */
+/* Scales of block b of rows [0, rows) of the panel at w (row stride rb), as F32 lanes. */
+QI __m512 qp_scales(const char *w, __m512i idx, __mmask16 live, int b) {
+    __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx,
+                                            w + (size_t)b * sizeof(eng_block_q8_0), 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); /* d is the block's first 2 bytes */
+}
 
-/* Blocks b and b + 1 (b alone when it is the last) of MR x NR elements. */
-QI void q8_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
-                  __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
-    int two = rest >= 2; /* blocks b and b + 1, or b alone (the rest zero) */
-    const __m512i off = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
-    __m512i w[QMAX_NR], neg[QMAX_NR];
-    __m512 dw[QMAX_NR];
+/* Blocks [b0, b0 + kc) of weight rows [0, rows) (rows <= 16) at w into p[0], p[QP_NV], ... */
+static void qp_pack(const char *w, size_t rb, int rows, int b0, int kc, qp_block *p, int stream) {
+    const __m512i off = _mm512_set1_epi8((char)0x80);
+    __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32((int)rb));
+    __mmask16 live = (__mmask16)((1u << rows) - 1u);
+    for (int k = 0; k < kc; k += 2) {
+        int b = b0 + k, two = kc - k >= 2;
+        __m512i r[16], o[16];
+        for (int j = 0; j < 16; j++) {
+            const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w + (size_t)j * rb) + b;
+            if (j >= rows) {
+                r[j] = _mm512_setzero_si512();
+                continue;
+            }
+            if (stream) _mm_prefetch((const char *)wb + QP_NV * QP_ROWS * rb, _MM_HINT_T0);
+            __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
+            __m256i hi =
+                two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
+            r[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        }
+        transpose16(r, o);
+        qp_block *p0 = p + (size_t)k * QP_NV, *p1 = p0 + QP_NV;
+        _mm512_store_ps(p0->d, qp_scales(w, idx, live, b));
+        for (int g = 0; g < 8; g++) _mm512_store_si512(p0->q[g], _mm512_xor_si512(o[g], off));
+        if (!two) break;
+        _mm512_store_ps(p1->d, qp_scales(w, idx, live, b + 1));
+        for (int g = 0; g < 8; g++) _mm512_store_si512(p1->q[g], _mm512_xor_si512(o[8 + g], off));
+    }
+}
+
+/* Activation rows m0 .. m0 + MR - 1 x the NV packed panels p (blocks [b0, b0 + kc)) into y
+ * (columns n .. n + 16 NV - 1, the last panel's lanes past `last` not stored); first: the
+ * chunk starts the sum, else it continues the one in y. */
+QI void qp_tile(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, float *y, int ldy,
+                int n, __mmask16 last, int first, int MR, int NV) {
+    int nb = x->K / ENG_QA;
+    __m512 acc[ENG_TILE_MR][QP_NV];
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; j++) {
-        const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w0 + (size_t)j * a->rb) + b;
-        pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
-        pf_next(a, w0, j, NR, (size_t)b * sizeof *wb + 64);
-        __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
-        __m256i hi = two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
-        w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        neg[j] = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, off, w[j]));
-        __m128i dlo = _mm_set1_epi16((short)wb[0].d);
-        __m128i dhi = two ? _mm_set1_epi16((short)wb[1].d) : _mm_setzero_si128();
-        dw[j] = _mm512_cvtph_ps(_mm256_set_m128i(dhi, dlo));
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            __mmask16 mk = v == NV - 1 ? last : (__mmask16)0xffff;
+            float *yr = y + (size_t)(m0 + i) * (size_t)ldy + n + QP_ROWS * v;
+            acc[i][v] = first ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, yr);
+        }
+    for (int k = 0; k < kc; k++) {
+        int b = b0 + k;
+        const qp_block *pb = p + (size_t)k * QP_NV;
+        __m512i s[ENG_TILE_MR][QP_NV];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512i q0 = _mm512_set1_epi32(x->qneg[(size_t)(m0 + i) * (size_t)nb + (size_t)b]);
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) s[i][v] = q0;
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m512i w[QP_NV];
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) w[v] = _mm512_load_si512(pb[v].q[g]);
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) {
+                int32_t xv;
+                memcpy(&xv, x->qs + (size_t)(m0 + i) * (size_t)x->K + (size_t)b * ENG_QA + 4 * g,
+                       sizeof xv);
+                __m512i xb = _mm512_set1_epi32(xv);
+#pragma GCC unroll 2
+                for (int v = 0; v < NV; v++) s[i][v] = _mm512_dpbusd_epi32(s[i][v], w[v], xb);
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512 dx = _mm512_set1_ps(x->d[(size_t)(m0 + i) * (size_t)nb + (size_t)b]);
+#pragma GCC unroll 2
+            for (int v = 0; v < NV; v++) {
+                __m512 sc = _mm512_mul_ps(_mm512_load_ps(pb[v].d), dx);
+                acc[i][v] =
+                    _mm512_add_ps(acc[i][v], _mm512_mul_ps(_mm512_cvtepi32_ps(s[i][v]), sc));
+            }
+        }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < MR; i++) {
-        const int8_t *q = xq_row(a, i) + (size_t)b * ENG_QA;
-        const float *d = xd_row(a, i) + b;
-        __m512i xv = two ? _mm512_loadu_si512(q)
-                         : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
-        __m512i xu = _mm512_xor_si512(xv, off);
-        __m512 dx = pair8(d[0], two ? d[1] : 0.0f);
-#pragma GCC unroll 4
-        for (int j = 0; j < NR; j++) {
-            __m512i p = _mm512_dpbusd_epi32(neg[j], xu, w[j]);
-            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[j], dx), acc[i][j]);
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            __mmask16 mk = v == NV - 1 ? last : (__mmask16)0xffff;
+            _mm512_mask_storeu_ps(y + (size_t)(m0 + i) * (size_t)ldy + n + QP_ROWS * v, mk,
+                                  acc[i][v]);
+        }
+}
+
+QI void qp_tile_nv(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, float *y, int ldy,
+                   int n, __mmask16 last, int first, int MR, int nv) {
+    if (nv == 2)
+        qp_tile(x, m0, p, b0, kc, y, ldy, n, last, first, MR, 2);
+    else
+        qp_tile(x, m0, p, b0, kc, y, ldy, n, last, first, MR, 1);
+}
+
+static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
+                        int n1) {
+    int nb = x->K / ENG_QA, stream = M < 4 * ENG_TILE_MR;
+    size_t rb = (size_t)nb * sizeof(eng_block_q8_0);
+    _Alignas(64) qp_block buf[QP_KC * QP_NV];
+    for (int n = n0; n < n1; n += QP_NV * QP_ROWS) {
+        int rows = n1 - n < QP_NV * QP_ROWS ? n1 - n : QP_NV * QP_ROWS;
+        int nv = (rows + QP_ROWS - 1) / QP_ROWS, tail = rows - (nv - 1) * QP_ROWS;
+        __mmask16 last = (__mmask16)((1u << tail) - 1u);
+        for (int b0 = 0; b0 < nb; b0 += QP_KC) {
+            int kc = nb - b0 < QP_KC ? nb - b0 : QP_KC;
+            for (int v = 0; v < nv; v++)
+                qp_pack(W + (size_t)(n + QP_ROWS * v) * rb, rb, v < nv - 1 ? QP_ROWS : tail, b0, kc,
+                        buf + v, stream);
+            for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
+                int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
+                switch (mr) {
+                case 1:
+                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 1, nv);
+                    break;
+                case 2:
+                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 2, nv);
+                    break;
+                case 3:
+                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 3, nv);
+                    break;
+                default:
+                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 4, nv);
+                    break;
+                }
+            }
         }
     }
 }
-
-Q_DEFINE_TILE(q8_0_tile, __m512, ENG_QA, 2, q8_0_step)
 
 /* ---------------------------------------------------------------- Q4_0 */
 
@@ -261,5 +411,25 @@ QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
 
 Q_DEFINE_TILE(q6_K_tile, __m512, ENG_QK_K, 1, q6_K_super)
 
-/* Weight rows per tile for 1..4 activation rows; 1 MB column blocks as the BF16 path. */
-ENG_DEFINE_QMATMUL(eng_qmatmul_avx512, 4, 4, 3, 2, 1024 * 1024)
+/* Q4_0, Q4_K, Q6_K: weight rows per tile for 1..4 activation rows; 1 MB column blocks as the
+ * BF16 path. */
+static void qtile(const eng_qtile_args *a, eng_dtype t, int n, int mr, int nr) {
+    if (t == ENG_Q4_0) {
+        ENG_QTILE_MR(q4_0_tile, a, n, mr, nr, 4, 4, 3, 2)
+    } else if (t == ENG_Q4_K) {
+        ENG_QTILE_MR(q4_K_tile, a, n, mr, nr, 4, 4, 3, 2)
+    } else {
+        ENG_QTILE_MR(q6_K_tile, a, n, mr, nr, 4, 4, 3, 2)
+    }
+}
+
+static const eng_qtiling qtiling = {
+    .tile = qtile, .nr = {0, 4, 4, 3, 2}, .l2_weight_bytes = 1024 * 1024};
+
+void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
+                        int n0, int n1) {
+    if (wdt == ENG_Q8_0)
+        q8_0_matmul(y, ldy, x, M, W, n0, n1);
+    else
+        eng_qmatmul_tiled(&qtiling, y, ldy, x, M, W, wdt, n0, n1);
+}

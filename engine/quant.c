@@ -364,6 +364,7 @@ void eng_quant_act_rows(eng_qact *a, const float *x, int r0, int r1) {
             }
             a->d[(size_t)r * (size_t)nb + (size_t)b] = d;
             a->dsum[(size_t)r * (size_t)nb + (size_t)b] = d * (float)sum;
+            a->qneg[(size_t)r * (size_t)nb + (size_t)b] = -128 * sum;
         }
     }
 }
