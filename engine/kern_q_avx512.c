@@ -99,6 +99,21 @@ QI __m512 qp_scales(const char *w, __m512i idx, __mmask16 live, int b) {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); /* d is the block's first 2 bytes */
 }
 
+/* The values of blocks wb[0] and wb[1] (two) or wb[0] alone (the rest zero): [0, 32), [32, 64). */
+QI __m512i qp_two(const eng_block_q8_0 *wb, int two) {
+    __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
+    if (!two) return _mm512_zextsi256_si512(lo);
+    /* a masked broadcast from memory, not an insert: the load unit's, off the shuffle port */
+    return _mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(lo), (__mmask8)0xf0,
+                                       _mm256_loadu_si256((const __m256i *)wb[1].qs));
+}
+
+/* acc + (float)isum x (dw x dx): the float step of both paths, the reference's own. */
+QI __m512 qp_step(__m512 acc, __m512i isum, __m512 dw, float dx) {
+    __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
+    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sc));
+}
+
 /* Blocks [b0, b0 + kc) of weight rows [0, rows) (rows <= 16) at w into p[0], p[QP_NV], ... */
 static void qp_pack(const char *w, size_t rb, int rows, int b0, int kc, qp_block *p, int stream) {
     const __m512i off = _mm512_set1_epi8((char)0x80);
@@ -116,10 +131,7 @@ static void qp_pack(const char *w, size_t rb, int rows, int b0, int kc, qp_block
                 continue;
             }
             if (stream) _mm_prefetch((const char *)wb + QP_NV * QP_ROWS * rb, _MM_HINT_T0);
-            __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
-            __m256i hi =
-                two ? _mm256_loadu_si256((const __m256i *)wb[1].qs) : _mm256_setzero_si256();
-            r[j] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+            r[j] = qp_two(wb, two);
         }
         transpose16(r, o);
         qp_block *p0 = p + (size_t)k * QP_NV, *p1 = p0 + QP_NV;
@@ -173,13 +185,10 @@ QI void qp_tile(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, fl
         }
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
-            __m512 dx = _mm512_set1_ps(x->d[(size_t)(m0 + i) * (size_t)nb + (size_t)b]);
+            float dx = x->d[(size_t)(m0 + i) * (size_t)nb + (size_t)b];
 #pragma GCC unroll 2
-            for (int v = 0; v < NV; v++) {
-                __m512 sc = _mm512_mul_ps(_mm512_load_ps(pb[v].d), dx);
-                acc[i][v] =
-                    _mm512_add_ps(acc[i][v], _mm512_mul_ps(_mm512_cvtepi32_ps(s[i][v]), sc));
-            }
+            for (int v = 0; v < NV; v++)
+                acc[i][v] = qp_step(acc[i][v], s[i][v], _mm512_load_ps(pb[v].d), dx);
         }
     }
 #pragma GCC unroll 4
@@ -200,10 +209,94 @@ QI void qp_tile_nv(const eng_qact *x, int m0, const qp_block *p, int b0, int kc,
         qp_tile(x, m0, p, b0, kc, y, ldy, n, last, first, MR, 1);
 }
 
+/*
+ * Up to QR_MAX activation rows (decode) skip the pack: its transpose and stores cost more than
+ * the arithmetic they save when each packed vector serves a single row. Here dpbusd runs on a
+ * weight row's own 64 values (two blocks, + 128) against the activation's, lane l holding 4 of
+ * them, and a transposing reduction adds each row's 8 lanes per block into lane j of one
+ * vector per block: the same exact integer sums as the packed path (the offset again taken
+ * out with qneg), then the same float steps, so the two paths give the same bits.
+ */
+
+/* p[j] lanes 0-7 and 8-15: partial sums of blocks b and b + 1 of row j. Out: lane j of *lo =
+ * row j's block b sum, of *hi its block b + 1 sum (integer adds, so their order is free). */
+QI void reduce16(const __m512i p[16], __m512i *lo, __m512i *hi) {
+    __m512i t[8], u[4];
+    for (int q = 0; q < 8; q++) /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] */
+        t[q] = _mm512_add_epi32(_mm512_unpacklo_epi32(p[2 * q], p[2 * q + 1]),
+                                _mm512_unpackhi_epi32(p[2 * q], p[2 * q + 1]));
+    for (int q = 0; q < 4; q++) /* lane L: rows 4q .. 4q + 3 over dwords 4L .. 4L + 3 */
+        u[q] = _mm512_add_epi32(_mm512_unpacklo_epi64(t[2 * q], t[2 * q + 1]),
+                                _mm512_unpackhi_epi64(t[2 * q], t[2 * q + 1]));
+    /* [rows 0-3 b, rows 0-3 b+1, rows 4-7 b, rows 4-7 b+1], and rows 8-15 likewise */
+    __m512i s0 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[0], u[1], 0x88),
+                                  _mm512_shuffle_i32x4(u[0], u[1], 0xdd));
+    __m512i s1 = _mm512_add_epi32(_mm512_shuffle_i32x4(u[2], u[3], 0x88),
+                                  _mm512_shuffle_i32x4(u[2], u[3], 0xdd));
+    *lo = _mm512_shuffle_i32x4(s0, s1, 0x88);
+    *hi = _mm512_shuffle_i32x4(s0, s1, 0xdd);
+}
+
+enum { QR_MAX = 3 }; /* from 4 rows on the pack costs less (measured at K = 1024) */
+
+/* Activation rows [0, MR) x weight rows [n, n + rows), rows <= 16. */
+QI void q8_0_rows16(float *y, int ldy, const eng_qact *x, const char *W, size_t rb, int n, int rows,
+                    int MR) {
+    int K = x->K, nb = K / ENG_QA;
+    const char *w = W + (size_t)n * rb;
+    const __m512i off = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512i idx =
+        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                           _mm512_set1_epi32((int)rb));
+    __mmask16 live = (__mmask16)((1u << rows) - 1u);
+    __m512 acc[QR_MAX] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < nb; b += 2) {
+        int two = nb - b >= 2;
+        __m512 dlo = qp_scales(w, idx, live, b),
+               dhi = two ? qp_scales(w, idx, live, b + 1) : _mm512_setzero_ps();
+#pragma GCC unroll 3
+        for (int i = 0; i < MR; i++) {
+            const int8_t *q = x->qs + (size_t)i * (size_t)K + (size_t)b * ENG_QA;
+            const int32_t *qn = x->qneg + (size_t)i * (size_t)nb + b;
+            const float *d = x->d + (size_t)i * (size_t)nb + b;
+            __m512i xv = two ? _mm512_loadu_si512(q)
+                             : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
+            __m512i p[16], lo, hi;
+            for (int j = 0; j < 16; j++) {
+                const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w + (size_t)j * rb) + b;
+                if (j >= rows) {
+                    p[j] = zero;
+                    continue;
+                }
+                if (i == 0) _mm_prefetch((const char *)wb + QP_ROWS * rb, _MM_HINT_T0);
+                p[j] = _mm512_dpbusd_epi32(zero, _mm512_xor_si512(qp_two(wb, two), off), xv);
+            }
+            reduce16(p, &lo, &hi);
+            acc[i] = qp_step(acc[i], _mm512_add_epi32(lo, _mm512_set1_epi32(qn[0])), dlo, d[0]);
+            if (two)
+                acc[i] = qp_step(acc[i], _mm512_add_epi32(hi, _mm512_set1_epi32(qn[1])), dhi, d[1]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        _mm512_mask_storeu_ps(y + (size_t)i * (size_t)ldy + n, live, acc[i]);
+}
+
 static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
                         int n1) {
     int nb = x->K / ENG_QA, stream = M < 4 * ENG_TILE_MR;
     size_t rb = (size_t)nb * sizeof(eng_block_q8_0);
+    if (M <= QR_MAX) {
+        for (int n = n0; n < n1; n += QP_ROWS) {
+            int rows = n1 - n < QP_ROWS ? n1 - n : QP_ROWS;
+            if (M == 1)
+                q8_0_rows16(y, ldy, x, W, rb, n, rows, 1);
+            else if (M == 2)
+                q8_0_rows16(y, ldy, x, W, rb, n, rows, 2);
+            else
+                q8_0_rows16(y, ldy, x, W, rb, n, rows, 3);
+        }
+        return;
+    }
     _Alignas(64) qp_block buf[QP_KC * QP_NV];
     for (int n = n0; n < n1; n += QP_NV * QP_ROWS) {
         int rows = n1 - n < QP_NV * QP_ROWS ? n1 - n : QP_NV * QP_ROWS;

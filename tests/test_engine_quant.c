@@ -5,7 +5,7 @@
  *   - quantize -> dequantize error bounds per format (Q8_0 / Q4_0 per element from the scale,
  *     Q4_K / Q6_K as RMS error), all-zero and constant blocks;
  *   - qmatmul of every kernel table this CPU runs (forced by RADIXSERVE_ISA) against the scalar
- *     reference eng_qdot_ref, for every format at M = 1, 7, 64, odd N, odd block counts:
+ *     reference eng_qdot_ref, for every format at M = 1, 3, 7, 64, odd N, odd block counts:
  *     the portable table and AVX-512's Q8_0 bit for bit, the other SIMD products within 2e-6 x
  *     sum|w a| per element (the integer block sums are exact, the float sums add in another
  *     order), and each table bit for bit invariant to M (each row alone) and to column splits;
@@ -229,8 +229,8 @@ static void test_kernels(void) {
             int kq = qtypes[t] == ENG_Q4_K || qtypes[t] == ENG_Q6_K;
             /* 96: an odd number of blocks; 2080: 65 blocks, past one K chunk of AVX-512's Q8_0 */
             int Ks[3] = {kq ? 256 : 96, kq ? 768 : 1024, kq ? 2304 : 2080};
-            int Ms[3] = {1, 7, 64};
-            for (int a = 0; a < 3; a++)
+            int Ms[4] = {1, 3, 7, 64}; /* 3: AVX-512 Q8_0's unpacked path at its widest */
+            for (int a = 0; a < 4; a++)
                 for (int b = 0; b < 3; b++) test_qshape(k, qtypes[t], Ms[a], Ks[b], 37);
         }
     }
