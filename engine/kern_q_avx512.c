@@ -92,20 +92,48 @@ QI void transpose16(__m512i r[16], __m512i o[16]) {
     }
 }
 
-/* Scales of block b of rows [0, rows) of the panel at w (row stride rb), as F32 lanes. */
-QI __m512 qp_scales(const char *w, __m512i idx, __mmask16 live, int b) {
-    __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx,
-                                            w + (size_t)b * sizeof(eng_block_q8_0), 1);
-    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); /* d is the block's first 2 bytes */
+/* Bytes of a block of t (Q8_0 or Q4_0, the two formats of this route). */
+QI size_t qp_bb(eng_dtype t) {
+    return t == ENG_Q8_0 ? sizeof(eng_block_q8_0) : sizeof(eng_block_q4_0);
 }
 
-/* The values of blocks wb[0] and wb[1] (two) or wb[0] alone (the rest zero): [0, 32), [32, 64). */
-QI __m512i qp_two(const eng_block_q8_0 *wb, int two) {
-    __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
-    if (!two) return _mm512_zextsi256_si512(lo);
-    /* a masked broadcast from memory, not an insert: the load unit's, off the shuffle port */
-    return _mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(lo), (__mmask8)0xf0,
-                                       _mm256_loadu_si256((const __m256i *)wb[1].qs));
+/* Scales of block b of rows [0, rows) of the panel at w (row stride rb), as F32 lanes. */
+QI __m512 qp_scales(eng_dtype t, const char *w, __m512i idx, __mmask16 live, int b) {
+    __m512i h =
+        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, w + (size_t)b * qp_bb(t), 1);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); /* d is a block's first 2 bytes */
+}
+
+/* Lane j of the result: byte offset j x rb (the panel's rows). */
+QI __m512i qp_rows_idx(size_t rb) {
+    return _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32((int)rb));
+}
+
+/* The values + 128 of blocks b and b + 1 of a row (two) or of b alone (the rest zero), in
+ * element order: bytes [0, 32) block b, [32, 64) block b + 1. Loads are masked broadcasts from
+ * memory, not inserts: the load unit's work, off the shuffle port. */
+QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
+    if (t == ENG_Q8_0) {
+        const eng_block_q8_0 *wb = (const eng_block_q8_0 *)row + b;
+        __m256i lo = _mm256_loadu_si256((const __m256i *)wb[0].qs);
+        __m512i v = two ? _mm512_mask_broadcast_i64x4(_mm512_castsi256_si512(lo), (__mmask8)0xf0,
+                                                      _mm256_loadu_si256((const __m256i *)wb[1].qs))
+                        : _mm512_zextsi256_si512(lo);
+        return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+    /* Q4_0: 128-bit lanes [qs_b, qs_b, qs_b1, qs_b1], lanes 1 and 3 shifted by 4: the low
+     * nibbles (elements 0-15) then the high (16-31) of each block; nibble + 120 = value + 128 */
+    const eng_block_q4_0 *wb = (const eng_block_q4_0 *)row + b;
+    __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)wb[0].qs));
+    v = two ? _mm512_mask_broadcast_i32x4(v, (__mmask16)0xff00,
+                                          _mm_loadu_si128((const __m128i *)wb[1].qs))
+            : _mm512_maskz_mov_epi32((__mmask16)0x00ff, v);
+    const __m512i cnt = _mm512_set_epi32(4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0);
+    __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(v, cnt), _mm512_set1_epi8(0x0f));
+    if (!two) nib = _mm512_maskz_mov_epi32((__mmask16)0x00ff, nib);
+    return _mm512_add_epi8(nib, _mm512_set1_epi8(120));
 }
 
 /* acc + (float)isum x (dw x dx): the float step of both paths, the reference's own. */
@@ -115,31 +143,29 @@ QI __m512 qp_step(__m512 acc, __m512i isum, __m512 dw, float dx) {
 }
 
 /* Blocks [b0, b0 + kc) of weight rows [0, rows) (rows <= 16) at w into p[0], p[QP_NV], ... */
-static void qp_pack(const char *w, size_t rb, int rows, int b0, int kc, qp_block *p, int stream) {
-    const __m512i off = _mm512_set1_epi8((char)0x80);
-    __m512i idx =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32((int)rb));
+QI void qp_pack(eng_dtype t, const char *w, size_t rb, int rows, int b0, int kc, qp_block *p,
+                int stream) {
+    __m512i idx = qp_rows_idx(rb);
     __mmask16 live = (__mmask16)((1u << rows) - 1u);
     for (int k = 0; k < kc; k += 2) {
         int b = b0 + k, two = kc - k >= 2;
         __m512i r[16], o[16];
         for (int j = 0; j < 16; j++) {
-            const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w + (size_t)j * rb) + b;
+            const char *row = w + (size_t)j * rb;
             if (j >= rows) {
                 r[j] = _mm512_setzero_si512();
                 continue;
             }
-            if (stream) _mm_prefetch((const char *)wb + QP_NV * QP_ROWS * rb, _MM_HINT_T0);
-            r[j] = qp_two(wb, two);
+            if (stream) _mm_prefetch(row + QP_NV * QP_ROWS * rb + b * qp_bb(t), _MM_HINT_T0);
+            r[j] = qp_u8(t, row, b, two);
         }
         transpose16(r, o);
         qp_block *p0 = p + (size_t)k * QP_NV, *p1 = p0 + QP_NV;
-        _mm512_store_ps(p0->d, qp_scales(w, idx, live, b));
-        for (int g = 0; g < 8; g++) _mm512_store_si512(p0->q[g], _mm512_xor_si512(o[g], off));
+        _mm512_store_ps(p0->d, qp_scales(t, w, idx, live, b));
+        for (int g = 0; g < 8; g++) _mm512_store_si512(p0->q[g], o[g]);
         if (!two) break;
-        _mm512_store_ps(p1->d, qp_scales(w, idx, live, b + 1));
-        for (int g = 0; g < 8; g++) _mm512_store_si512(p1->q[g], _mm512_xor_si512(o[8 + g], off));
+        _mm512_store_ps(p1->d, qp_scales(t, w, idx, live, b + 1));
+        for (int g = 0; g < 8; g++) _mm512_store_si512(p1->q[g], o[8 + g]);
     }
 }
 
@@ -240,20 +266,18 @@ QI void reduce16(const __m512i p[16], __m512i *lo, __m512i *hi) {
 enum { QR_MAX = 3 }; /* from 4 rows on the pack costs less (measured at K = 1024) */
 
 /* Activation rows [0, MR) x weight rows [n, n + rows), rows <= 16. */
-QI void q8_0_rows16(float *y, int ldy, const eng_qact *x, const char *W, size_t rb, int n, int rows,
-                    int MR) {
+QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char *W, size_t rb,
+                  int n, int rows, int MR) {
     int K = x->K, nb = K / ENG_QA;
     const char *w = W + (size_t)n * rb;
-    const __m512i off = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
-    __m512i idx =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32((int)rb));
+    const __m512i zero = _mm512_setzero_si512();
+    __m512i idx = qp_rows_idx(rb);
     __mmask16 live = (__mmask16)((1u << rows) - 1u);
     __m512 acc[QR_MAX] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int b = 0; b < nb; b += 2) {
         int two = nb - b >= 2;
-        __m512 dlo = qp_scales(w, idx, live, b),
-               dhi = two ? qp_scales(w, idx, live, b + 1) : _mm512_setzero_ps();
+        __m512 dlo = qp_scales(t, w, idx, live, b),
+               dhi = two ? qp_scales(t, w, idx, live, b + 1) : _mm512_setzero_ps();
 #pragma GCC unroll 3
         for (int i = 0; i < MR; i++) {
             const int8_t *q = x->qs + (size_t)i * (size_t)K + (size_t)b * ENG_QA;
@@ -263,13 +287,13 @@ QI void q8_0_rows16(float *y, int ldy, const eng_qact *x, const char *W, size_t 
                              : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
             __m512i p[16], lo, hi;
             for (int j = 0; j < 16; j++) {
-                const eng_block_q8_0 *wb = (const eng_block_q8_0 *)(w + (size_t)j * rb) + b;
+                const char *row = w + (size_t)j * rb;
                 if (j >= rows) {
                     p[j] = zero;
                     continue;
                 }
-                if (i == 0) _mm_prefetch((const char *)wb + QP_ROWS * rb, _MM_HINT_T0);
-                p[j] = _mm512_dpbusd_epi32(zero, _mm512_xor_si512(qp_two(wb, two), off), xv);
+                if (i == 0) _mm_prefetch(row + QP_ROWS * rb + b * qp_bb(t), _MM_HINT_T0);
+                p[j] = _mm512_dpbusd_epi32(zero, qp_u8(t, row, b, two), xv);
             }
             reduce16(p, &lo, &hi);
             acc[i] = qp_step(acc[i], _mm512_add_epi32(lo, _mm512_set1_epi32(qn[0])), dlo, d[0]);
@@ -281,19 +305,19 @@ QI void q8_0_rows16(float *y, int ldy, const eng_qact *x, const char *W, size_t 
         _mm512_mask_storeu_ps(y + (size_t)i * (size_t)ldy + n, live, acc[i]);
 }
 
-static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
-                        int n1) {
+QI void qp_matmul(eng_dtype t, float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
+                  int n1) {
     int nb = x->K / ENG_QA, stream = M < 4 * ENG_TILE_MR;
-    size_t rb = (size_t)nb * sizeof(eng_block_q8_0);
+    size_t rb = (size_t)nb * qp_bb(t);
     if (M <= QR_MAX) {
         for (int n = n0; n < n1; n += QP_ROWS) {
             int rows = n1 - n < QP_ROWS ? n1 - n : QP_ROWS;
             if (M == 1)
-                q8_0_rows16(y, ldy, x, W, rb, n, rows, 1);
+                qp_rows16(t, y, ldy, x, W, rb, n, rows, 1);
             else if (M == 2)
-                q8_0_rows16(y, ldy, x, W, rb, n, rows, 2);
+                qp_rows16(t, y, ldy, x, W, rb, n, rows, 2);
             else
-                q8_0_rows16(y, ldy, x, W, rb, n, rows, 3);
+                qp_rows16(t, y, ldy, x, W, rb, n, rows, 3);
         }
         return;
     }
@@ -305,8 +329,8 @@ static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char 
         for (int b0 = 0; b0 < nb; b0 += QP_KC) {
             int kc = nb - b0 < QP_KC ? nb - b0 : QP_KC;
             for (int v = 0; v < nv; v++)
-                qp_pack(W + (size_t)(n + QP_ROWS * v) * rb, rb, v < nv - 1 ? QP_ROWS : tail, b0, kc,
-                        buf + v, stream);
+                qp_pack(t, W + (size_t)(n + QP_ROWS * v) * rb, rb, v < nv - 1 ? QP_ROWS : tail, b0,
+                        kc, buf + v, stream);
             for (int m0 = 0; m0 < M; m0 += ENG_TILE_MR) {
                 int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
                 switch (mr) {
@@ -328,54 +352,15 @@ static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char 
     }
 }
 
-/* ---------------------------------------------------------------- Q4_0 */
-
-/* Lanes of blocks b, b + 1 as the nibbles come: [b 0..15, b+1 0..15, b 16..31, b+1 16..31]. */
-QI __m512 quad4(float lo, float hi) {
-    __m256 h = _mm256_set_m128(_mm_set1_ps(hi), _mm_set1_ps(lo));
-    return _mm512_insertf32x8(_mm512_castps256_ps512(h), h, 1);
+static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
+                        int n1) {
+    qp_matmul(ENG_Q8_0, y, ldy, x, M, W, n0, n1);
 }
 
-QI void q4_0_step(const eng_qtile_args *a, const char *w0, int b, int rest,
-                  __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
-    int two = rest >= 2; /* blocks b and b + 1, or b alone (the rest zero) */
-    const __m512i zero = _mm512_setzero_si512(), eight = _mm512_set1_epi8(8);
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m512i w[QMAX_NR];
-    __m512 dw[QMAX_NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; j++) {
-        const eng_block_q4_0 *wb = (const eng_block_q4_0 *)(w0 + (size_t)j * a->rb) + b;
-        pf_next(a, w0, j, NR, (size_t)b * sizeof *wb);
-        __m128i lo = _mm_loadu_si128((const __m128i *)wb[0].qs);
-        __m128i hi = two ? _mm_loadu_si128((const __m128i *)wb[1].qs) : _mm_setzero_si128();
-        __m256i v = _mm256_set_m128i(hi, lo);
-        __m256i n_lo = _mm256_and_si256(v, m4),
-                n_hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-        w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(n_lo), n_hi, 1);
-        __m128i h = _mm_unpacklo_epi64(_mm_set1_epi16((short)wb[0].d),
-                                       two ? _mm_set1_epi16((short)wb[1].d) : _mm_setzero_si128());
-        __m256 d8 = _mm256_cvtph_ps(h);
-        dw[j] = _mm512_insertf32x8(_mm512_castps256_ps512(d8), d8, 1);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < MR; i++) {
-        const int8_t *q = xq_row(a, i) + (size_t)b * ENG_QA;
-        const float *d = xd_row(a, i) + b;
-        __m512i xv = two ? _mm512_loadu_si512(q)
-                         : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
-        __m512i xp = _mm512_shuffle_i64x2(xv, xv, _MM_SHUFFLE(3, 1, 2, 0));
-        __m512i neg = _mm512_sub_epi32(zero, _mm512_dpbusd_epi32(zero, eight, xp));
-        __m512 dx = quad4(d[0], two ? d[1] : 0.0f);
-#pragma GCC unroll 4
-        for (int j = 0; j < NR; j++) {
-            __m512i p = _mm512_dpbusd_epi32(neg, w[j], xp);
-            acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw[j], dx), acc[i][j]);
-        }
-    }
+static void q4_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
+                        int n1) {
+    qp_matmul(ENG_Q4_0, y, ldy, x, M, W, n0, n1);
 }
-
-Q_DEFINE_TILE(q4_0_tile, __m512, ENG_QA, 2, q4_0_step)
 
 /* ---------------------------------------------------------------- Q4_K */
 
@@ -504,12 +489,10 @@ QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
 
 Q_DEFINE_TILE(q6_K_tile, __m512, ENG_QK_K, 1, q6_K_super)
 
-/* Q4_0, Q4_K, Q6_K: weight rows per tile for 1..4 activation rows; 1 MB column blocks as the
+/* Q4_K, Q6_K: weight rows per tile for 1..4 activation rows; 1 MB column blocks as the
  * BF16 path. */
 static void qtile(const eng_qtile_args *a, eng_dtype t, int n, int mr, int nr) {
-    if (t == ENG_Q4_0) {
-        ENG_QTILE_MR(q4_0_tile, a, n, mr, nr, 4, 4, 3, 2)
-    } else if (t == ENG_Q4_K) {
+    if (t == ENG_Q4_K) {
         ENG_QTILE_MR(q4_K_tile, a, n, mr, nr, 4, 4, 3, 2)
     } else {
         ENG_QTILE_MR(q6_K_tile, a, n, mr, nr, 4, 4, 3, 2)
@@ -523,6 +506,8 @@ void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void 
                         int n0, int n1) {
     if (wdt == ENG_Q8_0)
         q8_0_matmul(y, ldy, x, M, W, n0, n1);
+    else if (wdt == ENG_Q4_0)
+        q4_0_matmul(y, ldy, x, M, W, n0, n1);
     else
         eng_qmatmul_tiled(&qtiling, y, ldy, x, M, W, wdt, n0, n1);
 }
