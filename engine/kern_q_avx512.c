@@ -263,7 +263,12 @@ QI void reduce16(const __m512i p[16], __m512i *lo, __m512i *hi) {
     *hi = _mm512_shuffle_i32x4(s0, s1, 0xdd);
 }
 
-enum { QR_MAX = 3 }; /* from 4 rows on the pack costs less (measured at K = 1024) */
+/* Activation rows up to which the unpacked path costs less than the pack (measured at K = 1024,
+ * N = 16384 on one thread): Q4_0 widens its nibbles again for every activation row. */
+enum { QR_MAX = 3 };
+QI int qr_max(eng_dtype t) {
+    return t == ENG_Q8_0 ? QR_MAX : 2;
+}
 
 /* Activation rows [0, MR) x weight rows [n, n + rows), rows <= 16. */
 QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char *W, size_t rb,
@@ -309,7 +314,7 @@ QI void qp_matmul(eng_dtype t, float *y, int ldy, const eng_qact *x, int M, cons
                   int n1) {
     int nb = x->K / ENG_QA, stream = M < 4 * ENG_TILE_MR;
     size_t rb = (size_t)nb * qp_bb(t);
-    if (M <= QR_MAX) {
+    if (M <= qr_max(t)) {
         for (int n = n0; n < n1; n += QP_ROWS) {
             int rows = n1 - n < QP_ROWS ? n1 - n : QP_ROWS;
             if (M == 1)
