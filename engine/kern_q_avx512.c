@@ -63,7 +63,8 @@ enum {
 };
 
 typedef struct qp_block {
-    float d[QP_ROWS];          /* row j's scale */
+    float d[QP_ROWS];          /* row j's scale (Q4_K: D x sc) */
+    float m[QP_ROWS];          /* Q4_K: row j's min, Dmin x mn */
     uint8_t q[8][4 * QP_ROWS]; /* [g][4 j + e]: row j's value 4 g + e, + 128 */
 } qp_block;
 
@@ -92,15 +93,50 @@ QI void transpose16(__m512i r[16], __m512i o[16]) {
     }
 }
 
-/* Bytes of a block of t (Q8_0 or Q4_0, the two formats of this route). */
-QI size_t qp_bb(eng_dtype t) {
-    return t == ENG_Q8_0 ? sizeof(eng_block_q8_0) : sizeof(eng_block_q4_0);
+/* Byte offset in a row of t (Q8_0, Q4_0 or Q4_K, the formats of this route) of the data of
+ * 32-block b (Q4_K: of its super-block). */
+QI size_t qp_off(eng_dtype t, int b) {
+    return t == ENG_Q8_0   ? (size_t)b * sizeof(eng_block_q8_0)
+           : t == ENG_Q4_0 ? (size_t)b * sizeof(eng_block_q4_0)
+                           : (size_t)(b / 8) * sizeof(eng_block_q4_K);
+}
+
+/* Q4_K: the F32 scales D x sc and mins Dmin x mn (the reference's own products) of super-block
+ * sb's 8 sub-blocks, lane j for row j of the panel at w (rows outside `live` 0), into
+ * p[s * stride].d and .m: the 12 packed bytes of 16 rows gathered as three dwords and decoded
+ * lane-wise as q4k_scales8 does for one row. */
+QI void q4k_pack_scales(const char *w, __m512i idx, __mmask16 live, int sb, qp_block *p,
+                        size_t stride) {
+    const char *base = w + (size_t)sb * sizeof(eng_block_q4_K);
+    const __m512i z = _mm512_setzero_si512(), m6 = _mm512_set1_epi32(0x3f3f3f3f),
+                  m4 = _mm512_set1_epi32(0x0f0f0f0f), m2 = _mm512_set1_epi32(0x03030303),
+                  byte = _mm512_set1_epi32(0xff);
+    __m512i hd = _mm512_mask_i32gather_epi32(z, live, idx, base, 1); /* d, dmin */
+    __m512i u0 = _mm512_mask_i32gather_epi32(z, live, idx, base + 4, 1);
+    __m512i u1 = _mm512_mask_i32gather_epi32(z, live, idx, base + 8, 1);
+    __m512i u2 = _mm512_mask_i32gather_epi32(z, live, idx, base + 12, 1);
+    __m512 D = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(hd)),
+           Dm = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(hd, 16)));
+    __m512i sc[2] = {
+        _mm512_and_si512(u0, m6),
+        _mm512_or_si512(_mm512_and_si512(u2, m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m2), 4))};
+    __m512i mn[2] = {
+        _mm512_and_si512(u1, m6),
+        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m4),
+                        _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m2), 4))};
+    for (int k = 0; k < 8; k++) { /* byte k % 4 of word k / 4 */
+        unsigned sh = 8u * (unsigned)(k % 4);
+        __m512i sk = _mm512_and_si512(_mm512_srli_epi32(sc[k / 4], sh), byte);
+        __m512i mk = _mm512_and_si512(_mm512_srli_epi32(mn[k / 4], sh), byte);
+        _mm512_store_ps(p[(size_t)k * stride].d, _mm512_mul_ps(D, _mm512_cvtepi32_ps(sk)));
+        _mm512_store_ps(p[(size_t)k * stride].m, _mm512_mul_ps(Dm, _mm512_cvtepi32_ps(mk)));
+    }
 }
 
 /* Scales of block b of rows [0, rows) of the panel at w (row stride rb), as F32 lanes. */
 QI __m512 qp_scales(eng_dtype t, const char *w, __m512i idx, __mmask16 live, int b) {
-    __m512i h =
-        _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, w + (size_t)b * qp_bb(t), 1);
+    __m512i h = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, w + qp_off(t, b), 1);
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(h)); /* d is a block's first 2 bytes */
 }
 
@@ -123,6 +159,14 @@ QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
                         : _mm512_zextsi256_si512(lo);
         return _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
     }
+    if (t == ENG_Q4_K) { /* sub-blocks b, b + 1 (b even): low then high nibbles of 32 bytes */
+        const eng_block_q4_K *blk = (const eng_block_q4_K *)row + b / 8;
+        __m512i v =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qs + 16 * (b % 8))));
+        const __m512i cnt = _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
+        __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(v, cnt), _mm512_set1_epi8(0x0f));
+        return _mm512_or_si512(nib, _mm512_set1_epi8((char)0x80));
+    }
     /* Q4_0: 128-bit lanes [qs_b, qs_b, qs_b1, qs_b1], lanes 1 and 3 shifted by 4: the low
      * nibbles (elements 0-15) then the high (16-31) of each block; nibble + 120 = value + 128 */
     const eng_block_q4_0 *wb = (const eng_block_q4_0 *)row + b;
@@ -136,10 +180,14 @@ QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
     return _mm512_add_epi8(nib, _mm512_set1_epi8(120));
 }
 
-/* acc + (float)isum x (dw x dx): the float step of both paths, the reference's own. */
-QI __m512 qp_step(__m512 acc, __m512i isum, __m512 dw, float dx) {
+/* acc + (float)isum x (dw x dx), Q4_K: acc + ((float)isum x (dw x dx) - dm x dsum): the float
+ * step of both paths, the reference's own. */
+QI __m512 qp_step(eng_dtype t, __m512 acc, __m512i isum, __m512 dw, __m512 dm, float dx,
+                  float dsum) {
     __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(dx));
-    return _mm512_add_ps(acc, _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sc));
+    __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), sc);
+    if (t == ENG_Q4_K) v = _mm512_sub_ps(v, _mm512_mul_ps(dm, _mm512_set1_ps(dsum)));
+    return _mm512_add_ps(acc, v);
 }
 
 /* Blocks [b0, b0 + kc) of weight rows [0, rows) (rows <= 16) at w into p[0], p[QP_NV], ... */
@@ -156,15 +204,16 @@ QI void qp_pack(eng_dtype t, const char *w, size_t rb, int rows, int b0, int kc,
                 r[j] = _mm512_setzero_si512();
                 continue;
             }
-            if (stream) _mm_prefetch(row + QP_NV * QP_ROWS * rb + b * qp_bb(t), _MM_HINT_T0);
+            if (stream) _mm_prefetch(row + QP_NV * QP_ROWS * rb + qp_off(t, b), _MM_HINT_T0);
             r[j] = qp_u8(t, row, b, two);
         }
         transpose16(r, o);
         qp_block *p0 = p + (size_t)k * QP_NV, *p1 = p0 + QP_NV;
-        _mm512_store_ps(p0->d, qp_scales(t, w, idx, live, b));
+        if (t == ENG_Q4_K && b % 8 == 0) q4k_pack_scales(w, idx, live, b / 8, p0, QP_NV);
+        if (t != ENG_Q4_K) _mm512_store_ps(p0->d, qp_scales(t, w, idx, live, b));
         for (int g = 0; g < 8; g++) _mm512_store_si512(p0->q[g], o[g]);
         if (!two) break;
-        _mm512_store_ps(p1->d, qp_scales(t, w, idx, live, b + 1));
+        if (t != ENG_Q4_K) _mm512_store_ps(p1->d, qp_scales(t, w, idx, live, b + 1));
         for (int g = 0; g < 8; g++) _mm512_store_si512(p1->q[g], o[8 + g]);
     }
 }
@@ -172,8 +221,8 @@ QI void qp_pack(eng_dtype t, const char *w, size_t rb, int rows, int b0, int kc,
 /* Activation rows m0 .. m0 + MR - 1 x the NV packed panels p (blocks [b0, b0 + kc)) into y
  * (columns n .. n + 16 NV - 1, the last panel's lanes past `last` not stored); first: the
  * chunk starts the sum, else it continues the one in y. */
-QI void qp_tile(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, float *y, int ldy,
-                int n, __mmask16 last, int first, int MR, int NV) {
+QI void qp_tile(eng_dtype t, const eng_qact *x, int m0, const qp_block *p, int b0, int kc, float *y,
+                int ldy, int n, __mmask16 last, int first, int MR, int NV) {
     int nb = x->K / ENG_QA;
     __m512 acc[ENG_TILE_MR][QP_NV];
 #pragma GCC unroll 4
@@ -211,10 +260,11 @@ QI void qp_tile(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, fl
         }
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
-            float dx = x->d[(size_t)(m0 + i) * (size_t)nb + (size_t)b];
+            size_t at = (size_t)(m0 + i) * (size_t)nb + (size_t)b;
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++)
-                acc[i][v] = qp_step(acc[i][v], s[i][v], _mm512_load_ps(pb[v].d), dx);
+                acc[i][v] = qp_step(t, acc[i][v], s[i][v], _mm512_load_ps(pb[v].d),
+                                    _mm512_load_ps(pb[v].m), x->d[at], x->dsum[at]);
         }
     }
 #pragma GCC unroll 4
@@ -227,12 +277,12 @@ QI void qp_tile(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, fl
         }
 }
 
-QI void qp_tile_nv(const eng_qact *x, int m0, const qp_block *p, int b0, int kc, float *y, int ldy,
-                   int n, __mmask16 last, int first, int MR, int nv) {
+QI void qp_tile_nv(eng_dtype t, const eng_qact *x, int m0, const qp_block *p, int b0, int kc,
+                   float *y, int ldy, int n, __mmask16 last, int first, int MR, int nv) {
     if (nv == 2)
-        qp_tile(x, m0, p, b0, kc, y, ldy, n, last, first, MR, 2);
+        qp_tile(t, x, m0, p, b0, kc, y, ldy, n, last, first, MR, 2);
     else
-        qp_tile(x, m0, p, b0, kc, y, ldy, n, last, first, MR, 1);
+        qp_tile(t, x, m0, p, b0, kc, y, ldy, n, last, first, MR, 1);
 }
 
 /*
@@ -279,15 +329,24 @@ QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char 
     __m512i idx = qp_rows_idx(rb);
     __mmask16 live = (__mmask16)((1u << rows) - 1u);
     __m512 acc[QR_MAX] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    _Alignas(64) qp_block sc[8]; /* Q4_K: the super-block's scales and mins (only d, m used) */
     for (int b = 0; b < nb; b += 2) {
         int two = nb - b >= 2;
-        __m512 dlo = qp_scales(t, w, idx, live, b),
-               dhi = two ? qp_scales(t, w, idx, live, b + 1) : _mm512_setzero_ps();
+        __m512 dlo, dhi, mlo = _mm512_setzero_ps(), mhi = mlo;
+        if (t == ENG_Q4_K) {
+            if (b % 8 == 0) q4k_pack_scales(w, idx, live, b / 8, sc, 1);
+            dlo = _mm512_load_ps(sc[b % 8].d), dhi = _mm512_load_ps(sc[b % 8 + 1].d);
+            mlo = _mm512_load_ps(sc[b % 8].m), mhi = _mm512_load_ps(sc[b % 8 + 1].m);
+        } else {
+            dlo = qp_scales(t, w, idx, live, b);
+            dhi = two ? qp_scales(t, w, idx, live, b + 1) : _mm512_setzero_ps();
+        }
 #pragma GCC unroll 3
         for (int i = 0; i < MR; i++) {
             const int8_t *q = x->qs + (size_t)i * (size_t)K + (size_t)b * ENG_QA;
             const int32_t *qn = x->qneg + (size_t)i * (size_t)nb + b;
-            const float *d = x->d + (size_t)i * (size_t)nb + b;
+            const float *d = x->d + (size_t)i * (size_t)nb + b,
+                        *ds = x->dsum + (size_t)i * (size_t)nb + b;
             __m512i xv = two ? _mm512_loadu_si512(q)
                              : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
             __m512i p[16], lo, hi;
@@ -297,13 +356,15 @@ QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char 
                     p[j] = zero;
                     continue;
                 }
-                if (i == 0) _mm_prefetch(row + QP_ROWS * rb + b * qp_bb(t), _MM_HINT_T0);
+                if (i == 0) _mm_prefetch(row + QP_ROWS * rb + qp_off(t, b), _MM_HINT_T0);
                 p[j] = _mm512_dpbusd_epi32(zero, qp_u8(t, row, b, two), xv);
             }
             reduce16(p, &lo, &hi);
-            acc[i] = qp_step(acc[i], _mm512_add_epi32(lo, _mm512_set1_epi32(qn[0])), dlo, d[0]);
+            acc[i] = qp_step(t, acc[i], _mm512_add_epi32(lo, _mm512_set1_epi32(qn[0])), dlo, mlo,
+                             d[0], ds[0]);
             if (two)
-                acc[i] = qp_step(acc[i], _mm512_add_epi32(hi, _mm512_set1_epi32(qn[1])), dhi, d[1]);
+                acc[i] = qp_step(t, acc[i], _mm512_add_epi32(hi, _mm512_set1_epi32(qn[1])), dhi,
+                                 mhi, d[1], ds[1]);
         }
     }
     for (int i = 0; i < MR; i++)
@@ -313,7 +374,7 @@ QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char 
 QI void qp_matmul(eng_dtype t, float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
                   int n1) {
     int nb = x->K / ENG_QA, stream = M < 4 * ENG_TILE_MR;
-    size_t rb = (size_t)nb * qp_bb(t);
+    size_t rb = eng_row_bytes(t, (size_t)x->K);
     if (M <= qr_max(t)) {
         for (int n = n0; n < n1; n += QP_ROWS) {
             int rows = n1 - n < QP_ROWS ? n1 - n : QP_ROWS;
@@ -340,16 +401,16 @@ QI void qp_matmul(eng_dtype t, float *y, int ldy, const eng_qact *x, int M, cons
                 int mr = M - m0 < ENG_TILE_MR ? M - m0 : ENG_TILE_MR;
                 switch (mr) {
                 case 1:
-                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 1, nv);
+                    qp_tile_nv(t, x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 1, nv);
                     break;
                 case 2:
-                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 2, nv);
+                    qp_tile_nv(t, x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 2, nv);
                     break;
                 case 3:
-                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 3, nv);
+                    qp_tile_nv(t, x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 3, nv);
                     break;
                 default:
-                    qp_tile_nv(x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 4, nv);
+                    qp_tile_nv(t, x, m0, buf, b0, kc, y, ldy, n, last, b0 == 0, 4, nv);
                     break;
                 }
             }
@@ -367,66 +428,10 @@ static void q4_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char 
     qp_matmul(ENG_Q4_0, y, ldy, x, M, W, n0, n1);
 }
 
-/* ---------------------------------------------------------------- Q4_K */
-
-/* Lane l of idx: element 2g + l / 8 (sub-blocks 2g and 2g + 1 of a super-block). */
-QI __m512i pair_idx(int g) {
-    return _mm512_add_epi32(
-        _mm512_set1_epi32(2 * g),
-        _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                          3));
+static void q4_K_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
+                        int n1) {
+    qp_matmul(ENG_Q4_K, y, ldy, x, M, W, n0, n1);
 }
-
-QI void q4_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
-                   __m512 acc[ENG_TILE_MR][QMAX_NR], int MR, int NR) {
-    (void)rest;
-    const __m256i m4 = _mm256_set1_epi8(0x0f);
-    const __m512i zero = _mm512_setzero_si512();
-    const eng_block_q4_K *blk[QMAX_NR];
-    __m512 scf[QMAX_NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; j++) {
-        blk[j] = (const eng_block_q4_K *)(w0 + (size_t)j * a->rb) + sb;
-        __m256i sc, mn;
-        q4k_scales8(blk[j]->scales, &sc, &mn);
-        float D = _cvtsh_ss(blk[j]->d), Dm = _cvtsh_ss(blk[j]->dmin);
-        scf[j] = _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_set1_ps(D), _mm256_cvtepi32_ps(sc)));
-        __m512 mnf =
-            _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_set1_ps(Dm), _mm256_cvtepi32_ps(mn)));
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m512 ds = _mm512_zextps256_ps512(_mm256_loadu_ps(xs_row(a, i) + (size_t)sb * 8));
-            acc[i][j] = _mm512_fnmadd_ps(mnf, ds, acc[i][j]);
-        }
-    }
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        __m512i idx = pair_idx(g), w[QMAX_NR];
-        __m512 sg[QMAX_NR];
-#pragma GCC unroll 4
-        for (int j = 0; j < NR; j++) {
-            pf_next(a, w0, j, NR, (size_t)sb * sizeof(eng_block_q4_K) + 32 * (size_t)g);
-            __m256i v = _mm256_loadu_si256((const __m256i *)(blk[j]->qs + 32 * g));
-            w[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, m4)),
-                                      _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), 1);
-            sg[j] = _mm512_permutexvar_ps(idx, scf[j]);
-        }
-#pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) {
-            __m512i xv = _mm512_loadu_si512(xq_row(a, i) + (size_t)sb * ENG_QK_K + 64 * g);
-            __m512 dx = _mm512_permutexvar_ps(
-                idx, _mm512_zextps256_ps512(_mm256_loadu_ps(xd_row(a, i) + (size_t)sb * 8)));
-#pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) {
-                __m512i p = _mm512_dpbusd_epi32(zero, w[j], xv);
-                acc[i][j] =
-                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(sg[j], dx), acc[i][j]);
-            }
-        }
-    }
-}
-
-Q_DEFINE_TILE(q4_K_tile, __m512, ENG_QK_K, 1, q4_K_super)
 
 /* ---------------------------------------------------------------- Q6_K */
 
@@ -494,14 +499,11 @@ QI void q6_K_super(const eng_qtile_args *a, const char *w0, int sb, int rest,
 
 Q_DEFINE_TILE(q6_K_tile, __m512, ENG_QK_K, 1, q6_K_super)
 
-/* Q4_K, Q6_K: weight rows per tile for 1..4 activation rows; 1 MB column blocks as the
+/* Q6_K: weight rows per tile for 1..4 activation rows; 1 MB column blocks as the
  * BF16 path. */
 static void qtile(const eng_qtile_args *a, eng_dtype t, int n, int mr, int nr) {
-    if (t == ENG_Q4_K) {
-        ENG_QTILE_MR(q4_K_tile, a, n, mr, nr, 4, 4, 3, 2)
-    } else {
-        ENG_QTILE_MR(q6_K_tile, a, n, mr, nr, 4, 4, 3, 2)
-    }
+    (void)t; /* Q6_K, the one format on eng_qmatmul_tiled */
+    ENG_QTILE_MR(q6_K_tile, a, n, mr, nr, 4, 4, 3, 2)
 }
 
 static const eng_qtiling qtiling = {
@@ -513,6 +515,8 @@ void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void 
         q8_0_matmul(y, ldy, x, M, W, n0, n1);
     else if (wdt == ENG_Q4_0)
         q4_0_matmul(y, ldy, x, M, W, n0, n1);
+    else if (wdt == ENG_Q4_K)
+        q4_K_matmul(y, ldy, x, M, W, n0, n1);
     else
         eng_qmatmul_tiled(&qtiling, y, ldy, x, M, W, wdt, n0, n1);
 }

@@ -6,7 +6,7 @@
  *     Q4_K / Q6_K as RMS error), all-zero and constant blocks;
  *   - qmatmul of every kernel table this CPU runs (forced by RADIXSERVE_ISA) against the scalar
  *     reference eng_qdot_ref, for every format at M = 1, 3, 7, 64, odd N, odd block counts:
- *     the portable table and AVX-512's Q8_0 and Q4_0 bit for bit, the others within 2e-6 x
+ *     the portable table and AVX-512's Q8_0, Q4_0, Q4_K bit for bit, the others within 2e-6 x
  *     sum|w a| per element (the integer block sums are exact, the float sums add in another
  *     order), and each table bit for bit invariant to M (each row alone) and to column splits;
  *   - eng_model_quantize: the per-tensor types of the q8_0 / q4_k_m / q4_0 mixes (use_more_bits
@@ -200,8 +200,7 @@ static void test_qshape(const eng_kernels *k, eng_dtype t, int M, int K, int N) 
         split &= !memcmp(y1, y + (size_t)m * N, (size_t)N * sizeof *y1);
     }
     const char *tn = eng_dtype_name(t);
-    if (!strcmp(k->name, "portable") ||
-        (!strcmp(k->name, "avx512") && (t == ENG_Q8_0 || t == ENG_Q4_0)))
+    if (!strcmp(k->name, "portable") || (!strcmp(k->name, "avx512") && t != ENG_Q6_K))
         TAP_OK(exact, "%s %s M=%d K=%d N=%d: bit for bit the scalar reference", k->name, tn, M, K,
                N);
     else
