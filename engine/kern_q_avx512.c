@@ -147,9 +147,10 @@ QI __m512i qp_rows_idx(size_t rb) {
         _mm512_set1_epi32((int)rb));
 }
 
-/* The values + 128 of blocks b and b + 1 of a row (two) or of b alone (the rest zero), in
- * element order: bytes [0, 32) block b, [32, 64) block b + 1. Loads are masked broadcasts from
- * memory, not inserts: the load unit's work, off the shuffle port. */
+/* The values + 128 (Q4_K: its 4-bit values, unsigned already) of blocks b and b + 1 of a row
+ * (two) or of b alone (the rest zero), in element order: bytes [0, 32) block b, [32, 64) block b
+ * + 1. Loads are masked broadcasts from memory, not inserts: the load unit's work, off the shuffle
+ * port. */
 QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
     if (t == ENG_Q8_0) {
         const eng_block_q8_0 *wb = (const eng_block_q8_0 *)row + b;
@@ -165,7 +166,7 @@ QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
             _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qs + 16 * (b % 8))));
         const __m512i cnt = _mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0);
         __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(v, cnt), _mm512_set1_epi8(0x0f));
-        return _mm512_or_si512(nib, _mm512_set1_epi8((char)0x80));
+        return nib; /* unsigned already: no offset to take out */
     }
     /* Q4_0: 128-bit lanes [qs_b, qs_b, qs_b1, qs_b1], lanes 1 and 3 shifted by 4: the low
      * nibbles (elements 0-15) then the high (16-31) of each block; nibble + 120 = value + 128 */
@@ -178,6 +179,11 @@ QI __m512i qp_u8(eng_dtype t, const char *row, int b, int two) {
     __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(v, cnt), _mm512_set1_epi8(0x0f));
     if (!two) nib = _mm512_maskz_mov_epi32((__mmask16)0x00ff, nib);
     return _mm512_add_epi8(nib, _mm512_set1_epi8(120));
+}
+
+/* What takes qp_u8's offset back out of a block's integer sum: qneg = -128 x sum(q), Q4_K none. */
+QI __m512i qp_corr(eng_dtype t, int32_t qneg) {
+    return t == ENG_Q4_K ? _mm512_setzero_si512() : _mm512_set1_epi32(qneg);
 }
 
 /* acc + (float)isum x (dw x dx), Q4_K: acc + ((float)isum x (dw x dx) - dm x dsum): the float
@@ -239,7 +245,7 @@ QI void qp_tile(eng_dtype t, const eng_qact *x, int m0, const qp_block *p, int b
         __m512i s[ENG_TILE_MR][QP_NV];
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
-            __m512i q0 = _mm512_set1_epi32(x->qneg[(size_t)(m0 + i) * (size_t)nb + (size_t)b]);
+            __m512i q0 = qp_corr(t, x->qneg[(size_t)(m0 + i) * (size_t)nb + (size_t)b]);
 #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) s[i][v] = q0;
         }
@@ -360,11 +366,11 @@ QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char 
                 p[j] = _mm512_dpbusd_epi32(zero, qp_u8(t, row, b, two), xv);
             }
             reduce16(p, &lo, &hi);
-            acc[i] = qp_step(t, acc[i], _mm512_add_epi32(lo, _mm512_set1_epi32(qn[0])), dlo, mlo,
-                             d[0], ds[0]);
+            acc[i] =
+                qp_step(t, acc[i], _mm512_add_epi32(lo, qp_corr(t, qn[0])), dlo, mlo, d[0], ds[0]);
             if (two)
-                acc[i] = qp_step(t, acc[i], _mm512_add_epi32(hi, _mm512_set1_epi32(qn[1])), dhi,
-                                 mhi, d[1], ds[1]);
+                acc[i] = qp_step(t, acc[i], _mm512_add_epi32(hi, qp_corr(t, qn[1])), dhi, mhi, d[1],
+                                 ds[1]);
         }
     }
     for (int i = 0; i < MR; i++)
