@@ -71,7 +71,7 @@ static int qact_alloc(eng_qact *a, size_t T, size_t qd, const eng_config *g) {
     a->qs = malloc(T * K);
     a->d = malloc(T * (K / ENG_QA + 1) * sizeof(float));
     a->dsum = malloc(T * (K / ENG_QA + 1) * sizeof(float));
-    a->qneg = malloc(T * (K / ENG_QA + 1) * sizeof(int32_t));
+    a->qneg = malloc(T * (K / 16 + 1) * sizeof(int32_t));
     return a->qs && a->d && a->dsum && a->qneg;
 }
 
