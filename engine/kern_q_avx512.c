@@ -424,6 +424,7 @@ QI void qp_rows16(eng_dtype t, float *y, int ldy, const eng_qact *x, const char 
             __m512i xv = two ? _mm512_loadu_si512(q)
                              : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)q));
             __m512i p[16], lo, hi;
+#pragma GCC unroll 16
             for (int j = 0; j < 16; j++) {
                 const char *row = w + (size_t)j * rb;
                 if (j >= rows) {
