@@ -507,34 +507,21 @@ QI void qp_matmul(eng_dtype t, float *y, int ldy, const eng_qact *x, int M, cons
     }
 }
 
-static void q8_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
-                        int n1) {
-    qp_matmul(ENG_Q8_0, y, ldy, x, M, W, n0, n1);
-}
-
-static void q4_0_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
-                        int n1) {
-    qp_matmul(ENG_Q4_0, y, ldy, x, M, W, n0, n1);
-}
-
-static void q4_K_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
-                        int n1) {
-    qp_matmul(ENG_Q4_K, y, ldy, x, M, W, n0, n1);
-}
-
-static void q6_K_matmul(float *y, int ldy, const eng_qact *x, int M, const char *W, int n0,
-                        int n1) {
-    qp_matmul(ENG_Q6_K, y, ldy, x, M, W, n0, n1);
-}
-
+/* One instantiation of qp_matmul per format (t a constant in each). */
 void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
                         int n0, int n1) {
-    if (wdt == ENG_Q8_0)
-        q8_0_matmul(y, ldy, x, M, W, n0, n1);
-    else if (wdt == ENG_Q4_0)
-        q4_0_matmul(y, ldy, x, M, W, n0, n1);
-    else if (wdt == ENG_Q4_K)
-        q4_K_matmul(y, ldy, x, M, W, n0, n1);
-    else
-        q6_K_matmul(y, ldy, x, M, W, n0, n1);
+    switch (wdt) {
+    case ENG_Q8_0:
+        qp_matmul(ENG_Q8_0, y, ldy, x, M, W, n0, n1);
+        break;
+    case ENG_Q4_0:
+        qp_matmul(ENG_Q4_0, y, ldy, x, M, W, n0, n1);
+        break;
+    case ENG_Q4_K:
+        qp_matmul(ENG_Q4_K, y, ldy, x, M, W, n0, n1);
+        break;
+    default:
+        qp_matmul(ENG_Q6_K, y, ldy, x, M, W, n0, n1);
+        break;
+    }
 }

@@ -102,14 +102,18 @@ else
 fi
 
 S=$LCPP/build/bin/llama-server
-if [ -x "$S" ] && command -v curl >/dev/null; then
+# serve_llama GGUF CONTEXT LOG: llama-server on a free $port (pid $spid), once it answers
+serve_llama() {
     port=$(free_port)
-    "$S" -m "$TMP/stories.gguf" --port "$port" -t 1 -c 256 >"$TMP/llama-server.log" 2>&1 &
+    "$S" -m "$1" --port "$port" -t 1 -c "$2" >"$3" 2>&1 &
     spid=$!
     for _ in $(seq 1 300); do
         curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
         sleep 0.2
     done
+}
+if [ -x "$S" ] && command -v curl >/dev/null; then
+    serve_llama "$TMP/stories.gguf" 256 "$TMP/llama-server.log"
     want=$(curl -sf "http://127.0.0.1:$port/completion" -H 'Content-Type: application/json' \
         -d '{"prompt":[1,403,407,261,378],"n_predict":32,"top_k":1,"temperature":0,"return_tokens":true,"cache_prompt":false}' |
         $PY -c 'import json,sys; print(" ".join(map(str, json.load(sys.stdin)["tokens"])))')
@@ -130,13 +134,7 @@ fi
 # within 0.05 of our largest logit (a random model's logits spread ~1.5), and that at least 5
 # of the 8 agree throughout. Printed: each prompt's first divergence (32 = none) and gap.
 if [ -x "$S" ] && [ -s "$TMP/qwen3-q8_0.gguf" ] && command -v curl >/dev/null; then
-    port=$(free_port)
-    "$S" -m "$TMP/qwen3-q8_0.gguf" --port "$port" -t 1 -c 512 >"$TMP/llama-server-q8.log" 2>&1 &
-    spid=$!
-    for _ in $(seq 1 300); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-        sleep 0.2
-    done
+    serve_llama "$TMP/qwen3-q8_0.gguf" 512 "$TMP/llama-server-q8.log"
     report="" full=0 ties=0
     for k in 1 2 3 4 5 6 7 8; do
         p=$($PY -c 'import random, sys; r = random.Random(int(sys.argv[1]))
