@@ -72,12 +72,13 @@ typedef struct eb {
 } eb;
 
 typedef struct figures {
-    double prefill_s;    /* best prefill time */
-    double decode_s[8];  /* decode time per batch size */
-    double weight_bytes; /* bytes of weights one token streams */
-    double tensor_bytes; /* bytes of every weight matrix as held */
-    double rss_load;     /* resident memory right after load (and quantization) */
-    int rank;            /* --lora: the adapter's r */
+    double prefill_s;         /* best prefill time */
+    double decode_s[8];       /* decode time per batch size */
+    double weight_bytes;      /* bytes of weights one token streams */
+    double tensor_bytes;      /* bytes of every weight matrix as held */
+    double rss_load;          /* resident memory right after load (and quantization) */
+    const char *quantization; /* the model's weight types (eng_model_quantization) */
+    int rank;                 /* --lora: the adapter's r */
 #ifdef ENG_PROFILE
     double phase_s[8][ENG_PH_N];      /* per decode batch: seconds in each phase (all steps) */
     double sample_s[8];               /* per decode batch: seconds in the greedy pick (all steps) */
@@ -110,6 +111,7 @@ static int eb_init(eb *b, const opts *o, figures *f, rs_err *e) {
     f->rss_load = rss_bytes();
     f->rank = b->lora ? eng_lora_rank(b->lora) : 0;
     f->tensor_bytes = eng_model_weight_bytes(b->m, 0);
+    f->quantization = eng_model_quantization(b->m);
     f->weight_bytes = eng_model_weight_bytes(b->m, 1);
     b->vocab = eng_model_config(b->m)->vocab_size;
     int longest = o->context + (o->prompt > o->gen ? o->prompt : o->gen);
@@ -210,8 +212,7 @@ static int run_decode(eb *b, const opts *o, int n, double *secs, double *phase_s
 
 static void print_table(const opts *o, const figures *f) {
     printf("bench_engine: %s, isa %s, %d threads, weights %s, %.3f GB of weights per token\n",
-           o->model, eng_isa_name(), o->threads, eng_weights_name((eng_weights)o->weights),
-           f->weight_bytes / 1e9);
+           o->model, eng_isa_name(), o->threads, f->quantization, f->weight_bytes / 1e9);
     if (o->lora) printf("every sequence under the LoRA adapter %s (r = %d)\n", o->lora, f->rank);
     printf("weight memory: %.3f GB of tensors, RSS after load %.3f GB (%.1f%% of the tensors)\n",
            f->tensor_bytes / 1e9, f->rss_load / 1e9, 100.0 * f->rss_load / f->tensor_bytes);
@@ -326,7 +327,7 @@ static int append_json(const opts *o, const figures *f, rs_err *e) {
     }
     fprintf(fp, ",\"lora\":\"%s\",\"lora_rank\":%d", o->lora ? o->lora : "", f->rank);
     fprintf(fp, ",\"weights\":\"%s\",\"tensor_bytes\":%.0f,\"rss_after_load\":%.0f}\n",
-            eng_weights_name((eng_weights)o->weights), f->tensor_bytes, f->rss_load);
+            f->quantization, f->tensor_bytes, f->rss_load);
     return fclose(fp) ? rs_errf(e, RS_EIO, "cannot write %s", o->json) : 0;
 }
 

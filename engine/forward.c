@@ -72,7 +72,8 @@ static int qact_alloc(eng_qact *a, size_t T, size_t qd, const eng_config *g) {
     a->qs = malloc(T * K);
     a->d = malloc(T * (K / ENG_QA + 1) * sizeof(float));
     a->dsum = malloc(T * (K / ENG_QA + 1) * sizeof(float));
-    return a->qs && a->d && a->dsum;
+    a->qneg = malloc(T * (K / 16 + 1) * sizeof(int32_t));
+    return a->qs && a->d && a->dsum && a->qneg;
 }
 
 int eng_ctx_init(eng_ctx **out, const eng_model *m, int max_tokens, int n_threads, rs_err *e) {
@@ -131,6 +132,7 @@ void eng_ctx_free(eng_ctx *c) {
     free(c->qx.qs);
     free(c->qx.d);
     free(c->qx.dsum);
+    free(c->qx.qneg);
     free(c->row_seq);
     free(c->row_pos);
     free(c->row_npos);

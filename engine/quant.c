@@ -356,14 +356,16 @@ void eng_quant_act_rows(eng_qact *a, const float *x, int r0, int r1) {
             float amax = 0.0f;
             for (int j = 0; j < ENG_QA; j++) amax = fmaxf(amax, fabsf(xr[b * ENG_QA + j]));
             float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-            int sum = 0;
+            int half[2] = {0, 0};
             for (int j = 0; j < ENG_QA; j++) {
                 int v = (int)nearbyintf(xr[b * ENG_QA + j] * id);
                 q[b * ENG_QA + j] = (int8_t)v;
-                sum += v;
+                half[j / 16] += v;
             }
             a->d[(size_t)r * (size_t)nb + (size_t)b] = d;
-            a->dsum[(size_t)r * (size_t)nb + (size_t)b] = d * (float)sum;
+            a->dsum[(size_t)r * (size_t)nb + (size_t)b] = d * (float)(half[0] + half[1]);
+            for (int h = 0; h < 2; h++)
+                a->qneg[((size_t)r * (size_t)nb + (size_t)b) * 2 + (size_t)h] = -128 * half[h];
         }
     }
 }

@@ -142,18 +142,21 @@ void eng_dequant_row(eng_dtype t, const void *mat, size_t row, float *out, size_
 
 /*
  * Activations for the quantized products: each row of K floats (K a multiple of 32) cut into
- * blocks of 32, each block b stored as int8 q[32] with a float scale d[b] and dsum[b] = d[b] *
- * sum(q) (for Q4_K's mins). d = amax / 127, q = round-half-even(x * (1 / d)): |q| <= 127 always.
- * One routine, eng_quant_act_rows, computes it for every kernel table, so every table sees the
- * same integers; a row's blocks depend on that row alone (batch invariance).
+ * blocks of 32, each block b stored as int8 q[32] with a float scale d[b], dsum[b] = d[b] *
+ * sum(q) (for Q4_K's mins), and per 16 values qneg[h] = -128 * their sum (the AVX-512 products
+ * feed weights + 128 to VNNI as the unsigned operand; this takes the 128 * sum(q) back out). d = amax /
+ * 127, q = round-half-even(x * (1 / d)): |q| <= 127 always. One routine, eng_quant_act_rows,
+ * computes it for every kernel table, so every table sees the same integers; a row's blocks depend
+ * on that row alone (batch invariance).
  */
 enum { ENG_QA = 32 };
 
 typedef struct eng_qact {
-    int8_t *qs;  /* [M][K] */
-    float *d;    /* [M][K / 32] block scales */
-    float *dsum; /* [M][K / 32] d * sum of the block's q */
-    int K;       /* row length */
+    int8_t *qs;    /* [M][K] */
+    float *d;      /* [M][K / 32] block scales */
+    float *dsum;   /* [M][K / 32] d * sum of the block's q */
+    int32_t *qneg; /* [M][K / 16] -128 * sum of each 16 q */
+    int K;         /* row length */
 } eng_qact;
 
 /* Rows [r0, r1) of x ([M][K] floats) into a (sized for at least r1 rows of a->K). */
