@@ -91,9 +91,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     FUZZ_CHECK(srv_start(&g_srv, &c, &e) == 0, "server starts");
     tok_config tc = {0};
     FUZZ_CHECK(chat_format_init(&g_fmt, &tc, NULL, &e) == 0, "plain chat format");
-    static srv_backend be = {
-        NULL,       fake_submit, fake_next,   fake_cancel, fake_free, fake_event_free,
-        fake_stats, fake_encode, fake_decode, NULL,        NULL};
+    static srv_backend be = {.submit = fake_submit,
+                             .next_event = fake_next,
+                             .cancel = fake_cancel,
+                             .request_free = fake_free,
+                             .event_free = fake_event_free,
+                             .get_stats = fake_stats,
+                             .encode = fake_encode,
+                             .decode = fake_decode};
     srv_model m = {.chat = &g_fmt, .ctx_size = 4096, .vocab_size = 256};
     m.defaults.temperature = 1, m.defaults.top_p = 1, m.defaults.repetition_penalty = 1;
     srv_set_ready(g_srv, &be, &m);
