@@ -11,7 +11,8 @@
 #   make format     clang-format every C file
 #
 # Every room (cache/ engine/ tokenizer/ api/ chat/ sched/ server/ util/ cli/) is compiled from a
-# wildcard, so a new .c file needs no Makefile edit. Files named *_avx2.c / *_avx512.c get
+# wildcard, so a new .c file needs no Makefile edit. Files named *_avx2.c / *_avx512.c /
+# *_avx512bf16.c get
 # their ISA flags here and nowhere else: the rest of the code runs on any x86-64 and the
 # engine picks a kernel set at run time (engine/kernels.h).
 
@@ -39,6 +40,7 @@ ALL_LDFLAGS = $(LDFLAGS_$(MODE)) -pthread $(LDFLAGS)
 
 ISA_avx2   := -mavx2 -mfma -mf16c
 ISA_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mfma -mf16c
+ISA_avx512bf16 := $(ISA_avx512) -mavx512bf16
 # MODE=fuzz: the ISA kernels (arithmetic over shapes the loader checked; no fuzz target runs
 # them) are built without instrumentation: clang takes tens of minutes on them with it.
 ISA_fuzz_fuzz := -fno-sanitize=address,undefined,fuzzer-no-link
@@ -74,7 +76,7 @@ deps-test:
 
 $(BUILD)/obj/%.o: %.c | deps
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$*),$(ISA_avx512) $(ISA_fuzz_$(MODE)),$(if $(findstring _avx2,$*),$(ISA_avx2) $(ISA_fuzz_$(MODE)))) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512bf16,$*),$(ISA_avx512bf16) $(ISA_fuzz_$(MODE)),$(if $(findstring _avx512,$*),$(ISA_avx512) $(ISA_fuzz_$(MODE)),$(if $(findstring _avx2,$*),$(ISA_avx2) $(ISA_fuzz_$(MODE))))) -c $< -o $@
 
 # The list of embedded files is rewritten only when it changes, so removing a file re-embeds too.
 $(BUILD)/gen/webui.list: FORCE

@@ -427,10 +427,10 @@ static int load(served *sv, const serve_opts *o, const char *served_names, srv *
     srv_set_ready(server, &be, &sm);
     fprintf(stderr,
             "radixserve: ready: %s (%s, %s, %lld parameters, weights %s), context %d tokens, %d "
-            "threads\n",
+            "threads, %s kernels\n",
             o->model, eng_model_config(sv->model)->arch, eng_model_format(sv->model),
             (long long)eng_model_n_params(sv->model), eng_model_quantization(sv->model),
-            sc.ctx_size, sc.n_threads);
+            sc.ctx_size, sc.n_threads, eng_isa_name());
     return 0;
 }
 

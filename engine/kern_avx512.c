@@ -20,9 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/kern_x86.h"
-
-#define AVX512_INLINE static inline __attribute__((always_inline))
+#include "engine/kern_avx512_inl.h"
 
 enum {
     AVX512_MAX_NR = 8, /* widest tile in weight rows */
@@ -35,11 +33,6 @@ AVX512_INLINE size_t elem_size(eng_dtype t) {
 /* Elements consumed per step: 32 BF16 pairs-of-16, or 16 widened F32/F16 values. */
 AVX512_INLINE int step_of(eng_dtype t) {
     return t == ENG_BF16 ? 32 : 16;
-}
-
-/* Mask of the first n (< 32) elements. */
-AVX512_INLINE __mmask32 first_n(int n) {
-    return (__mmask32)((1u << n) - 1u);
 }
 
 /*
@@ -105,16 +98,6 @@ AVX512_INLINE __m512 step_eo(__m512 acc, __m512 xe, __m512 xo, __m512 we, __m512
 /* acc += x * w for one step of F32/F16 weights. */
 AVX512_INLINE __m512 step(__m512 acc, __m512 xv, __m512 wv) {
     return _mm512_fmadd_ps(xv, wv, acc);
-}
-
-/* The fixed horizontal reduction: 16 -> 8 (low + high halves) -> 4 -> 2 -> 1. */
-AVX512_INLINE float hsum16(__m512 v) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-    return _mm_cvtss_f32(s);
 }
 
 /* One step (full or tail) of an MR x NR tile. */
@@ -215,33 +198,6 @@ static void split_row(float *dst, const float *x, int K, int kp) {
         _mm512_storeu_ps(dst + k + 16, xo);
     }
 }
-
-/*
- * hsum16 of eight vectors at once, into y[i * ldy] for i < 8: the same additions in the same
- * pairs (lanes i + i+8, then i + i+4, i + i+2, 0 + 1), so each sum is hsum16's bit for bit,
- * but the shuffles serve two or four vectors each (16 shuffles for 8 sums instead of 32).
- */
-AVX512_INLINE __m512 hsum16_x8_lanes(const __m512 a[8]) {
-    __m512 c[4], d[2];
-#pragma GCC unroll 4
-    for (int p = 0; p < 4; p++) /* quads 0-1: a[2p]'s lanes i + i+8; quads 2-3: a[2p+1]'s */
-        c[p] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
-                             _mm512_shuffle_f32x4(a[2 * p], a[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
-#pragma GCC unroll 2
-    for (int p = 0; p < 2; p++) /* quad q: a[4p + q]'s lanes i + i+4 */
-        d[p] = _mm512_add_ps(_mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(2, 0, 2, 0)),
-                             _mm512_shuffle_f32x4(c[2 * p], c[2 * p + 1], _MM_SHUFFLE(3, 1, 3, 1)));
-    /* quad q: a[q]'s lanes i + i+2 (i < 2), then a[q + 4]'s */
-    __m512 e = _mm512_add_ps(
-        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(d[0]), _mm512_castps_pd(d[1]))),
-        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(d[0]), _mm512_castps_pd(d[1]))));
-    /* quad q: lane 0 = a[q]'s sum, lane 1 = a[q + 4]'s */
-    return _mm512_add_ps(_mm512_shuffle_ps(e, e, _MM_SHUFFLE(0, 0, 2, 0)),
-                         _mm512_shuffle_ps(e, e, _MM_SHUFFLE(0, 0, 3, 1)));
-}
-
-/* Lane q of hsum16_x8_lanes's result holding a[q]'s sum (a[q - 4]'s in the high half of a pair). */
-#define HSUM16_X8_LANE(q) ((q) < 4 ? 4 * (q) : 4 * ((q)-4) + 1)
 
 AVX512_INLINE void hsum16_x8(float *y, size_t ldy, const __m512 a[8]) {
     float t[16];
@@ -369,8 +325,8 @@ static void gemm_blocks(float *y, int ldy, const float *xs, int kp, int M, const
 /* The table's matmul: the BF16 GEMM for prefill-sized M (if its buffer can be had), else the
  * direct tiles. The buffer is per call and per thread (M x K floats: 2 MB for 512 x 1024; each
  * thread splits every row, a few percent of its products' time). */
-static void avx512_matmul(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
-                          int K, int n0, int n1) {
+void eng_matmul_avx512(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                       int K, int n0, int n1) {
     int kp = (K + 31) / 32 * 32;
     float *xs = NULL;
     if (wdt == ENG_BF16 && M >= GEMM_MIN_M && n1 > n0)
@@ -616,8 +572,8 @@ static void att512_group(att512_row *rows, int nr, const kv_pool *kv, int layer,
     }
 }
 
-static void avx512_attend_rows(const eng_att_row *in, int R, const kv_pool *kv, int layer,
-                               int kv_head, float scale) {
+void eng_attend_rows_avx512(const eng_att_row *in, int R, const kv_pool *kv, int layer, int kv_head,
+                            float scale) {
     int d = kv->head_dim, kp = (d + 31) / 32 * 32;
     float *buf = NULL; /* per group row: split query, then running sums; then the wide chunk */
     if (kv->dtype == KV_BF16)
@@ -641,17 +597,17 @@ static void avx512_attend_rows(const eng_att_row *in, int R, const kv_pool *kv, 
     free(buf);
 }
 
-static void avx512_attend(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
-                          int layer, int kv_head, int n_pos, float scale) {
+void eng_attend_avx512(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                       int layer, int kv_head, int n_pos, float scale) {
     eng_att_row row = {out, q, blocks, n_pos};
-    avx512_attend_rows(&row, 1, kv, layer, kv_head, scale);
+    eng_attend_rows_avx512(&row, 1, kv, layer, kv_head, scale);
 }
 
 const eng_kernels eng_kernels_avx512 = {
     .name = "avx512",
-    .matmul = avx512_matmul,
+    .matmul = eng_matmul_avx512,
     .qmatmul = eng_qmatmul_avx512,
-    .attend = avx512_attend,
-    .attend_rows = avx512_attend_rows,
+    .attend = eng_attend_avx512,
+    .attend_rows = eng_attend_rows_avx512,
     .silu_mul = eng_silu_mul_avx2,
 };

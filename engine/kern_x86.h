@@ -169,8 +169,8 @@ void eng_qmatmul_avx2(float *y, int ldy, const eng_qact *x, int M, const void *W
 void eng_qmatmul_avx512(float *y, int ldy, const eng_qact *x, int M, const void *W, eng_dtype wdt,
                         int n0, int n1);
 
-/* The AVX2 attention (kern_avx2.c), also the AVX-512 table's over F32 pages (its BF16 pages take
- * VDPBF16PS in kern_avx512.c). */
+/* The AVX2 attention (kern_avx2.c), also the AVX-512 tables' over F32 pages (over BF16 pages they
+ * widen K and V for 16-lane FMAs: eng_attend_rows_avx512). */
 void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
                      int layer, int kv_head, int n_pos, float scale);
 
@@ -182,6 +182,16 @@ void eng_attend_avx2(float *out, const float *q, const kv_pool *kv, const int32_
  */
 void eng_attend_rows_avx2(const eng_att_row *rows, int R, const kv_pool *kv, int layer, int kv_head,
                           float scale);
+
+/* What the AVX-512 tables share (kern_avx512.c): the matmul whose BF16 products widen the weights
+ * for FMAs (the avx512bf16 table takes it for F32 and F16 weights), and the attention over BF16
+ * pages (kernels.h's attend and attend_rows). */
+void eng_matmul_avx512(float *y, int ldy, const float *x, int M, const void *W, eng_dtype wdt,
+                       int K, int n0, int n1);
+void eng_attend_avx512(float *out, const float *q, const kv_pool *kv, const int32_t *blocks,
+                       int layer, int kv_head, int n_pos, float scale);
+void eng_attend_rows_avx512(const eng_att_row *rows, int R, const kv_pool *kv, int layer,
+                            int kv_head, float scale);
 
 /* silu_mul of the AVX2 and AVX-512 tables (kern_avx2.c): the attention's exp8 in 8 lanes. */
 void eng_silu_mul_avx2(float *g, const float *u, size_t n);

@@ -4,7 +4,7 @@
  *
  * Batch invariance is a property of each table: within one table, every output element is
  * computed by the same sequence of floating-point operations whatever M, the row range, the
- * thread split or the other rows are. Different tables may round differently (the AVX-512 table
+ * thread split or the other rows are. Different tables may round differently (the avx512bf16 table
  * rounds activations to BF16 for _mm512_dpbf16_ps; the others do not), so a process uses one
  * table for everything.
  */
@@ -26,7 +26,7 @@ typedef struct eng_att_row {
 } eng_att_row;
 
 typedef struct eng_kernels {
-    const char *name; /* "portable", "avx2", "avx512" */
+    const char *name; /* "portable", "avx2", "avx512", "avx512bf16" */
 
     /*
      * Weight product for output columns [n0, n1):
@@ -84,6 +84,7 @@ typedef struct eng_kernels {
 extern const eng_kernels eng_kernels_portable;
 extern const eng_kernels eng_kernels_avx2;
 extern const eng_kernels eng_kernels_avx512;
+extern const eng_kernels eng_kernels_avx512bf16;
 
 /* The table for this CPU, or the one RADIXSERVE_ISA forces (RS_EINVAL if the CPU lacks it or
  * the name is unknown). */

@@ -144,8 +144,8 @@ void eng_dequant_row(eng_dtype t, const void *mat, size_t row, float *out, size_
  * Activations for the quantized products: each row of K floats (K a multiple of 32) cut into
  * blocks of 32, each block b stored as int8 q[32] with a float scale d[b], dsum[b] = d[b] *
  * sum(q) (for Q4_K's mins), and per 16 values qneg[h] = -128 * their sum (the AVX-512 products
- * feed weights + 128 to VNNI as the unsigned operand; this takes the 128 * sum(q) back out). d = amax /
- * 127, q = round-half-even(x * (1 / d)): |q| <= 127 always. One routine, eng_quant_act_rows,
+ * feed weights + 128 to VNNI as the unsigned operand; this takes the 128 * sum(q) back out). d =
+ * amax / 127, q = round-half-even(x * (1 / d)): |q| <= 127 always. One routine, eng_quant_act_rows,
  * computes it for every kernel table, so every table sees the same integers; a row's blocks depend
  * on that row alone (batch invariance).
  */

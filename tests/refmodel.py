@@ -126,6 +126,9 @@ class Model:
         self.rope = rope  # "half" (Hugging Face) or "interleaved" (llama2.c)
         # round K (after RoPE) and V to BF16 as a BF16 KV cache stores them; off: exact F32
         self.kv_bf16 = False
+        # round the inputs of every weight product to BF16, as the avx512bf16 kernel table does
+        # for BF16 weights (VDPBF16PS); off: exact F32
+        self.act_bf16 = False
 
     # -------------------------------------------------------------- pieces
 
@@ -145,10 +148,13 @@ class Model:
         a, b = x[..., 0::2], x[..., 1::2]
         return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
+    def _lin(self, h, w):
+        return (bf16_round(h) if self.act_bf16 else h) @ w.T
+
     def _attention(self, L, h, pos):
         T = h.shape[0]
         nh, nkv, hd = self.arch["n_heads"], self.arch["n_kv_heads"], self.arch["head_dim"]
-        q, k, v = h @ L["wq"].T, h @ L["wk"].T, h @ L["wv"].T
+        q, k, v = self._lin(h, L["wq"]), self._lin(h, L["wk"]), self._lin(h, L["wv"])
         if "bq" in L:
             q, k, v = q + L["bq"], k + L["bk"], v + L["bv"]
         q, k, v = q.view(T, nh, hd), k.view(T, nkv, hd), v.view(T, nkv, hd)
@@ -163,10 +169,11 @@ class Model:
         causal = torch.ones(T, T, dtype=torch.bool).tril()
         scores = scores.masked_fill(~causal, float("-inf")).softmax(-1)
         out = torch.einsum("hts,shd->thd", scores, v).reshape(T, nh * hd)
-        return out @ L["wo"].T
+        return self._lin(out, L["wo"])
 
     def _mlp(self, L, h):
-        return (torch.nn.functional.silu(h @ L["wg"].T) * (h @ L["wu"].T)) @ L["wd"].T
+        g = torch.nn.functional.silu(self._lin(h, L["wg"])) * self._lin(h, L["wu"])
+        return self._lin(g, L["wd"])
 
     # -------------------------------------------------------------- the forward pass
 
@@ -187,18 +194,19 @@ class Model:
     @torch.no_grad()
     def forward(self, ids, rows=None):
         """Logits [len(rows), vocab] for the given rows (default: all) of the sequence ids."""
-        return self.hidden(ids, rows) @ self.lm_head.T
+        return self._lin(self.hidden(ids, rows), self.lm_head)
 
-    def step_logits(self, prompt, generated, kv_bf16=False):
+    def step_logits(self, prompt, generated, kv_bf16=False, act_bf16=False):
         """Teacher-forced logits of every generation step: row i predicts generated[i] from
         prompt + generated[:i]. One pass over the whole sequence. kv_bf16: K/V rounded to BF16
-        as a BF16 KV cache stores them."""
+        as a BF16 KV cache stores them; act_bf16: weight products' inputs rounded to BF16."""
         seq = list(prompt) + list(generated[:-1])
-        saved, self.kv_bf16 = self.kv_bf16, kv_bf16
+        saved = self.kv_bf16, self.act_bf16
+        self.kv_bf16, self.act_bf16 = kv_bf16, act_bf16
         try:
             return self.forward(seq, rows=slice(len(prompt) - 1, len(seq)))
         finally:
-            self.kv_bf16 = saved
+            self.kv_bf16, self.act_bf16 = saved
 
     def greedy(self, prompt, n, eos=()):
         """Greedy decoding, recomputing the whole sequence each step. Returns (ids, logits

@@ -81,25 +81,37 @@ static int cpu_runs(const char *isa) {
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c");
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+                 __builtin_cpu_supports("avx512vnni");
     if (!strcmp(isa, "portable")) return 1;
     if (!strcmp(isa, "avx2")) return avx2;
-    return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+    if (!strcmp(isa, "avx512")) return avx512;
+    return avx512 && __builtin_cpu_supports("avx512bf16");
 }
 
-static const char *const isas[] = {"portable", "avx2", "avx512"};
+/* The documented policy (engine/kernels.c): AMD CPUs with AVX512-BF16 get avx512bf16. */
+static int cpu_is_amd(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
+}
+
+enum { N_ISAS = 4 };
+static const char *const isas[N_ISAS] = {"portable", "avx2", "avx512", "avx512bf16"};
 
 static void test_selection(void) {
     const eng_kernels *k;
     rs_err e = {0};
     unsetenv("RADIXSERVE_ISA");
-    const char *best = cpu_runs("avx512") ? "avx512" : cpu_runs("avx2") ? "avx2" : "portable";
+    const char *best = cpu_runs("avx512bf16") && cpu_is_amd() ? "avx512bf16"
+                       : cpu_runs("avx512")                   ? "avx512"
+                       : cpu_runs("avx2")                     ? "avx2"
+                                                              : "portable";
     int rc = eng_kernels_select(&k, &e);
     TAP_OK(rc == 0 && !strcmp(k->name, best), "automatic selection picks %s (got %s)", best,
            rc == 0 ? k->name : e.msg);
     TAP_OK(!strcmp(eng_isa_name(), best), "eng_isa_name() is %s", eng_isa_name());
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_ISAS; i++) {
         setenv("RADIXSERVE_ISA", isas[i], 1);
         e = (rs_err){0};
         rc = eng_kernels_select(&k, &e);
@@ -120,12 +132,21 @@ static void test_selection(void) {
 
 /* ---------------------------------------------------------------- matmul */
 
-/* The activations the table's product really uses: every table takes them as they are (the
- * AVX-512 table widens BF16 weights to F32 rather than rounding activations). */
+/* x rounded to BF16 as VCVTNE2PS2BF16 does (nearest even; the test's values are normal). */
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The activations the table's product really uses: the avx512bf16 table rounds them to BF16 for
+ * BF16 weights; every other table takes them as they are. */
 static float *rounded_inputs(const eng_kernels *k, eng_dtype wdt, const float *x, size_t n) {
-    (void)k, (void)wdt;
     float *r = malloc(n * sizeof *r);
-    memcpy(r, x, n * sizeof *r);
+    int round = wdt == ENG_BF16 && !strcmp(k->name, "avx512bf16");
+    for (size_t i = 0; i < n; i++) r[i] = round ? bf16_round(x[i]) : x[i];
     return r;
 }
 
@@ -283,6 +304,39 @@ static void test_avx512_spec(const eng_kernels *k, int M) {
     TAP_OK(matches_spec(k, ENG_BF16, M, 203, 13, 4545u, avx512_bf16_spec_dot),
            "avx512 bf16 M=%d matmul equals its scalar specification (16 lanes of even-then-odd "
            "FMAs on widened weights, fixed tree) bit for bit",
+           M);
+}
+
+/*
+ * The avx512bf16 table's documented arithmetic for BF16 weights, in scalar C: the activations
+ * rounded to BF16 (nearest even); over steps of 32 from k = 0, lane j (0..15) adds
+ * x[k + 2j + 1] w[k + 2j + 1], then x[k + 2j] w[k + 2j] (VDPBF16PS's order in Intel's manual:
+ * each product is exact in F32, so each addition is one fmaf), the tail zero; then hsum16's
+ * tree. Denormal inputs and results are flushed by the instruction; the test's values never
+ * make any.
+ */
+static float avx512bf16_spec_dot(const float *x, const float *w, int K) {
+    float l[16] = {0};
+    int padded = (K + 31) / 32 * 32;
+    for (int k = 0; k < padded; k += 2) {
+        int j = (k % 32) / 2;
+        float xe = k < K ? bf16_round(x[k]) : 0, we = k < K ? w[k] : 0;
+        float xo = k + 1 < K ? bf16_round(x[k + 1]) : 0, wo = k + 1 < K ? w[k + 1] : 0;
+        l[j] = fmaf(xo, wo, l[j]);
+        l[j] = fmaf(xe, we, l[j]);
+    }
+    float s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+/* M = 1 and 5 round the activations inside the tiles, M = 7, 19 and 64 into a buffer once (6-row
+ * tiles with tails; N = 13 leaves tails of the 8- and 4-column tiles). */
+static void test_avx512bf16_spec(const eng_kernels *k, int M) {
+    TAP_OK(matches_spec(k, ENG_BF16, M, 203, 13, 4646u, avx512bf16_spec_dot),
+           "avx512bf16 bf16 M=%d matmul equals its scalar specification (activations rounded to "
+           "BF16, VDPBF16PS lanes odd then even, fixed tree) bit for bit",
            M);
 }
 
@@ -520,7 +574,7 @@ static void test_silu_mul(const eng_kernels *k) {
 int main(void) {
     openblas_set_num_threads(1);
     test_selection();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < N_ISAS; i++) {
         const eng_kernels *k;
         rs_err e = {0};
         setenv("RADIXSERVE_ISA", isas[i], 1);
@@ -542,6 +596,10 @@ int main(void) {
             test_avx512_spec(k, 7);
             test_avx512_spec(k, 19);
             test_avx512_spec(k, 64);
+        }
+        if (!strcmp(k->name, "avx512bf16")) {
+            int ms[] = {1, 5, 7, 19, 64};
+            for (int j = 0; j < 5; j++) test_avx512bf16_spec(k, ms[j]);
         }
         if (!strcmp(k->name, "portable"))
             for (int t = 0; t < 3; t++) {

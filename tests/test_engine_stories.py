@@ -9,10 +9,14 @@ interleaved RoPE on unpermuted q/k rows), so the Hugging Face conversion, the lo
 forward pass are covered by one independent path:
   - F32 weights and KV: the 64 ids equal the llama2.c reference's; logits within 1e-4 of it;
   - any BF16 rounding: ids equal the reference (on the same weights) until they part at a
-    near-tie (top-two gap < 0.2); logits vs a reference rounding K/V as the run does: within
-    0.1 for every kernel table (all compute in F32 on exactly widened weights; not tighter
-    because these trained weights amplify K/V values that round the other way at a BF16
-    midpoint: an F32 and an F64 reference differ by 0.036);
+    near-tie (top-two gap < 0.2); logits vs a reference rounding K/V as the run does (and, for
+    the avx512bf16 table on BF16 weights, the weight products' inputs too): within 0.1 (not
+    tighter because these trained weights amplify K/V values that round the other way at a BF16
+    midpoint: an F32 and an F64 reference differ by 0.036), and within 0.2 where the inputs of
+    every product are rounded too (seven rounding sites per layer instead of two, each as likely
+    to fall the other way: 0.064 measured with an F32 cache, 0.117 with a BF16 one, on a Zen 4;
+    against a reference that does not round them 0.228, so the rounding is what the test sees);
+  - every kernel table this CPU runs is forced in turn (RADIXSERVE_ISA); the others are skips;
   - decoded with tok512.bin (llama2.c's tokenizer, our own reader) the story starts
     " Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
 """
@@ -28,9 +32,14 @@ STORY = (" Once upon a time, there was a little girl named Lily."
          " She loved to play outside in the park.")
 
 
-def tolerance(exact, isa):
-    del isa  # every table: F32 arithmetic on exactly widened weights
-    return refmodel.F32_TOL if exact else refmodel.LOW_TOL
+ISAS = ("portable", "avx2", "avx512", "avx512bf16")
+
+
+ACT_TOL = 0.2  # BF16-rounded product inputs (the avx512bf16 table); see above
+
+
+def tolerance(exact, act):
+    return refmodel.F32_TOL if exact else ACT_TOL if act else refmodel.LOW_TOL
 
 
 def main():
@@ -60,21 +69,24 @@ def main():
             ("bf16", bf16_dir, "bf16", bf16, bf16_ids, bf16_gaps),
             ("bf16", bf16_dir, "f32", bf16, bf16_ids, bf16_gaps)]
     for name, model_dir, kv, ref, want, gaps in runs:
-        for isa in ("portable", "default"):
+        for isa in ISAS:
             label = "stories260K %s kv=%s isa=%s" % (name, kv, isa)
             gen = refmodel.generate(model_dir, [1], N_STEPS, vocab=ref.arch["vocab"],
-                                    env={"RADIXSERVE_ISA": isa if isa == "portable" else None},
-                                    extra=["--kv-dtype", kv],
+                                    env={"RADIXSERVE_ISA": isa}, extra=["--kv-dtype", kv],
                                     logits_path=os.path.join(tmp, name + ".logits"))
+            if gen.rc != 0 and "lacks" in gen.stderr:
+                tap.skip("%s: this CPU does not run the %s kernels" % (label, isa))
+                continue
             ran = gen.rc == 0 and len(gen.ids) == N_STEPS and gen.logits is not None
             if not tap.ok(ran, "%s: generate -n %d gives %d ids and their logits (rc %d)"
                           % (label, N_STEPS, len(gen.ids), gen.rc)):
                 tap.diag(gen.stderr[-1500:])
                 continue
             exact = name == "f32" and kv == "f32"
+            act = name == "bf16" and isa == "avx512bf16"  # VDPBF16PS rounds the inputs
             refmodel.check_ids(tap, label, gen.ids, want, gaps, exact)
-            rows = ref.step_logits([1], gen.ids, kv_bf16=kv == "bf16")
-            refmodel.check_logits(tap, label, rows, gen, tolerance(exact, isa),
+            rows = ref.step_logits([1], gen.ids, kv_bf16=kv == "bf16", act_bf16=act)
+            refmodel.check_logits(tap, label, rows, gen, tolerance(exact, act),
                                   kv_bf16=kv == "bf16")
             text = tok.decode(gen.ids)
             tap.ok(text.startswith(STORY), "%s: decoded with tok512 the story starts as llama2.c's: "
