@@ -36,20 +36,22 @@ function children(pid) {
 
 export const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };
 
-// deploy/haproxy/start.sh N PORT - ...args, until it has printed its N replica lines.
+// deploy/haproxy/start.sh N PORT MODEL ...args (MODEL '-': the embedded stories260K), until it
+// has printed its N replica lines.
 // Returns {base, port, dir, proc, replicas: [{name: 'r1', url, port, pid}], haproxyPid,
 // stop(signal) -> exit code}; throws when start.sh ends or times out first.
-export async function startDeploy(n, args, { env = {}, dir, timeoutMs = 60000 } = {}) {
+export async function startDeploy(n, args, { env = {}, dir, model = '-', timeoutMs = 60000 } = {}) {
     const port = await freePort();
-    const proc = spawn('bash', [path.join(root, 'deploy/haproxy/start.sh'), String(n), String(port), '-', ...args], {
+    const proc = spawn('bash', [path.join(root, 'deploy/haproxy/start.sh'), String(n), String(port), model, ...args], {
         stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, RADIXSERVE_BIN: path.resolve(root, process.env.BIN || 'bin/radixserve'), RS_DEPLOY_DIR: dir, ...env },
+        env: { ...process.env, RADIXSERVE_BIN: path.resolve(root, process.env.BIN || 'bin/radixserve'), ...(dir ? { RS_DEPLOY_DIR: dir } : {}), ...env },
     });
     let out = '', err = '';
     proc.stdout.on('data', (d) => { out += d; });
     proc.stderr.on('data', (d) => { err += d; });
     const exited = new Promise((res) => proc.on('exit', (code, sig) => res(code ?? sig)));
-    process.on('exit', () => { try { proc.kill('SIGTERM'); } catch { /* gone */ } });
+    const onExit = () => { try { proc.kill('SIGTERM'); } catch { /* gone */ } };
+    process.on('exit', onExit); // never leave it running
     const t0 = Date.now();
     while ((out.match(/^replica /gm) || []).length < n) {
         if (proc.exitCode !== null || Date.now() - t0 > timeoutMs)
@@ -64,7 +66,11 @@ export async function startDeploy(n, args, { env = {}, dir, timeoutMs = 60000 } 
         return { name: `r${i + 1}`, url, port: parseInt(p, 10), pid: kid ? kid.pid : 0 };
     });
     const hp = kids.find((k) => path.basename(k.argv[0]) === 'haproxy');
-    const stop = async (signal = 'SIGTERM') => { proc.kill(signal); return exited; };
+    const stop = async (signal = 'SIGTERM') => {
+        proc.kill(signal);
+        process.removeListener('exit', onExit);
+        return exited;
+    };
     return { base: `http://127.0.0.1:${port}`, port, dir, proc, replicas, haproxyPid: hp ? hp.pid : 0, stop, stderr: () => err };
 }
 
@@ -124,20 +130,24 @@ const TOPICS = [
     ['an old cat', 'the house', 'a warm bed', 'sleepy'],
     ['a brave boy', 'the forest', 'a tall tree', 'excited'],
 ];
-export const SYSTEMS = TOPICS.map(([who, where, what, feel], i) =>
+// systems(k): the same with k rounds of the three examples (a longer shared prefix, for a model
+// with a longer context than stories260K's 512 tokens).
+export const systems = (k = 1) => TOPICS.map(([who, where, what, feel], i) =>
     `You tell short stories. Story set ${i + 1}.\n` +
-    `Example: Once upon a time, ${who} went to ${where}. There was ${what}. It was ${feel}.\n` +
-    `Example: One day, ${who} saw ${what} in ${where}. They played all day and were ${feel}.\n` +
-    `Example: ${who} wanted ${what}, so they looked in ${where}. At last they found it.\n` +
+    Array.from({ length: k }, (_, j) =>
+        `Example ${3 * j + 1}: Once upon a time, ${who} went to ${where}. There was ${what}. It was ${feel}.\n` +
+        `Example ${3 * j + 2}: One day, ${who} saw ${what} in ${where}. They played all day and were ${feel}.\n` +
+        `Example ${3 * j + 3}: ${who} wanted ${what}, so they looked in ${where}. At last they found it.\n`).join('') +
     'Now tell a new story.');
+export const SYSTEMS = systems(1);
 
 const ASKS = ['a story about a bird', 'a story about the sun', 'a story about a boat', 'a story about a cake',
     'a story about the rain', 'a story about a friend', 'a story about a toy', 'a story about the moon',
     'a story about a fish', 'a story about a car', 'a story about the sea', 'a story about a hat'];
 
 // Round k (0-based) of the workload: one request per system prompt, each with its own question.
-export function round(k, { maxTokens = 16, stream = false, extra = {} } = {}) {
-    return SYSTEMS.map((sys, s) => ({
+export function round(k, { maxTokens = 16, stream = false, extra = {}, sys: list = SYSTEMS } = {}) {
+    return list.map((sys, s) => ({
         sys: s,
         body: {
             messages: [{ role: 'system', content: sys }, { role: 'user', content: `Tell ${ASKS[(k * 5 + s * 3) % ASKS.length]}, number ${k}.` }],
