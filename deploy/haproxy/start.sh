@@ -18,6 +18,7 @@
 #   RS_DEPLOY_DIR        where the rendered haproxy.cfg and the logs go (replica-P.log,
 #                        haproxy.log); default a temporary directory removed on exit
 #   RS_START_TIMEOUT     seconds to wait for the replicas to load (default 300)
+# Needs: haproxy (2.6 or later), curl, python3 (only its socket module, to find free ports).
 # Failure: exit 2 on bad arguments, 1 if a replica or HAProxy cannot start (its log's tail is
 # printed), having stopped whatever it had started.
 set -u
@@ -56,6 +57,7 @@ stop_all() {
     wait 2>/dev/null
     [ $keep_dir = 1 ] || rm -rf "$dir"
 }
+# shellcheck disable=SC2317 # run by the trap below
 on_signal() { trap - TERM INT; stop_all; exit 0; }
 fail() {
     echo "start.sh: $1" >&2
@@ -71,6 +73,7 @@ healthy() { [ "$(curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$
 
 for i in $(seq "$n"); do
     p=$(free_port)
+    while [[ " ${ports[*]} " == *" $p "* ]]; do p=$(free_port); done # bind(0) may repeat one
     "$bin" serve --model "$model" --host 127.0.0.1 --port "$p" --max-connections-per-client 512 \
         "$@" >"$dir/replica-$p.log" 2>&1 &
     pids+=($!) ports+=("$p")

@@ -20,8 +20,7 @@
 // Skips (one SKIP line) when haproxy is not installed (scripts/deps.sh --test installs it).
 import fs from 'node:fs';
 import path from 'node:path';
-import { ok } from './server_lib.mjs';
-import { startServer, runAndFinish } from './server_lib.mjs';
+import { ok, startServer, runAndFinish } from './server_lib.mjs';
 import net from 'node:net';
 import { haproxyBin, startDeploy, chat, metric, round, cachedRatio, alive, sleep, SYSTEMS } from './deploy_lib.mjs';
 
