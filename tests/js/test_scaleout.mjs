@@ -122,7 +122,7 @@ await runAndFinish(single, async () => {
     const inflightBodies = bodies.filter((x) => vSys.includes(x.sys));
     // Retriable: a 502 (HAProxy: the server closed without an answer), a stream cut before
     // [DONE], or the client connection closed without an answer (HAProxy's way when the request
-    // was not the first on a keep-alive connection). The OpenAI SDKs retry all three kinds.
+    // was not the first on a keep-alive connection). A client can send each again (checked below).
     const retriable = (r) => [502, 503, 504].includes(r.status) || (r.stream && r.status === 200 && !r.done) || r.error !== '';
     ok(running >= 2 * vSys.length && vMid.length > 0 && vMid.every(retriable),
         `${victim.name} killed with ${running} requests running: its ${vMid.length} in flight fail retriably (${vMid.map((r) => r.stream ? `stream:${r.done ? 'done' : 'cut'}` : r.status || r.error).join(' ')})`);
