@@ -11,6 +11,8 @@
 # every replica answers /health and HAProxy listens; then waits. SIGTERM or SIGINT stops
 # HAProxy and every replica it started (SIGTERM, SIGKILL after 10 s) and exits 0; a replica that
 # dies on its own is left to HAProxy's health checks; HAProxy dying ends everything with 1.
+# (A non-interactive shell starts its background jobs with SIGINT ignored, and bash cannot trap
+# a signal ignored at its start: stop such a job with SIGTERM. In a terminal, Ctrl-C works.)
 #
 # Environment:
 #   RADIXSERVE_BIN       the binary (default: bin/radixserve of this repository)
