@@ -180,7 +180,9 @@ char *srv_metrics_text(srv_metrics *m, const sched_stats *st) {
     put_hist(&o, "radixserve_inter_token_latency_seconds",
              "Between consecutive generated tokens of one request", &snap.itl);
     put_metric(&o, "radixserve_model_loaded", "gauge", "1 once the model is ready", st ? 1 : 0);
-    if (st) put_sched(&o, st);
-    if (st) put_gateway(&o, st);
+    if (st) {
+        put_sched(&o, st);
+        put_gateway(&o, st);
+    }
     return o.s; /* NULL only if nothing could be allocated */
 }
