@@ -259,8 +259,12 @@ static int parse_gen(const cJSON *root, api_gen *g, int chat, api_error *err) {
         parse_stream(root, g, err) || get_bool(root, "ignore_eos", &g->ignore_eos, err) ||
         get_str(root, "cache_salt", &g->cache_salt, err) || parse_response_format(root, g, err))
         return RS_EINVAL;
-    const cJSON *user = field(root, "user");
+    /* user and prompt_cache_key (OpenAI's routing hint) are checked and not kept: this server
+     * holds one cache, so neither changes what is cached or found (cache_salt does); a balancer
+     * in front may route on prompt_cache_key (deploy/haproxy/). */
+    const cJSON *user = field(root, "user"), *pck = field(root, "prompt_cache_key");
     if (user && !cJSON_IsString(user)) return bad_type(err, "user", "a string");
+    if (pck && !cJSON_IsString(pck)) return bad_type(err, "prompt_cache_key", "a string");
     if (chat) {
         if (get_bool(root, "logprobs", &g->logprobs, err) ||
             get_int(root, "top_logprobs", 0, API_MAX_TOP_LOGPROBS, &g->top_logprobs, err))

@@ -33,6 +33,7 @@ if [ $want_test = 1 ]; then
         missing+=(python3-torch python3-jinja2 python3-numpy)
     fi
     need_file /usr/bin/chromium chromium # the web UI's browser test (tests/js/test_webui.mjs)
+    need_file /usr/sbin/haproxy haproxy # deploy/haproxy/ and its test (tests/js/test_scaleout.mjs)
     command -v node >/dev/null 2>&1 || missing+=(nodejs)
     command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi

@@ -1,7 +1,8 @@
 /*
  * srv_metrics.c — counters and histograms kept by the HTTP layer, and the Prometheus text page
  * that joins them with the scheduler's statistics. Names follow Prometheus conventions with the
- * radixserve_ prefix (base units, _total counters, _seconds histograms).
+ * radixserve_ prefix (base units, _total counters, _seconds histograms); a few of the
+ * scheduler's figures are repeated under vLLM's names for gateways (put_gateway).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,38 @@ static void put_sched(api_buf *o, const sched_stats *st) {
     put_metric(o, "radixserve_warm_queue", "gauge", "Warming jobs pending", st->warm_queued);
 }
 
+/* The names the Gateway API Inference Extension's endpoint picker and llm-d read (its model
+ * server protocol; vLLM's names and units), computed from the same statistics snapshot as the
+ * radixserve_ series above, never counted apart (docs/deploy.md). KV usage is the fraction of
+ * blocks running requests hold (pinned tree blocks and private ones), as vLLM counts a cached
+ * block nobody references as free: evictable cache is not memory pressure. */
+static void put_gateway(api_buf *o, const sched_stats *st) {
+    char line[256];
+    double kv = st->kv_blocks_total
+                    ? (double)(st->kv_blocks_pinned + st->kv_blocks_private) / st->kv_blocks_total
+                    : 0.0;
+    put_metric(o, "vllm:num_requests_waiting", "gauge",
+               "Requests waiting for admission (radixserve_queue_depth)", st->waiting);
+    put_metric(o, "vllm:num_requests_running", "gauge",
+               "Sequences in the running batch (radixserve_running_sequences)", st->running);
+    put_metric(o, "vllm:kv_cache_usage_perc", "gauge",
+               "Fraction of KV blocks held by running requests, 0 to 1", kv);
+    put_metric(o, "vllm:gpu_cache_usage_perc", "gauge",
+               "vllm:kv_cache_usage_perc under its older name", kv);
+    put_metric(o, "vllm:prefix_cache_queries_total", "counter",
+               "Prompt tokens looked up in the prefix cache (hit + miss tokens)",
+               (double)(st->cache_hit_tokens + st->cache_miss_tokens));
+    put_metric(o, "vllm:prefix_cache_hits_total", "counter",
+               "Prompt tokens found in the prefix cache (radixserve_cache_hit_tokens_total)",
+               (double)st->cache_hit_tokens);
+    snprintf(line, sizeof line,
+             "# HELP vllm:cache_config_info KV cache shape (labels)\n"
+             "# TYPE vllm:cache_config_info gauge\n"
+             "vllm:cache_config_info{block_size=\"%d\",num_gpu_blocks=\"%d\"} 1\n",
+             st->block_size, st->kv_blocks_total);
+    api_buf_puts(o, line);
+}
+
 char *srv_metrics_text(srv_metrics *m, const sched_stats *st) {
     api_buf o = {0};
     char line[128];
@@ -147,6 +180,9 @@ char *srv_metrics_text(srv_metrics *m, const sched_stats *st) {
     put_hist(&o, "radixserve_inter_token_latency_seconds",
              "Between consecutive generated tokens of one request", &snap.itl);
     put_metric(&o, "radixserve_model_loaded", "gauge", "1 once the model is ready", st ? 1 : 0);
-    if (st) put_sched(&o, st);
+    if (st) {
+        put_sched(&o, st);
+        put_gateway(&o, st);
+    }
     return o.s; /* NULL only if nothing could be allocated */
 }

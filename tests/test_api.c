@@ -41,7 +41,8 @@ static void test_chat_fields(void) {
         "\"seed\":-1,\"stop\":[\"x\",\"yy\"],\"n\":2,\"logprobs\":true,\"top_logprobs\":3,"
         "\"logit_bias\":{\"17\":-100,\"3\":2.5},\"stream\":true,"
         "\"stream_options\":{\"include_usage\":true},\"ignore_eos\":true,\"cache_salt\":\"c\","
-        "\"user\":\"u\",\"unknown_field\":{\"x\":1},\"response_format\":{\"type\":\"text\"},"
+        "\"user\":\"u\",\"prompt_cache_key\":\"k\",\"unknown_field\":{\"x\":1},\"response_format\":"
+        "{\"type\":\"text\"},"
         "\"chat_template_kwargs\":{\"enable_thinking\":false},\"tools\":[],"
         "\"tool_choice\":\"auto\",\"parallel_tool_calls\":false}";
     int rc = chat(body, &r, &err);
@@ -128,6 +129,7 @@ static void test_chat_rejects(void) {
     REJ("\"parallel_tool_calls\":1", "parallel_tool_calls");
     REJ("\"model\":5", "model");
     REJ("\"user\":5", "user");
+    REJ("\"prompt_cache_key\":[\"k\"]", "prompt_cache_key");
 #undef REJ
     rejects("{}", "messages");
     rejects("{\"messages\":[]}", "messages");

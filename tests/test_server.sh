@@ -70,6 +70,13 @@ salted() { post /v1/completions "$($PY -c 'import json,sys; print(json.dumps({"p
 a1=$(salted tenant-a); a2=$(salted tenant-a); b1=$(salted tenant-b)
 ok $([ "$a1" = 0 ] && [ "${a2:-0}" -ge 32 ] && [ "$b1" = 0 ]; echo $?) "cache_salt separates caches (first $a1, repeat $a2, other salt $b1)"
 
+# prompt_cache_key is a routing hint for a balancer (deploy/haproxy/): accepted, and it does not
+# separate caches (two keys find the same cached prefix); a key that is not a string is a 400.
+keyed() { post /v1/completions "$($PY -c 'import json,sys; print(json.dumps({"prompt":"Once upon a time"+sys.argv[1]+" Then","max_tokens":2,"temperature":0,"prompt_cache_key":sys.argv[2]}))' "$text" "$1")" | json 'd["usage"]["prompt_tokens_details"]["cached_tokens"]'; }
+k1=$(keyed key-a); k2=$(keyed key-b)
+kc=$(status "${A[@]}" "$U/v1/chat/completions" -d '{"messages":[{"role":"user","content":"hi"}],"prompt_cache_key":7}')
+ok $([ "${k1:-0}" -ge 32 ] && [ "${k2:-0}" -ge 32 ] && [ "$kc" = 400 ] && grep -q '"param":"prompt_cache_key"' "$TMP/body"; echo $?) "prompt_cache_key routes only: both keys hit the shared cache ($k1, $k2); a number is a 400 ($kc)"
+
 # Chat on a model without a template (plain rendering), stop strings, seeds, n=2.
 chat=$(post /v1/chat/completions '{"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":20,"temperature":0}')
 ok $(echo "$chat" | json 'len(d["choices"][0]["message"]["content"])>0 and d["object"]=="chat.completion"' | grep -q True; echo $?) "chat returns text"
@@ -147,6 +154,7 @@ keys = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature
         "min_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "repetition_penalty",
         "logprobs", "top_logprobs", "logit_bias", "stream", "stream_options", "ignore_eos",
         "cache_salt", "chat_template_kwargs", "tools", "tool_choice", "user", "response_format",
+        "prompt_cache_key",
         "prompt", "echo", "tokens"]
 bad = []
 for i in range(300):

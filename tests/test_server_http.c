@@ -204,6 +204,11 @@ static void fake_stats(void *ctx, sched_stats *st) {
     st->kv_blocks_total = 64;
     st->kv_blocks_free = 64;
     st->block_size = 16;
+    st->waiting = 3;           /* the gateway names below must repeat these, not count apart */
+    st->kv_blocks_pinned = 10; /* (10 + 6) / 64 held by running requests */
+    st->kv_blocks_private = 6;
+    st->cache_hit_tokens = 30;
+    st->cache_miss_tokens = 12;
 }
 
 /* A two-node tree: the namespace node and one edge whose first tokens spell "Hi". */
@@ -359,6 +364,16 @@ static void test_basic(void) {
                strstr(r.body, "radixserve_kv_blocks{state=\"free\"} 64") &&
                strstr(r.body, "radixserve_running_sequences 0"),
            "/metrics Prometheus text");
+    TAP_OK(
+        strstr(r.body, "\nvllm:num_requests_waiting 3\n") &&
+            strstr(r.body, "\nvllm:num_requests_running 0\n") &&
+            strstr(r.body, "\nvllm:kv_cache_usage_perc 0.25\n") &&
+            strstr(r.body, "\nvllm:gpu_cache_usage_perc 0.25\n") &&
+            strstr(r.body, "\nvllm:prefix_cache_queries_total 42\n") &&
+            strstr(r.body, "\nvllm:prefix_cache_hits_total 30\n") &&
+            strstr(r.body, "# TYPE vllm:prefix_cache_hits_total counter\n") &&
+            strstr(r.body, "\nvllm:cache_config_info{block_size=\"16\",num_gpu_blocks=\"64\"} 1\n"),
+        "/metrics: the Inference Extension's vLLM names, from the same statistics");
 }
 
 static void test_stream(void) {
