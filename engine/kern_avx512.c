@@ -226,30 +226,6 @@ AVX512_INLINE void gemm_step(__m512 acc[GEMM_MR][GEMM_NR], const float *xs, int 
     }
 }
 
-/* y[i][n + j] = hsum16(acc[i][j]) for i < MR, j < NR, eight sums at a time where they fill
- * hsum16_x8 (the same bits as one at a time). */
-AVX512_INLINE void gemm_store(float *y, int ldy, __m512 acc[GEMM_MR][GEMM_NR], int n, int MR,
-                              int NR) {
-    __m512 g[8];
-    float *dst[8];
-    int c = 0;
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NR; j++) {
-            g[c] = acc[i][j];
-            dst[c++] = y + (size_t)i * (size_t)ldy + (size_t)(n + j);
-            if (c == 8) {
-                float t[16];
-                _mm512_storeu_ps(t, hsum16_x8_lanes(g));
-#pragma GCC unroll 8
-                for (int q = 0; q < 8; q++) *dst[q] = t[HSUM16_X8_LANE(q)];
-                c = 0;
-            }
-        }
-    for (int q = 0; q < c; q++) *dst[q] = hsum16(g[q]);
-}
-
 /* One GEMM tile: y[i][n + j] for i < MR, j < NR from the split rows xs (kp apart). */
 AVX512_INLINE void gemm_tile(float *y, int ldy, const float *xs, int kp, const uint16_t *W, int K,
                              int n, int pf, int MR, int NR) {
@@ -265,7 +241,7 @@ AVX512_INLINE void gemm_tile(float *y, int ldy, const float *xs, int kp, const u
     else
         for (; k + 32 <= K; k += 32) gemm_step(acc, xs, kp, w0, K, k, 32, 0, MR, NR);
     if (k < K) gemm_step(acc, xs, kp, w0, K, k, K - k, 0, MR, NR);
-    gemm_store(y, ldy, acc, n, MR, NR);
+    hsum16_store(y, ldy, &acc[0][0], GEMM_NR, n, MR, NR);
 }
 
 /* The tile for mr (1..6) rows and NR weight rows, with constant shapes. */

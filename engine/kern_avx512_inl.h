@@ -55,4 +55,29 @@ AVX512_INLINE __m512 hsum16_x8_lanes(const __m512 a[8]) {
 /* Lane q of hsum16_x8_lanes's result holding a[q]'s sum (a[q - 4]'s in the high half of a pair). */
 #define HSUM16_X8_LANE(q) ((q) < 4 ? 4 * (q) : 4 * ((q)-4) + 1)
 
+/* y[i * ldy + n + j] = hsum16(acc[i * stride + j]) for i < MR, j < NR (constants at every call):
+ * eight sums at a time through hsum16_x8_lanes where they fill it, the rest one by one (the same
+ * bits either way). The tiles of both tables leave through it. */
+AVX512_INLINE void hsum16_store(float *y, int ldy, const __m512 *acc, int stride, int n, int MR,
+                                int NR) {
+    __m512 g[8];
+    float *dst[8];
+    int c = 0;
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < NR; j++) {
+            g[c] = acc[i * stride + j];
+            dst[c++] = y + (size_t)i * (size_t)ldy + (size_t)(n + j);
+            if (c == 8) {
+                float t[16];
+                _mm512_storeu_ps(t, hsum16_x8_lanes(g));
+#pragma GCC unroll 8
+                for (int q = 0; q < 8; q++) *dst[q] = t[HSUM16_X8_LANE(q)];
+                c = 0;
+            }
+        }
+    for (int q = 0; q < c; q++) *dst[q] = hsum16(g[q]);
+}
+
 #endif

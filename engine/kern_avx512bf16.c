@@ -83,8 +83,7 @@ static inline __attribute__((always_inline)) void dp_step(__m512 acc[DP_MR][DP_N
     }
 }
 
-/* y[i][n + j] for i < MR, j < NR: the tile's elements from zero, then hsum16 of each (eight at
- * a time through hsum16_x8_lanes where they fill it: the same bits). */
+/* y[i][n + j] for i < MR, j < NR: the tile's elements from zero, then hsum16 of each. */
 static inline __attribute__((always_inline)) void dp_tile(float *y, int ldy, dp_src s, int rnd,
                                                           const uint16_t *W, int K, int n, int pf,
                                                           int MR, int NR) {
@@ -100,24 +99,7 @@ static inline __attribute__((always_inline)) void dp_tile(float *y, int ldy, dp_
     else
         for (; k + 32 <= K; k += 32) dp_step(acc, s, rnd, w0, K, k, 32, 0, MR, NR);
     if (k < K) dp_step(acc, s, rnd, w0, K, k, K - k, 0, MR, NR);
-    __m512 g[8];
-    float *dst[8];
-    int c = 0;
-#pragma GCC unroll 6
-    for (int i = 0; i < MR; i++)
-#pragma GCC unroll 8
-        for (int j = 0; j < NR; j++) {
-            g[c] = acc[i][j];
-            dst[c++] = y + (size_t)i * (size_t)ldy + (size_t)(n + j);
-            if (c == 8) {
-                float t[16];
-                _mm512_storeu_ps(t, hsum16_x8_lanes(g));
-#pragma GCC unroll 8
-                for (int q = 0; q < 8; q++) *dst[q] = t[HSUM16_X8_LANE(q)];
-                c = 0;
-            }
-        }
-    for (int q = 0; q < c; q++) *dst[q] = hsum16(g[q]);
+    hsum16_store(y, ldy, &acc[0][0], DP_NR_FEW, n, MR, NR);
 }
 
 /* Weight rows [c0, c1) against mr (a constant, 1..6) activation rows: tiles of NR rows, then
