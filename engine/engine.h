@@ -79,7 +79,10 @@ typedef struct eng_config {
     int tie_embeddings;       /* lm_head shares the embedding matrix */
     int qk_norm;              /* per-head RMSNorm of q and k before RoPE (Qwen3) */
     int qkv_bias;             /* q/k/v projections have biases (Qwen2) */
-    eng_dtype dtype;          /* storage type of the weight matrices in the files */
+    eng_dtype dtype;          /* storage type of the weight matrices in the files (GGUF: the
+                                 embedding's, which a quantized file often keeps at Q6_K) */
+    const char *file_type;    /* GGUF general.file_type as llama-quantize names it ("q4_k_m"),
+                                 static; NULL for safetensors or a value not known here */
     eng_weights weights;      /* how they are held: as stored, or quantized at load */
     int bos_id;               /* -1 if none */
     int eos_ids[ENG_MAX_EOS]; /* generation_config.json eos_token_id (int or list) */

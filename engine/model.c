@@ -326,6 +326,21 @@ static int gguf_refuse(const eng_gguf *g, const eng_config *c, rs_err *e) {
     return rc;
 }
 
+/* llama.cpp's llama_ftype (general.file_type) as llama-quantize names it; NULL for values it no
+ * longer writes or that name a type radixserve cannot load anyway. */
+static const char *gguf_file_type_name(int ft) {
+    static const struct {
+        int ft;
+        const char *name;
+    } names[] = {{0, "f32"},     {1, "f16"},     {2, "q4_0"},    {3, "q4_1"},    {7, "q8_0"},
+                 {8, "q5_0"},    {9, "q5_1"},    {10, "q2_k"},   {11, "q3_k_s"}, {12, "q3_k_m"},
+                 {13, "q3_k_l"}, {14, "q4_k_s"}, {15, "q4_k_m"}, {16, "q5_k_s"}, {17, "q5_k_m"},
+                 {18, "q6_k"},   {32, "bf16"}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].ft == ft) return names[i].name;
+    return NULL;
+}
+
 /* The same fields config.json gives, from GGUF keys (llama.cpp's names). Vocabulary size: the
  * token list's length, else the embedding's rows; tied when output.weight is absent. */
 static int gguf_config(eng_config *c, const eng_gguf *g, rs_err *e) {
@@ -357,6 +372,9 @@ static int gguf_config(eng_config *c, const eng_gguf *g, rs_err *e) {
         if (!eng_gguf_find(g, key))
             rc = rs_errf(e, RS_EINVAL, "%s: metadata %s missing", path, key);
     }
+    int ft = -1;
+    if (!rc) rc = eng_gguf_int(g, "general.file_type", &ft, e);
+    if (!rc) c->file_type = gguf_file_type_name(ft);
     if (!rc) rc = eng_gguf_int(g, "tokenizer.ggml.bos_token_id", &c->bos_id, e);
     /* EOS: the end-of-sequence, end-of-turn and end-of-message ids, each once */
     static const char *const eos_keys[] = {"tokenizer.ggml.eos_token_id",

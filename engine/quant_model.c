@@ -39,8 +39,8 @@ const char *eng_weights_name(eng_weights w) {
 }
 
 const char *eng_model_quantization(const eng_model *m) {
-    return m->cfg.weights != ENG_WEIGHTS_SOURCE ? eng_weights_name(m->cfg.weights)
-                                                : eng_dtype_name(m->cfg.dtype);
+    if (m->cfg.weights != ENG_WEIGHTS_SOURCE) return eng_weights_name(m->cfg.weights);
+    return m->cfg.file_type ? m->cfg.file_type : eng_dtype_name(m->cfg.dtype);
 }
 
 /* ---------------------------------------------------------------- which matrix, which type */

@@ -330,8 +330,13 @@ def main():
     ap.add_argument("--no-tokenizer", action="store_true")
     ap.add_argument("--no-weights", action="store_true",
                     help="metadata of the tokenizer only (no config.json or weights needed)")
+    ap.add_argument("--file-type", type=int,
+                    help="general.file_type to write instead of the dtype's (llama_ftype: 15 is "
+                    "what llama-quantize writes for Q4_K_M)")
     a = ap.parse_args()
     w = build(a.dir, a.dtype, not a.no_tokenizer, not a.no_weights, a.pre)
+    if a.file_type is not None:
+        w.kv = [(k, t, a.file_type if k == "general.file_type" else v, e) for k, t, v, e in w.kv]
     w.write(a.out, a.version, a.alignment)
 
 

@@ -30,6 +30,16 @@ grep -q "(llama, safetensors, " "$TMP/a.log"
 ok $? "... and for safetensors: $(grep ready: "$TMP/a.log")"
 fmt=$(curl -s "$UB/v1/models" | json 'd["data"][0].get("format")')
 ok $([ "$fmt" = "gguf" ]; echo $?) "/v1/models says the format ($fmt)"
+q=$(curl -s "$UB/v1/models" | json 'd["data"][0].get("quantization")')
+ok $([ "$q" = "f32" ]; echo $?) "... and the weights (general.file_type 0: $q)"
+# A GGUF's weight format is its general.file_type, not the embedding's type (llama-quantize keeps
+# a Q4_0 or Q4_K_M file's tied embedding at Q6_K): the same F32 tensors labelled 15 (Q4_K_M).
+$PY tests/gguf_write.py models/stories260K "$TMP/labelled.gguf" --file-type 15
+UC=$(start "$TMP/labelled.gguf" "$TMP/c.log")
+wait_ready "$UC"
+q=$(curl -s "$UC/v1/models" | json 'd["data"][0].get("quantization")')
+grep -q "weights q4_k_m)" "$TMP/c.log"
+ok $([ $? = 0 ] && [ "$q" = "q4_k_m" ]; echo $?) "general.file_type 15 is reported as q4_k_m (/v1/models: $q; $(grep -o 'weights [a-z0-9_]*' "$TMP/c.log"))"
 
 post() { curl -s -m 30 "$1$2" -H 'Content-Type: application/json' -d "$3" | json "$4"; }
 for body in '{"prompt":"Once upon a time","max_tokens":48,"temperature":0}' \
