@@ -113,7 +113,7 @@ AVX512_INLINE void tile_step(__m512 acc[ENG_TILE_MR][AVX512_MAX_NR], const float
         for (int j = 0; j < NR; j++) {
             const char *r = w0 + (size_t)j * rb;
             /* the same line of the next tile's row: see tile_gen in kern_avx2.c */
-            if (full && pf) _mm_prefetch(r + (size_t)NR * rb + (size_t)k * 2, _MM_HINT_T0);
+            if (full && pf) _mm_prefetch(r + (size_t)NR * rb + (size_t)k * 2, _MM_HINT_T1);
             __m512 we, wo;
             widen_w_eo(load_w(r, t, k, n, full), &we, &wo);
 #pragma GCC unroll 4
@@ -125,7 +125,7 @@ AVX512_INLINE void tile_step(__m512 acc[ENG_TILE_MR][AVX512_MAX_NR], const float
 #pragma GCC unroll 8
     for (int j = 0; j < NR; j++) {
         const char *r = w0 + (size_t)j * rb;
-        if (full && pf) _mm_prefetch(r + (size_t)NR * rb + (size_t)k * elem_size(t), _MM_HINT_T0);
+        if (full && pf) _mm_prefetch(r + (size_t)NR * rb + (size_t)k * elem_size(t), _MM_HINT_T1);
         w[j] = load_w(r, t, k, n, full);
     }
 #pragma GCC unroll 4
