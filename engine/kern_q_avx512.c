@@ -247,7 +247,7 @@ QI void qp_pack(eng_dtype t, const char *w, size_t rb, int rows, int b0, int kc,
                 r[j] = _mm512_setzero_si512();
                 continue;
             }
-            if (stream) _mm_prefetch(row + QP_NV * QP_ROWS * rb + qp_off(t, b), _MM_HINT_T0);
+            if (stream) _mm_prefetch(row + QP_NV * QP_ROWS * rb + qp_off(t, b), _MM_HINT_T1);
             r[j] = qp_u8(t, row, b, two);
         }
         transpose16(r, o);
