@@ -282,20 +282,34 @@ static void test_avx2_spec(const eng_kernels *k, eng_dtype wdt, int M) {
  * K tail zero (fma(0, 0, l) = l); then hsum16's tree: lanes i + i+8, then i + i+4, i + i+2,
  * 0 + 1. Every tile (direct GEMV, prefill GEMM) must give exactly this.
  */
-static float avx512_bf16_spec_dot(const float *x, const float *w, int K) {
+/* Both AVX-512 tables' lane scheme: 16 lanes over steps of 32, lane j taking elements 2j and
+ * 2j + 1 of each step as two fmaf (odd_first: element 2j + 1's first), the activations rounded
+ * to BF16 first when round_x, the tail zero; then hsum16's tree. */
+static float avx512_lanes_spec_dot(const float *x, const float *w, int K, int round_x,
+                                   int odd_first) {
     float l[16] = {0};
     int padded = (K + 31) / 32 * 32;
     for (int k = 0; k < padded; k += 2) {
         int j = (k % 32) / 2;
         float xe = k < K ? x[k] : 0, we = k < K ? w[k] : 0;
         float xo = k + 1 < K ? x[k + 1] : 0, wo = k + 1 < K ? w[k + 1] : 0;
-        l[j] = fmaf(xe, we, l[j]);
-        l[j] = fmaf(xo, wo, l[j]);
+        if (round_x) xe = bf16_round(xe), xo = bf16_round(xo);
+        if (odd_first) {
+            l[j] = fmaf(xo, wo, l[j]);
+            l[j] = fmaf(xe, we, l[j]);
+        } else {
+            l[j] = fmaf(xe, we, l[j]);
+            l[j] = fmaf(xo, wo, l[j]);
+        }
     }
     float s8[8], s4[4];
     for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
     for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+}
+
+static float avx512_bf16_spec_dot(const float *x, const float *w, int K) {
+    return avx512_lanes_spec_dot(x, w, K, 0, 0);
 }
 
 /* M = 7 takes the direct tiles, M = 19 and 64 the BF16 GEMM (tails of its 6-row tiles; N = 13
@@ -316,19 +330,7 @@ static void test_avx512_spec(const eng_kernels *k, int M) {
  * make any.
  */
 static float avx512bf16_spec_dot(const float *x, const float *w, int K) {
-    float l[16] = {0};
-    int padded = (K + 31) / 32 * 32;
-    for (int k = 0; k < padded; k += 2) {
-        int j = (k % 32) / 2;
-        float xe = k < K ? bf16_round(x[k]) : 0, we = k < K ? w[k] : 0;
-        float xo = k + 1 < K ? bf16_round(x[k + 1]) : 0, wo = k + 1 < K ? w[k + 1] : 0;
-        l[j] = fmaf(xo, wo, l[j]);
-        l[j] = fmaf(xe, we, l[j]);
-    }
-    float s8[8], s4[4];
-    for (int i = 0; i < 8; i++) s8[i] = l[i] + l[i + 8];
-    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
-    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
+    return avx512_lanes_spec_dot(x, w, K, 1, 1);
 }
 
 /* M = 1 and 5 round the activations inside the tiles, M = 7, 19 and 64 into a buffer once (6-row
