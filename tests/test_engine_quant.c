@@ -216,8 +216,8 @@ static void test_qshape(const eng_kernels *k, eng_dtype t, int M, int K, int N) 
 }
 
 static void test_kernels(void) {
-    static const char *const isas[] = {"portable", "avx2", "avx512"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const isas[] = {"portable", "avx2", "avx512", "avx512bf16"};
+    for (int i = 0; i < (int)(sizeof isas / sizeof isas[0]); i++) {
         setenv("RADIXSERVE_ISA", isas[i], 1);
         const eng_kernels *k;
         rs_err e = {0};
