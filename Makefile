@@ -12,9 +12,8 @@
 #
 # Every room (cache/ engine/ tokenizer/ api/ chat/ sched/ server/ util/ cli/) is compiled from a
 # wildcard, so a new .c file needs no Makefile edit. Files named *_avx2.c / *_avx512.c /
-# *_avx512bf16.c get
-# their ISA flags here and nowhere else: the rest of the code runs on any x86-64 and the
-# engine picks a kernel set at run time (engine/kernels.h).
+# *_avx512bf16.c get their ISA flags here and nowhere else: the rest of the code runs on any
+# x86-64 and the engine picks a kernel set at run time (engine/kernels.h).
 
 MODE    ?= release
 BUILD   ?= build/$(MODE)
